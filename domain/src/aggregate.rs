@@ -1,0 +1,321 @@
+//! The Order aggregate: its states, the rules that move between them, and the errors a
+//! command can meet.
+//!
+//! ```text
+//! placed --OrderConfirmed--> confirmed --ShipmentStarted--> shipped --OrderDelivered--> delivered
+//! placed --OrderRejected--> rejected
+//! placed | confirmed --OrderCancelled--> cancelled
+//! ```
+//! Commands that consumers retry are idempotent: a repeated confirmation, rejection, shipment
+//! or delivery changes nothing. A confirmation or rejection that arrives after the order was
+//! cancelled changes nothing either (the consumer raced the customer, see DESIGN.md 7).
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::commands::OrderCommand;
+use crate::events::OrderEvent;
+use crate::values::{Currency, Email, Money, OrderLine, ShippingAddress, Sku};
+
+/// Where an order is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    Placed,
+    Confirmed,
+    Rejected,
+    Cancelled,
+    Shipped,
+    Delivered,
+}
+
+impl OrderStatus {
+    pub const ALL: [OrderStatus; 6] = [
+        OrderStatus::Placed,
+        OrderStatus::Confirmed,
+        OrderStatus::Rejected,
+        OrderStatus::Cancelled,
+        OrderStatus::Shipped,
+        OrderStatus::Delivered,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Placed => "placed",
+            OrderStatus::Confirmed => "confirmed",
+            OrderStatus::Rejected => "rejected",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Shipped => "shipped",
+            OrderStatus::Delivered => "delivered",
+        }
+    }
+
+    /// Parses the snake_case name (`placed`, ...).
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+}
+
+impl std::fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a command was refused. Every variant is the caller's problem, never a crash.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrderError {
+    /// The command needs an order that was never placed.
+    #[error("order not found")]
+    NotFound,
+    /// `PlaceOrder` for an id that is already taken.
+    #[error("order {0} already exists")]
+    AlreadyExists(Uuid),
+    /// The command does not fit the order's current status.
+    #[error("cannot {command} an order that is {status}")]
+    WrongState {
+        command: &'static str,
+        status: OrderStatus,
+    },
+    /// A second, different reservation or shipment for the same order.
+    #[error("order is already {status} with another {what}")]
+    Conflicting {
+        what: &'static str,
+        status: OrderStatus,
+    },
+}
+
+/// The shipment of an order, once started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shipment {
+    pub shipment_id: Uuid,
+    pub carrier: String,
+    pub tracking_number: String,
+}
+
+/// Everything known about a placed order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderState {
+    pub id: Uuid,
+    pub status: OrderStatus,
+    pub customer_id: String,
+    pub customer_email: Email,
+    pub currency: Currency,
+    pub lines: Vec<OrderLine>,
+    pub total: Money,
+    pub shipping_address: ShippingAddress,
+    pub placed_at: DateTime<Utc>,
+    pub reservation_id: Option<Uuid>,
+    pub shipment: Option<Shipment>,
+    pub rejection_reason: Option<String>,
+    pub unavailable_skus: Vec<Sku>,
+    pub cancellation_reason: Option<String>,
+}
+
+/// The Order aggregate. `Order::default()` is an order not yet placed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    state: Option<OrderState>,
+}
+
+impl Order {
+    /// The order's state, or `None` when no `OrderPlaced` was applied.
+    pub fn state(&self) -> Option<&OrderState> {
+        self.state.as_ref()
+    }
+
+    /// Consumes the aggregate, giving its state.
+    pub fn into_state(self) -> Option<OrderState> {
+        self.state
+    }
+
+    /// Folds events into an order, as the event store does when it loads one.
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a OrderEvent>) -> Self {
+        let mut order = Order::default();
+        for event in events {
+            order.apply(event.clone());
+        }
+        order
+    }
+
+    /// Decides which events a command produces, without changing the order.
+    ///
+    /// # Errors
+    /// An [`OrderError`] when the command does not fit the order.
+    pub fn decide(&self, command: OrderCommand) -> Result<Vec<OrderEvent>, OrderError> {
+        use OrderStatus as S;
+        let name = command.name();
+        let state = match (&self.state, command) {
+            (None, OrderCommand::PlaceOrder(place)) => return Ok(vec![place.into_event()]),
+            (Some(state), OrderCommand::PlaceOrder(_)) => {
+                return Err(OrderError::AlreadyExists(state.id))
+            }
+            (None, _) => return Err(OrderError::NotFound),
+            (Some(state), command) => (state, command),
+        };
+        let (state, command) = state;
+        let wrong_state = || OrderError::WrongState {
+            command: name,
+            status: state.status,
+        };
+        let events = match command {
+            OrderCommand::PlaceOrder(_) => unreachable!("handled above"),
+            OrderCommand::ConfirmOrder { reservation_id } => {
+                match (state.status, state.reservation_id) {
+                    (_, Some(known)) if known == reservation_id => vec![],
+                    (S::Cancelled, _) => vec![],
+                    (S::Placed, _) => vec![OrderEvent::OrderConfirmed { reservation_id }],
+                    (S::Confirmed | S::Shipped | S::Delivered, _) => {
+                        return Err(OrderError::Conflicting {
+                            what: "reservation",
+                            status: state.status,
+                        })
+                    }
+                    (S::Rejected, _) => return Err(wrong_state()),
+                }
+            }
+            OrderCommand::RejectOrder {
+                reason,
+                unavailable_skus,
+            } => match state.status {
+                S::Placed => vec![OrderEvent::OrderRejected {
+                    reason,
+                    unavailable_skus,
+                }],
+                S::Rejected | S::Cancelled => vec![],
+                S::Confirmed | S::Shipped | S::Delivered => return Err(wrong_state()),
+            },
+            OrderCommand::CancelOrder {
+                reason,
+                cancelled_by,
+            } => match state.status {
+                S::Placed | S::Confirmed => vec![OrderEvent::OrderCancelled {
+                    reason,
+                    cancelled_by,
+                }],
+                _ => return Err(wrong_state()),
+            },
+            OrderCommand::StartShipment {
+                shipment_id,
+                carrier,
+                tracking_number,
+            } => match (state.status, &state.shipment) {
+                (_, Some(known)) if known.shipment_id == shipment_id => vec![],
+                (S::Confirmed, None) => vec![OrderEvent::ShipmentStarted {
+                    shipment_id,
+                    carrier,
+                    tracking_number,
+                }],
+                (S::Shipped | S::Delivered, Some(_)) => {
+                    return Err(OrderError::Conflicting {
+                        what: "shipment",
+                        status: state.status,
+                    })
+                }
+                _ => return Err(wrong_state()),
+            },
+            OrderCommand::MarkDelivered => match state.status {
+                S::Shipped => vec![OrderEvent::OrderDelivered {}],
+                S::Delivered => vec![],
+                _ => return Err(wrong_state()),
+            },
+        };
+        Ok(events)
+    }
+}
+
+impl Aggregate for Order {
+    const TYPE: &'static str = "Order";
+    type Command = OrderCommand;
+    type Event = OrderEvent;
+    type Error = OrderError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in self.decide(command)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            OrderEvent::OrderPlaced {
+                order_id,
+                customer_id,
+                customer_email,
+                currency,
+                lines,
+                shipping_address,
+                total,
+                placed_at,
+            } => {
+                self.state = Some(OrderState {
+                    id: order_id,
+                    status: OrderStatus::Placed,
+                    customer_id,
+                    customer_email,
+                    currency,
+                    lines,
+                    total,
+                    shipping_address,
+                    placed_at,
+                    reservation_id: None,
+                    shipment: None,
+                    rejection_reason: None,
+                    unavailable_skus: Vec::new(),
+                    cancellation_reason: None,
+                });
+            }
+            other => {
+                let Some(state) = self.state.as_mut() else {
+                    return;
+                };
+                match other {
+                    OrderEvent::OrderPlaced { .. } => {}
+                    OrderEvent::OrderConfirmed { reservation_id } => {
+                        state.status = OrderStatus::Confirmed;
+                        state.reservation_id = Some(reservation_id);
+                    }
+                    OrderEvent::OrderRejected {
+                        reason,
+                        unavailable_skus,
+                    } => {
+                        state.status = OrderStatus::Rejected;
+                        state.rejection_reason = Some(reason);
+                        state.unavailable_skus = unavailable_skus;
+                    }
+                    OrderEvent::OrderCancelled { reason, .. } => {
+                        state.status = OrderStatus::Cancelled;
+                        state.cancellation_reason = Some(reason);
+                    }
+                    OrderEvent::ShipmentStarted {
+                        shipment_id,
+                        carrier,
+                        tracking_number,
+                    } => {
+                        state.status = OrderStatus::Shipped;
+                        state.shipment = Some(Shipment {
+                            shipment_id,
+                            carrier,
+                            tracking_number,
+                        });
+                    }
+                    OrderEvent::OrderDelivered {} => state.status = OrderStatus::Delivered,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

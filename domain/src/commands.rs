@@ -1,0 +1,133 @@
+//! What a caller can ask an order to do. Commands are imperative; the aggregate decides.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::values::{
+    Currency, Email, FieldError, Money, OrderLine, ShippingAddress, Sku, MAX_LINES,
+};
+
+/// Every command the Order aggregate understands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OrderCommand {
+    PlaceOrder(PlaceOrder),
+    ConfirmOrder {
+        reservation_id: Uuid,
+    },
+    RejectOrder {
+        reason: String,
+        unavailable_skus: Vec<Sku>,
+    },
+    CancelOrder {
+        reason: String,
+        cancelled_by: String,
+    },
+    StartShipment {
+        shipment_id: Uuid,
+        carrier: String,
+        tracking_number: String,
+    },
+    MarkDelivered,
+}
+
+impl OrderCommand {
+    /// The command's name, for errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OrderCommand::PlaceOrder(_) => "PlaceOrder",
+            OrderCommand::ConfirmOrder { .. } => "ConfirmOrder",
+            OrderCommand::RejectOrder { .. } => "RejectOrder",
+            OrderCommand::CancelOrder { .. } => "CancelOrder",
+            OrderCommand::StartShipment { .. } => "StartShipment",
+            OrderCommand::MarkDelivered => "MarkDelivered",
+        }
+    }
+}
+
+/// A valid request to place an order. Only [`PlaceOrder::new`] builds one, so a `PlaceOrder`
+/// always has 1..=100 lines and a total that fits in an `i64`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlaceOrder {
+    order_id: Uuid,
+    customer_id: String,
+    customer_email: Email,
+    currency: Currency,
+    lines: Vec<OrderLine>,
+    shipping_address: ShippingAddress,
+    total: Money,
+    placed_at: DateTime<Utc>,
+}
+
+impl PlaceOrder {
+    /// # Errors
+    /// One [`FieldError`] for each rule broken: a blank or over-long `customer_id`, no lines
+    /// or more than [`MAX_LINES`], or a total that overflows.
+    pub fn new(
+        order_id: Uuid,
+        customer_id: &str,
+        customer_email: Email,
+        currency: Currency,
+        lines: Vec<OrderLine>,
+        shipping_address: ShippingAddress,
+        placed_at: DateTime<Utc>,
+    ) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let customer_id = customer_id.trim();
+        if customer_id.is_empty() || customer_id.len() > 100 {
+            errors.push(FieldError::new(
+                "customer_id",
+                "must be 1 to 100 characters",
+            ));
+        }
+        if lines.is_empty() || lines.len() > MAX_LINES {
+            errors.push(FieldError::new(
+                "lines",
+                format!("must hold 1 to {MAX_LINES} lines"),
+            ));
+        }
+        let total = lines.iter().try_fold(Money::ZERO, |sum, line| {
+            line.line_total().and_then(|t| sum.checked_add(t))
+        });
+        if total.is_none() {
+            errors.push(FieldError::new(
+                "lines",
+                "the order total is too large to represent",
+            ));
+        }
+        match total {
+            Some(total) if errors.is_empty() => Ok(Self {
+                order_id,
+                customer_id: customer_id.to_string(),
+                customer_email,
+                currency,
+                lines,
+                shipping_address,
+                total,
+                placed_at,
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    pub fn order_id(&self) -> Uuid {
+        self.order_id
+    }
+
+    pub fn total(&self) -> Money {
+        self.total
+    }
+
+    pub(crate) fn into_event(self) -> crate::events::OrderEvent {
+        crate::events::OrderEvent::OrderPlaced {
+            order_id: self.order_id,
+            customer_id: self.customer_id,
+            customer_email: self.customer_email,
+            currency: self.currency,
+            lines: self.lines,
+            shipping_address: self.shipping_address,
+            total: self.total,
+            placed_at: self.placed_at,
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! Value types that can only hold valid values: parse, don't validate.
+//!
+//! Every type has a `parse` that returns a [`FieldError`] naming what is wrong, so the gateway
+//! can report each bad field of a request at once.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use utoipa::ToSchema;
+
+/// Most lines one order may have.
+pub const MAX_LINES: usize = 100;
+/// Most units of one SKU in one line.
+pub const MAX_QUANTITY: u32 = 1000;
+
+/// One invalid input field: its JSON path and why it was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error, ToSchema)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    /// JSON path of the field, for example `lines[0].quantity`.
+    pub field: String,
+    /// What is wrong with it, as a sentence.
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error, nested under a parent path (`lines[3]` + `quantity`).
+    #[must_use]
+    pub fn under(mut self, parent: &str) -> Self {
+        self.field = if self.field.is_empty() {
+            parent.to_string()
+        } else {
+            format!("{parent}.{}", self.field)
+        };
+        self
+    }
+}
+
+/// A stock-keeping unit: 1 to 64 characters of `A-Z a-z 0-9 - _ .`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = String, example = "SKU-1")]
+pub struct Sku(String);
+
+impl Sku {
+    /// # Errors
+    /// A [`FieldError`] on field `sku` when empty, longer than 64 characters or holding other
+    /// characters than letters, digits, `-`, `_` and `.`.
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        if raw.is_empty() || raw.len() > 64 || !raw.chars().all(valid_char) {
+            return Err(FieldError::new(
+                "sku",
+                "must be 1 to 64 characters of letters, digits, '-', '_' or '.'",
+            ));
+        }
+        Ok(Self(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Sku {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Units of one SKU in one line: 1 to [`MAX_QUANTITY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = u32)]
+pub struct Quantity(u32);
+
+impl Quantity {
+    /// # Errors
+    /// A [`FieldError`] on field `quantity` outside 1..=1000.
+    pub fn parse(raw: i64) -> Result<Self, FieldError> {
+        match u32::try_from(raw) {
+            Ok(q) if (1..=MAX_QUANTITY).contains(&q) => Ok(Self(q)),
+            _ => Err(FieldError::new(
+                "quantity",
+                format!("must be between 1 and {MAX_QUANTITY}"),
+            )),
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// An amount of money in the currency's minor unit (cents for EUR). Never negative.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize, ToSchema,
+)]
+#[serde(transparent)]
+#[schema(value_type = i64)]
+pub struct Money(i64);
+
+impl Money {
+    pub const ZERO: Money = Money(0);
+
+    /// # Errors
+    /// A [`FieldError`] on field `unit_price` when negative.
+    pub fn parse(minor_units: i64) -> Result<Self, FieldError> {
+        if minor_units < 0 {
+            return Err(FieldError::new("unit_price", "must not be negative"));
+        }
+        Ok(Self(minor_units))
+    }
+
+    pub fn minor_units(self) -> i64 {
+        self.0
+    }
+
+    /// `self + other`, or `None` on overflow.
+    pub fn checked_add(self, other: Money) -> Option<Money> {
+        self.0.checked_add(other.0).map(Money)
+    }
+
+    /// `self * quantity`, or `None` on overflow.
+    pub fn checked_times(self, quantity: Quantity) -> Option<Money> {
+        self.0.checked_mul(i64::from(quantity.get())).map(Money)
+    }
+}
+
+/// An ISO 4217 currency code: three capital letters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = String, example = "EUR", pattern = "^[A-Z]{3}$")]
+pub struct Currency(String);
+
+impl Currency {
+    /// # Errors
+    /// A [`FieldError`] on field `currency` unless three capital ASCII letters.
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        if raw.len() == 3 && raw.chars().all(|c| c.is_ascii_uppercase()) {
+            Ok(Self(raw.to_string()))
+        } else {
+            Err(FieldError::new(
+                "currency",
+                "must be an ISO 4217 code of three capital letters, such as EUR",
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A plausible e-mail address: `local@domain.tld`, at most 254 characters, no spaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = String, format = "email", example = "ada@example.com")]
+pub struct Email(String);
+
+impl Email {
+    /// # Errors
+    /// A [`FieldError`] on field `customer_email` when it does not look like an address.
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let invalid = || FieldError::new("customer_email", "must be an e-mail address");
+        if raw.len() > 254 || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid());
+        }
+        let (local, domain) = raw.split_once('@').ok_or_else(invalid)?;
+        let domain_ok = domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !domain.contains('@')
+            && !domain.contains("..");
+        if local.is_empty() || !domain_ok {
+            return Err(invalid());
+        }
+        Ok(Self(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Where an order is shipped. Every field is required and non-blank; `country` is an
+/// ISO 3166-1 alpha-2 code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ShippingAddress {
+    pub name: String,
+    pub line1: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line2: Option<String>,
+    pub city: String,
+    pub postal_code: String,
+    #[schema(pattern = "^[A-Z]{2}$", example = "DE")]
+    pub country: String,
+}
+
+impl ShippingAddress {
+    /// # Errors
+    /// One [`FieldError`] per blank or too long field (under `shipping_address.`), and one for a
+    /// country that is not two capital letters.
+    pub fn parse(
+        name: &str,
+        line1: &str,
+        line2: Option<&str>,
+        city: &str,
+        postal_code: &str,
+        country: &str,
+    ) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut text = |field: &str, value: &str, max: usize| {
+            let trimmed = value.trim();
+            if trimmed.is_empty() || trimmed.len() > max {
+                errors.push(FieldError::new(
+                    format!("shipping_address.{field}"),
+                    format!("must be 1 to {max} characters"),
+                ));
+            }
+            trimmed.to_string()
+        };
+        let name = text("name", name, 200);
+        let line1 = text("line1", line1, 200);
+        let line2 = line2
+            .map(|l| text("line2", l, 200))
+            .filter(|l| !l.is_empty());
+        let city = text("city", city, 100);
+        let postal_code = text("postal_code", postal_code, 20);
+        if !(country.len() == 2 && country.chars().all(|c| c.is_ascii_uppercase())) {
+            errors.push(FieldError::new(
+                "shipping_address.country",
+                "must be an ISO 3166-1 alpha-2 code of two capital letters, such as DE",
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self {
+            name,
+            line1,
+            line2,
+            city,
+            postal_code,
+            country: country.to_string(),
+        })
+    }
+}
+
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OrderLine {
+    pub sku: Sku,
+    pub quantity: Quantity,
+    /// Price of one unit in minor units.
+    pub unit_price: Money,
+}
+
+impl OrderLine {
+    /// `quantity * unit_price`, or `None` on overflow.
+    pub fn line_total(&self) -> Option<Money> {
+        self.unit_price.checked_times(self.quantity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantity_accepts_only_one_to_a_thousand() {
+        assert!(Quantity::parse(0).is_err());
+        assert!(Quantity::parse(-1).is_err());
+        assert!(Quantity::parse(1001).is_err());
+        assert_eq!(Quantity::parse(1).unwrap().get(), 1);
+        assert_eq!(Quantity::parse(1000).unwrap().get(), 1000);
+    }
+
+    #[test]
+    fn money_refuses_negative_and_detects_overflow() {
+        assert!(Money::parse(-1).is_err());
+        let max = Money::parse(i64::MAX).unwrap();
+        assert_eq!(max.checked_add(Money::parse(1).unwrap()), None);
+        assert_eq!(max.checked_times(Quantity::parse(2).unwrap()), None);
+        assert_eq!(
+            Money::parse(1299)
+                .unwrap()
+                .checked_times(Quantity::parse(2).unwrap()),
+            Some(Money(2598))
+        );
+    }
+
+    #[test]
+    fn currency_is_three_capitals() {
+        assert!(Currency::parse("EUR").is_ok());
+        for bad in ["eur", "EU", "EURO", "E1R", ""] {
+            assert!(Currency::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn email_needs_local_part_and_dotted_domain() {
+        assert!(Email::parse("ada@example.com").is_ok());
+        for bad in ["ada", "@example.com", "ada@", "ada@example", "a da@x.com", "a@.com"] {
+            assert!(Email::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn sku_refuses_blank_long_and_odd_characters() {
+        assert!(Sku::parse("SKU-1_a.b").is_ok());
+        assert!(Sku::parse("").is_err());
+        assert!(Sku::parse("a b").is_err());
+        assert!(Sku::parse(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn address_reports_every_bad_field() {
+        let errors = ShippingAddress::parse("", "1 Main St", None, " ", "10115", "de").unwrap_err();
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "shipping_address.name",
+                "shipping_address.city",
+                "shipping_address.country"
+            ]
+        );
+    }
+}
