@@ -1,1 +1,28 @@
-//! placeholder
+//! The PostgreSQL side of orderflow: the event store (postgres-es under cqrs-es), the schema
+//! it lives in, and the readers of the event log that every other role shares.
+//!
+//! This crate exists because the gateway, the relay, the workers, the projections and the
+//! operator commands all read or write the same event log; one crate owns its schema and its
+//! SQL so they cannot drift apart.
+//!
+//! # Layout
+//! - [`database`]: connecting (timeouts that bound stuck transactions), creating the database
+//!   if missing, and applying the migrations.
+//! - [`log`]: the event log as others see it: [`EventEnvelope`], reads by order and by global
+//!   position, and the relay's commit-ordered position assignment.
+//! - [`orders`]: [`OrderStore`], which runs commands on the Order aggregate and loads orders.
+//! - [`idempotency`]: idempotency keys for `POST /v1/orders`.
+//! - [`inbox`]: the consumers' record of handled events.
+//! - [`testing`]: a fresh database per test, for the tests of every crate.
+#![forbid(unsafe_code)]
+
+pub mod database;
+pub mod idempotency;
+pub mod inbox;
+pub mod log;
+pub mod orders;
+pub mod testing;
+
+pub use database::{connect, migrate, DatabaseOptions, StoreError};
+pub use log::{EventEnvelope, EventMetadata};
+pub use orders::{CommandError, CommandMetadata, LoadedOrder, OrderStore};

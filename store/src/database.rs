@@ -1,0 +1,156 @@
+//! Connecting to PostgreSQL and applying the schema.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+/// Errors of the PostgreSQL side.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
+    #[error("cannot reach PostgreSQL at {url}: {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("applying migrations failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored event {event_type} {version} of order {order_id} cannot be read: {source}")]
+    Corrupt {
+        order_id: String,
+        event_type: String,
+        version: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// How to connect. `Default` is the local development database.
+#[derive(Clone)]
+pub struct DatabaseOptions {
+    pub url: String,
+    pub max_connections: u32,
+    /// Longest any statement may run before PostgreSQL cancels it.
+    pub statement_timeout: Duration,
+    /// Longest a connection may sit idle inside a transaction before PostgreSQL ends it.
+    pub idle_in_transaction_timeout: Duration,
+}
+
+impl std::fmt::Debug for DatabaseOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseOptions")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for DatabaseOptions {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/orderflow".into(),
+            max_connections: 20,
+            statement_timeout: Duration::from_secs(60),
+            idle_in_transaction_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The URL with any password replaced by `***`, safe to log.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "<unparsable URL>".into(),
+    }
+}
+
+fn connect_options(options: &DatabaseOptions) -> Result<PgConnectOptions, StoreError> {
+    let statement = format!("{}ms", options.statement_timeout.as_millis());
+    let idle = format!("{}ms", options.idle_in_transaction_timeout.as_millis());
+    Ok(PgConnectOptions::from_str(&options.url)
+        .map_err(|e| StoreError::InvalidUrl(e.to_string()))?
+        .options([
+            ("statement_timeout", statement.as_str()),
+            ("idle_in_transaction_session_timeout", idle.as_str()),
+        ])
+        .log_statements(tracing::log::LevelFilter::Trace))
+}
+
+/// Creates the database named in the URL when it does not exist yet (connecting to the
+/// `postgres` maintenance database to do so). Safe to race with another process.
+///
+/// # Errors
+/// [`StoreError::Unreachable`] when the server cannot be reached.
+pub async fn ensure_database(options: &DatabaseOptions) -> Result<(), StoreError> {
+    let target = connect_options(options)?;
+    let Some(name) = target.get_database().map(str::to_string) else {
+        return Ok(());
+    };
+    let unreachable = |source| StoreError::Unreachable {
+        url: redact_url(&options.url),
+        source,
+    };
+    let mut admin = target
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .map_err(unreachable)?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
+    if !exists {
+        let create = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        match sqlx::query(&create).execute(&mut admin).await {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // 42P04 duplicate_database, 23505 unique_violation: another process won the race.
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    admin.close().await?;
+    Ok(())
+}
+
+/// Connects a pool (creating the database if needed) and applies the migrations.
+///
+/// # Errors
+/// [`StoreError::Unreachable`] when PostgreSQL cannot be reached, [`StoreError::Migration`]
+/// when the schema cannot be applied.
+pub async fn connect(options: &DatabaseOptions) -> Result<PgPool, StoreError> {
+    ensure_database(options).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(options.max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(connect_options(options)?)
+        .await
+        .map_err(|source| StoreError::Unreachable {
+            url: redact_url(&options.url),
+            source,
+        })?;
+    migrate(&pool).await?;
+    Ok(pool)
+}
+
+/// Applies every migration not applied yet. Idempotent, and safe to run from several
+/// processes at once (sqlx holds an advisory lock while migrating).
+///
+/// # Errors
+/// [`StoreError::Migration`] when a migration fails.
+pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    sqlx::migrate!("./migrations").run(pool).await?;
+    Ok(())
+}

@@ -1,0 +1,234 @@
+//! The event log as every reader sees it: one [`EventEnvelope`] per stored event, read by order
+//! (for the gateway and the operator commands) or by global position (for the relay,
+//! rebuilds and replays).
+//!
+//! `global_position` is commit-ordered and gapless. `insert_position` cannot serve as a
+//! cursor: it is taken at insert time, so a transaction that commits late would leave a row
+//! behind a cursor that already moved past it. Instead the relay, the one process that holds
+//! the relay lock, numbers rows in `(tx_id, insert_position)` order, taking only rows whose
+//! transaction is older than every transaction still running
+//! (`tx_id < pg_snapshot_xmin(pg_current_snapshot())`). No row can later appear before them,
+//! so nothing is ever skipped.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::persist::{EventUpcaster, SerializedEvent};
+use orderflow_domain::{upcasting, Order, OrderEvent};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgRow;
+use sqlx::{PgExecutor, Row};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::StoreError;
+
+static UPCASTERS: LazyLock<Vec<Box<dyn EventUpcaster>>> = LazyLock::new(upcasting::upcasters);
+
+/// Where an event came from: the request or the event that caused it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EventMetadata {
+    /// The id shared by everything one request set in motion (the request's `X-Request-Id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// The id of the event whose handling issued the command (absent for client requests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+    /// Anything else recorded (for example `actor`).
+    #[serde(flatten)]
+    pub other: BTreeMap<String, String>,
+}
+
+/// One stored event as it is published and shown: the body is already upcast to the current
+/// version and carries no type tag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EventEnvelope {
+    pub event_id: Uuid,
+    pub order_id: Uuid,
+    /// The event's number within its order, from 1.
+    pub sequence: i64,
+    /// Commit-ordered position in the whole log; `None` until the relay numbered it.
+    pub position: Option<i64>,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub version: String,
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    pub metadata: EventMetadata,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl EventEnvelope {
+    /// The domain event inside.
+    ///
+    /// # Errors
+    /// The serde error when the body does not fit its type.
+    pub fn decode(&self) -> Result<OrderEvent, serde_json::Error> {
+        OrderEvent::from_parts(&self.event_type, self.payload.clone())
+    }
+
+    /// The NATS subject of this event under `prefix`: `<prefix>.<order_id>.<EventType>`.
+    pub fn subject(&self, prefix: &str) -> String {
+        format!("{prefix}.{}.{}", self.order_id, self.event_type)
+    }
+
+    /// The broker's deduplication id: `<order_id>:<sequence>`.
+    pub fn message_id(&self) -> String {
+        format!("{}:{}", self.order_id, self.sequence)
+    }
+
+    fn from_row(row: &PgRow) -> Result<Self, StoreError> {
+        let aggregate_id: String = row.try_get("aggregate_id")?;
+        let stored = SerializedEvent {
+            aggregate_id: aggregate_id.clone(),
+            sequence: usize::try_from(row.try_get::<i64, _>("sequence")?).unwrap_or_default(),
+            aggregate_type: Order_TYPE.to_string(),
+            event_type: row.try_get("event_type")?,
+            event_version: row.try_get("event_version")?,
+            payload: row.try_get("payload")?,
+            metadata: row.try_get("metadata")?,
+        };
+        let event = upcasting::upcast(&UPCASTERS, stored);
+        let corrupt = |source| StoreError::Corrupt {
+            order_id: aggregate_id.clone(),
+            event_type: event.event_type.clone(),
+            version: event.event_version.clone(),
+            source,
+        };
+        let metadata: EventMetadata =
+            serde_json::from_value(event.metadata.clone()).map_err(corrupt)?;
+        let order_id = Uuid::parse_str(&aggregate_id).map_err(|e| StoreError::Corrupt {
+            order_id: aggregate_id.clone(),
+            event_type: event.event_type.clone(),
+            version: event.event_version.clone(),
+            source: serde::de::Error::custom(e),
+        })?;
+        Ok(Self {
+            event_id: row.try_get("event_id")?,
+            order_id,
+            sequence: row.try_get("sequence")?,
+            position: row.try_get("global_position")?,
+            event_type: event.event_type,
+            version: event.event_version,
+            payload: OrderEvent::untag(event.payload),
+            metadata,
+            recorded_at: row.try_get("recorded_at")?,
+        })
+    }
+}
+
+#[allow(non_upper_case_globals)]
+const Order_TYPE: &str = <Order as cqrs_es::Aggregate>::TYPE;
+
+const SELECT_ENVELOPE: &str = "SELECT event_id, aggregate_id, sequence, global_position, \
+     event_type, event_version, payload, metadata, recorded_at FROM events";
+
+fn envelopes(rows: &[PgRow]) -> Result<Vec<EventEnvelope>, StoreError> {
+    rows.iter().map(EventEnvelope::from_row).collect()
+}
+
+/// Every event of one order, by sequence.
+///
+/// # Errors
+/// A database error, or [`StoreError::Corrupt`] for an unreadable stored event.
+pub async fn order_events<'e>(
+    db: impl PgExecutor<'e>,
+    order_id: Uuid,
+) -> Result<Vec<EventEnvelope>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "{SELECT_ENVELOPE} WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
+    ))
+    .bind(Order_TYPE)
+    .bind(order_id.to_string())
+    .fetch_all(db)
+    .await?;
+    envelopes(&rows)
+}
+
+/// Up to `limit` numbered events with `after < position <= until`, by position.
+///
+/// # Errors
+/// A database error, or [`StoreError::Corrupt`] for an unreadable stored event.
+pub async fn events_after<'e>(
+    db: impl PgExecutor<'e>,
+    after: i64,
+    until: Option<i64>,
+    limit: i64,
+) -> Result<Vec<EventEnvelope>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "{SELECT_ENVELOPE} WHERE global_position > $1 AND global_position <= $2 \
+         ORDER BY global_position LIMIT $3"
+    ))
+    .bind(after)
+    .bind(until.unwrap_or(i64::MAX))
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    envelopes(&rows)
+}
+
+/// The highest position numbered so far (0 for an empty log).
+///
+/// # Errors
+/// The database error.
+pub async fn head_position<'e>(db: impl PgExecutor<'e>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT coalesce(max(global_position), 0) FROM events")
+        .fetch_one(db)
+        .await
+}
+
+/// The last position recorded at or before `time` (0 when none).
+///
+/// # Errors
+/// The database error.
+pub async fn position_at<'e>(
+    db: impl PgExecutor<'e>,
+    time: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT coalesce(max(global_position), 0) FROM events WHERE recorded_at <= $1",
+    )
+    .bind(time)
+    .fetch_one(db)
+    .await
+}
+
+/// How many events are stored but not numbered yet (the relay's backlog).
+///
+/// # Errors
+/// The database error.
+pub async fn unnumbered_count<'e>(db: impl PgExecutor<'e>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM events WHERE global_position IS NULL")
+        .fetch_one(db)
+        .await
+}
+
+/// Numbers up to `limit` committed events, continuing after the highest position, in
+/// `(tx_id, insert_position)` order and only among rows no running transaction can precede.
+/// Returns how many were numbered. Only the relay-lock holder may call it.
+///
+/// # Errors
+/// The database error.
+pub async fn assign_positions<'e>(db: impl PgExecutor<'e>, limit: i64) -> Result<u64, sqlx::Error> {
+    let numbered = sqlx::query(
+        "WITH head AS (SELECT coalesce(max(global_position), 0) AS position FROM events),
+              next AS (
+                  SELECT insert_position,
+                         row_number() OVER (ORDER BY tx_id, insert_position) AS n
+                  FROM events
+                  WHERE global_position IS NULL
+                    AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+                  ORDER BY tx_id, insert_position
+                  LIMIT $1)
+         UPDATE events e
+            SET global_position = head.position + next.n
+           FROM next, head
+          WHERE e.insert_position = next.insert_position",
+    )
+    .bind(limit)
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(numbered)
+}

@@ -1,0 +1,221 @@
+//! [`OrderStore`]: runs commands on the Order aggregate through cqrs-es and postgres-es, and
+//! loads orders (now, or as they were after a given event) from the event log.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{AggregateError, CqrsFramework};
+use orderflow_domain::aggregate::OrderState;
+use orderflow_domain::{upcasting, Order, OrderCommand, OrderError};
+use postgres_es::PostgresEventRepository;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::log::{self, EventEnvelope};
+use crate::StoreError;
+
+type OrderCqrs = CqrsFramework<Order, PersistedEventStore<PostgresEventRepository, Order>>;
+
+/// Why a command was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The aggregate refused the command (wrong state, unknown order, ...): the caller's
+    /// problem, reported as 404 or 409.
+    #[error(transparent)]
+    Domain(#[from] OrderError),
+    /// Another command changed the order between load and commit. Retrying may succeed.
+    #[error("the order was changed by another command at the same time")]
+    Conflict,
+    /// The event store failed; nothing was written.
+    #[error("event store failure: {0}")]
+    Store(String),
+}
+
+/// Where a command came from, stored with its events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandMetadata {
+    /// Shared by everything one request set in motion.
+    pub correlation_id: String,
+    /// The event whose handling issued this command, if any.
+    pub causation_id: Option<String>,
+    /// Who issued it: `api`, or a consumer's name.
+    pub actor: String,
+}
+
+impl CommandMetadata {
+    /// A command from an HTTP request.
+    pub fn from_request(request_id: &str) -> Self {
+        Self {
+            correlation_id: request_id.to_string(),
+            causation_id: None,
+            actor: "api".into(),
+        }
+    }
+
+    /// A command issued by `actor` while handling `event`: same correlation, caused by it.
+    pub fn caused_by(event: &EventEnvelope, actor: &str) -> Self {
+        Self {
+            correlation_id: event
+                .metadata
+                .correlation_id
+                .clone()
+                .unwrap_or_else(|| event.event_id.to_string()),
+            causation_id: Some(event.event_id.to_string()),
+            actor: actor.to_string(),
+        }
+    }
+
+    fn to_map(&self) -> HashMap<String, String> {
+        let mut map = HashMap::from([
+            ("correlation_id".to_string(), self.correlation_id.clone()),
+            ("actor".to_string(), self.actor.clone()),
+        ]);
+        if let Some(causation) = &self.causation_id {
+            map.insert("causation_id".into(), causation.clone());
+        }
+        map
+    }
+}
+
+/// An order read from the log, with the sequence of its last event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedOrder {
+    pub state: OrderState,
+    pub version: i64,
+}
+
+/// Runs commands and loads orders. Cheap to clone.
+#[derive(Clone)]
+pub struct OrderStore {
+    pool: PgPool,
+    cqrs: Arc<OrderCqrs>,
+}
+
+impl OrderStore {
+    pub fn new(pool: PgPool) -> Self {
+        let repository = PostgresEventRepository::new(pool.clone());
+        let store =
+            PersistedEventStore::new_event_store(repository).with_upcasters(upcasting::upcasters());
+        Self {
+            pool,
+            cqrs: Arc::new(CqrsFramework::new(store, vec![], ())),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Runs `command` on order `order_id` once. The work runs in its own task, so a caller
+    /// that is dropped halfway (a client that hung up) cannot cut a transaction in half.
+    ///
+    /// # Errors
+    /// [`CommandError::Domain`] when the aggregate refuses, [`CommandError::Conflict`] on a
+    /// concurrent change, [`CommandError::Store`] when the store fails.
+    pub async fn execute(
+        &self,
+        order_id: Uuid,
+        command: OrderCommand,
+        metadata: &CommandMetadata,
+    ) -> Result<(), CommandError> {
+        let cqrs = Arc::clone(&self.cqrs);
+        let map = metadata.to_map();
+        let task = tokio::spawn(async move {
+            cqrs.execute_with_metadata(&order_id.to_string(), command, map)
+                .await
+        });
+        match task.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(AggregateError::UserError(e))) => Err(CommandError::Domain(e)),
+            Ok(Err(AggregateError::AggregateConflict)) => Err(CommandError::Conflict),
+            Ok(Err(other)) => Err(CommandError::Store(other.to_string())),
+            Err(join) => Err(CommandError::Store(format!("command task failed: {join}"))),
+        }
+    }
+
+    /// Runs an internal command (from a consumer, not a client), retrying up to `attempts`
+    /// times when a concurrent command got there first.
+    ///
+    /// # Errors
+    /// As [`OrderStore::execute`]; [`CommandError::Conflict`] only when every attempt met one.
+    pub async fn execute_retrying(
+        &self,
+        order_id: Uuid,
+        command: OrderCommand,
+        metadata: &CommandMetadata,
+        attempts: u32,
+    ) -> Result<(), CommandError> {
+        let mut attempt = 1;
+        loop {
+            match self.execute(order_id, command.clone(), metadata).await {
+                Err(CommandError::Conflict) if attempt < attempts => {
+                    tracing::debug!(%order_id, attempt, "concurrent change, retrying command");
+                    tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Every event of the order, by sequence (empty for an unknown order).
+    ///
+    /// # Errors
+    /// A database error or an unreadable stored event.
+    pub async fn events(&self, order_id: Uuid) -> Result<Vec<EventEnvelope>, StoreError> {
+        log::order_events(&self.pool, order_id).await
+    }
+
+    /// The order as the log says now, or `None` when it was never placed.
+    ///
+    /// # Errors
+    /// A database error or an unreadable stored event.
+    pub async fn load(&self, order_id: Uuid) -> Result<Option<LoadedOrder>, StoreError> {
+        self.load_at(order_id, None).await
+    }
+
+    /// The order as it was after event `at_sequence` (all events when `None`).
+    ///
+    /// # Errors
+    /// A database error or an unreadable stored event.
+    pub async fn load_at(
+        &self,
+        order_id: Uuid,
+        at_sequence: Option<i64>,
+    ) -> Result<Option<LoadedOrder>, StoreError> {
+        let events = self.events(order_id).await?;
+        fold(&events, at_sequence)
+    }
+}
+
+/// Folds envelopes (up to `at_sequence`) into an order. Shared by the gateway's time travel
+/// and the replay command.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] when an event's body does not fit its type.
+pub fn fold(
+    events: &[EventEnvelope],
+    at_sequence: Option<i64>,
+) -> Result<Option<LoadedOrder>, StoreError> {
+    use cqrs_es::Aggregate;
+    let mut order = Order::default();
+    let mut version = 0;
+    for envelope in events
+        .iter()
+        .take_while(|e| at_sequence.is_none_or(|n| e.sequence <= n))
+    {
+        let event = envelope.decode().map_err(|source| StoreError::Corrupt {
+            order_id: envelope.order_id.to_string(),
+            event_type: envelope.event_type.clone(),
+            version: envelope.version.clone(),
+            source,
+        })?;
+        order.apply(event);
+        version = envelope.sequence;
+    }
+    Ok(order
+        .into_state()
+        .map(|state| LoadedOrder { state, version }))
+}

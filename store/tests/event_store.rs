@@ -1,0 +1,106 @@
+//! The event store against the real PostgreSQL: commands append events that postgres-es and
+//! orderflow's own readers agree on, migrations re-apply cleanly, and positions are assigned
+//! only once a transaction is final.
+
+use chrono::Utc;
+use orderflow_domain::values::{Currency, Email, Money, OrderLine, Quantity, ShippingAddress, Sku};
+use orderflow_domain::{OrderCommand, OrderError, OrderStatus, PlaceOrder};
+use orderflow_store::testing::TestDatabase;
+use orderflow_store::{log, migrate, CommandError, CommandMetadata, OrderStore};
+use uuid::Uuid;
+
+fn place(order_id: Uuid) -> OrderCommand {
+    OrderCommand::PlaceOrder(
+        PlaceOrder::new(
+            order_id,
+            "c-1",
+            Email::parse("ada@example.com").unwrap(),
+            Currency::parse("EUR").unwrap(),
+            vec![OrderLine {
+                sku: Sku::parse("SKU-1").unwrap(),
+                quantity: Quantity::parse(2).unwrap(),
+                unit_price: Money::parse(1299).unwrap(),
+            }],
+            ShippingAddress::parse("Ada", "1 Main St", None, "Berlin", "10115", "DE").unwrap(),
+            Utc::now(),
+        )
+        .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn commands_append_events_with_metadata_and_orders_load_back() {
+    let db = TestDatabase::fresh().await;
+    migrate(&db.pool).await.expect("migrations re-apply cleanly");
+    let store = OrderStore::new(db.pool.clone());
+    let id = Uuid::now_v7();
+    let meta = CommandMetadata::from_request("req-1");
+    store.execute(id, place(id), &meta).await.unwrap();
+    let confirm = OrderCommand::ConfirmOrder {
+        reservation_id: Uuid::from_u128(1),
+    };
+    store.execute(id, confirm.clone(), &meta).await.unwrap();
+    store.execute(id, confirm, &meta).await.unwrap();
+
+    let events = store.events(id).await.unwrap();
+    let types: Vec<_> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["OrderPlaced", "OrderConfirmed"], "a repeated confirm appends nothing");
+    assert_eq!(events[0].sequence, 1);
+    assert_eq!(events[0].metadata.correlation_id.as_deref(), Some("req-1"));
+    assert_eq!(events[0].payload["total"], 2598);
+    assert_eq!(events[0].position, None, "not numbered before the relay runs");
+
+    let now = store.load(id).await.unwrap().unwrap();
+    assert_eq!((now.state.status, now.version), (OrderStatus::Confirmed, 2));
+    let then = store.load_at(id, Some(1)).await.unwrap().unwrap();
+    assert_eq!((then.state.status, then.version), (OrderStatus::Placed, 1));
+    assert!(store.load(Uuid::now_v7()).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn wrong_state_and_unknown_orders_are_domain_errors() {
+    let db = TestDatabase::fresh().await;
+    let store = OrderStore::new(db.pool.clone());
+    let meta = CommandMetadata::from_request("req-2");
+    let unknown = store
+        .execute(Uuid::now_v7(), OrderCommand::MarkDelivered, &meta)
+        .await;
+    assert!(matches!(unknown, Err(CommandError::Domain(OrderError::NotFound))));
+    let id = Uuid::now_v7();
+    store.execute(id, place(id), &meta).await.unwrap();
+    let again = store.execute(id, place(id), &meta).await;
+    assert!(matches!(again, Err(CommandError::Domain(OrderError::AlreadyExists(_)))));
+}
+
+#[tokio::test]
+async fn positions_skip_open_transactions_and_are_gapless() {
+    let db = TestDatabase::fresh().await;
+    let store = OrderStore::new(db.pool.clone());
+    let meta = CommandMetadata::from_request("req-3");
+    let first = Uuid::now_v7();
+    store.execute(first, place(first), &meta).await.unwrap();
+
+    // An open transaction that already wrote a row: nothing at or after it may be numbered.
+    let mut open = db.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('Order', $1, 1, 'OrderDelivered', '1.0', '{\"OrderDelivered\": {}}', '{}')",
+    )
+    .bind(Uuid::now_v7().to_string())
+    .execute(&mut *open)
+    .await
+    .unwrap();
+    let later = Uuid::now_v7();
+    store.execute(later, place(later), &meta).await.unwrap();
+
+    assert_eq!(log::assign_positions(&db.pool, 100).await.unwrap(), 1);
+    open.commit().await.unwrap();
+    assert_eq!(log::assign_positions(&db.pool, 100).await.unwrap(), 2);
+    assert_eq!(log::assign_positions(&db.pool, 100).await.unwrap(), 0);
+
+    let all = log::events_after(&db.pool, 0, None, 100).await.unwrap();
+    let positions: Vec<_> = all.iter().map(|e| e.position.unwrap()).collect();
+    assert_eq!(positions, [1, 2, 3]);
+    assert_eq!(all[0].order_id, first, "the first commit is numbered first");
+    assert_eq!(log::head_position(&db.pool).await.unwrap(), 3);
+}

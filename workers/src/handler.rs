@@ -1,0 +1,100 @@
+//! What a consumer implements: a name (its durable consumer) and a `handle` for one event.
+//!
+//! Handlers are at-least-once: the same event may arrive again, after later ones, or on
+//! another process. Each handler makes its effect idempotent (the inbox, see
+//! `orderflow_store::inbox`) and checks the order's sequence instead of assuming arrival order.
+
+use async_trait::async_trait;
+use orderflow_store::EventEnvelope;
+
+/// How an event is being delivered to a handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// 1 for the first delivery, then counting redeliveries.
+    pub attempt: u64,
+    /// Report what would be done, change nothing (replay `--dry-run`).
+    pub dry_run: bool,
+    /// Apply the effect even when the inbox says it was handled (replay `--force`).
+    pub ignore_inbox: bool,
+}
+
+impl Delivery {
+    /// A normal delivery from the stream.
+    pub fn live(attempt: u64) -> Self {
+        Self {
+            attempt,
+            dry_run: false,
+            ignore_inbox: false,
+        }
+    }
+}
+
+/// What a handler did (or, on a dry run, would do), one readable line per effect.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Effects(pub Vec<String>);
+
+impl Effects {
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    pub fn one(effect: impl Into<String>) -> Self {
+        Self(vec![effect.into()])
+    }
+
+    pub fn push(&mut self, effect: impl Into<String>) {
+        self.0.push(effect.into());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Why a handler did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Might work later (a database or network hiccup): retried with backoff, then parked.
+    #[error("{0}")]
+    Retry(String),
+    /// Will never work (a malformed event, a refused request): parked at once.
+    #[error("{0}")]
+    GiveUp(String),
+}
+
+impl HandlerError {
+    pub fn retry(error: impl std::fmt::Display) -> Self {
+        Self::Retry(error.to_string())
+    }
+
+    pub fn give_up(error: impl std::fmt::Display) -> Self {
+        Self::GiveUp(error.to_string())
+    }
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Retry(format!("database: {error}"))
+    }
+}
+
+/// A consumer of order events.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// The durable consumer's name (`inventory`, `notifications`, ...).
+    fn name(&self) -> &str;
+
+    /// How many messages may be in flight at once. Handlers that keep a high-water mark
+    /// (projections) must return 1; see DESIGN.md guarantee 7.
+    fn max_ack_pending(&self) -> i64 {
+        256
+    }
+
+    /// Handles one event.
+    ///
+    /// # Errors
+    /// [`HandlerError::Retry`] to be retried with backoff, [`HandlerError::GiveUp`] to be
+    /// parked in the dead-letter stream at once.
+    async fn handle(&self, event: &EventEnvelope, delivery: Delivery)
+        -> Result<Effects, HandlerError>;
+}
