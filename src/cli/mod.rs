@@ -1,0 +1,63 @@
+//! The command line: what each `orderflow` command does, in `--help` words.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use uuid::Uuid;
+
+use crate::config::{CommonArgs, HttpArgs};
+
+mod events;
+
+/// orderflow: an event-sourced order system. Orders are stored as events in PostgreSQL,
+/// published to NATS JetStream, and handled by independent consumers.
+///
+/// Every setting is a flag or an ORDERFLOW_* environment variable; defaults work against
+/// PostgreSQL on 127.0.0.1:5432 and NATS on 127.0.0.1:4222 (`scripts/services up` starts them).
+#[derive(Debug, Parser)]
+#[command(name = "orderflow", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every role in one process: gateway, relay, workers and projections.
+    Serve {
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// Run the REST gateway only.
+    Gateway {
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// Run the relay only: publish every committed event to JetStream, in commit order.
+    /// Several relays may run; one publishes, the others stand by.
+    Relay,
+    /// Show an order's events: sequence, position, time, type, version, payload, ids.
+    Events {
+        /// The order's id.
+        order_id: Uuid,
+        /// Print JSON (one array) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs one command to its end.
+///
+/// # Errors
+/// Whatever stopped the command, with its causes.
+pub async fn run(cli: Cli) -> Result<()> {
+    let common = cli.common;
+    match cli.command {
+        Command::Serve { http } => crate::app::serve(&common, &http).await,
+        Command::Gateway { http } => crate::app::gateway(&common, &http).await,
+        Command::Relay => crate::app::relay(&common).await,
+        Command::Events { order_id, json } => events::run(&common, order_id, json).await,
+    }
+}
