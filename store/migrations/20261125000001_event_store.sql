@@ -1,8 +1,8 @@
 -- The event store. The first seven columns are the ones postgres-es 0.5 reads and writes;
 -- its inserts name their columns, so the columns after them take their defaults.
 --   insert_position  assigned at insert time (not commit time): a tie-breaker, never a cursor
---   tx_id            the writing transaction; rows with tx_id < pg_snapshot_xmin(...) are final
---   global_position  commit-ordered, gapless, assigned by the relay just before publishing
+--   tx_id            the writing transaction, kept for diagnosis
+--   global_position  commit-ordered, gapless: numbered by the relay after commit (see store/src/log.rs)
 CREATE TABLE IF NOT EXISTS events
 (
     aggregate_type  text                         NOT NULL,

@@ -2,13 +2,19 @@
 //! (for the gateway and the operator commands) or by global position (for the relay,
 //! rebuilds and replays).
 //!
-//! `global_position` is commit-ordered and gapless. `insert_position` cannot serve as a
-//! cursor: it is taken at insert time, so a transaction that commits late would leave a row
-//! behind a cursor that already moved past it. Instead the relay, the one process that holds
-//! the relay lock, numbers rows in `(tx_id, insert_position)` order, taking only rows whose
-//! transaction is older than every transaction still running
-//! (`tx_id < pg_snapshot_xmin(pg_current_snapshot())`). No row can later appear before them,
-//! so nothing is ever skipped.
+//! `global_position` is commit-ordered and gapless, so it is a safe cursor. `insert_position`
+//! is not: it is taken at insert time, so a transaction that commits late would leave its row
+//! behind a cursor that already moved past it. Positions are therefore given out after the
+//! fact, by one numberer (the relay that holds the relay lock): [`assign_positions`] numbers
+//! the committed rows that have no position yet, continuing after the highest one. A row that
+//! commits late is simply numbered late; a reader that follows `global_position` cannot skip
+//! it. Each order's events stay in sequence order, because sequence `n + 1` can only be written
+//! after sequence `n` committed.
+//!
+//! Why not number only rows below `pg_snapshot_xmin(pg_current_snapshot())`? That also never
+//! skips, but it orders by transaction id rather than by commit, and any long writing
+//! transaction anywhere on the server (the horizon is cluster-wide) would stall publishing.
+//! `tx_id` is still recorded with every row, for diagnosis.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -204,9 +210,10 @@ pub async fn unnumbered_count<'e>(db: impl PgExecutor<'e>) -> Result<i64, sqlx::
         .await
 }
 
-/// Numbers up to `limit` committed events, continuing after the highest position, in
-/// `(tx_id, insert_position)` order and only among rows no running transaction can precede.
-/// Returns how many were numbered. Only the relay-lock holder may call it.
+/// Numbers up to `limit` committed events that have no position yet, continuing after the
+/// highest position, in `(tx_id, insert_position)` order (rows of one transaction stay
+/// together). Returns how many were numbered. Only one numberer may run at a time (the relay
+/// lock holder); two at once cannot corrupt the log, the unique index makes one of them fail.
 ///
 /// # Errors
 /// The database error.
@@ -218,7 +225,6 @@ pub async fn assign_positions<'e>(db: impl PgExecutor<'e>, limit: i64) -> Result
                          row_number() OVER (ORDER BY tx_id, insert_position) AS n
                   FROM events
                   WHERE global_position IS NULL
-                    AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
                   ORDER BY tx_id, insert_position
                   LIMIT $1)
          UPDATE events e

@@ -31,7 +31,9 @@ fn place(order_id: Uuid) -> OrderCommand {
 #[tokio::test]
 async fn commands_append_events_with_metadata_and_orders_load_back() {
     let db = TestDatabase::fresh().await;
-    migrate(&db.pool).await.expect("migrations re-apply cleanly");
+    migrate(&db.pool)
+        .await
+        .expect("migrations re-apply cleanly");
     let store = OrderStore::new(db.pool.clone());
     let id = Uuid::now_v7();
     let meta = CommandMetadata::from_request("req-1");
@@ -44,11 +46,18 @@ async fn commands_append_events_with_metadata_and_orders_load_back() {
 
     let events = store.events(id).await.unwrap();
     let types: Vec<_> = events.iter().map(|e| e.event_type.as_str()).collect();
-    assert_eq!(types, ["OrderPlaced", "OrderConfirmed"], "a repeated confirm appends nothing");
+    assert_eq!(
+        types,
+        ["OrderPlaced", "OrderConfirmed"],
+        "a repeated confirm appends nothing"
+    );
     assert_eq!(events[0].sequence, 1);
     assert_eq!(events[0].metadata.correlation_id.as_deref(), Some("req-1"));
     assert_eq!(events[0].payload["total"], 2598);
-    assert_eq!(events[0].position, None, "not numbered before the relay runs");
+    assert_eq!(
+        events[0].position, None,
+        "not numbered before the relay runs"
+    );
 
     let now = store.load(id).await.unwrap().unwrap();
     assert_eq!((now.state.status, now.version), (OrderStatus::Confirmed, 2));
@@ -65,22 +74,29 @@ async fn wrong_state_and_unknown_orders_are_domain_errors() {
     let unknown = store
         .execute(Uuid::now_v7(), OrderCommand::MarkDelivered, &meta)
         .await;
-    assert!(matches!(unknown, Err(CommandError::Domain(OrderError::NotFound))));
+    assert!(matches!(
+        unknown,
+        Err(CommandError::Domain(OrderError::NotFound))
+    ));
     let id = Uuid::now_v7();
     store.execute(id, place(id), &meta).await.unwrap();
     let again = store.execute(id, place(id), &meta).await;
-    assert!(matches!(again, Err(CommandError::Domain(OrderError::AlreadyExists(_)))));
+    assert!(matches!(
+        again,
+        Err(CommandError::Domain(OrderError::AlreadyExists(_)))
+    ));
 }
 
 #[tokio::test]
-async fn positions_skip_open_transactions_and_are_gapless() {
+async fn a_late_commit_is_numbered_late_and_positions_stay_gapless() {
     let db = TestDatabase::fresh().await;
     let store = OrderStore::new(db.pool.clone());
     let meta = CommandMetadata::from_request("req-3");
     let first = Uuid::now_v7();
     store.execute(first, place(first), &meta).await.unwrap();
 
-    // An open transaction that already wrote a row: nothing at or after it may be numbered.
+    // An open transaction that already wrote a row: its row cannot be numbered before it
+    // commits, and must not be lost when it commits after later rows were numbered.
     let mut open = db.pool.begin().await.unwrap();
     sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
@@ -93,14 +109,25 @@ async fn positions_skip_open_transactions_and_are_gapless() {
     let later = Uuid::now_v7();
     store.execute(later, place(later), &meta).await.unwrap();
 
-    assert_eq!(log::assign_positions(&db.pool, 100).await.unwrap(), 1);
-    open.commit().await.unwrap();
     assert_eq!(log::assign_positions(&db.pool, 100).await.unwrap(), 2);
+    let cursor = log::head_position(&db.pool).await.unwrap();
+    open.commit().await.unwrap();
+    assert_eq!(log::assign_positions(&db.pool, 100).await.unwrap(), 1);
     assert_eq!(log::assign_positions(&db.pool, 100).await.unwrap(), 0);
 
     let all = log::events_after(&db.pool, 0, None, 100).await.unwrap();
     let positions: Vec<_> = all.iter().map(|e| e.position.unwrap()).collect();
     assert_eq!(positions, [1, 2, 3]);
     assert_eq!(all[0].order_id, first, "the first commit is numbered first");
+    assert_eq!(all[1].order_id, later);
+    let after_cursor = log::events_after(&db.pool, cursor, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        after_cursor.len(),
+        1,
+        "the late commit appears after the cursor"
+    );
+    assert_eq!(after_cursor[0].event_type, "OrderDelivered");
     assert_eq!(log::head_position(&db.pool).await.unwrap(), 3);
 }
