@@ -71,7 +71,10 @@ impl OrderEvent {
     ///
     /// # Errors
     /// The serde error when the type is unknown or the body does not fit it.
-    pub fn from_parts(event_type: &str, body: serde_json::Value) -> Result<Self, serde_json::Error> {
+    pub fn from_parts(
+        event_type: &str,
+        body: serde_json::Value,
+    ) -> Result<Self, serde_json::Error> {
         let mut tagged = serde_json::Map::new();
         tagged.insert(event_type.to_string(), body);
         serde_json::from_value(serde_json::Value::Object(tagged))

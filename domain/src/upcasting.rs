@@ -33,16 +33,15 @@ mod tests {
     /// lifted to 2.0 with a default, and other events pass untouched.
     #[test]
     fn an_upcaster_lifts_old_versions_only() {
-        let upcasters: Vec<Box<dyn EventUpcaster>> = vec![Box::new(
-            SemanticVersionEventUpcaster::new(
+        let upcasters: Vec<Box<dyn EventUpcaster>> =
+            vec![Box::new(SemanticVersionEventUpcaster::new(
                 "OrderCancelled",
                 "2.0",
                 Box::new(|mut payload| {
                     payload["OrderCancelled"]["cancelled_by"] = json!("unknown");
                     payload
                 }),
-            ),
-        )];
+            ))];
         let stored = |event_type: &str, version: &str, payload| SerializedEvent {
             aggregate_id: "o-1".into(),
             sequence: 2,
@@ -65,6 +64,9 @@ mod tests {
         );
         let other = stored("OrderDelivered", "1.0", json!({"OrderDelivered": {}}));
         assert_eq!(upcast(&upcasters, other.clone()), other);
-        assert!(super::upcasters().is_empty(), "no event has a second version yet");
+        assert!(
+            super::upcasters().is_empty(),
+            "no event has a second version yet"
+        );
     }
 }

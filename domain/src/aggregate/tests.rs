@@ -123,7 +123,13 @@ fn placing_an_existing_order_is_refused() {
 
 #[test]
 fn commands_on_an_order_never_placed_are_not_found() {
-    for command in [confirm(7), reject(), cancel(), ship(9), OrderCommand::MarkDelivered] {
+    for command in [
+        confirm(7),
+        reject(),
+        cancel(),
+        ship(9),
+        OrderCommand::MarkDelivered,
+    ] {
         OrderTest::with(())
             .given_no_previous_events()
             .when(command)
@@ -145,9 +151,15 @@ fn place_order_refuses_no_lines_too_many_lines_and_overflow() {
         )
     };
     assert_eq!(build(vec![]).unwrap_err()[0].field, "lines");
-    assert_eq!(build(vec![line("S", 1, 1); 101]).unwrap_err()[0].field, "lines");
+    assert_eq!(
+        build(vec![line("S", 1, 1); 101]).unwrap_err()[0].field,
+        "lines"
+    );
     assert!(build(vec![line("S", 1, 1); 100]).is_ok());
-    let overflow = build(vec![line("S", 1000, i64::MAX / 1000), line("T", 1000, i64::MAX / 1000)]);
+    let overflow = build(vec![
+        line("S", 1000, i64::MAX / 1000),
+        line("T", 1000, i64::MAX / 1000),
+    ]);
     assert_eq!(overflow.unwrap_err()[0].field, "lines");
 }
 
@@ -166,7 +178,12 @@ fn a_repeated_confirmation_is_a_no_op_in_every_later_state() {
     for history in [
         vec![placed(), confirmed()],
         vec![placed(), confirmed(), shipped()],
-        vec![placed(), confirmed(), shipped(), OrderEvent::OrderDelivered {}],
+        vec![
+            placed(),
+            confirmed(),
+            shipped(),
+            OrderEvent::OrderDelivered {},
+        ],
         vec![placed(), confirmed(), cancelled()],
     ] {
         OrderTest::with(())
@@ -252,7 +269,12 @@ fn shipped_delivered_rejected_and_cancelled_orders_cannot_be_cancelled() {
     let cases = [
         (vec![placed(), confirmed(), shipped()], OrderStatus::Shipped),
         (
-            vec![placed(), confirmed(), shipped(), OrderEvent::OrderDelivered {}],
+            vec![
+                placed(),
+                confirmed(),
+                shipped(),
+                OrderEvent::OrderDelivered {},
+            ],
             OrderStatus::Delivered,
         ),
         (vec![placed(), rejected()], OrderStatus::Rejected),
@@ -296,7 +318,10 @@ fn only_confirmed_orders_ship() {
     let cases = [
         (vec![placed()], OrderStatus::Placed),
         (vec![placed(), rejected()], OrderStatus::Rejected),
-        (vec![placed(), confirmed(), cancelled()], OrderStatus::Cancelled),
+        (
+            vec![placed(), confirmed(), cancelled()],
+            OrderStatus::Cancelled,
+        ),
     ];
     for (history, status) in cases {
         OrderTest::with(())
@@ -315,7 +340,12 @@ fn a_shipped_order_is_delivered_once() {
         .when(OrderCommand::MarkDelivered)
         .then_expect_events(vec![OrderEvent::OrderDelivered {}]);
     OrderTest::with(())
-        .given(vec![placed(), confirmed(), shipped(), OrderEvent::OrderDelivered {}])
+        .given(vec![
+            placed(),
+            confirmed(),
+            shipped(),
+            OrderEvent::OrderDelivered {},
+        ])
         .when(OrderCommand::MarkDelivered)
         .then_expect_events(vec![]);
 }
