@@ -3,8 +3,15 @@
 //!
 //! # Layout
 //! - [`handler`]: the [`Handler`] trait every consumer implements, and its outcomes.
+//! - [`bus`]: connecting to NATS, stream names and subjects, creating the streams.
+//! - [`relay`]: the relay from the event log to the stream (lock, checkpoint, pipelining).
+//! - [`testing`]: a stream pair of its own per test, and a reader of whole streams.
 #![forbid(unsafe_code)]
 
+pub mod bus;
+pub mod relay;
 pub mod handler;
+pub mod testing;
 
+pub use bus::{Bus, BusError, BusOptions};
 pub use handler::{Delivery, Effects, Handler, HandlerError};

@@ -1,0 +1,282 @@
+//! The relay: publishes every committed event, in commit order, from the PostgreSQL event log
+//! to the JetStream stream, resuming from a durable checkpoint.
+//!
+//! One relay publishes at a time: it holds a PostgreSQL advisory lock on a connection of its
+//! own; the others stand by, try the lock every `standby_poll`, and take over when the holder
+//! dies (its session ends, so its lock goes). The holder numbers new events
+//! ([`log::assign_positions`]), reads them after its checkpoint, publishes a batch pipelined
+//! (all sends first, then the acks awaited in order), and only then stores the checkpoint. A
+//! crash between publish and checkpoint re-publishes the batch; `Nats-Msg-Id:
+//! <order_id>:<sequence>` makes the server drop those duplicates inside its duplicate window.
+//! It wakes on `NOTIFY orderflow_events` (sent at commit) and on a fallback tick, which also
+//! catches rows that waited for an older transaction to end.
+
+use std::time::Duration;
+
+use async_nats::jetstream::message::PublishMessage;
+use orderflow_store::{log, EventEnvelope, StoreError};
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{Bus, BusError};
+
+/// The advisory lock key every relay of one database competes for ("orderflo" in ASCII).
+pub const RELAY_LOCK_KEY: i64 = 0x6f72_6465_7266_6c6f;
+
+/// The NOTIFY channel the event store signals on commit.
+pub const EVENTS_CHANNEL: &str = "orderflow_events";
+
+/// Why the relay stopped or a publish failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("event {message_id} cannot be serialized: {source}")]
+    Serialize {
+        message_id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// How the relay works. `Default` suits production.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// Events numbered, read and published per round trip.
+    pub batch_size: i64,
+    /// Longest wait without a notification before looking anyway.
+    pub fallback_tick: Duration,
+    /// How often a standby relay tries to take the lock.
+    pub standby_poll: Duration,
+    /// Pause after a failed round (NATS or PostgreSQL away) before trying again.
+    pub retry_delay: Duration,
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            fallback_tick: Duration::from_secs(1),
+            standby_poll: Duration::from_secs(1),
+            retry_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What one publish call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishSummary {
+    /// Messages the stream accepted.
+    pub published: u64,
+    /// Messages the server dropped as duplicates (`Nats-Msg-Id` seen in its window).
+    pub duplicates: u64,
+    /// The position of the last event published (0 when none).
+    pub last_position: i64,
+}
+
+/// Runs the relay until `shutdown`: stands by until it holds the relay lock, then publishes
+/// every new event. Failed rounds are logged and retried after `retry_delay` (with the lock
+/// given up, so a healthier relay may take over).
+///
+/// # Errors
+/// [`RelayError::Bus`] when the streams cannot be created at start.
+pub async fn run_relay(
+    pool: PgPool,
+    bus: Bus,
+    options: RelayOptions,
+    shutdown: CancellationToken,
+) -> Result<(), RelayError> {
+    bus.ensure_streams().await?;
+    while !shutdown.is_cancelled() {
+        match lead(&pool, &bus, &options, &shutdown).await {
+            Ok(()) => {}
+            Err(error) => {
+                tracing::warn!(%error, "relay round failed; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = tokio::time::sleep(options.retry_delay) => {}
+                }
+            }
+        }
+    }
+    tracing::info!("relay stopped");
+    Ok(())
+}
+
+/// Waits for the lock, then publishes until shutdown or an error.
+async fn lead(
+    pool: &PgPool,
+    bus: &Bus,
+    options: &RelayOptions,
+    shutdown: &CancellationToken,
+) -> Result<(), RelayError> {
+    let mut lock = pool.acquire().await?.detach();
+    loop {
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(RELAY_LOCK_KEY)
+            .fetch_one(&mut lock)
+            .await?;
+        if held {
+            break;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(options.standby_poll) => {}
+        }
+    }
+    tracing::info!(stream = bus.stream_name(), "relay holds the lock and publishes");
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(EVENTS_CHANNEL).await?;
+    loop {
+        let summary = publish_new(&mut lock, bus, options.batch_size).await?;
+        if summary.published + summary.duplicates > 0 {
+            tracing::debug!(?summary, "relay round");
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            notification = listener.recv() => {
+                notification?;
+                while listener.next_buffered().is_some() {}
+            }
+            () = tokio::time::sleep(options.fallback_tick) => {}
+        }
+    }
+}
+
+/// Numbers, reads, publishes and checkpoints until nothing new is left. Runs on the
+/// connection that holds the relay lock; callers without the lock must not use it.
+///
+/// # Errors
+/// A database or publish error; the checkpoint then stays at the last fully acked batch.
+pub async fn publish_new(
+    lock: &mut PgConnection,
+    bus: &Bus,
+    batch_size: i64,
+) -> Result<PublishSummary, RelayError> {
+    let mut total = PublishSummary::default();
+    let mut checkpoint = checkpoint(&mut *lock, bus.stream_name()).await?;
+    loop {
+        log::assign_positions(&mut *lock, batch_size).await?;
+        let events = log::events_after(&mut *lock, checkpoint, None, batch_size).await?;
+        if events.is_empty() {
+            break;
+        }
+        let summary = publish_events(bus, &events).await?;
+        checkpoint = summary.last_position;
+        store_checkpoint(&mut *lock, bus.stream_name(), checkpoint).await?;
+        total.published += summary.published;
+        total.duplicates += summary.duplicates;
+        total.last_position = checkpoint;
+    }
+    Ok(total)
+}
+
+/// Publishes `events` pipelined: every send first, then every ack in order. Each message goes
+/// to `<prefix>.<order_id>.<EventType>` with `Nats-Msg-Id: <order_id>:<sequence>` and the
+/// JSON envelope as body.
+///
+/// # Errors
+/// [`RelayError::Bus`] when a send or an ack fails (some of the batch may be stored: publish
+/// it again, the duplicates are dropped by the server inside its window).
+pub async fn publish_events(
+    bus: &Bus,
+    events: &[EventEnvelope],
+) -> Result<PublishSummary, RelayError> {
+    let mut acks = Vec::with_capacity(events.len());
+    for event in events {
+        let message_id = event.message_id();
+        let body = serde_json::to_vec(event).map_err(|source| RelayError::Serialize {
+            message_id: message_id.clone(),
+            source,
+        })?;
+        let publish = PublishMessage::build()
+            .payload(body.into())
+            .message_id(&message_id);
+        let ack = bus
+            .jetstream()
+            .send_publish(event.subject(bus.prefix()), publish)
+            .await
+            .map_err(|e| BusError::js("publishing an event", e))?;
+        acks.push(ack);
+    }
+    let mut summary = PublishSummary::default();
+    for ack in acks {
+        let ack = ack
+            .await
+            .map_err(|e| BusError::js("awaiting a publish ack", e))?;
+        if ack.duplicate {
+            summary.duplicates += 1;
+        } else {
+            summary.published += 1;
+        }
+    }
+    summary.last_position = events.last().and_then(|e| e.position).unwrap_or(0);
+    Ok(summary)
+}
+
+/// Re-publishes the numbered events with `after < position <= until` from the store, for
+/// when JetStream lost acknowledged messages (a machine crash) or a stream was recreated.
+/// Inside the duplicate window the server drops what it still has; past it, consumers see
+/// duplicates and their inboxes absorb them. Leaves the checkpoint alone.
+///
+/// # Errors
+/// A database or publish error.
+pub async fn publish_range(
+    pool: &PgPool,
+    bus: &Bus,
+    after: i64,
+    until: Option<i64>,
+    batch_size: i64,
+) -> Result<PublishSummary, RelayError> {
+    let mut total = PublishSummary::default();
+    let mut cursor = after;
+    loop {
+        let events = log::events_after(pool, cursor, until, batch_size).await?;
+        if events.is_empty() {
+            break;
+        }
+        let summary = publish_events(bus, &events).await?;
+        cursor = summary.last_position;
+        total.published += summary.published;
+        total.duplicates += summary.duplicates;
+        total.last_position = cursor;
+    }
+    Ok(total)
+}
+
+/// The last position published to `stream` (0 before the first publish).
+///
+/// # Errors
+/// The database error.
+pub async fn checkpoint<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    stream: &str,
+) -> Result<i64, sqlx::Error> {
+    let position: Option<i64> =
+        sqlx::query_scalar("SELECT position FROM relay_checkpoints WHERE stream = $1")
+            .bind(stream)
+            .fetch_optional(db)
+            .await?;
+    Ok(position.unwrap_or(0))
+}
+
+async fn store_checkpoint(
+    conn: &mut PgConnection,
+    stream: &str,
+    position: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO relay_checkpoints (stream, position) VALUES ($1, $2)
+         ON CONFLICT (stream) DO UPDATE SET position = excluded.position, updated_at = now()",
+    )
+    .bind(stream)
+    .bind(position)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! Test support: a pair of streams of its own per test on the real NATS server, and a reader
+//! that returns everything a stream holds.
+//!
+//! The server comes from `ORDERFLOW_TEST_NATS_URL` (default `nats://127.0.0.1:4222`). When it
+//! cannot be reached the test fails with the command that starts it; it never skips.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use futures::StreamExt;
+use orderflow_store::EventEnvelope;
+use uuid::Uuid;
+
+use crate::bus::{Bus, BusError, BusOptions};
+
+/// One message read back from a stream.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub stream_sequence: u64,
+    pub subject: String,
+    /// The `Nats-Msg-Id` header, if any.
+    pub message_id: Option<String>,
+    pub payload: bytes::Bytes,
+}
+
+impl StoredMessage {
+    /// The body as an event envelope.
+    ///
+    /// # Errors
+    /// The serde error when the body is not an envelope.
+    pub fn envelope(&self) -> Result<EventEnvelope, serde_json::Error> {
+        serde_json::from_slice(&self.payload)
+    }
+}
+
+/// A unique stream pair (`T_<uuid>` and `T_<uuid>_DLQ`, prefix `t_<uuid>`) whose messages
+/// expire after an hour, so leftovers of crashed tests go away by themselves.
+pub struct TestBus {
+    pub bus: Bus,
+    pub options: BusOptions,
+}
+
+impl TestBus {
+    /// # Panics
+    /// When NATS is unreachable, with the command that starts it.
+    pub async fn fresh() -> Self {
+        let id = Uuid::new_v4().simple().to_string();
+        let options = BusOptions {
+            nats_url: std::env::var("ORDERFLOW_TEST_NATS_URL")
+                .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+            stream: format!("T_{id}"),
+            subject_prefix: format!("t_{id}"),
+            max_age: Some(Duration::from_secs(3600)),
+            ..BusOptions::default()
+        };
+        let bus = Bus::connect_and_ensure(options.clone())
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "tests need NATS with JetStream ({e}). Start NATS with `scripts/services up`, \
+                     or point ORDERFLOW_TEST_NATS_URL at a server"
+                )
+            });
+        Self { bus, options }
+    }
+
+    /// Every message the main stream holds, in stream order.
+    ///
+    /// # Errors
+    /// [`BusError::JetStream`] when reading fails.
+    pub async fn messages(&self) -> Result<Vec<StoredMessage>, BusError> {
+        read_stream(&self.bus, &self.options.stream).await
+    }
+
+    /// Every message the dead-letter stream holds, in stream order.
+    ///
+    /// # Errors
+    /// [`BusError::JetStream`] when reading fails.
+    pub async fn dead_letters(&self) -> Result<Vec<StoredMessage>, BusError> {
+        read_stream(&self.bus, &self.bus.dlq_stream_name()).await
+    }
+
+    /// Deletes both streams (and with them their consumers).
+    ///
+    /// # Errors
+    /// [`BusError::JetStream`] when the server refuses.
+    pub async fn cleanup(self) -> Result<(), BusError> {
+        let js = self.bus.jetstream();
+        js.delete_stream(&self.options.stream)
+            .await
+            .map_err(|e| BusError::js("deleting the test stream", e))?;
+        js.delete_stream(self.bus.dlq_stream_name())
+            .await
+            .map_err(|e| BusError::js("deleting the test dead-letter stream", e))?;
+        Ok(())
+    }
+}
+
+/// Reads every message of `stream` through an ephemeral consumer that does not ack.
+///
+/// # Errors
+/// [`BusError::JetStream`] when reading fails.
+pub async fn read_stream(bus: &Bus, stream: &str) -> Result<Vec<StoredMessage>, BusError> {
+    let js = bus.jetstream();
+    let mut handle = js
+        .get_stream(stream)
+        .await
+        .map_err(|e| BusError::js("looking up a stream", e))?;
+    let total = handle
+        .info()
+        .await
+        .map_err(|e| BusError::js("reading stream info", e))?
+        .state
+        .messages;
+    let mut out = Vec::new();
+    if total == 0 {
+        return Ok(out);
+    }
+    let consumer = handle
+        .create_consumer(pull::Config {
+            ack_policy: AckPolicy::None,
+            deliver_policy: DeliverPolicy::All,
+            inactive_threshold: Duration::from_secs(60),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| BusError::js("creating a reader", e))?;
+    let mut idle_rounds = 0;
+    while (out.len() as u64) < total && idle_rounds < 3 {
+        let mut batch = consumer
+            .batch()
+            .max_messages(1000)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .map_err(|e| BusError::js("reading a batch", e))?;
+        let before = out.len();
+        while let Some(message) = batch.next().await {
+            let message = message.map_err(|e| BusError::js("reading a message", e))?;
+            let stream_sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+            out.push(StoredMessage {
+                stream_sequence,
+                subject: message.subject.to_string(),
+                message_id: message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Msg-Id"))
+                    .map(|v| v.as_str().to_string()),
+                payload: message.payload.clone(),
+            });
+        }
+        idle_rounds = if out.len() == before { idle_rounds + 1 } else { 0 };
+    }
+    Ok(out)
+}
