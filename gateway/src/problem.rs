@@ -1,0 +1,312 @@
+//! Errors as HTTP answers: the one place where a typed error ([`ApiError`]) or a warp
+//! rejection becomes a status code and an RFC 9457 `application/problem+json` body.
+//!
+//! Client mistakes get a 4xx with a detail that says what to fix; failures of the server get a
+//! 500 whose cause is logged here and never shown.
+
+use std::convert::Infallible;
+
+use orderflow_domain::{FieldError, OrderError};
+use orderflow_store::{CommandError, StoreError};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reject::{
+    InvalidHeader, InvalidQuery, LengthRequired, MethodNotAllowed, MissingHeader, PayloadTooLarge,
+    UnsupportedMediaType,
+};
+use warp::reply::Response;
+use warp::{Rejection, Reply};
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "type": "/problems/invalid-request",
+    "title": "The request has invalid values",
+    "status": 422,
+    "detail": "2 fields are invalid",
+    "errors": [{"field": "lines[0].quantity", "message": "must be between 1 and 1000"},
+               {"field": "currency", "message": "must be an ISO 4217 code of three capital letters, such as EUR"}]
+}))]
+pub struct Problem {
+    /// A URI reference naming the kind of problem.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    /// A short summary of the kind of problem; the same for every occurrence.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong this time, as a sentence.
+    pub detail: String,
+    /// One entry per invalid field (only on 422 answers about the request's values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+/// Everything a request can fail with. [`ApiError::into_response`] is the only mapping to HTTP.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON, or not of the expected shape (unknown or missing fields, wrong
+    /// types). 400.
+    #[error("malformed request body: {0}")]
+    MalformedBody(String),
+    /// A header or query parameter cannot be understood. 400.
+    #[error("malformed request: {0}")]
+    BadRequest(String),
+    /// The body is larger than the limit. 413.
+    #[error("request body over {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// Well-formed, but some values are invalid: one entry per bad field. 422.
+    #[error("invalid request: {} invalid field(s)", .0.len())]
+    Invalid(Vec<FieldError>),
+    /// The `Idempotency-Key` was first used with another body. 422.
+    #[error("idempotency key reused with another body")]
+    IdempotencyKeyReused,
+    /// No order with this id (or the id is not an order id at all). 404.
+    #[error("order {0} not found")]
+    OrderNotFound(String),
+    /// No route for the path. 404.
+    #[error("no route for this path")]
+    RouteNotFound,
+    /// The route exists but not for this method. 405, with an `Allow` header.
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: Option<&'static str> },
+    /// The command does not fit the order's current state. 409.
+    #[error("{0}")]
+    WrongState(String),
+    /// Another command changed the order at the same time. 409; a retry may succeed.
+    #[error("the order was changed by another request at the same time")]
+    ConcurrentChange,
+    /// The service cannot serve now (readiness). 503.
+    #[error("not ready: {0}")]
+    NotReady(String),
+    /// A failure of the server; the cause is logged, not shown. 500.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// An [`ApiError::Invalid`] for one field.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        ApiError::Invalid(vec![FieldError::new(field, message)])
+    }
+
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedBody(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Invalid(_) | ApiError::IdempotencyKeyReused => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::OrderNotFound(_) | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::WrongState(_) | ApiError::ConcurrentChange => StatusCode::CONFLICT,
+            ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The problem document of this error. Logs the cause of a 500.
+    pub fn problem(&self) -> Problem {
+        let (slug, title, detail, errors) = match self {
+            ApiError::MalformedBody(why) => (
+                "malformed-body",
+                "The request body is not valid JSON of the expected shape",
+                why.clone(),
+                None,
+            ),
+            ApiError::BadRequest(why) => ("bad-request", "The request is malformed", why.clone(), None),
+            ApiError::PayloadTooLarge { limit } => (
+                "payload-too-large",
+                "The request body is too large",
+                format!("the body must not be larger than {limit} bytes"),
+                None,
+            ),
+            ApiError::Invalid(errors) => (
+                "invalid-request",
+                "The request has invalid values",
+                match errors.as_slice() {
+                    [one] => format!("{}: {}", one.field, one.message),
+                    many => format!("{} fields are invalid", many.len()),
+                },
+                Some(errors.clone()),
+            ),
+            ApiError::IdempotencyKeyReused => (
+                "idempotency-key-reused",
+                "The Idempotency-Key was used with another request body",
+                "this Idempotency-Key was first used with a different body; use a new key for a new order"
+                    .to_string(),
+                Some(vec![FieldError::new(
+                    "Idempotency-Key",
+                    "was already used with a different body",
+                )]),
+            ),
+            ApiError::OrderNotFound(id) => (
+                "order-not-found",
+                "No such order",
+                format!("there is no order with id {id}"),
+                None,
+            ),
+            ApiError::RouteNotFound => (
+                "not-found",
+                "Not found",
+                "there is no resource at this path".to_string(),
+                None,
+            ),
+            ApiError::MethodNotAllowed { allow } => (
+                "method-not-allowed",
+                "Method not allowed",
+                match allow {
+                    Some(allow) => format!("this resource allows only {allow}"),
+                    None => "this method is not allowed on this resource".to_string(),
+                },
+                None,
+            ),
+            ApiError::WrongState(why) => (
+                "wrong-state",
+                "The order is not in a state that allows this",
+                why.clone(),
+                None,
+            ),
+            ApiError::ConcurrentChange => (
+                "concurrent-change",
+                "The order was changed at the same time",
+                "another request changed the order at the same time; retry".to_string(),
+                None,
+            ),
+            ApiError::NotReady(why) => ("not-ready", "Not ready", why.clone(), None),
+            ApiError::Internal(cause) => {
+                tracing::error!(%cause, "request failed with an internal error");
+                (
+                    "internal",
+                    "Internal server error",
+                    "the server failed to handle the request; the cause was logged".to_string(),
+                    None,
+                )
+            }
+        };
+        Problem {
+            problem_type: format!("/problems/{slug}"),
+            title: title.to_string(),
+            status: self.status().as_u16(),
+            detail,
+            errors,
+        }
+    }
+
+    /// The full answer: status, `application/problem+json` body, and `Allow` on a 405.
+    pub fn into_response(self) -> Response {
+        let status = self.status();
+        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
+        let mut response = warp::http::Response::new(body.into());
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let ApiError::MethodNotAllowed { allow: Some(allow) } = self {
+            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        response
+    }
+}
+
+impl ApiError {
+    /// The answer to a refused or failed command on order `order_id`.
+    pub fn from_command(order_id: uuid::Uuid, error: CommandError) -> Self {
+        match error {
+            CommandError::Domain(OrderError::NotFound) => {
+                ApiError::OrderNotFound(order_id.to_string())
+            }
+            CommandError::Domain(
+                e @ (OrderError::AlreadyExists(_)
+                | OrderError::WrongState { .. }
+                | OrderError::Conflicting { .. }),
+            ) => ApiError::WrongState(e.to_string()),
+            CommandError::Conflict => ApiError::ConcurrentChange,
+            CommandError::Store(cause) => ApiError::Internal(cause),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        ApiError::Internal(error_chain(&error))
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        ApiError::Internal(error_chain(&error))
+    }
+}
+
+/// `error: cause: cause ...`, for logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// An [`ApiError`] carried through warp as a rejection (handlers answer errors themselves;
+/// this is for filters that can only reject).
+#[derive(Debug)]
+pub struct Rejected(pub ApiError);
+
+impl warp::reject::Reject for Rejected {}
+
+/// Turns every rejection into a problem answer. Installed once, around all routes.
+///
+/// # Errors
+/// Never: every rejection becomes a response.
+pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    Ok(from_rejection(&rejection).into_response())
+}
+
+fn from_rejection(rejection: &Rejection) -> ApiError {
+    if rejection.is_not_found() {
+        return ApiError::RouteNotFound;
+    }
+    if let Some(Rejected(error)) = rejection.find::<Rejected>() {
+        return error.clone();
+    }
+    if rejection.find::<MethodNotAllowed>().is_some() {
+        return ApiError::MethodNotAllowed { allow: None };
+    }
+    if rejection.find::<PayloadTooLarge>().is_some() {
+        return ApiError::PayloadTooLarge {
+            limit: crate::body::MAX_BODY_BYTES,
+        };
+    }
+    if rejection.find::<InvalidQuery>().is_some() {
+        return ApiError::BadRequest("the query string cannot be parsed".into());
+    }
+    if let Some(e) = rejection.find::<InvalidHeader>() {
+        return ApiError::BadRequest(format!("the header {} is invalid", e.name()));
+    }
+    if let Some(e) = rejection.find::<MissingHeader>() {
+        return ApiError::BadRequest(format!("the header {} is missing", e.name()));
+    }
+    if rejection.find::<LengthRequired>().is_some() {
+        return ApiError::BadRequest("a Content-Length header is required".into());
+    }
+    if rejection.find::<UnsupportedMediaType>().is_some() {
+        return ApiError::BadRequest("the Content-Type is not supported".into());
+    }
+    if let Some(e) = rejection.find::<warp::filters::body::BodyDeserializeError>() {
+        return ApiError::MalformedBody(e.to_string());
+    }
+    ApiError::Internal(format!("unhandled rejection: {rejection:?}"))
+}
+
+/// A JSON answer with `status`.
+pub fn json<T: Serialize>(value: &T, status: StatusCode) -> Response {
+    warp::reply::with_status(warp::reply::json(value), status).into_response()
+}

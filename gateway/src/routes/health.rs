@@ -1,0 +1,113 @@
+//! Liveness (`GET /health`: the process serves) and readiness (`GET /ready`: the event store
+//! answers and, when the gateway has a NATS client, NATS is connected).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Filter;
+
+use crate::dto::{HealthResponse, ReadyResponse};
+use crate::problem::{self, ApiError, Problem};
+use crate::request_id::{request_id, RequestId};
+use crate::routes::{method_not_allowed, with_state};
+use crate::GatewayState;
+
+/// How long a readiness check may take before it counts as failed.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `GET /health` and `GET /ready`.
+pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
+    let health = warp::path!("health")
+        .and(
+            warp::get()
+                .and(request_id())
+                .and_then(health)
+                .or(method_not_allowed("GET"))
+                .unify(),
+        )
+        .boxed();
+    let ready = warp::path!("ready")
+        .and(
+            warp::get()
+                .and(with_state(&state))
+                .and(request_id())
+                .and_then(ready)
+                .or(method_not_allowed("GET"))
+                .unify(),
+        )
+        .boxed();
+    health.or(ready).unify().boxed()
+}
+
+/// Liveness: answers as long as the process serves requests.
+///
+/// # Errors
+/// Never.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    responses((status = 200, description = "The process serves requests", body = HealthResponse))
+)]
+pub async fn health(request_id: RequestId) -> Result<Response, Infallible> {
+    let body = HealthResponse {
+        status: "ok".into(),
+    };
+    Ok(request_id.stamp(problem::json(&body, StatusCode::OK)))
+}
+
+/// Readiness: the event store answers `SELECT 1` and NATS (if configured) is connected.
+///
+/// # Errors
+/// Never rejects; answers 503 when a dependency is not reachable.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Every dependency is reachable", body = ReadyResponse),
+        (status = 503, description = "A dependency is not reachable; `detail` says which", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn ready(state: GatewayState, request_id: RequestId) -> Result<Response, Infallible> {
+    let mut failures = Vec::new();
+    let database = tokio::time::timeout(
+        CHECK_TIMEOUT,
+        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool),
+    )
+    .await;
+    match database {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %problem::error_chain(&e), "readiness: database check failed");
+            failures.push("the event store (PostgreSQL) does not answer".to_string());
+        }
+        Err(_) => failures.push(format!(
+            "the event store (PostgreSQL) did not answer within {CHECK_TIMEOUT:?}"
+        )),
+    }
+    let nats = match &state.nats {
+        None => "not configured",
+        Some(client) => match client.connection_state() {
+            async_nats::connection::State::Connected => "ok",
+            other => {
+                failures.push(format!("NATS is not connected ({other})"));
+                "not connected"
+            }
+        },
+    };
+    let response = if failures.is_empty() {
+        let body = ReadyResponse {
+            status: "ready".into(),
+            database: "ok".into(),
+            nats: nats.into(),
+        };
+        problem::json(&body, StatusCode::OK)
+    } else {
+        ApiError::NotReady(failures.join("; ")).into_response()
+    };
+    Ok(request_id.stamp(response))
+}

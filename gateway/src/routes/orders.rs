@@ -1,0 +1,432 @@
+//! The order routes: place, read, cancel, history, and time travel. Reads go to the event
+//! store, so they are never stale. Writes run in a task of their own, so a client that hangs
+//! up cannot cut their database work in half.
+
+use std::convert::Infallible;
+use std::future::Future;
+
+use chrono::Utc;
+use orderflow_domain::{OrderCommand, OrderError};
+use orderflow_store::idempotency::{self, KeyClaim};
+use orderflow_store::{CommandError, CommandMetadata};
+use tracing::Instrument;
+use uuid::Uuid;
+use warp::filters::BoxedFilter;
+use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::Filter;
+
+use crate::body::{self, Body};
+use crate::dto::{CancelOrderRequest, OrderEventsResponse, OrderResponse, PlaceOrderRequest};
+use crate::problem::{self, ApiError, Problem};
+use crate::request_id::{request_id, RequestId};
+use crate::routes::{method_not_allowed, with_state};
+use crate::GatewayState;
+
+fn order_path() -> impl Filter<Extract = (String,), Error = warp::Rejection> + Copy {
+    warp::path!("v1" / "orders" / String)
+}
+
+fn ignore_id(_id: String, response: Response) -> Response {
+    response
+}
+
+/// The header that makes `POST /v1/orders` safe to retry.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// Set (to `true`) on an answer that replays an earlier request with the same key.
+pub const IDEMPOTENT_REPLAY_HEADER: &str = "idempotent-replayed";
+
+/// Every order route, each with its own 405 for other methods.
+pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
+    let place = warp::path!("v1" / "orders")
+        .and(
+            warp::post()
+                .and(with_state(&state))
+                .and(request_id())
+                .and(warp::header::headers_cloned())
+                .and(body::limited())
+                .and_then(place_order)
+                .or(method_not_allowed("POST"))
+                .unify(),
+        )
+        .boxed();
+    let get = order_path()
+        .and(warp::get())
+        .and(with_state(&state))
+        .and(request_id())
+        .and_then(get_order)
+        .or(order_path().and(method_not_allowed("GET")).map(ignore_id))
+        .unify()
+        .boxed();
+    let cancel_path = || warp::path!("v1" / "orders" / String / "cancel");
+    let cancel = cancel_path()
+        .and(warp::post())
+        .and(with_state(&state))
+        .and(request_id())
+        .and(body::limited())
+        .and_then(cancel_order)
+        .or(cancel_path().and(method_not_allowed("POST")).map(ignore_id))
+        .unify()
+        .boxed();
+    let events_path = || warp::path!("v1" / "orders" / String / "events");
+    let events = events_path()
+        .and(warp::get())
+        .and(with_state(&state))
+        .and(request_id())
+        .and_then(order_events)
+        .or(events_path().and(method_not_allowed("GET")).map(ignore_id))
+        .unify()
+        .boxed();
+    let at_path = || warp::path!("v1" / "orders" / String / "state");
+    let at = at_path()
+        .and(warp::get())
+        .and(with_state(&state))
+        .and(request_id())
+        .and(warp::query::<Vec<(String, String)>>())
+        .and_then(order_state_at)
+        .or(at_path().and(method_not_allowed("GET")).map(ignore_id))
+        .unify()
+        .boxed();
+    place
+        .or(get)
+        .unify()
+        .or(cancel)
+        .unify()
+        .or(events)
+        .unify()
+        .or(at)
+        .unify()
+        .boxed()
+}
+
+/// Place an order.
+///
+/// The server chooses the order id (UUID v7). With an `Idempotency-Key`, a retry with the same
+/// key and body returns the original order and appends nothing; the same key with another
+/// body is refused (422).
+///
+/// # Errors
+/// Never rejects: errors are answered as problems.
+#[utoipa::path(
+    post,
+    path = "/v1/orders",
+    tag = "orders",
+    request_body(content = PlaceOrderRequest, content_type = "application/json"),
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+         description = "Makes the request safe to retry: 1 to 255 visible ASCII characters"),
+        ("X-Request-Id" = Option<String>, Header,
+         description = "Request id, stored as the events' correlation id; generated if absent"),
+    ),
+    responses(
+        (status = 201, description = "The order was placed (or, with a known Idempotency-Key, had been placed)",
+         body = OrderResponse,
+         headers(("Location" = String, description = "/v1/orders/{id}"),
+                 ("X-Request-Id" = String, description = "The request id"))),
+        (status = 400, description = "Malformed JSON, unknown or missing fields", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid values, one entry per field in `errors`; or an Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn place_order(
+    state: GatewayState,
+    request_id: RequestId,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Infallible> {
+    let span = tracing::info_span!("place_order", request_id = %request_id, order_id = tracing::field::Empty);
+    let answer = detached(place(state, request_id.clone(), headers, body).instrument(span)).await;
+    Ok(request_id.stamp(into_response(answer)))
+}
+
+async fn place(
+    state: GatewayState,
+    request_id: RequestId,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let (request, json): (PlaceOrderRequest, _) = body::parse_json(&body?)?;
+    let order_id = Uuid::now_v7();
+    let command = request
+        .clone()
+        .into_command(order_id, Utc::now())
+        .map_err(ApiError::Invalid)?;
+    let metadata = CommandMetadata::from_request(request_id.as_str());
+    let claim = match &key {
+        None => KeyClaim::New(order_id),
+        Some(key) => idempotency::claim(&state.pool, key, &json, order_id).await?,
+    };
+    let (order_id, replayed) = match claim {
+        KeyClaim::Mismatch => return Err(ApiError::IdempotencyKeyReused),
+        KeyClaim::New(id) => (id, false),
+        KeyClaim::Replay(id) => (id, true),
+    };
+    tracing::Span::current().record("order_id", tracing::field::display(order_id));
+    if replayed {
+        if let Some(order) = state.orders.load(order_id).await? {
+            tracing::info!("idempotent replay of an order already placed");
+            return Ok(created(order.into(), true));
+        }
+        // The first request with this key has not placed its order (yet, or it failed):
+        // place it under the id the key holds. Whichever request gets there first wins.
+    }
+    let command = if order_id == command.order_id() {
+        command
+    } else {
+        // The key holds another id; the body is the same as the first request's (the claim
+        // compared them), so it is valid too.
+        request
+            .into_command(order_id, Utc::now())
+            .map_err(ApiError::Invalid)?
+    };
+    match state
+        .orders
+        .execute(order_id, OrderCommand::PlaceOrder(command), &metadata)
+        .await
+    {
+        Ok(()) => {}
+        // A concurrent request with the same key placed it first.
+        Err(CommandError::Domain(OrderError::AlreadyExists(_)) | CommandError::Conflict)
+            if key.is_some() =>
+        {
+            tracing::info!("concurrent request with the same idempotency key placed the order");
+        }
+        Err(e) => return Err(ApiError::from_command(order_id, e)),
+    }
+    let order = state.orders.load(order_id).await?.ok_or_else(|| {
+        ApiError::Internal(format!("order {order_id} was placed but cannot be loaded"))
+    })?;
+    tracing::info!(total = order.state.total.minor_units(), "order placed");
+    Ok(created(order.into(), replayed))
+}
+
+fn created(order: OrderResponse, replayed: bool) -> Response {
+    let mut response = problem::json(&order, StatusCode::CREATED);
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/orders/{}", order.id)) {
+        headers.insert(header::LOCATION, location);
+    }
+    if replayed {
+        headers.insert(IDEMPOTENT_REPLAY_HEADER, HeaderValue::from_static("true"));
+    }
+    response
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key)
+            if !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(key.to_string()))
+        }
+        _ => Err(ApiError::BadRequest(
+            "the Idempotency-Key header must be 1 to 255 visible ASCII characters".into(),
+        )),
+    }
+}
+
+/// Read an order as the event log says it is now.
+///
+/// # Errors
+/// Never rejects: errors are answered as problems.
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{id}",
+    tag = "orders",
+    params(("id" = Uuid, Path, description = "The order id")),
+    responses(
+        (status = 200, description = "The order", body = OrderResponse),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_order(
+    raw_id: String,
+    state: GatewayState,
+    request_id: RequestId,
+) -> Result<Response, Infallible> {
+    let span = tracing::info_span!("get_order", request_id = %request_id, order_id = %raw_id);
+    let answer = async {
+        let order_id = parse_order_id(&raw_id)?;
+        let order = state
+            .orders
+            .load(order_id)
+            .await?
+            .ok_or_else(|| ApiError::OrderNotFound(order_id.to_string()))?;
+        Ok(problem::json(&OrderResponse::from(order), StatusCode::OK))
+    }
+    .instrument(span)
+    .await;
+    Ok(request_id.stamp(into_response(answer)))
+}
+
+/// Cancel an order with a reason. Allowed while placed or confirmed; 409 once shipped.
+///
+/// # Errors
+/// Never rejects: errors are answered as problems.
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{id}/cancel",
+    tag = "orders",
+    params(("id" = Uuid, Path, description = "The order id")),
+    request_body(content = CancelOrderRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The cancelled order", body = OrderResponse),
+        (status = 400, description = "Malformed JSON or unknown fields", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The order can no longer be cancelled", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Blank or over-long reason or canceller", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn cancel_order(
+    raw_id: String,
+    state: GatewayState,
+    request_id: RequestId,
+    body: Body,
+) -> Result<Response, Infallible> {
+    let span = tracing::info_span!("cancel_order", request_id = %request_id, order_id = %raw_id);
+    let metadata = CommandMetadata::from_request(request_id.as_str());
+    let answer = detached(
+        async move {
+            let order_id = parse_order_id(&raw_id)?;
+            let (request, _): (CancelOrderRequest, _) = body::parse_json(&body?)?;
+            let (reason, cancelled_by) = request.validate().map_err(ApiError::Invalid)?;
+            let command = OrderCommand::CancelOrder {
+                reason,
+                cancelled_by,
+            };
+            state
+                .orders
+                .execute(order_id, command, &metadata)
+                .await
+                .map_err(|e| ApiError::from_command(order_id, e))?;
+            let order = state
+                .orders
+                .load(order_id)
+                .await?
+                .ok_or_else(|| ApiError::OrderNotFound(order_id.to_string()))?;
+            tracing::info!("order cancelled");
+            Ok(problem::json(&OrderResponse::from(order), StatusCode::OK))
+        }
+        .instrument(span),
+    )
+    .await;
+    Ok(request_id.stamp(into_response(answer)))
+}
+
+/// The order's event history, by sequence.
+///
+/// # Errors
+/// Never rejects: errors are answered as problems.
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{id}/events",
+    tag = "orders",
+    params(("id" = Uuid, Path, description = "The order id")),
+    responses(
+        (status = 200, description = "Every event of the order, by sequence", body = OrderEventsResponse),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn order_events(
+    raw_id: String,
+    state: GatewayState,
+    request_id: RequestId,
+) -> Result<Response, Infallible> {
+    let span = tracing::info_span!("order_events", request_id = %request_id, order_id = %raw_id);
+    let answer = async {
+        let order_id = parse_order_id(&raw_id)?;
+        let events = state.orders.events(order_id).await?;
+        if events.is_empty() {
+            return Err(ApiError::OrderNotFound(order_id.to_string()));
+        }
+        Ok(problem::json(
+            &OrderEventsResponse { order_id, events },
+            StatusCode::OK,
+        ))
+    }
+    .instrument(span)
+    .await;
+    Ok(request_id.stamp(into_response(answer)))
+}
+
+/// The order as it was right after its event number `at_sequence` (time travel).
+///
+/// # Errors
+/// Never rejects: errors are answered as problems.
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{id}/state",
+    tag = "orders",
+    params(
+        ("id" = Uuid, Path, description = "The order id"),
+        ("at_sequence" = i64, Query, description = "Sequence of the last event to include, from 1 to the order's version"),
+    ),
+    responses(
+        (status = 200, description = "The order after event `at_sequence`; `version` equals `at_sequence`", body = OrderResponse),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`at_sequence` missing, not an integer, or outside 1 to the order's version", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn order_state_at(
+    raw_id: String,
+    state: GatewayState,
+    request_id: RequestId,
+    query: Vec<(String, String)>,
+) -> Result<Response, Infallible> {
+    let span = tracing::info_span!("order_state_at", request_id = %request_id, order_id = %raw_id);
+    let answer = async {
+        let order_id = parse_order_id(&raw_id)?;
+        let at = query
+            .iter()
+            .find(|(name, _)| name == "at_sequence")
+            .map(|(_, value)| value.as_str());
+        let events = state.orders.events(order_id).await?;
+        let Some(last) = events.last().map(|e| e.sequence) else {
+            return Err(ApiError::OrderNotFound(order_id.to_string()));
+        };
+        let out_of_range = || {
+            ApiError::invalid(
+                "at_sequence",
+                format!("must be an integer from 1 to {last}, the order's current version"),
+            )
+        };
+        let at = match at {
+            None => return Err(ApiError::invalid("at_sequence", "is required")),
+            Some(raw) => raw.trim().parse::<i64>().map_err(|_| out_of_range())?,
+        };
+        if !(1..=last).contains(&at) {
+            return Err(out_of_range());
+        }
+        let order = orderflow_store::orders::fold(&events, Some(at))?
+            .ok_or_else(|| ApiError::OrderNotFound(order_id.to_string()))?;
+        Ok(problem::json(&OrderResponse::from(order), StatusCode::OK))
+    }
+    .instrument(span)
+    .await;
+    Ok(request_id.stamp(into_response(answer)))
+}
+
+/// A path id that is not a UUID names no order: 404, not 400.
+fn parse_order_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::OrderNotFound(raw.to_string()))
+}
+
+fn into_response(answer: Result<Response, ApiError>) -> Response {
+    answer.unwrap_or_else(ApiError::into_response)
+}
+
+/// Runs `work` in a task of its own and waits for it: when the client hangs up and warp drops
+/// this future, the work still runs to its end (no transaction is cut in half).
+async fn detached<F>(work: F) -> Result<Response, ApiError>
+where
+    F: Future<Output = Result<Response, ApiError>> + Send + 'static,
+{
+    tokio::spawn(work)
+        .await
+        .unwrap_or_else(|e| Err(ApiError::Internal(format!("request task failed: {e}"))))
+}
