@@ -36,6 +36,8 @@ pub enum RelayError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Bus(#[from] BusError),
+    #[error("another relay holds the relay lock")]
+    LockHeld,
     #[error("event {message_id} cannot be serialized: {source}")]
     Serialize {
         message_id: String,
@@ -146,6 +148,31 @@ async fn lead(
             () = tokio::time::sleep(options.fallback_tick) => {}
         }
     }
+}
+
+/// Publishes everything new once, as the relay would, and returns: for tests and for an
+/// operator's one-shot run. Takes the relay lock for the duration.
+///
+/// # Errors
+/// [`RelayError::LockHeld`] when a running relay holds the lock; otherwise as
+/// [`publish_new`].
+pub async fn relay_once(
+    pool: &PgPool,
+    bus: &Bus,
+    batch_size: i64,
+) -> Result<PublishSummary, RelayError> {
+    let mut lock = pool.acquire().await?.detach();
+    let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(RELAY_LOCK_KEY)
+        .fetch_one(&mut lock)
+        .await?;
+    if !held {
+        return Err(RelayError::LockHeld);
+    }
+    let result = publish_new(&mut lock, bus, batch_size).await;
+    // Closing the session releases the lock.
+    let _ = sqlx::Connection::close(lock).await;
+    result
 }
 
 /// Numbers, reads, publishes and checkpoints until nothing new is left. Runs on the

@@ -1,0 +1,8 @@
+//! The fan-out guarantees of DESIGN.md, one module per guarantee, against the real
+//! PostgreSQL and the real NATS JetStream (each test with its own database and streams).
+//! Start both with `scripts/services up`.
+
+mod support;
+
+mod log_order;
+mod no_lost_event;

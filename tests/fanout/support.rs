@@ -1,0 +1,222 @@
+//! Shared helpers: a fresh database and stream pair per test, orders placed through the real
+//! store, and readers of what the stream holds.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use orderflow_domain::values::{Currency, Email, Money, OrderLine, Quantity, ShippingAddress, Sku};
+use orderflow_domain::{OrderCommand, PlaceOrder};
+use orderflow_store::testing::TestDatabase;
+use orderflow_store::{CommandMetadata, OrderStore};
+use orderflow_workers::runtime::ConsumerOptions;
+use orderflow_workers::testing::TestBus;
+use uuid::Uuid;
+
+/// One test's world: its own database, its own streams, the order store.
+pub struct World {
+    pub db: TestDatabase,
+    pub bus: TestBus,
+    pub store: OrderStore,
+}
+
+impl World {
+    pub async fn new() -> Self {
+        let db = TestDatabase::fresh().await;
+        let bus = TestBus::fresh().await;
+        let store = OrderStore::new(db.pool.clone());
+        Self { db, bus, store }
+    }
+
+    /// Deletes the streams (the database is left to `scripts/test`'s cleanup).
+    pub async fn cleanup(self) {
+        self.db.pool.close().await;
+        self.bus.cleanup().await.expect("deleting the test streams");
+    }
+
+    /// Environment for the real binary: the test's database and streams.
+    pub fn binary_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("ORDERFLOW_DATABASE_URL", self.db.options.url.clone()),
+            ("ORDERFLOW_NATS_URL", self.bus.options.nats_url.clone()),
+            ("ORDERFLOW_STREAM", self.bus.options.stream.clone()),
+            ("ORDERFLOW_SUBJECT_PREFIX", self.bus.options.subject_prefix.clone()),
+            ("RUST_LOG", "warn".into()),
+        ]
+    }
+
+    /// Places an order of `lines` (sku, quantity) at 1000 minor units each.
+    pub async fn place(&self, lines: &[(&str, i64)]) -> Uuid {
+        let id = Uuid::now_v7();
+        self.store
+            .execute(id, place_command(id, lines), &CommandMetadata::from_request("test"))
+            .await
+            .expect("placing an order");
+        id
+    }
+
+    pub async fn cancel(&self, id: Uuid) -> Result<(), orderflow_store::CommandError> {
+        self.store
+            .execute(
+                id,
+                OrderCommand::CancelOrder {
+                    reason: "changed my mind".into(),
+                    cancelled_by: "customer".into(),
+                },
+                &CommandMetadata::from_request("test"),
+            )
+            .await
+    }
+
+    /// Publishes everything new to the stream (as the relay would).
+    pub async fn relay(&self) -> u64 {
+        orderflow_workers::relay::relay_once(&self.db.pool, &self.bus.bus, 500)
+            .await
+            .expect("relaying")
+            .published
+    }
+
+    /// Events stored in the log.
+    pub async fn stored_events(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the stream holds `count` messages (or fails after `timeout`).
+    pub async fn wait_for_stream(&self, count: u64, timeout: Duration) {
+        let started = Instant::now();
+        loop {
+            let mut stream = self.bus.bus.stream().await.unwrap();
+            let have = stream.info().await.unwrap().state.messages;
+            if have >= count {
+                return;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "the stream holds {have} of {count} messages after {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+pub fn place_command(id: Uuid, lines: &[(&str, i64)]) -> OrderCommand {
+    OrderCommand::PlaceOrder(
+        PlaceOrder::new(
+            id,
+            "c-1",
+            Email::parse("ada@example.com").unwrap(),
+            Currency::parse("EUR").unwrap(),
+            lines
+                .iter()
+                .map(|(sku, quantity)| OrderLine {
+                    sku: Sku::parse(sku).unwrap(),
+                    quantity: Quantity::parse(*quantity).unwrap(),
+                    unit_price: Money::parse(1000).unwrap(),
+                })
+                .collect(),
+            ShippingAddress::parse("Ada L", "1 Main St", None, "Berlin", "10115", "DE").unwrap(),
+            Utc::now(),
+        )
+        .unwrap(),
+    )
+}
+
+/// Consumer options for tests: short delays, quick drains.
+pub fn fast_consumer() -> ConsumerOptions {
+    ConsumerOptions {
+        max_attempts: 3,
+        retry_delays: vec![Duration::from_millis(50), Duration::from_millis(100)],
+        ack_wait: Duration::from_secs(2),
+        batch_size: 64,
+        concurrency: 8,
+        fetch_wait: Duration::from_millis(200),
+        drain_timeout: Duration::from_secs(30),
+    }
+}
+
+/// `writers` tasks place and walk `orders` orders through placed, confirmed, shipped and
+/// delivered: `4 * orders` events, committed concurrently.
+pub async fn write_load(store: &OrderStore, writers: usize, orders: usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for writer in 0..writers {
+        let store = store.clone();
+        let next = Arc::clone(&next);
+        tasks.push(tokio::spawn(async move {
+            let meta = CommandMetadata::from_request(&format!("writer-{writer}"));
+            while next.fetch_add(1, Ordering::Relaxed) < orders {
+                let id = Uuid::now_v7();
+                let commands = [
+                    place_command(id, &[("SKU-1", 1)]),
+                    OrderCommand::ConfirmOrder {
+                        reservation_id: Uuid::new_v4(),
+                    },
+                    OrderCommand::StartShipment {
+                        shipment_id: Uuid::new_v4(),
+                        carrier: "simulated".into(),
+                        tracking_number: format!("T-{id}"),
+                    },
+                    OrderCommand::MarkDelivered,
+                ];
+                for command in commands {
+                    store
+                        .execute_retrying(id, command, &meta, 5)
+                        .await
+                        .expect("a writer's command");
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("a writer task");
+    }
+}
+
+/// The stream holds every stored event exactly once, in the log's commit order (so each
+/// order's events in sequence order), on the right subject with the right message id.
+pub async fn assert_stream_matches_log(world: &World) {
+    let rows: Vec<(Uuid, String, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT event_id, aggregate_id, sequence, global_position FROM events
+         ORDER BY global_position NULLS LAST",
+    )
+    .fetch_all(&world.db.pool)
+    .await
+    .unwrap();
+    assert!(
+        rows.iter().all(|r| r.3.is_some()),
+        "every stored event has a position"
+    );
+    let messages = world.bus.messages().await.unwrap();
+    let mut ids = std::collections::HashSet::new();
+    for message in &messages {
+        let id = message.message_id.clone().expect("every message has a Nats-Msg-Id");
+        assert!(ids.insert(id.clone()), "message {id} is in the stream twice");
+    }
+    assert_eq!(
+        messages.len(),
+        rows.len(),
+        "the stream holds {} messages for {} stored events",
+        messages.len(),
+        rows.len()
+    );
+    let prefix = &world.bus.options.subject_prefix;
+    let mut last_sequence = std::collections::HashMap::new();
+    for (message, row) in messages.iter().zip(&rows) {
+        let envelope = message.envelope().expect("the body is an envelope");
+        assert_eq!(envelope.event_id, row.0, "stream order differs from log order");
+        assert_eq!(envelope.position, row.3);
+        assert_eq!(message.subject, envelope.subject(prefix));
+        assert_eq!(message.message_id.as_deref(), Some(envelope.message_id().as_str()));
+        let previous = last_sequence.insert(envelope.order_id, envelope.sequence);
+        assert_eq!(
+            previous.unwrap_or(0) + 1,
+            envelope.sequence,
+            "order {} out of sequence order in the stream",
+            envelope.order_id
+        );
+    }
+}

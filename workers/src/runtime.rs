@@ -1,0 +1,533 @@
+//! The consumer runtime: one durable pull consumer per handler, explicit acks, retries with
+//! growing delays, dead letters, and the lag numbers operators look at.
+//!
+//! For each message: a redrive addressed to another consumer is acked unseen (see
+//! [`crate::dlq`]); a body that is not an event envelope is parked at once; otherwise the
+//! handler runs. `Ok` acks. `Retry` naks with a delay that grows with the attempt, until the
+//! attempt reaches `max_attempts`: then, as for `GiveUp`, the message is parked in the DLQ
+//! stream (the publish acknowledged first) and acked. Parking from the handler's own last
+//! attempt is more reliable than the server's max-deliveries advisory on 2.9. The server's
+//! `max_deliver` is `max_attempts + 2`: two spare deliveries for a process that died during
+//! the last attempt or failed to park, so the server never drops a message silently.
+//!
+//! [`Consumer::step`] processes one batch and says what it did; [`Consumer::drain`] steps
+//! until the consumer has nothing pending, so tests need no sleeps. [`run_consumer`] is the
+//! long-running loop; on shutdown it lets the messages in hand finish and naks the ones
+//! received but not started. Several processes may run the same durable consumer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::{AckKind, Message};
+use chrono::Utc;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use orderflow_store::EventEnvelope;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::bus::{Bus, BusError};
+use crate::dlq::{self, DeadLetter, REDRIVE_FOR_HEADER};
+use crate::handler::{Delivery, Handler, HandlerError};
+
+/// Why the runtime could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("consumer {consumer} did not drain within {waited:?} ({pending} pending, {ack_pending} in flight)")]
+    DrainTimeout {
+        consumer: String,
+        waited: Duration,
+        pending: u64,
+        ack_pending: usize,
+    },
+}
+
+/// How a consumer retries and batches. `Default` suits production.
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    /// Deliveries before a failing message is parked (the handler runs at most this many
+    /// times for a message that keeps failing).
+    pub max_attempts: u64,
+    /// The nak delay after attempt n is `retry_delays[n - 1]` (the last one repeats).
+    pub retry_delays: Vec<Duration>,
+    /// How long the server waits for an ack before redelivering (a crashed worker's
+    /// messages come back after this). Later redeliveries wait 2x, 3x, ... as long.
+    pub ack_wait: Duration,
+    /// Messages pulled per request.
+    pub batch_size: usize,
+    /// Messages handled at once by one process.
+    pub concurrency: usize,
+    /// How long one pull request waits for messages in [`run_consumer`].
+    pub fetch_wait: Duration,
+    /// How long [`Consumer::drain`] may take before it reports a timeout.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            retry_delays: vec![
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                Duration::from_secs(30),
+                Duration::from_secs(120),
+            ],
+            ack_wait: Duration::from_secs(30),
+            batch_size: 64,
+            concurrency: 8,
+            fetch_wait: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl ConsumerOptions {
+    /// The nak delay after attempt `attempt` (1-based).
+    pub fn retry_delay(&self, attempt: u64) -> Duration {
+        let index = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
+        self.retry_delays
+            .get(index)
+            .or(self.retry_delays.last())
+            .copied()
+            .unwrap_or(Duration::from_secs(1))
+    }
+
+    /// The server-side configuration of the durable consumer of `handler`.
+    pub fn consumer_config(&self, bus: &Bus, handler: &dyn Handler) -> pull::Config {
+        let max_attempts = self.max_attempts.max(1);
+        // 2.9 requires max_deliver > backoff.len(); each entry is the ack wait of one
+        // redelivery of a message nobody acked (a crashed or stuck worker).
+        let backoff = (1..=max_attempts.min(8))
+            .map(|n| self.ack_wait * u32::try_from(n).unwrap_or(1))
+            .collect();
+        pull::Config {
+            durable_name: Some(handler.name().to_string()),
+            description: Some(format!("orderflow consumer {}", handler.name())),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: self.ack_wait,
+            max_deliver: i64::try_from(max_attempts + 2).unwrap_or(i64::MAX),
+            backoff,
+            filter_subject: bus.events_filter(),
+            max_ack_pending: handler.max_ack_pending(),
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        }
+    }
+}
+
+/// What one message came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Handled and acked, with the handler's effects.
+    Handled(Vec<String>),
+    /// A redrive for another consumer: acked unseen.
+    Skipped,
+    /// Naked, to come back after the delay.
+    Retried { attempt: u64, delay: Duration },
+    /// Parked in the DLQ stream and acked.
+    DeadLettered { attempt: u64, error: String },
+    /// Received during shutdown and naked unstarted.
+    Released,
+}
+
+/// What one [`Consumer::step`] (or a whole drain) did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StepReport {
+    pub fetched: usize,
+    pub handled: usize,
+    pub skipped: usize,
+    pub retried: usize,
+    pub dead_lettered: usize,
+    pub released: usize,
+    /// The handlers' effects, one line each.
+    pub effects: Vec<String>,
+}
+
+impl StepReport {
+    fn record(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Handled(effects) => {
+                self.handled += 1;
+                self.effects.extend(effects);
+            }
+            Outcome::Skipped => self.skipped += 1,
+            Outcome::Retried { .. } => self.retried += 1,
+            Outcome::DeadLettered { .. } => self.dead_lettered += 1,
+            Outcome::Released => self.released += 1,
+        }
+    }
+
+    fn absorb(&mut self, other: StepReport) {
+        self.fetched += other.fetched;
+        self.handled += other.handled;
+        self.skipped += other.skipped;
+        self.retried += other.retried;
+        self.dead_lettered += other.dead_lettered;
+        self.released += other.released;
+        self.effects.extend(other.effects);
+    }
+}
+
+/// A handler bound to its durable consumer.
+pub struct Consumer {
+    handler: Arc<dyn Handler>,
+    bus: Bus,
+    options: ConsumerOptions,
+    consumer: PullConsumer,
+}
+
+impl Consumer {
+    /// Creates (or updates) the durable consumer named after the handler and binds to it.
+    ///
+    /// # Errors
+    /// [`BusError::JetStream`] when the stream is missing or the consumer cannot be created.
+    pub async fn bind(
+        handler: Arc<dyn Handler>,
+        bus: Bus,
+        options: ConsumerOptions,
+    ) -> Result<Self, RuntimeError> {
+        let stream = bus.stream().await?;
+        let config = options.consumer_config(&bus, handler.as_ref());
+        let consumer = match stream.create_consumer(config).await {
+            Ok(consumer) => consumer,
+            Err(error) => {
+                tracing::warn!(consumer = handler.name(), %error,
+                    "cannot create or update the durable consumer; using it as it is");
+                stream
+                    .get_consumer(handler.name())
+                    .await
+                    .map_err(|e| BusError::js("binding a durable consumer", e))?
+            }
+        };
+        Ok(Self {
+            handler,
+            bus,
+            options,
+            consumer,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        self.handler.name()
+    }
+
+    /// Pulls what is available now (no waiting) and processes it.
+    ///
+    /// # Errors
+    /// [`BusError::JetStream`] when the pull fails.
+    pub async fn step(&self) -> Result<StepReport, RuntimeError> {
+        let mut batch = self
+            .consumer
+            .fetch()
+            .max_messages(self.options.batch_size)
+            .messages()
+            .await
+            .map_err(|e| BusError::js("pulling messages", e))?;
+        let mut messages = Vec::new();
+        while let Some(message) = batch.next().await {
+            match message {
+                Ok(message) => messages.push(message),
+                Err(error) if is_end_of_pull(&error.to_string()) => break,
+                Err(error) => return Err(BusError::js("receiving a message", error).into()),
+            }
+        }
+        let mut report = StepReport {
+            fetched: messages.len(),
+            ..StepReport::default()
+        };
+        let outcomes: Vec<Outcome> = futures::stream::iter(messages)
+            .map(|message| self.process(message))
+            .buffer_unordered(self.options.concurrency.max(1))
+            .collect()
+            .await;
+        for outcome in outcomes {
+            report.record(outcome);
+        }
+        Ok(report)
+    }
+
+    /// Steps until the consumer has nothing pending and nothing in flight (naked messages
+    /// waiting out their delay count as in flight), and returns what was done.
+    ///
+    /// # Errors
+    /// [`RuntimeError::DrainTimeout`] when that does not happen within `drain_timeout`.
+    pub async fn drain(&self) -> Result<StepReport, RuntimeError> {
+        let started = Instant::now();
+        let mut total = StepReport::default();
+        loop {
+            let report = self.step().await?;
+            let fetched = report.fetched;
+            total.absorb(report);
+            if fetched > 0 {
+                continue;
+            }
+            let info = self.info().await?;
+            if info.num_pending == 0 && info.num_ack_pending == 0 {
+                return Ok(total);
+            }
+            if started.elapsed() > self.options.drain_timeout {
+                return Err(RuntimeError::DrainTimeout {
+                    consumer: self.name().to_string(),
+                    waited: started.elapsed(),
+                    pending: info.num_pending,
+                    ack_pending: info.num_ack_pending,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn info(&self) -> Result<async_nats::jetstream::consumer::Info, RuntimeError> {
+        let mut consumer = self.consumer.clone();
+        Ok(consumer
+            .info()
+            .await
+            .map_err(|e| BusError::js("reading consumer info", e))?
+            .clone())
+    }
+
+    /// Runs until `shutdown`, pulling with long polls and handling up to `concurrency`
+    /// messages at once.
+    ///
+    /// # Errors
+    /// None in practice: pull failures are logged and retried after a pause.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), RuntimeError> {
+        tracing::info!(consumer = self.name(), "consumer running");
+        while !shutdown.is_cancelled() {
+            if let Err(error) = self.pull_and_process(&shutdown).await {
+                tracing::warn!(consumer = self.name(), %error, "pull failed; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+        tracing::info!(consumer = self.name(), "consumer stopped");
+        Ok(())
+    }
+
+    async fn pull_and_process(&self, shutdown: &CancellationToken) -> Result<(), RuntimeError> {
+        let mut batch = self
+            .consumer
+            .batch()
+            .max_messages(self.options.batch_size)
+            .expires(self.options.fetch_wait)
+            .messages()
+            .await
+            .map_err(|e| BusError::js("pulling messages", e))?;
+        let mut in_flight = FuturesUnordered::new();
+        let mut batch_done = false;
+        let limit = self.options.concurrency.max(1);
+        loop {
+            tokio::select! {
+                Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
+                    tracing::trace!(consumer = self.name(), ?outcome, "message done");
+                }
+                next = batch.next(), if !batch_done && in_flight.len() < limit => match next {
+                    None => batch_done = true,
+                    Some(Ok(message)) if shutdown.is_cancelled() => {
+                        if let Err(error) = message.ack_with(AckKind::Nak(None)).await {
+                            tracing::warn!(%error, "nak on shutdown failed");
+                        }
+                    }
+                    Some(Ok(message)) => in_flight.push(self.process(message)),
+                    Some(Err(error)) if is_end_of_pull(&error.to_string()) => batch_done = true,
+                    Some(Err(error)) => {
+                        while in_flight.next().await.is_some() {}
+                        return Err(BusError::js("receiving a message", error).into());
+                    }
+                },
+                else => return Ok(()),
+            }
+        }
+    }
+
+    /// Processes one message to its outcome (acks, naks or parks it).
+    pub async fn process(&self, message: Message) -> Outcome {
+        let name = self.handler.name();
+        let (attempt, stream_sequence) = match message.info() {
+            Ok(info) => (u64::try_from(info.delivered).unwrap_or(1), info.stream_sequence),
+            Err(_) => (1, 0),
+        };
+        let header = |key: &str| {
+            message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(key))
+                .map(|v| v.as_str().to_string())
+        };
+        if let Some(target) = header(REDRIVE_FOR_HEADER) {
+            if target != name {
+                self.ack(&message).await;
+                return Outcome::Skipped;
+            }
+        }
+        let result = match serde_json::from_slice::<EventEnvelope>(&message.payload) {
+            Ok(envelope) => {
+                let span = tracing::info_span!("handle", consumer = name,
+                    order_id = %envelope.order_id, event = %envelope.event_type, attempt);
+                self.handler
+                    .handle(&envelope, Delivery::live(attempt))
+                    .instrument(span)
+                    .await
+            }
+            Err(error) => Err(HandlerError::give_up(format!(
+                "the message body is not an event envelope: {error}"
+            ))),
+        };
+        match result {
+            Ok(effects) => {
+                self.ack(&message).await;
+                Outcome::Handled(effects.0)
+            }
+            Err(HandlerError::Retry(error)) if attempt < self.options.max_attempts => {
+                let delay = self.options.retry_delay(attempt);
+                tracing::info!(consumer = name, attempt, ?delay, %error, "retrying later");
+                if let Err(e) = message.ack_with(AckKind::Nak(Some(delay))).await {
+                    tracing::warn!(consumer = name, error = %e, "nak failed");
+                }
+                Outcome::Retried { attempt, delay }
+            }
+            Err(HandlerError::Retry(error) | HandlerError::GiveUp(error)) => {
+                let letter = DeadLetter {
+                    consumer: name.to_string(),
+                    error: error.clone(),
+                    attempts: attempt,
+                    original_subject: message.subject.to_string(),
+                    original_stream_sequence: stream_sequence,
+                    original_message_id: header("Nats-Msg-Id"),
+                    parked_at: Utc::now(),
+                    body: String::from_utf8_lossy(&message.payload).into_owned(),
+                };
+                match dlq::park(&self.bus, &letter).await {
+                    Ok(()) => {
+                        tracing::warn!(consumer = name, attempt, %error, "parked in the DLQ");
+                        if let Err(e) = message.double_ack().await {
+                            tracing::warn!(consumer = name, error = %e, "ack after parking failed");
+                        }
+                        Outcome::DeadLettered { attempt, error }
+                    }
+                    Err(park_error) => {
+                        let delay = self.options.retry_delay(attempt);
+                        tracing::error!(consumer = name, %park_error, "cannot park; retrying later");
+                        if let Err(e) = message.ack_with(AckKind::Nak(Some(delay))).await {
+                            tracing::warn!(consumer = name, error = %e, "nak failed");
+                        }
+                        Outcome::Retried { attempt, delay }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn ack(&self, message: &Message) {
+        if let Err(error) = message.ack().await {
+            tracing::warn!(consumer = self.name(), %error, "ack failed; the message will come back");
+        }
+    }
+}
+
+/// The server ends a pull with 404 (no messages), 408 (expired) or 409 (for example max ack
+/// pending reached); none of them is a failure.
+fn is_end_of_pull(error: &str) -> bool {
+    ["404", "408", "409"].iter().any(|code| error.contains(code))
+}
+
+/// Binds `handler` to its durable consumer and runs it until `shutdown`.
+///
+/// # Errors
+/// As [`Consumer::bind`].
+pub async fn run_consumer(
+    handler: Arc<dyn Handler>,
+    bus: Bus,
+    options: ConsumerOptions,
+    shutdown: CancellationToken,
+) -> Result<(), RuntimeError> {
+    Consumer::bind(handler, bus, options)
+        .await?
+        .run(shutdown)
+        .await
+}
+
+/// The lag of one durable consumer, for `GET /v1/admin/consumers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConsumerLag {
+    pub name: String,
+    /// False when the durable consumer does not exist (never started).
+    pub exists: bool,
+    /// Messages in the stream not yet delivered to it.
+    pub pending: u64,
+    /// Delivered, not acked yet (in hand, or naked and waiting to come back).
+    pub ack_pending: u64,
+    /// Messages delivered more than once and not acked yet.
+    pub redelivered: u64,
+    /// The global position of the event at the consumer's ack floor: every event up to it
+    /// was handled (or parked). `None` before the first ack.
+    pub last_handled_position: Option<i64>,
+}
+
+/// The lag of each named consumer (in the order given).
+///
+/// # Errors
+/// [`BusError::JetStream`] when the stream cannot be read.
+pub async fn consumer_info(bus: &Bus, names: &[&str]) -> Result<Vec<ConsumerLag>, RuntimeError> {
+    let stream = bus.stream().await?;
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let info = match stream.consumer_info(*name).await {
+            Ok(info) => info,
+            Err(error) => {
+                tracing::debug!(consumer = name, %error, "no consumer info");
+                out.push(ConsumerLag {
+                    name: (*name).to_string(),
+                    exists: false,
+                    pending: 0,
+                    ack_pending: 0,
+                    redelivered: 0,
+                    last_handled_position: None,
+                });
+                continue;
+            }
+        };
+        let floor = info.ack_floor.stream_sequence;
+        let last_handled_position = if floor == 0 {
+            None
+        } else {
+            match stream.get_raw_message(floor).await {
+                Ok(message) => serde_json::from_slice::<EventEnvelope>(&message.payload)
+                    .ok()
+                    .and_then(|e| e.position),
+                Err(_) => None,
+            }
+        };
+        out.push(ConsumerLag {
+            name: (*name).to_string(),
+            exists: true,
+            pending: info.num_pending,
+            ack_pending: info.num_ack_pending as u64,
+            redelivered: info.num_redelivered as u64,
+            last_handled_position,
+        });
+    }
+    Ok(out)
+}
+
+/// The names of every durable consumer on the main stream.
+///
+/// # Errors
+/// [`BusError::JetStream`] when the stream cannot be read.
+pub async fn consumer_names(bus: &Bus) -> Result<Vec<String>, RuntimeError> {
+    let stream = bus.stream().await?;
+    let mut names = stream.consumer_names();
+    let mut out = Vec::new();
+    while let Some(name) = names.next().await {
+        out.push(name.map_err(|e| BusError::js("listing consumers", e))?);
+    }
+    out.sort();
+    Ok(out)
+}
