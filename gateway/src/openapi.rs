@@ -73,9 +73,6 @@ pub fn route() -> BoxedFilter<(Response,)> {
 }
 
 /// This OpenAPI document.
-///
-/// # Errors
-/// Never.
 #[utoipa::path(
     get,
     path = "/openapi.json",

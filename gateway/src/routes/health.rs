@@ -43,9 +43,6 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
 }
 
 /// Liveness: answers as long as the process serves requests.
-///
-/// # Errors
-/// Never.
 #[utoipa::path(
     get,
     path = "/health",
@@ -60,9 +57,6 @@ pub async fn health(request_id: RequestId) -> Result<Response, Infallible> {
 }
 
 /// Readiness: the event store answers `SELECT 1` and NATS (if configured) is connected.
-///
-/// # Errors
-/// Never rejects; answers 503 when a dependency is not reachable.
 #[utoipa::path(
     get,
     path = "/ready",

@@ -1,6 +1,7 @@
 //! The order routes: place, read, cancel, history, and time travel. Reads go to the event
 //! store, so they are never stale. Writes run in a task of their own, so a client that hangs
-//! up cannot cut their database work in half.
+//! up cannot cut their database work in half. Handlers never reject: they answer their errors
+//! as problems.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -104,9 +105,6 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
 /// The server chooses the order id (UUID v7). With an `Idempotency-Key`, a retry with the same
 /// key and body returns the original order and appends nothing; the same key with another
 /// body is refused (422).
-///
-/// # Errors
-/// Never rejects: errors are answered as problems.
 #[utoipa::path(
     post,
     path = "/v1/orders",
@@ -230,9 +228,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 /// Read an order as the event log says it is now.
-///
-/// # Errors
-/// Never rejects: errors are answered as problems.
 #[utoipa::path(
     get,
     path = "/v1/orders/{id}",
@@ -264,9 +259,6 @@ pub async fn get_order(
 }
 
 /// Cancel an order with a reason. Allowed while placed or confirmed; 409 once shipped.
-///
-/// # Errors
-/// Never rejects: errors are answered as problems.
 #[utoipa::path(
     post,
     path = "/v1/orders/{id}/cancel",
@@ -319,9 +311,6 @@ pub async fn cancel_order(
 }
 
 /// The order's event history, by sequence.
-///
-/// # Errors
-/// Never rejects: errors are answered as problems.
 #[utoipa::path(
     get,
     path = "/v1/orders/{id}/events",
@@ -355,9 +344,6 @@ pub async fn order_events(
 }
 
 /// The order as it was right after its event number `at_sequence` (time travel).
-///
-/// # Errors
-/// Never rejects: errors are answered as problems.
 #[utoipa::path(
     get,
     path = "/v1/orders/{id}/state",

@@ -1,0 +1,95 @@
+//! The cancellation hazard of DESIGN.md: clients that hang up mid-request must not leave a
+//! pooled connection idle in a transaction (holding locks), and the next request is fast.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{spawn_app, valid_order, TestApp};
+
+async fn idle_in_transaction(app: &TestApp) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = $1 AND state LIKE 'idle in transaction%'",
+    )
+    .bind(&app.db.name)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn clients_that_hang_up_leave_nothing_stuck() {
+    let app = spawn_app().await;
+    let (contended, _) = app.place_order().await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(1))
+        .build()
+        .unwrap();
+
+    let mut dropped = 0;
+    for round in 0..50 {
+        let place = impatient
+            .post(app.url("/v1/orders"))
+            .header("Idempotency-Key", format!("hang-up-{round}"))
+            .json(&valid_order())
+            .send();
+        let cancel = impatient
+            .post(app.url(&format!("/v1/orders/{contended}/cancel")))
+            .json(&json!({"reason": format!("attempt {round}")}))
+            .send();
+        let read = impatient
+            .get(app.url(&format!("/v1/orders/{contended}/events")))
+            .send();
+        let (a, b, c) = tokio::join!(place, cancel, read);
+        dropped += [a.is_err(), b.is_err(), c.is_err()]
+            .into_iter()
+            .filter(|e| *e)
+            .count();
+    }
+    assert!(
+        dropped > 50,
+        "most requests were dropped mid-way ({dropped} of 150)"
+    );
+
+    // Work already started finishes in its own task; give it a moment, then nothing may be
+    // left idle in a transaction.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let stuck = idle_in_transaction(&app).await;
+        if stuck == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{stuck} connection(s) left idle in transaction after clients hung up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The next requests, on the contended row too, are fast.
+    let started = Instant::now();
+    let response = app.get_order(&contended.to_string()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let (fresh, _) = app.place_order().await;
+    let cancel = app
+        .cancel_order(&fresh.to_string(), &json!({"reason": "after"}))
+        .await;
+    assert_eq!(cancel.status(), StatusCode::OK);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_millis(500),
+        "the next requests took {elapsed:?}"
+    );
+
+    // Every hung-up place request that went through placed at most one order per key.
+    let duplicates: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT aggregate_id FROM events WHERE sequence = 1
+                               GROUP BY aggregate_id HAVING count(*) > 1) d",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(duplicates, 0);
+}

@@ -1,0 +1,248 @@
+//! `spawn_app()`: the gateway on a free port over a fresh database, and a typed client for it.
+
+use std::net::SocketAddr;
+use std::sync::Once;
+
+use orderflow_domain::OrderCommand;
+use orderflow_gateway::GatewayState;
+use orderflow_store::testing::TestDatabase;
+use orderflow_store::{CommandMetadata, OrderStore};
+use reqwest::{Method, Response, StatusCode};
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// A running gateway and what a test needs around it. Stops the gateway when dropped.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`
+    pub address: String,
+    pub client: reqwest::Client,
+    pub db: TestDatabase,
+    pub store: OrderStore,
+    pub shutdown: CancellationToken,
+    pub server: Option<JoinHandle<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+static TRACING: Once = Once::new();
+
+/// Logs of the tests go to the output when `TEST_LOG` is set (to a filter such as `debug`).
+fn init_tracing() {
+    TRACING.call_once(|| {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// Starts the gateway on 127.0.0.1, port 0, over a fresh database.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|state| state).await
+}
+
+/// As [`spawn_app`], with the state changed by `adjust` (a NATS client, ...).
+pub async fn spawn_app_with(adjust: impl FnOnce(GatewayState) -> GatewayState) -> TestApp {
+    init_tracing();
+    let db = TestDatabase::fresh().await;
+    let state = adjust(GatewayState::new(db.pool.clone()));
+    let store = state.orders.clone();
+    let shutdown = CancellationToken::new();
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("an address");
+    let (bound, server) = orderflow_gateway::serve(state, addr, shutdown.clone())
+        .await
+        .expect("the gateway binds a free port");
+    TestApp {
+        address: format!("http://{bound}"),
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("a client"),
+        db,
+        store,
+        shutdown,
+        server: Some(server),
+    }
+}
+
+/// A valid body for `POST /v1/orders`.
+pub fn valid_order() -> Value {
+    json!({
+        "customer_id": "c-42",
+        "customer_email": "ada@example.com",
+        "currency": "EUR",
+        "lines": [{"sku": "SKU-1", "quantity": 2, "unit_price": 1299},
+                  {"sku": "SKU-2", "quantity": 1, "unit_price": 500}],
+        "shipping_address": {"name": "Ada L", "line1": "1 Main St", "city": "Berlin",
+                             "postal_code": "10115", "country": "DE"}
+    })
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// Any request, for the odd cases.
+    pub async fn request(&self, method: Method, path: &str) -> Response {
+        self.client
+            .request(method, self.url(path))
+            .send()
+            .await
+            .expect("the gateway answers")
+    }
+
+    pub async fn post_order(&self, body: &Value) -> Response {
+        self.post_raw("/v1/orders", body.to_string(), &[]).await
+    }
+
+    pub async fn post_order_with_key(&self, body: &Value, key: &str) -> Response {
+        self.post_raw("/v1/orders", body.to_string(), &[("Idempotency-Key", key)])
+            .await
+    }
+
+    /// A POST with a raw body and extra headers.
+    pub async fn post_raw(&self, path: &str, body: String, headers: &[(&str, &str)]) -> Response {
+        let mut request = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("the gateway answers")
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.request(Method::GET, path).await
+    }
+
+    pub async fn get_order(&self, id: &str) -> Response {
+        self.get(&format!("/v1/orders/{id}")).await
+    }
+
+    pub async fn cancel_order(&self, id: &str, body: &Value) -> Response {
+        self.post_raw(&format!("/v1/orders/{id}/cancel"), body.to_string(), &[])
+            .await
+    }
+
+    pub async fn order_events(&self, id: &str) -> Response {
+        self.get(&format!("/v1/orders/{id}/events")).await
+    }
+
+    pub async fn order_state(&self, id: &str, query: &str) -> Response {
+        self.get(&format!("/v1/orders/{id}/state{query}")).await
+    }
+
+    /// Places a valid order and returns its id and body.
+    pub async fn place_order(&self) -> (Uuid, Value) {
+        let response = self.post_order(&valid_order()).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let order: Value = response.json().await.expect("an order");
+        let id = order["id"]
+            .as_str()
+            .expect("an id")
+            .parse()
+            .expect("a UUID");
+        (id, order)
+    }
+
+    /// Drives order `id` to `shipped` through the store, as the workers would.
+    pub async fn ship(&self, id: Uuid) {
+        let metadata = CommandMetadata::from_request("test-driver");
+        let commands = [
+            OrderCommand::ConfirmOrder {
+                reservation_id: Uuid::now_v7(),
+            },
+            OrderCommand::StartShipment {
+                shipment_id: Uuid::now_v7(),
+                carrier: "DHL".into(),
+                tracking_number: "TRACK-1".into(),
+            },
+        ];
+        for command in commands {
+            self.store
+                .execute(id, command, &metadata)
+                .await
+                .expect("the store accepts the command");
+        }
+    }
+
+    /// Rows in the events table of this test's database.
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.db.pool)
+            .await
+            .expect("count events")
+    }
+}
+
+/// Asserts `response` is a problem with `status` and returns its body.
+pub async fn problem(response: Response, status: StatusCode) -> Value {
+    let got = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = response.text().await.expect("a body");
+    assert_eq!(got, status, "unexpected status; body: {body}");
+    assert_eq!(content_type, "application/problem+json", "body: {body}");
+    let problem: Value = serde_json::from_str(&body).expect("problem+json is JSON");
+    assert_eq!(problem["status"], status.as_u16(), "{problem}");
+    for member in ["type", "title", "detail"] {
+        assert!(
+            problem[member].as_str().is_some_and(|s| !s.is_empty()),
+            "problem without {member}: {problem}"
+        );
+    }
+    problem
+}
+
+/// The `field`s of a problem's `errors[]`, sorted.
+pub fn error_fields(problem: &Value) -> Vec<String> {
+    let mut fields: Vec<String> = problem["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("problem without errors[]: {problem}"))
+        .iter()
+        .map(|e| {
+            assert!(
+                e["message"].as_str().is_some_and(|m| !m.is_empty()),
+                "error without a message: {e}"
+            );
+            e["field"].as_str().expect("a field").to_string()
+        })
+        .collect();
+    fields.sort();
+    fields
+}
+
+/// Sends raw bytes over one connection and returns everything the gateway answers until it
+/// closes the connection (send `Connection: close`), for requests reqwest cannot make.
+pub async fn raw_http(app: &TestApp, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("send the request");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(
+        read.is_ok(),
+        "the gateway did not close the connection within 5 s"
+    );
+    String::from_utf8_lossy(&answer).into_owned()
+}

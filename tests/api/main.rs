@@ -1,0 +1,19 @@
+//! Integration tests of the REST gateway: each test starts the gateway on port 0 against a
+//! fresh database on the real PostgreSQL (see `helpers::spawn_app`).
+//!
+//! # Layout
+//! - `helpers`: `spawn_app()` and the typed client (`TestApp`).
+//! - `orders`: placing, reading, cancelling, history, time travel, request ids.
+//! - `idempotency`: `Idempotency-Key` replays, mismatches and concurrent requests.
+//! - `bad_input`: every bad input answers the right status and problem+json body.
+//! - `routing`: unknown paths, wrong methods, health and readiness, graceful shutdown.
+//! - `openapi`: the document lists every route and real answers match its schemas.
+//! - `cancellation`: clients that hang up mid-request leave nothing stuck (DESIGN.md).
+
+mod bad_input;
+mod cancellation;
+mod helpers;
+mod idempotency;
+mod openapi;
+mod orders;
+mod routing;

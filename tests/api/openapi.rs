@@ -1,0 +1,300 @@
+//! The OpenAPI document: every route is in it, and real answers (orders, events, problems,
+//! health) validate against the schemas it declares for their status and content type.
+//!
+//! The validator is small on purpose: it resolves `$ref`, and checks `type` (also the 3.1
+//! form `["string", "null"]`), `enum`, `required`, `properties`, `items`, `oneOf`, `anyOf`
+//! and `allOf`.
+
+use reqwest::{Method, Response, StatusCode};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::helpers::{spawn_app, valid_order, TestApp};
+
+/// Every route the gateway serves, as the document must name it.
+const ROUTES: [(&str, &str); 8] = [
+    ("post", "/v1/orders"),
+    ("get", "/v1/orders/{id}"),
+    ("post", "/v1/orders/{id}/cancel"),
+    ("get", "/v1/orders/{id}/events"),
+    ("get", "/v1/orders/{id}/state"),
+    ("get", "/health"),
+    ("get", "/ready"),
+    ("get", "/openapi.json"),
+];
+
+struct Validator<'a> {
+    document: &'a Value,
+}
+
+impl Validator<'_> {
+    fn resolve<'s>(&'s self, schema: &'s Value) -> &'s Value {
+        match schema.get("$ref").and_then(Value::as_str) {
+            Some(reference) => {
+                let pointer = reference
+                    .strip_prefix('#')
+                    .unwrap_or_else(|| panic!("only local references: {reference}"));
+                let target = self
+                    .document
+                    .pointer(pointer)
+                    .unwrap_or_else(|| panic!("dangling reference {reference}"));
+                self.resolve(target)
+            }
+            None => schema,
+        }
+    }
+
+    /// Every way `value` (at `path`) breaks `schema`.
+    fn errors(&self, schema: &Value, value: &Value, path: &str) -> Vec<String> {
+        let schema = self.resolve(schema);
+        let mut errors = Vec::new();
+        if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
+            for part in all {
+                errors.extend(self.errors(part, value, path));
+            }
+        }
+        for keyword in ["oneOf", "anyOf"] {
+            if let Some(options) = schema.get(keyword).and_then(Value::as_array) {
+                let matching = options
+                    .iter()
+                    .filter(|option| self.errors(option, value, path).is_empty())
+                    .count();
+                let ok = if keyword == "oneOf" {
+                    matching == 1
+                } else {
+                    matching >= 1
+                };
+                if !ok {
+                    errors.push(format!(
+                        "{path}: {matching} of the {keyword} schemas match {value}"
+                    ));
+                }
+            }
+        }
+        if let Some(types) = schema.get("type") {
+            let allowed: Vec<&str> = match types {
+                Value::String(one) => vec![one.as_str()],
+                Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+                other => panic!("odd type {other}"),
+            };
+            if !allowed.iter().any(|t| type_matches(t, value)) {
+                errors.push(format!("{path}: {value} is not of type {allowed:?}"));
+                return errors;
+            }
+        }
+        if let Some(options) = schema.get("enum").and_then(Value::as_array) {
+            if !options.contains(value) {
+                errors.push(format!("{path}: {value} is not one of {options:?}"));
+            }
+        }
+        if let Value::Object(object) = value {
+            if let Some(required) = schema.get("required").and_then(Value::as_array) {
+                for name in required.iter().filter_map(Value::as_str) {
+                    if !object.contains_key(name) {
+                        errors.push(format!("{path}: required member {name} is missing"));
+                    }
+                }
+            }
+            if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+                for (name, member) in object {
+                    match properties.get(name) {
+                        Some(property) => {
+                            errors.extend(self.errors(property, member, &format!("{path}.{name}")))
+                        }
+                        None if schema.get("additionalProperties").is_none()
+                            || schema["additionalProperties"] == json!(false) =>
+                        {
+                            errors.push(format!("{path}: member {name} is not in the schema"))
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+        if let (Value::Array(items), Some(item_schema)) = (value, schema.get("items")) {
+            for (i, item) in items.iter().enumerate() {
+                errors.extend(self.errors(item_schema, item, &format!("{path}[{i}]")));
+            }
+        }
+        errors
+    }
+
+    /// Checks a real answer against the operation's declared answer for its status.
+    async fn check(&self, method: &str, route: &str, response: Response) -> Value {
+        let status = response.status().as_u16().to_string();
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let body: Value = response.json().await.unwrap();
+        let declared = self.document["paths"][route][method]["responses"]
+            .get(&status)
+            .unwrap_or_else(|| panic!("{method} {route} does not declare status {status}"));
+        let schema = declared["content"]
+            .get(&content_type)
+            .unwrap_or_else(|| {
+                panic!("{method} {route} {status} does not declare content type {content_type}")
+            })
+            .get("schema")
+            .expect("a schema");
+        let errors = self.errors(schema, &body, "$");
+        assert!(
+            errors.is_empty(),
+            "{method} {route} {status} does not match the document:\n{}\nbody: {body}",
+            errors.join("\n")
+        );
+        body
+    }
+}
+
+fn type_matches(name: &str, value: &Value) -> bool {
+    match name {
+        "null" => value.is_null(),
+        "boolean" => value.is_boolean(),
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "number" => value.is_number(),
+        "integer" => value.is_i64() || value.is_u64(),
+        other => panic!("unknown type {other}"),
+    }
+}
+
+async fn document(app: &TestApp) -> Value {
+    let response = app.get("/openapi.json").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_document_lists_every_route() {
+    let app = spawn_app().await;
+    let document = document(&app).await;
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    for (method, route) in ROUTES {
+        let operation = &document["paths"][route][method];
+        assert!(
+            operation.is_object(),
+            "{method} {route} is missing from the document"
+        );
+        assert!(
+            operation["responses"].is_object(),
+            "{method} {route} has no responses"
+        );
+    }
+    let paths = document["paths"].as_object().unwrap();
+    assert_eq!(
+        paths.len(),
+        ROUTES.len(),
+        "no undocumented extras: {:?}",
+        paths.keys()
+    );
+    // The request body of POST /v1/orders is the code's own type.
+    let body = &document["paths"]["/v1/orders"]["post"]["requestBody"]["content"]
+        ["application/json"]["schema"];
+    assert_eq!(body["$ref"], "#/components/schemas/PlaceOrderRequest");
+}
+
+#[tokio::test]
+async fn the_validator_catches_mismatches() {
+    let app = spawn_app().await;
+    let document = document(&app).await;
+    let validator = Validator {
+        document: &document,
+    };
+    let order = json!({"$ref": "#/components/schemas/OrderResponse"});
+    let errors = validator.errors(&order, &json!({"id": 5, "status": "lost"}), "$");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("required member customer_id")),
+        "{errors:?}"
+    );
+    assert!(errors.iter().any(|e| e.contains("$.id")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("$.status")), "{errors:?}");
+    let problem = json!({"$ref": "#/components/schemas/Problem"});
+    let errors = validator.errors(
+        &problem,
+        &json!({"type": "t", "title": "t", "status": "422", "detail": "d", "errors": [{"field": 1}]}),
+        "$",
+    );
+    assert_eq!(errors.len(), 3, "{errors:?}");
+}
+
+#[tokio::test]
+async fn real_answers_match_the_document() {
+    let app = spawn_app().await;
+    let document = document(&app).await;
+    let v = Validator {
+        document: &document,
+    };
+
+    let placed = v
+        .check("post", "/v1/orders", app.post_order(&valid_order()).await)
+        .await;
+    let id = placed["id"].as_str().unwrap().to_string();
+    v.check("get", "/v1/orders/{id}", app.get_order(&id).await)
+        .await;
+    v.check(
+        "get",
+        "/v1/orders/{id}/state",
+        app.order_state(&id, "?at_sequence=1").await,
+    )
+    .await;
+
+    // A shipped order shows its optional members.
+    let (shipped, _) = app.place_order().await;
+    app.ship(shipped).await;
+    let body = v
+        .check(
+            "get",
+            "/v1/orders/{id}",
+            app.get_order(&shipped.to_string()).await,
+        )
+        .await;
+    assert!(body["tracking_number"].is_string());
+
+    let cancelled = app.cancel_order(&id, &json!({"reason": "test"})).await;
+    v.check("post", "/v1/orders/{id}/cancel", cancelled).await;
+    let events = v
+        .check("get", "/v1/orders/{id}/events", app.order_events(&id).await)
+        .await;
+    assert_eq!(events["events"].as_array().unwrap().len(), 2);
+
+    // Problems.
+    let mut bad = valid_order();
+    bad["currency"] = "x".into();
+    let invalid = v
+        .check("post", "/v1/orders", app.post_order(&bad).await)
+        .await;
+    assert!(invalid["errors"].is_array());
+    v.check(
+        "post",
+        "/v1/orders",
+        app.post_raw("/v1/orders", "{".into(), &[]).await,
+    )
+    .await;
+    let unknown = Uuid::now_v7().to_string();
+    v.check("get", "/v1/orders/{id}", app.get_order(&unknown).await)
+        .await;
+    v.check(
+        "get",
+        "/v1/orders/{id}/events",
+        app.order_events(&unknown).await,
+    )
+    .await;
+    v.check(
+        "get",
+        "/v1/orders/{id}/state",
+        app.order_state(&id, "?at_sequence=9").await,
+    )
+    .await;
+    let again = app.cancel_order(&id, &json!({"reason": "again"})).await;
+    v.check("post", "/v1/orders/{id}/cancel", again).await;
+
+    v.check("get", "/health", app.request(Method::GET, "/health").await)
+        .await;
+    v.check("get", "/ready", app.request(Method::GET, "/ready").await)
+        .await;
+}
