@@ -29,11 +29,18 @@ async fn a_late_committing_transaction_is_published_after_what_committed_before_
     write_load(&world.store, 8, 25).await;
     assert_eq!(world.relay().await, 100, "what committed is published");
     slow.commit().await.unwrap();
-    assert_eq!(world.relay().await, 1, "the late commit is published once it commits");
+    assert_eq!(
+        world.relay().await,
+        1,
+        "the late commit is published once it commits"
+    );
     assert_stream_matches_log(&world).await;
     let messages = world.bus.messages().await.unwrap();
     let last = messages.last().unwrap().envelope().unwrap();
-    assert_eq!(last.order_id, late, "the late commit is last in commit order");
+    assert_eq!(
+        last.order_id, late,
+        "the late commit is last in commit order"
+    );
     world.cleanup().await;
 }
 

@@ -39,7 +39,10 @@ impl World {
             ("ORDERFLOW_DATABASE_URL", self.db.options.url.clone()),
             ("ORDERFLOW_NATS_URL", self.bus.options.nats_url.clone()),
             ("ORDERFLOW_STREAM", self.bus.options.stream.clone()),
-            ("ORDERFLOW_SUBJECT_PREFIX", self.bus.options.subject_prefix.clone()),
+            (
+                "ORDERFLOW_SUBJECT_PREFIX",
+                self.bus.options.subject_prefix.clone(),
+            ),
             ("RUST_LOG", "warn".into()),
         ]
     }
@@ -48,7 +51,11 @@ impl World {
     pub async fn place(&self, lines: &[(&str, i64)]) -> Uuid {
         let id = Uuid::now_v7();
         self.store
-            .execute(id, place_command(id, lines), &CommandMetadata::from_request("test"))
+            .execute(
+                id,
+                place_command(id, lines),
+                &CommandMetadata::from_request("test"),
+            )
             .await
             .expect("placing an order");
         id
@@ -193,8 +200,14 @@ pub async fn assert_stream_matches_log(world: &World) {
     let messages = world.bus.messages().await.unwrap();
     let mut ids = std::collections::HashSet::new();
     for message in &messages {
-        let id = message.message_id.clone().expect("every message has a Nats-Msg-Id");
-        assert!(ids.insert(id.clone()), "message {id} is in the stream twice");
+        let id = message
+            .message_id
+            .clone()
+            .expect("every message has a Nats-Msg-Id");
+        assert!(
+            ids.insert(id.clone()),
+            "message {id} is in the stream twice"
+        );
     }
     assert_eq!(
         messages.len(),
@@ -207,10 +220,16 @@ pub async fn assert_stream_matches_log(world: &World) {
     let mut last_sequence = std::collections::HashMap::new();
     for (message, row) in messages.iter().zip(&rows) {
         let envelope = message.envelope().expect("the body is an envelope");
-        assert_eq!(envelope.event_id, row.0, "stream order differs from log order");
+        assert_eq!(
+            envelope.event_id, row.0,
+            "stream order differs from log order"
+        );
         assert_eq!(envelope.position, row.3);
         assert_eq!(message.subject, envelope.subject(prefix));
-        assert_eq!(message.message_id.as_deref(), Some(envelope.message_id().as_str()));
+        assert_eq!(
+            message.message_id.as_deref(),
+            Some(envelope.message_id().as_str())
+        );
         let previous = last_sequence.insert(envelope.order_id, envelope.sequence);
         assert_eq!(
             previous.unwrap_or(0) + 1,

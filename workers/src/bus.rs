@@ -89,7 +89,9 @@ pub struct Bus {
 
 impl std::fmt::Debug for Bus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bus").field("options", &self.options).finish()
+        f.debug_struct("Bus")
+            .field("options", &self.options)
+            .finish()
     }
 }
 

@@ -95,6 +95,9 @@ pub trait Handler: Send + Sync + 'static {
     /// # Errors
     /// [`HandlerError::Retry`] to be retried with backoff, [`HandlerError::GiveUp`] to be
     /// parked in the dead-letter stream at once.
-    async fn handle(&self, event: &EventEnvelope, delivery: Delivery)
-        -> Result<Effects, HandlerError>;
+    async fn handle(
+        &self,
+        event: &EventEnvelope,
+        delivery: Delivery,
+    ) -> Result<Effects, HandlerError>;
 }

@@ -7,15 +7,27 @@
 //! - [`relay`]: the relay from the event log to the stream (lock, checkpoint, pipelining).
 //! - [`runtime`]: durable pull consumers: retries, dead letters, step/drain, lag.
 //! - [`dlq`]: the dead-letter stream: park, list, show, redrive.
+//! - [`inventory`]: the inventory worker, stock and reservations.
+//! - [`notifications`]: the notifications worker and its channels (log, webhook, smtp).
+//! - [`shipments`]: the shipments worker and its carriers (simulated, http).
+//! - [`registry`]: worker names to handlers ([`build_worker`]) for `orderflow worker`.
 //! - [`testing`]: a stream pair of its own per test, and a reader of whole streams.
 #![forbid(unsafe_code)]
 
 pub mod bus;
+mod command;
 pub mod dlq;
+pub mod handler;
+pub mod inventory;
+pub mod notifications;
+pub mod registry;
 pub mod relay;
 pub mod runtime;
-pub mod handler;
+pub mod shipments;
 pub mod testing;
 
 pub use bus::{Bus, BusError, BusOptions};
 pub use handler::{Delivery, Effects, Handler, HandlerError};
+pub use registry::{build_worker, UnknownWorker, WorkerDeps, WORKER_NAMES};
+pub use relay::{run_relay, RelayError, RelayOptions};
+pub use runtime::{consumer_info, run_consumer, ConsumerLag, ConsumerOptions, RuntimeError};

@@ -131,7 +131,10 @@ async fn lead(
             () = tokio::time::sleep(options.standby_poll) => {}
         }
     }
-    tracing::info!(stream = bus.stream_name(), "relay holds the lock and publishes");
+    tracing::info!(
+        stream = bus.stream_name(),
+        "relay holds the lock and publishes"
+    );
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(EVENTS_CHANNEL).await?;
     loop {

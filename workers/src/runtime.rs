@@ -351,7 +351,10 @@ impl Consumer {
     pub async fn process(&self, message: Message) -> Outcome {
         let name = self.handler.name();
         let (attempt, stream_sequence) = match message.info() {
-            Ok(info) => (u64::try_from(info.delivered).unwrap_or(1), info.stream_sequence),
+            Ok(info) => (
+                u64::try_from(info.delivered).unwrap_or(1),
+                info.stream_sequence,
+            ),
             Err(_) => (1, 0),
         };
         let header = |key: &str| {
@@ -435,7 +438,9 @@ impl Consumer {
 /// The server ends a pull with 404 (no messages), 408 (expired) or 409 (for example max ack
 /// pending reached); none of them is a failure.
 fn is_end_of_pull(error: &str) -> bool {
-    ["404", "408", "409"].iter().any(|code| error.contains(code))
+    ["404", "408", "409"]
+        .iter()
+        .any(|code| error.contains(code))
 }
 
 /// Binds `handler` to its durable consumer and runs it until `shutdown`.

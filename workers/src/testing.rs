@@ -149,7 +149,11 @@ pub async fn read_stream(bus: &Bus, stream: &str) -> Result<Vec<StoredMessage>, 
                 payload: message.payload.clone(),
             });
         }
-        idle_rounds = if out.len() == before { idle_rounds + 1 } else { 0 };
+        idle_rounds = if out.len() == before {
+            idle_rounds + 1
+        } else {
+            0
+        };
     }
     Ok(out)
 }

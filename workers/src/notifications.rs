@@ -1,0 +1,551 @@
+//! The notifications worker: one message to the customer per notifiable event (placed,
+//! confirmed, rejected, cancelled, shipment started), sent through a channel and recorded
+//! with its status.
+//!
+//! The record is written in the same transaction as the inbox claim, as `pending`; then the
+//! channel is called with the notification id (a v5 uuid of the event id) as idempotency key
+//! (the webhook's `Idempotency-Key` header, the e-mail's `Message-ID`), and the record becomes
+//! `sent` or `failed` (with the error and attempt count). A redelivery finds the claim: a
+//! `sent` notification is not sent again, a `pending` or `failed` one is retried. Two
+//! deliveries of one event racing in two processes may both call the channel; the
+//! idempotency key lets the receiver drop the second.
+//!
+//! Channels: `log` (default: a tracing line), `webhook` (POST JSON, timeout, retries on 5xx,
+//! timeouts and connection errors, permanent failure on 4xx) and `smtp` (lettre, from a URL
+//! such as `smtp://localhost:1025`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use orderflow_domain::aggregate::OrderState;
+use orderflow_domain::{Money, OrderEvent};
+use orderflow_store::{inbox, EventEnvelope, OrderStore};
+use serde::Serialize;
+use sqlx::PgPool;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::handler::{Delivery, Effects, Handler, HandlerError};
+
+/// The durable consumer's name.
+pub const NAME: &str = "notifications";
+
+/// The namespace of notification ids (v5 of the event id).
+const NOTIFICATION_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6465_7266_6c6f_0000_0000_0000_0002);
+
+/// The event types that notify the customer.
+pub const NOTIFIABLE: [&str; 5] = [
+    "OrderPlaced",
+    "OrderConfirmed",
+    "OrderRejected",
+    "OrderCancelled",
+    "ShipmentStarted",
+];
+
+/// A rendered notification, as handed to a channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Notification {
+    /// Also the idempotency key.
+    pub notification_id: Uuid,
+    pub order_id: Uuid,
+    pub event_type: String,
+    /// The customer's e-mail address.
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+}
+
+/// Why a channel did not deliver.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// May work later (timeout, 5xx, connection refused).
+    #[error("{0}")]
+    Transient(String),
+    /// Will not work (4xx, a rejected address).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// A way to reach the customer.
+#[async_trait]
+pub trait Channel: Send + Sync {
+    /// The channel's name as recorded (`log`, `webhook`, `smtp`).
+    fn name(&self) -> &str;
+
+    /// Delivers one notification, using its id as idempotency key.
+    ///
+    /// # Errors
+    /// [`SendError::Transient`] to be retried, [`SendError::Permanent`] to give up.
+    async fn send(&self, notification: &Notification) -> Result<(), SendError>;
+}
+
+/// The `log` channel: writes the notification to the log.
+pub struct LogChannel;
+
+#[async_trait]
+impl Channel for LogChannel {
+    fn name(&self) -> &str {
+        "log"
+    }
+
+    async fn send(&self, n: &Notification) -> Result<(), SendError> {
+        tracing::info!(notification_id = %n.notification_id, to = %n.to, subject = %n.subject,
+            "notification");
+        Ok(())
+    }
+}
+
+/// The `webhook` channel: POSTs the notification as JSON with `Idempotency-Key`.
+pub struct WebhookChannel {
+    client: reqwest::Client,
+    url: String,
+    attempts: u32,
+}
+
+impl WebhookChannel {
+    /// # Errors
+    /// [`SendError::Permanent`] when the HTTP client cannot be built.
+    pub fn new(url: &str, timeout: Duration, attempts: u32) -> Result<Self, SendError> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| SendError::Permanent(format!("webhook client: {e}")))?;
+        Ok(Self {
+            client,
+            url: url.to_string(),
+            attempts: attempts.max(1),
+        })
+    }
+}
+
+#[async_trait]
+impl Channel for WebhookChannel {
+    fn name(&self) -> &str {
+        "webhook"
+    }
+
+    async fn send(&self, n: &Notification) -> Result<(), SendError> {
+        let mut last = String::new();
+        for attempt in 1..=self.attempts {
+            let response = self
+                .client
+                .post(&self.url)
+                .header("Idempotency-Key", n.notification_id.to_string())
+                .json(n)
+                .send()
+                .await;
+            match response {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) if r.status().is_client_error() => {
+                    return Err(SendError::Permanent(format!(
+                        "webhook answered {}",
+                        r.status()
+                    )))
+                }
+                Ok(r) => last = format!("webhook answered {}", r.status()),
+                Err(e) => last = format!("webhook unreachable: {e}"),
+            }
+            if attempt < self.attempts {
+                tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;
+            }
+        }
+        Err(SendError::Transient(last))
+    }
+}
+
+/// The `smtp` channel: sends an e-mail whose `Message-ID` is the notification id.
+pub struct SmtpChannel {
+    transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+    from: lettre::message::Mailbox,
+}
+
+impl SmtpChannel {
+    /// `url` is `smtp://[user:password@]host[:port]` (port 25 by default). The build of
+    /// lettre in this workspace has no TLS feature, so `smtps://` and STARTTLS are refused:
+    /// use a local relay (or enable lettre's `tokio1-rustls` feature and `from_url`).
+    ///
+    /// # Errors
+    /// [`SendError::Permanent`] for a bad URL or sender address.
+    pub fn new(url: &str, from: &str, timeout: Duration) -> Result<Self, SendError> {
+        let parsed =
+            url::Url::parse(url).map_err(|e| SendError::Permanent(format!("SMTP URL: {e}")))?;
+        if parsed.scheme() != "smtp" {
+            return Err(SendError::Permanent(format!(
+                "SMTP URL scheme {:?} is not supported (only smtp://, without TLS)",
+                parsed.scheme()
+            )));
+        }
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| SendError::Permanent("SMTP URL without a host".into()))?;
+        let mut builder =
+            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(host)
+                .port(parsed.port().unwrap_or(25))
+                .timeout(Some(timeout));
+        if !parsed.username().is_empty() {
+            builder =
+                builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
+                    parsed.username().to_string(),
+                    parsed.password().unwrap_or_default().to_string(),
+                ));
+        }
+        let transport = builder.build();
+        let from = from
+            .parse()
+            .map_err(|e| SendError::Permanent(format!("sender address {from}: {e}")))?;
+        Ok(Self { transport, from })
+    }
+}
+
+#[async_trait]
+impl Channel for SmtpChannel {
+    fn name(&self) -> &str {
+        "smtp"
+    }
+
+    async fn send(&self, n: &Notification) -> Result<(), SendError> {
+        use lettre::AsyncTransport;
+        let to =
+            n.to.parse()
+                .map_err(|e| SendError::Permanent(format!("recipient {}: {e}", n.to)))?;
+        let message = lettre::Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(n.subject.clone())
+            .message_id(Some(format!("<{}@orderflow>", n.notification_id)))
+            .body(n.text.clone())
+            .map_err(|e| SendError::Permanent(format!("building the e-mail: {e}")))?;
+        match self.transport.send(message).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_permanent() => Err(SendError::Permanent(format!("SMTP: {e}"))),
+            Err(e) => Err(SendError::Transient(format!("SMTP: {e}"))),
+        }
+    }
+}
+
+/// Which channel to use. `Default` is `log`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ChannelOptions {
+    #[default]
+    Log,
+    Webhook {
+        url: String,
+        timeout: Duration,
+        attempts: u32,
+    },
+    Smtp {
+        url: String,
+        from: String,
+        timeout: Duration,
+    },
+}
+
+/// How the notifications worker sends. `Default` logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotificationOptions {
+    pub channel: ChannelOptions,
+}
+
+impl NotificationOptions {
+    /// From `ORDERFLOW_NOTIFY_CHANNEL` (`log`, `webhook`, `smtp`; default `log`),
+    /// `ORDERFLOW_NOTIFY_WEBHOOK_URL`, `ORDERFLOW_NOTIFY_SMTP_URL` and
+    /// `ORDERFLOW_NOTIFY_SMTP_FROM` (default `orders@orderflow.local`).
+    ///
+    /// # Errors
+    /// A message naming the missing or unknown setting.
+    pub fn from_env() -> Result<Self, String> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let channel = match var("ORDERFLOW_NOTIFY_CHANNEL").as_deref() {
+            None | Some("log") => ChannelOptions::Log,
+            Some("webhook") => ChannelOptions::Webhook {
+                url: var("ORDERFLOW_NOTIFY_WEBHOOK_URL")
+                    .ok_or("ORDERFLOW_NOTIFY_WEBHOOK_URL is required for the webhook channel")?,
+                timeout: Duration::from_secs(5),
+                attempts: 3,
+            },
+            Some("smtp") => ChannelOptions::Smtp {
+                url: var("ORDERFLOW_NOTIFY_SMTP_URL")
+                    .ok_or("ORDERFLOW_NOTIFY_SMTP_URL is required for the smtp channel")?,
+                from: var("ORDERFLOW_NOTIFY_SMTP_FROM")
+                    .unwrap_or_else(|| "orders@orderflow.local".into()),
+                timeout: Duration::from_secs(10),
+            },
+            Some(other) => {
+                return Err(format!(
+                    "unknown notification channel {other:?} (log, webhook, smtp)"
+                ))
+            }
+        };
+        Ok(Self { channel })
+    }
+
+    /// The channel these options describe.
+    ///
+    /// # Errors
+    /// [`SendError::Permanent`] when it cannot be built (bad URL or address).
+    pub fn build_channel(&self) -> Result<Arc<dyn Channel>, SendError> {
+        Ok(match &self.channel {
+            ChannelOptions::Log => Arc::new(LogChannel),
+            ChannelOptions::Webhook {
+                url,
+                timeout,
+                attempts,
+            } => Arc::new(WebhookChannel::new(url, *timeout, *attempts)?),
+            ChannelOptions::Smtp { url, from, timeout } => {
+                Arc::new(SmtpChannel::new(url, from, *timeout)?)
+            }
+        })
+    }
+}
+
+/// One recorded notification, as `GET /v1/orders/{id}/notifications` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct NotificationRecord {
+    pub notification_id: Uuid,
+    pub event_id: Uuid,
+    pub order_id: Uuid,
+    pub event_type: String,
+    pub channel: String,
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
+    /// `pending`, `sent` or `failed` (failed ones are retried, then parked).
+    pub status: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+type RecordRow = (
+    Uuid,
+    Uuid,
+    Uuid,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i32,
+    Option<String>,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+);
+
+fn record(row: RecordRow) -> NotificationRecord {
+    NotificationRecord {
+        notification_id: row.0,
+        event_id: row.1,
+        order_id: row.2,
+        event_type: row.3,
+        channel: row.4,
+        recipient: row.5,
+        subject: row.6,
+        body: row.7,
+        status: row.8,
+        attempts: row.9,
+        last_error: row.10,
+        created_at: row.11,
+        sent_at: row.12,
+    }
+}
+
+const SELECT_RECORD: &str = "SELECT notification_id, event_id, order_id, event_type, channel,
+    recipient, subject, body, status, attempts, last_error, created_at, sent_at
+    FROM notifications";
+
+/// The notifications of one order, oldest first.
+///
+/// # Errors
+/// The database error.
+pub async fn list_for_order(
+    pool: &PgPool,
+    order_id: Uuid,
+) -> Result<Vec<NotificationRecord>, sqlx::Error> {
+    let rows: Vec<RecordRow> = sqlx::query_as(&format!(
+        "{SELECT_RECORD} WHERE order_id = $1 ORDER BY created_at, event_type"
+    ))
+    .bind(order_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(record).collect())
+}
+
+fn money(amount: Money, currency: &str) -> String {
+    let minor = amount.minor_units();
+    format!("{}.{:02} {currency}", minor / 100, minor % 100)
+}
+
+/// Renders the message for `event` of `order` (the order as it was after the event), or
+/// `None` when the event does not notify.
+pub fn render(event: &EventEnvelope, order: &OrderState) -> Option<Notification> {
+    let short = &order.id.simple().to_string()[..8];
+    let (subject, text) = match event.decode().ok()? {
+        OrderEvent::OrderPlaced {
+            lines,
+            total,
+            currency,
+            ..
+        } => {
+            let mut text = format!("Thank you for your order {short}.\n\n");
+            for line in &lines {
+                text.push_str(&format!(
+                    "{} x {} at {}\n",
+                    line.quantity.get(),
+                    line.sku,
+                    money(line.unit_price, currency.as_str())
+                ));
+            }
+            text.push_str(&format!("\nTotal: {}\n", money(total, currency.as_str())));
+            (format!("We received your order {short}"), text)
+        }
+        OrderEvent::OrderConfirmed { .. } => (
+            format!("Your order {short} is confirmed"),
+            format!("Your order {short} is confirmed and will ship soon.\n"),
+        ),
+        OrderEvent::OrderRejected {
+            reason,
+            unavailable_skus,
+        } => {
+            let skus: Vec<_> = unavailable_skus.iter().map(|s| s.as_str()).collect();
+            (
+                format!("We could not accept your order {short}"),
+                format!(
+                    "We are sorry: your order {short} was not accepted ({reason}).\n\
+                     Unavailable: {}\n",
+                    skus.join(", ")
+                ),
+            )
+        }
+        OrderEvent::OrderCancelled { reason, .. } => (
+            format!("Your order {short} was cancelled"),
+            format!("Your order {short} was cancelled ({reason}).\n"),
+        ),
+        OrderEvent::ShipmentStarted {
+            carrier,
+            tracking_number,
+            ..
+        } => (
+            format!("Your order {short} is on its way"),
+            format!(
+                "Your order {short} was handed to {carrier}. Tracking number: {tracking_number}\n"
+            ),
+        ),
+        OrderEvent::OrderDelivered {} => return None,
+    };
+    Some(Notification {
+        notification_id: Uuid::new_v5(&NOTIFICATION_NAMESPACE, event.event_id.as_bytes()),
+        order_id: order.id,
+        event_type: event.event_type.clone(),
+        to: order.customer_email.as_str().to_string(),
+        subject,
+        text,
+    })
+}
+
+/// The notifications worker.
+#[derive(Clone)]
+pub struct NotificationsWorker {
+    pool: PgPool,
+    store: OrderStore,
+    channel: Arc<dyn Channel>,
+}
+
+impl NotificationsWorker {
+    pub fn new(pool: PgPool, channel: Arc<dyn Channel>) -> Self {
+        let store = OrderStore::new(pool.clone());
+        Self {
+            pool,
+            store,
+            channel,
+        }
+    }
+}
+
+#[async_trait]
+impl Handler for NotificationsWorker {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    async fn handle(
+        &self,
+        event: &EventEnvelope,
+        delivery: Delivery,
+    ) -> Result<Effects, HandlerError> {
+        if !NOTIFIABLE.contains(&event.event_type.as_str()) {
+            return Ok(Effects::none());
+        }
+        let order = self
+            .store
+            .load_at(event.order_id, Some(event.sequence))
+            .await
+            .map_err(HandlerError::retry)?
+            .ok_or_else(|| HandlerError::retry(format!("order {} not found", event.order_id)))?;
+        let Some(n) = render(event, &order.state) else {
+            return Ok(Effects::none());
+        };
+        if delivery.dry_run {
+            return Ok(Effects::one(format!(
+                "would notify {}: {}",
+                n.to, n.subject
+            )));
+        }
+        let mut tx = self.pool.begin().await?;
+        if inbox::claim(&mut tx, NAME, event.event_id).await? {
+            sqlx::query(
+                "INSERT INTO notifications (notification_id, event_id, order_id, event_type,
+                     channel, recipient, subject, body, status)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending')
+                 ON CONFLICT (event_id) DO NOTHING",
+            )
+            .bind(n.notification_id)
+            .bind(event.event_id)
+            .bind(n.order_id)
+            .bind(&n.event_type)
+            .bind(self.channel.name())
+            .bind(&n.to)
+            .bind(&n.subject)
+            .bind(&n.text)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM notifications WHERE event_id = $1")
+                .bind(event.event_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        if status.as_deref() != Some("pending") && status.as_deref() != Some("failed") {
+            return Ok(Effects::none());
+        }
+        let result = self.channel.send(&n).await;
+        let (status, error) = match &result {
+            Ok(()) => ("sent", None),
+            Err(e) => ("failed", Some(e.to_string())),
+        };
+        sqlx::query(
+            "UPDATE notifications SET status = $2, last_error = $3, attempts = attempts + 1,
+                    sent_at = CASE WHEN $2 = 'sent' THEN now() END
+              WHERE event_id = $1",
+        )
+        .bind(event.event_id)
+        .bind(status)
+        .bind(&error)
+        .execute(&self.pool)
+        .await?;
+        match result {
+            Ok(()) => Ok(Effects::one(format!(
+                "notified {} via {}: {}",
+                n.to,
+                self.channel.name(),
+                n.subject
+            ))),
+            Err(SendError::Transient(e)) => Err(HandlerError::Retry(e)),
+            Err(SendError::Permanent(e)) => Err(HandlerError::GiveUp(e)),
+        }
+    }
+}

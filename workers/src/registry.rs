@@ -1,0 +1,72 @@
+//! Names to workers, for `orderflow worker <name>`: [`build_worker`] builds the handler the
+//! binary then runs with [`crate::runtime::run_consumer`].
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
+use crate::handler::Handler;
+use crate::inventory::{self, InventoryWorker};
+use crate::notifications::{self, NotificationOptions, NotificationsWorker};
+use crate::shipments::{self, ShipmentOptions, ShipmentsWorker};
+
+/// The workers this crate provides (analytics lives in `orderflow-projections`).
+pub const WORKER_NAMES: [&str; 3] = [inventory::NAME, notifications::NAME, shipments::NAME];
+
+/// What the workers need.
+#[derive(Clone)]
+pub struct WorkerDeps {
+    pub pool: PgPool,
+    pub notifications: NotificationOptions,
+    pub shipments: ShipmentOptions,
+}
+
+impl WorkerDeps {
+    /// The pool with default options (log channel, simulated carrier).
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            notifications: NotificationOptions::default(),
+            shipments: ShipmentOptions::default(),
+        }
+    }
+}
+
+/// Why no worker was built.
+#[derive(Debug, thiserror::Error)]
+pub enum UnknownWorker {
+    #[error("unknown worker {0:?}; known: inventory, notifications, shipments")]
+    Unknown(String),
+    #[error("worker {worker} is misconfigured: {reason}")]
+    Misconfigured { worker: String, reason: String },
+}
+
+/// The handler of worker `name`.
+///
+/// # Errors
+/// [`UnknownWorker::Unknown`] for a name not in [`WORKER_NAMES`],
+/// [`UnknownWorker::Misconfigured`] when its channel or carrier cannot be built.
+pub fn build_worker(name: &str, deps: WorkerDeps) -> Result<Arc<dyn Handler>, UnknownWorker> {
+    let misconfigured = |reason: String| UnknownWorker::Misconfigured {
+        worker: name.to_string(),
+        reason,
+    };
+    Ok(match name {
+        inventory::NAME => Arc::new(InventoryWorker::new(deps.pool)),
+        notifications::NAME => {
+            let channel = deps
+                .notifications
+                .build_channel()
+                .map_err(|e| misconfigured(e.to_string()))?;
+            Arc::new(NotificationsWorker::new(deps.pool, channel))
+        }
+        shipments::NAME => {
+            let carrier = deps
+                .shipments
+                .build_carrier()
+                .map_err(|e| misconfigured(e.to_string()))?;
+            Arc::new(ShipmentsWorker::new(deps.pool, carrier))
+        }
+        other => return Err(UnknownWorker::Unknown(other.to_string())),
+    })
+}

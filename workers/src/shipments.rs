@@ -1,0 +1,438 @@
+//! The shipments worker: on `OrderConfirmed`, books a shipment with a carrier and sends
+//! `StartShipment` to the order; a cancelled order gets no shipment.
+//!
+//! The shipment id is a v5 uuid of the `OrderConfirmed` event id, recorded (as `requested`)
+//! in the same transaction as the inbox claim and sent to the carrier as `Idempotency-Key`,
+//! so asking again after a crash books the same shipment. The order is loaded from the event
+//! log first and again after booking: no shipment is requested for an order that is no longer
+//! confirmed, and a `StartShipment` the order refuses (cancelled in between) marks the
+//! shipment `skipped`. A redelivery continues from the recorded status (`requested` asks the
+//! carrier, `booked` sends the command, `started` does nothing).
+//!
+//! Carriers: `simulated` (default, in process, tracking numbers derived from the shipment
+//! id) and `http` (POST JSON, timeout, retries on 5xx and timeouts, gives up on 4xx).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use orderflow_domain::{OrderCommand, OrderLine, OrderStatus, ShippingAddress};
+use orderflow_store::{inbox, EventEnvelope, OrderStore};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::command;
+use crate::handler::{Delivery, Effects, Handler, HandlerError};
+
+/// The durable consumer's name.
+pub const NAME: &str = "shipments";
+
+/// The namespace of shipment ids (v5 of the `OrderConfirmed` event id).
+const SHIPMENT_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6465_7266_6c6f_0000_0000_0000_0003);
+
+/// What a carrier is asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShipmentRequest {
+    /// Also the idempotency key.
+    pub shipment_id: Uuid,
+    pub order_id: Uuid,
+    pub address: ShippingAddress,
+    pub lines: Vec<OrderLine>,
+}
+
+/// A carrier's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Booking {
+    pub tracking_number: String,
+}
+
+/// Why a carrier did not book.
+#[derive(Debug, thiserror::Error)]
+pub enum CarrierError {
+    /// May work later (timeout, 5xx, connection refused).
+    #[error("{0}")]
+    Transient(String),
+    /// Will not work (4xx: the request is refused).
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// A carrier that books shipments.
+#[async_trait]
+pub trait Carrier: Send + Sync {
+    /// As recorded on the order (`simulated`, or the configured name).
+    fn name(&self) -> &str;
+
+    /// Books a shipment; asking twice with one shipment id books it once.
+    ///
+    /// # Errors
+    /// [`CarrierError::Transient`] to be retried, [`CarrierError::Refused`] to give up.
+    async fn book(&self, request: &ShipmentRequest) -> Result<Booking, CarrierError>;
+}
+
+/// The in-process carrier: books at once, tracking number `SIM-<first 12 hex of the id>`.
+pub struct SimulatedCarrier;
+
+#[async_trait]
+impl Carrier for SimulatedCarrier {
+    fn name(&self) -> &str {
+        "simulated"
+    }
+
+    async fn book(&self, request: &ShipmentRequest) -> Result<Booking, CarrierError> {
+        let hex = request.shipment_id.simple().to_string().to_uppercase();
+        Ok(Booking {
+            tracking_number: format!("SIM-{}", &hex[..12]),
+        })
+    }
+}
+
+/// A carrier behind HTTP: `POST <url>` with the [`ShipmentRequest`] as JSON and
+/// `Idempotency-Key: <shipment_id>`; expects `{"tracking_number": "..."}`.
+pub struct HttpCarrier {
+    name: String,
+    client: reqwest::Client,
+    url: String,
+    attempts: u32,
+}
+
+impl HttpCarrier {
+    /// # Errors
+    /// [`CarrierError::Refused`] when the HTTP client cannot be built.
+    pub fn new(
+        name: &str,
+        url: &str,
+        timeout: Duration,
+        attempts: u32,
+    ) -> Result<Self, CarrierError> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| CarrierError::Refused(format!("carrier client: {e}")))?;
+        Ok(Self {
+            name: name.to_string(),
+            client,
+            url: url.to_string(),
+            attempts: attempts.max(1),
+        })
+    }
+}
+
+#[async_trait]
+impl Carrier for HttpCarrier {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn book(&self, request: &ShipmentRequest) -> Result<Booking, CarrierError> {
+        let mut last = String::new();
+        for attempt in 1..=self.attempts {
+            let response = self
+                .client
+                .post(&self.url)
+                .header("Idempotency-Key", request.shipment_id.to_string())
+                .json(request)
+                .send()
+                .await;
+            match response {
+                Ok(r) if r.status().is_success() => {
+                    return r.json::<Booking>().await.map_err(|e| {
+                        CarrierError::Transient(format!("carrier answer unreadable: {e}"))
+                    })
+                }
+                Ok(r) if r.status().is_client_error() => {
+                    return Err(CarrierError::Refused(format!(
+                        "carrier refused with {}",
+                        r.status()
+                    )))
+                }
+                Ok(r) => last = format!("carrier answered {}", r.status()),
+                Err(e) => last = format!("carrier unreachable: {e}"),
+            }
+            if attempt < self.attempts {
+                tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;
+            }
+        }
+        Err(CarrierError::Transient(last))
+    }
+}
+
+/// Which carrier to use. `Default` is `simulated`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CarrierOptions {
+    #[default]
+    Simulated,
+    Http {
+        name: String,
+        url: String,
+        timeout: Duration,
+        attempts: u32,
+    },
+}
+
+/// How the shipments worker books. `Default` uses the simulated carrier.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShipmentOptions {
+    pub carrier: CarrierOptions,
+}
+
+impl ShipmentOptions {
+    /// From `ORDERFLOW_CARRIER` (`simulated` or `http`; default `simulated`),
+    /// `ORDERFLOW_CARRIER_URL` and `ORDERFLOW_CARRIER_NAME` (default `http`).
+    ///
+    /// # Errors
+    /// A message naming the missing or unknown setting.
+    pub fn from_env() -> Result<Self, String> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let carrier = match var("ORDERFLOW_CARRIER").as_deref() {
+            None | Some("simulated") => CarrierOptions::Simulated,
+            Some("http") => CarrierOptions::Http {
+                name: var("ORDERFLOW_CARRIER_NAME").unwrap_or_else(|| "http".into()),
+                url: var("ORDERFLOW_CARRIER_URL")
+                    .ok_or("ORDERFLOW_CARRIER_URL is required for the http carrier")?,
+                timeout: Duration::from_secs(10),
+                attempts: 3,
+            },
+            Some(other) => return Err(format!("unknown carrier {other:?} (simulated, http)")),
+        };
+        Ok(Self { carrier })
+    }
+
+    /// The carrier these options describe.
+    ///
+    /// # Errors
+    /// [`CarrierError::Refused`] when it cannot be built.
+    pub fn build_carrier(&self) -> Result<Arc<dyn Carrier>, CarrierError> {
+        Ok(match &self.carrier {
+            CarrierOptions::Simulated => Arc::new(SimulatedCarrier),
+            CarrierOptions::Http {
+                name,
+                url,
+                timeout,
+                attempts,
+            } => Arc::new(HttpCarrier::new(name, url, *timeout, *attempts)?),
+        })
+    }
+}
+
+/// The shipment recorded for an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShipmentRecord {
+    pub order_id: Uuid,
+    pub shipment_id: Uuid,
+    /// `requested`, `booked`, `started`, `skipped` or `refused` (see the migration).
+    pub status: String,
+    pub carrier: Option<String>,
+    pub tracking_number: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// The shipment recorded for `order_id`, if any.
+///
+/// # Errors
+/// The database error.
+pub async fn shipment_for_order(
+    pool: &PgPool,
+    order_id: Uuid,
+) -> Result<Option<ShipmentRecord>, sqlx::Error> {
+    let row: Option<(Uuid, String, Option<String>, Option<String>, Option<String>)> =
+        sqlx::query_as(
+            "SELECT shipment_id, status, carrier, tracking_number, last_error
+               FROM shipments WHERE order_id = $1",
+        )
+        .bind(order_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(
+        |(shipment_id, status, carrier, tracking_number, last_error)| ShipmentRecord {
+            order_id,
+            shipment_id,
+            status,
+            carrier,
+            tracking_number,
+            last_error,
+        },
+    ))
+}
+
+/// The shipments worker.
+#[derive(Clone)]
+pub struct ShipmentsWorker {
+    pool: PgPool,
+    store: OrderStore,
+    carrier: Arc<dyn Carrier>,
+}
+
+impl ShipmentsWorker {
+    pub fn new(pool: PgPool, carrier: Arc<dyn Carrier>) -> Self {
+        let store = OrderStore::new(pool.clone());
+        Self {
+            pool,
+            store,
+            carrier,
+        }
+    }
+
+    async fn set_status(
+        &self,
+        order_id: Uuid,
+        status: &str,
+        error: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE shipments SET status = $2, last_error = $3, updated_at = now()
+              WHERE order_id = $1",
+        )
+        .bind(order_id)
+        .bind(status)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn confirmed_order(
+        &self,
+        order_id: Uuid,
+    ) -> Result<Option<orderflow_domain::aggregate::OrderState>, HandlerError> {
+        let order = self
+            .store
+            .load(order_id)
+            .await
+            .map_err(HandlerError::retry)?
+            .ok_or_else(|| HandlerError::retry(format!("order {order_id} not found")))?;
+        Ok((order.state.status == OrderStatus::Confirmed).then_some(order.state))
+    }
+
+    async fn on_confirmed(
+        &self,
+        event: &EventEnvelope,
+        delivery: Delivery,
+    ) -> Result<Effects, HandlerError> {
+        let order_id = event.order_id;
+        let shipment_id = Uuid::new_v5(&SHIPMENT_NAMESPACE, event.event_id.as_bytes());
+        let order = self.confirmed_order(order_id).await?;
+        if delivery.dry_run {
+            return Ok(Effects::one(match order {
+                Some(_) => format!("would book shipment {shipment_id} for order {order_id}"),
+                None => format!("would not ship order {order_id}: no longer confirmed"),
+            }));
+        }
+        let mut tx = self.pool.begin().await?;
+        if inbox::claim(&mut tx, NAME, event.event_id).await? {
+            let status = if order.is_some() {
+                "requested"
+            } else {
+                "skipped"
+            };
+            sqlx::query(
+                "INSERT INTO shipments (order_id, shipment_id, event_id, status)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (order_id) DO NOTHING",
+            )
+            .bind(order_id)
+            .bind(shipment_id)
+            .bind(event.event_id)
+            .bind(status)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        let Some(mut record) = shipment_for_order(&self.pool, order_id).await? else {
+            return Ok(Effects::none());
+        };
+        let mut effects = Effects::none();
+        if record.status == "requested" {
+            let Some(state) = order else {
+                self.set_status(order_id, "skipped", Some("order no longer confirmed"))
+                    .await?;
+                return Ok(Effects::one(format!(
+                    "no shipment for order {order_id}: no longer confirmed"
+                )));
+            };
+            let request = ShipmentRequest {
+                shipment_id: record.shipment_id,
+                order_id,
+                address: state.shipping_address,
+                lines: state.lines,
+            };
+            match self.carrier.book(&request).await {
+                Ok(booking) => {
+                    sqlx::query(
+                        "UPDATE shipments SET status = 'booked', carrier = $2,
+                                tracking_number = $3, last_error = NULL, updated_at = now()
+                          WHERE order_id = $1",
+                    )
+                    .bind(order_id)
+                    .bind(self.carrier.name())
+                    .bind(&booking.tracking_number)
+                    .execute(&self.pool)
+                    .await?;
+                    effects.push(format!(
+                        "booked shipment {} with {} ({})",
+                        record.shipment_id,
+                        self.carrier.name(),
+                        booking.tracking_number
+                    ));
+                    record.status = "booked".into();
+                    record.carrier = Some(self.carrier.name().to_string());
+                    record.tracking_number = Some(booking.tracking_number);
+                }
+                Err(CarrierError::Transient(e)) => {
+                    self.set_status(order_id, "requested", Some(&e)).await?;
+                    return Err(HandlerError::Retry(e));
+                }
+                Err(CarrierError::Refused(e)) => {
+                    self.set_status(order_id, "refused", Some(&e)).await?;
+                    return Err(HandlerError::GiveUp(e));
+                }
+            }
+        }
+        if record.status == "booked" {
+            let (Some(carrier), Some(tracking_number)) = (record.carrier, record.tracking_number)
+            else {
+                return Err(HandlerError::give_up(
+                    "booked shipment without a tracking number",
+                ));
+            };
+            let start = OrderCommand::StartShipment {
+                shipment_id: record.shipment_id,
+                carrier,
+                tracking_number,
+            };
+            match command::send_allowing(&self.store, event, NAME, order_id, start).await? {
+                Ok(()) => {
+                    self.set_status(order_id, "started", None).await?;
+                    effects.push(format!("sent StartShipment to order {order_id}"));
+                }
+                Err(refusal) => {
+                    // Cancelled between booking and starting: no shipment for it. (A real
+                    // carrier would be told to cancel the booking here.)
+                    let reason = format!("the order refused StartShipment: {refusal}");
+                    self.set_status(order_id, "skipped", Some(&reason)).await?;
+                    effects.push(format!("no shipment for order {order_id}: {reason}"));
+                }
+            }
+        }
+        Ok(effects)
+    }
+}
+
+#[async_trait]
+impl Handler for ShipmentsWorker {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    async fn handle(
+        &self,
+        event: &EventEnvelope,
+        delivery: Delivery,
+    ) -> Result<Effects, HandlerError> {
+        if event.event_type == "OrderConfirmed" {
+            self.on_confirmed(event, delivery).await
+        } else {
+            Ok(Effects::none())
+        }
+    }
+}
