@@ -1,1 +1,52 @@
-//! placeholder
+//! Read models of orderflow, folded from the event log: the projection framework, the
+//! `order-summary` and `analytics` projections and their queries, rebuilds, and replay for
+//! debugging (DESIGN.md guarantees 6 and 7).
+//!
+//! # Layout
+//! - [`projection`]: the [`Projection`] trait, live/shadow [`Tables`], the checkpoint written
+//!   in the same transaction as the rows, and [`projection::apply_live`].
+//! - [`handler`]: [`ProjectionHandler`], a projection as a workers' [`orderflow_workers::Handler`]
+//!   (one message in flight; a position gap asks for a retry).
+//! - [`order_summary`]: one row per order and [`order_summary::list_orders`] (cursor pages).
+//! - [`analytics`]: revenue per day and currency, orders per status, sales per SKU, and
+//!   [`analytics::summary`].
+//! - [`rebuild`]: rebuild into shadow tables and swap, verify, list, rebuild at start.
+//! - [`progress`]: a progress bar or plain progress lines for a rebuild.
+//! - [`replay`]: an order's timeline with state diffs, and replaying a range of the log to a
+//!   consumer.
+#![forbid(unsafe_code)]
+
+pub mod analytics;
+pub mod handler;
+pub mod order_summary;
+pub mod progress;
+pub mod projection;
+pub mod rebuild;
+pub mod replay;
+
+use std::sync::Arc;
+
+pub use analytics::AnalyticsProjection;
+pub use handler::ProjectionHandler;
+pub use order_summary::OrderSummaryProjection;
+pub use projection::{Projection, ProjectionError, TableSpec, Tables};
+pub use rebuild::{ensure_current, list, rebuild, Progress, RebuildOptions, RebuildReport};
+
+/// Every projection orderflow runs, in a stable order.
+pub fn all() -> Vec<Arc<dyn Projection>> {
+    vec![
+        Arc::new(OrderSummaryProjection),
+        Arc::new(AnalyticsProjection),
+    ]
+}
+
+/// The projection called `name` (`order-summary`, `analytics`).
+///
+/// # Errors
+/// [`ProjectionError::Unknown`] for any other name.
+pub fn by_name(name: &str) -> Result<Arc<dyn Projection>, ProjectionError> {
+    all()
+        .into_iter()
+        .find(|p| p.name() == name)
+        .ok_or_else(|| ProjectionError::Unknown(name.to_string()))
+}

@@ -1,0 +1,456 @@
+//! The `order-summary` projection: one row per order (id, customer, status, total, currency,
+//! line count, placed time, tracking number, version), and [`list_orders`], the query behind
+//! `GET /v1/orders` and `GET /v1/customers/{id}/orders`: newest first, with a stable opaque
+//! cursor.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use orderflow_domain::{OrderEvent, OrderStatus};
+use orderflow_store::EventEnvelope;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool, Row};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::projection::{Projection, ProjectionError, TableSpec, Tables};
+
+/// The live table.
+pub const TABLE: &str = "order_summary";
+
+const TABLES: &[TableSpec] = &[TableSpec {
+    name: TABLE,
+    create: "CREATE TABLE {table} (
+        id              uuid        PRIMARY KEY,
+        customer_id     text        NOT NULL,
+        status          text        NOT NULL,
+        total           bigint      NOT NULL,
+        currency        text        NOT NULL,
+        line_count      integer     NOT NULL,
+        placed_at       timestamptz NOT NULL,
+        tracking_number text,
+        version         bigint      NOT NULL
+    )",
+    indexes: &[
+        "CREATE INDEX {table}_placed ON {table} (placed_at DESC, id DESC)",
+        "CREATE INDEX {table}_customer ON {table} (customer_id, placed_at DESC, id DESC)",
+        "CREATE INDEX {table}_status ON {table} (status, placed_at DESC, id DESC)",
+    ],
+    key: &["id"],
+}];
+
+/// The order-summary projection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OrderSummaryProjection;
+
+impl OrderSummaryProjection {
+    pub const NAME: &'static str = "order-summary";
+}
+
+/// One order as the order-summary projection holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OrderSummary {
+    pub id: Uuid,
+    pub customer_id: String,
+    pub status: OrderStatus,
+    /// In the currency's minor unit.
+    pub total: i64,
+    pub currency: String,
+    pub line_count: i32,
+    pub placed_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_number: Option<String>,
+    /// The sequence of the order's last event folded in.
+    pub version: i64,
+}
+
+const COLUMNS: &str =
+    "id, customer_id, status, total, currency, line_count, placed_at, tracking_number, version";
+
+impl OrderSummary {
+    fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        let status: String = row.try_get("status")?;
+        Ok(Self {
+            id: row.try_get("id")?,
+            customer_id: row.try_get("customer_id")?,
+            status: OrderStatus::parse(&status).ok_or_else(|| sqlx::Error::ColumnDecode {
+                index: "status".into(),
+                source: format!("unknown order status {status:?}").into(),
+            })?,
+            total: row.try_get("total")?,
+            currency: row.try_get("currency")?,
+            line_count: row.try_get("line_count")?,
+            placed_at: row.try_get("placed_at")?,
+            tracking_number: row.try_get("tracking_number")?,
+            version: row.try_get("version")?,
+        })
+    }
+
+    /// Folds one event of this order in. Events at or below `version` change nothing.
+    fn apply(&mut self, sequence: i64, event: &OrderEvent) {
+        if sequence <= self.version {
+            return;
+        }
+        match event {
+            OrderEvent::OrderPlaced { .. } => {}
+            OrderEvent::OrderConfirmed { .. } => self.status = OrderStatus::Confirmed,
+            OrderEvent::OrderRejected { .. } => self.status = OrderStatus::Rejected,
+            OrderEvent::OrderCancelled { .. } => self.status = OrderStatus::Cancelled,
+            OrderEvent::ShipmentStarted {
+                tracking_number, ..
+            } => {
+                self.status = OrderStatus::Shipped;
+                self.tracking_number = Some(tracking_number.clone());
+            }
+            OrderEvent::OrderDelivered {} => self.status = OrderStatus::Delivered,
+        }
+        self.version = sequence;
+    }
+
+    fn placed(sequence: i64, event: &OrderEvent) -> Option<Self> {
+        match event {
+            OrderEvent::OrderPlaced {
+                order_id,
+                customer_id,
+                currency,
+                lines,
+                total,
+                placed_at,
+                ..
+            } => Some(Self {
+                id: *order_id,
+                customer_id: customer_id.clone(),
+                status: OrderStatus::Placed,
+                total: total.minor_units(),
+                currency: currency.as_str().to_string(),
+                line_count: i32::try_from(lines.len()).unwrap_or(i32::MAX),
+                placed_at: *placed_at,
+                tracking_number: None,
+                version: sequence,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Decodes a batch of events, failing on the first unreadable one.
+pub(crate) fn decode_all(
+    events: &[EventEnvelope],
+) -> Result<Vec<(&EventEnvelope, OrderEvent)>, ProjectionError> {
+    events
+        .iter()
+        .map(|e| {
+            e.decode()
+                .map(|decoded| (e, decoded))
+                .map_err(|source| ProjectionError::corrupt(e, source))
+        })
+        .collect()
+}
+
+/// The ids of orders touched by `events` whose first event in the batch is not their
+/// `OrderPlaced`: their rows must be read before folding.
+pub(crate) fn ids_to_load(decoded: &[(&EventEnvelope, OrderEvent)]) -> Vec<Uuid> {
+    let mut seen = std::collections::HashSet::new();
+    let mut load = Vec::new();
+    for (envelope, event) in decoded {
+        if seen.insert(envelope.order_id) && !matches!(event, OrderEvent::OrderPlaced { .. }) {
+            load.push(envelope.order_id);
+        }
+    }
+    load
+}
+
+#[async_trait]
+impl Projection for OrderSummaryProjection {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn version(&self) -> i32 {
+        1
+    }
+
+    fn tables(&self) -> &'static [TableSpec] {
+        TABLES
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        tables: &Tables,
+        event: &EventEnvelope,
+    ) -> Result<(), ProjectionError> {
+        self.apply_batch(tx, tables, std::slice::from_ref(event))
+            .await
+    }
+
+    /// Reads the rows of the orders the batch continues (one query), folds the batch in
+    /// memory, and writes every changed row with one multi-row upsert.
+    async fn apply_batch(
+        &self,
+        tx: &mut PgConnection,
+        tables: &Tables,
+        events: &[EventEnvelope],
+    ) -> Result<(), ProjectionError> {
+        let table = tables.name(TABLE);
+        let decoded = decode_all(events)?;
+        let load = ids_to_load(&decoded);
+        let mut rows: HashMap<Uuid, OrderSummary> = HashMap::with_capacity(decoded.len());
+        if !load.is_empty() {
+            let existing =
+                sqlx::query(&format!("SELECT {COLUMNS} FROM {table} WHERE id = ANY($1)"))
+                    .bind(&load)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            for row in &existing {
+                let summary = OrderSummary::from_row(row)?;
+                rows.insert(summary.id, summary);
+            }
+        }
+        let mut changed: Vec<Uuid> = Vec::new();
+        for (envelope, event) in &decoded {
+            let id = envelope.order_id;
+            match rows.get_mut(&id) {
+                Some(row) if envelope.sequence > row.version => {
+                    row.apply(envelope.sequence, event);
+                }
+                Some(_) => continue,
+                None => match OrderSummary::placed(envelope.sequence, event) {
+                    Some(row) => {
+                        rows.insert(id, row);
+                    }
+                    None => {
+                        tracing::warn!(order_id = %id, event_type = %envelope.event_type,
+                            "order-summary: event for an order that was never placed, ignored");
+                        continue;
+                    }
+                },
+            }
+            changed.push(id);
+        }
+        changed.sort_unstable();
+        changed.dedup();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let n = changed.len();
+        let (mut ids, mut customers, mut statuses, mut totals) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut currencies, mut line_counts, mut placed, mut tracking, mut versions) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for id in &changed {
+            let Some(row) = rows.remove(id) else { continue };
+            ids.push(row.id);
+            customers.push(row.customer_id);
+            statuses.push(row.status.as_str());
+            totals.push(row.total);
+            currencies.push(row.currency);
+            line_counts.push(row.line_count);
+            placed.push(row.placed_at);
+            tracking.push(row.tracking_number);
+            versions.push(row.version);
+        }
+        sqlx::query(&format!(
+            "INSERT INTO {table} ({COLUMNS})
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[],
+                                  $6::int4[], $7::timestamptz[], $8::text[], $9::int8[])
+             ON CONFLICT (id) DO UPDATE SET
+                status = excluded.status, tracking_number = excluded.tracking_number,
+                version = excluded.version
+             WHERE {table}.version < excluded.version"
+        ))
+        .bind(&ids)
+        .bind(&customers)
+        .bind(&statuses)
+        .bind(&totals)
+        .bind(&currencies)
+        .bind(&line_counts)
+        .bind(&placed)
+        .bind(&tracking)
+        .bind(&versions)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// The largest page [`list_orders`] returns.
+pub const MAX_LIMIT: u32 = 500;
+/// The page size when none is asked for.
+pub const DEFAULT_LIMIT: u32 = 50;
+
+/// What to list: every field optional. `cursor` is the `next_cursor` of the previous page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OrderFilter {
+    pub customer_id: Option<String>,
+    pub status: Option<OrderStatus>,
+    /// Only orders placed strictly after this time.
+    pub placed_after: Option<DateTime<Utc>>,
+    /// 1..=500, default 50.
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// One page of orders, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OrderPage {
+    pub orders: Vec<OrderSummary>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Why [`list_orders`] refused or failed. The first two are the caller's mistake (400).
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    #[error("limit must be between 1 and {MAX_LIMIT}, got {0}")]
+    InvalidLimit(u32),
+    #[error("cursor is not one this server handed out")]
+    InvalidCursor,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl ListError {
+    /// The field the caller got wrong, for a problem body's `errors[]` (`None` for a
+    /// database failure).
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            ListError::InvalidLimit(_) => Some("limit"),
+            ListError::InvalidCursor => Some("cursor"),
+            ListError::Database(_) => None,
+        }
+    }
+}
+
+/// A position in the newest-first order: `(placed_at, id)` of the last row of a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cursor {
+    placed_at_micros: i64,
+    id: Uuid,
+}
+
+impl Cursor {
+    fn encode(self) -> String {
+        format!("{:016x}{}", self.placed_at_micros as u64, self.id.simple())
+    }
+
+    fn decode(raw: &str) -> Result<Self, ListError> {
+        if raw.len() != 48 || !raw.is_ascii() {
+            return Err(ListError::InvalidCursor);
+        }
+        let (time, id) = raw.split_at(16);
+        let micros = u64::from_str_radix(time, 16).map_err(|_| ListError::InvalidCursor)?;
+        let id = Uuid::try_parse(id).map_err(|_| ListError::InvalidCursor)?;
+        Ok(Self {
+            placed_at_micros: micros as i64,
+            id,
+        })
+    }
+
+    fn placed_at(self) -> Result<DateTime<Utc>, ListError> {
+        Utc.timestamp_micros(self.placed_at_micros)
+            .single()
+            .ok_or(ListError::InvalidCursor)
+    }
+}
+
+/// One page of the order-summary projection, newest first (`placed_at`, then `id`, both
+/// descending). Pages are stable: walking the cursors returns every order that existed when
+/// the walk began exactly once, whatever is placed meanwhile.
+///
+/// # Errors
+/// [`ListError::InvalidLimit`] outside 1..=500, [`ListError::InvalidCursor`] for a cursor
+/// this function did not make, [`ListError::Database`] when the query fails.
+pub async fn list_orders(pool: &PgPool, filter: &OrderFilter) -> Result<OrderPage, ListError> {
+    let limit = filter.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ListError::InvalidLimit(limit));
+    }
+    let cursor = filter.cursor.as_deref().map(Cursor::decode).transpose()?;
+    let (cursor_time, cursor_id) = match cursor {
+        Some(c) => (Some(c.placed_at()?), Some(c.id)),
+        None => (None, None),
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM {TABLE}
+         WHERE ($1::text IS NULL OR customer_id = $1)
+           AND ($2::text IS NULL OR status = $2)
+           AND ($3::timestamptz IS NULL OR placed_at > $3)
+           AND ($4::timestamptz IS NULL OR (placed_at, id) < ($4, $5::uuid))
+         ORDER BY placed_at DESC, id DESC
+         LIMIT $6"
+    ))
+    .bind(filter.customer_id.as_deref())
+    .bind(filter.status.map(OrderStatus::as_str))
+    .bind(filter.placed_after)
+    .bind(cursor_time)
+    .bind(cursor_id)
+    .bind(i64::from(limit) + 1)
+    .fetch_all(pool)
+    .await?;
+    let mut orders = rows
+        .iter()
+        .map(OrderSummary::from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let more = orders.len() > limit as usize;
+    orders.truncate(limit as usize);
+    let next_cursor = match orders.last() {
+        Some(last) if more => Some(
+            Cursor {
+                placed_at_micros: last.placed_at.timestamp_micros(),
+                id: last.id,
+            }
+            .encode(),
+        ),
+        _ => None,
+    };
+    Ok(OrderPage {
+        orders,
+        next_cursor,
+    })
+}
+
+/// One order's row, if the projection has it.
+///
+/// # Errors
+/// The database error.
+pub async fn get_order(pool: &PgPool, id: Uuid) -> Result<Option<OrderSummary>, sqlx::Error> {
+    sqlx::query(&format!("SELECT {COLUMNS} FROM {TABLE} WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .as_ref()
+        .map(OrderSummary::from_row)
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_garbage() {
+        let cursor = Cursor {
+            placed_at_micros: 1_764_000_000_123_456,
+            id: Uuid::from_u128(42),
+        };
+        assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
+        for bad in ["", "abc", &"z".repeat(48), &format!("{}é", "0".repeat(46))] {
+            assert!(
+                matches!(Cursor::decode(bad), Err(ListError::InvalidCursor)),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! The projection framework: what a projection is ([`Projection`]: a name, a version, the
+//! tables it owns and a fold from events into them), where its tables live ([`Tables`]: the
+//! live ones, or the shadow ones a rebuild fills), and its checkpoint.
+//!
+//! The checkpoint (`projection_checkpoints`: name, version, position, state, updated_at) holds
+//! the last global position folded into the live tables. It is written in the same
+//! transaction as the rows ([`apply_live`]), so a process killed at any point neither skips
+//! nor double-applies an event: an event at or below the checkpoint is skipped, and one more
+//! than one past it means an earlier event is missing.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use orderflow_store::{EventEnvelope, StoreError};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool, Row};
+use utoipa::ToSchema;
+
+/// The suffix of the shadow tables a rebuild fills before the swap.
+pub const SHADOW_SUFFIX: &str = "_rebuild";
+
+/// One table a projection owns. `create` and `indexes` are DDL templates in which `{table}`
+/// stands for the physical table name (the live one or the shadow one); index names must
+/// start with `{table}_` so a swap can rename them along with the table.
+#[derive(Debug, Clone, Copy)]
+pub struct TableSpec {
+    /// The live table's name.
+    pub name: &'static str,
+    /// `CREATE TABLE {table} (...)` with the primary key (needed by upserts while folding).
+    pub create: &'static str,
+    /// Secondary indexes, created after a rebuild's bulk fold (faster than maintaining them).
+    pub indexes: &'static [&'static str],
+    /// The primary-key columns: how a verify tells a differing row from a missing one.
+    pub key: &'static [&'static str],
+}
+
+impl TableSpec {
+    /// The DDL of this table for the physical name `table`, indexes included.
+    pub fn ddl(&self, table: &str) -> Vec<String> {
+        std::iter::once(self.create)
+            .chain(self.indexes.iter().copied())
+            .map(|template| template.replace("{table}", table))
+            .collect()
+    }
+}
+
+/// Which physical tables a fold writes to: the live ones, or a rebuild's shadow ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tables {
+    suffix: &'static str,
+}
+
+impl Tables {
+    /// The live tables, which queries read.
+    pub const fn live() -> Self {
+        Self { suffix: "" }
+    }
+
+    /// The shadow tables a rebuild fills.
+    pub const fn shadow() -> Self {
+        Self {
+            suffix: SHADOW_SUFFIX,
+        }
+    }
+
+    /// The physical name of the table whose live name is `table`.
+    pub fn name(&self, table: &str) -> String {
+        format!("{table}{}", self.suffix)
+    }
+}
+
+/// Why a projection could not fold, rebuild or answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored event does not fit its type: the projection cannot go past it.
+    #[error("event {event_type} at position {position:?} cannot be read: {source}")]
+    Corrupt {
+        position: Option<i64>,
+        event_type: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The event has no global position yet (the relay has not numbered it).
+    #[error("event {0} has no global position yet")]
+    Unnumbered(uuid::Uuid),
+    /// Another process rebuilds this projection right now.
+    #[error("projection {0} is being rebuilt by another process")]
+    AlreadyRebuilding(String),
+    /// No projection has this name.
+    #[error("no projection is called {0:?} (known: order-summary, analytics)")]
+    Unknown(String),
+}
+
+impl ProjectionError {
+    /// The error for an event whose body does not decode.
+    pub fn corrupt(event: &EventEnvelope, source: serde_json::Error) -> Self {
+        Self::Corrupt {
+            position: event.position,
+            event_type: event.event_type.clone(),
+            source,
+        }
+    }
+}
+
+/// A read model folded from the event log, in global-position order.
+///
+/// Implementations must be deterministic functions of the events (no wall-clock columns),
+/// so a rebuild yields exactly the rows the live fold produced.
+#[async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// The projection's name (`order-summary`); also its durable consumer's name.
+    fn name(&self) -> &'static str;
+
+    /// Bumped whenever the tables or the fold change: a stored version that differs from
+    /// this one makes [`crate::rebuild::ensure_current`] rebuild the projection.
+    fn version(&self) -> i32;
+
+    /// The tables this projection owns.
+    fn tables(&self) -> &'static [TableSpec];
+
+    /// Folds one event into `tables`, inside the caller's transaction.
+    ///
+    /// # Errors
+    /// A database error, or [`ProjectionError::Corrupt`] for an unreadable event.
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        tables: &Tables,
+        event: &EventEnvelope,
+    ) -> Result<(), ProjectionError>;
+
+    /// Folds consecutive events (in position order) into `tables`, inside the caller's
+    /// transaction. The default applies them one by one; projections override it to fold in
+    /// memory and write with a few multi-row statements.
+    ///
+    /// # Errors
+    /// As [`Projection::apply`].
+    async fn apply_batch(
+        &self,
+        tx: &mut PgConnection,
+        tables: &Tables,
+        events: &[EventEnvelope],
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            self.apply(tx, tables, event).await?;
+        }
+        Ok(())
+    }
+}
+
+/// What the checkpoint row says about a projection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Checkpoint {
+    pub name: String,
+    /// The version of the code that built the live tables.
+    pub version: i32,
+    /// The last global position folded into the live tables.
+    pub position: i64,
+    /// `live`, or `rebuilding` while a rebuild runs (or after one was interrupted).
+    pub state: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Checkpoint {
+    fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            name: row.try_get("name")?,
+            version: row.try_get("version")?,
+            position: row.try_get("position")?,
+            state: row.try_get("state")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+const CHECKPOINT_COLUMNS: &str = "name, version, position, state, updated_at";
+
+/// Creates the checkpoint row of `projection` at position 0 with the code's version, unless
+/// it exists.
+///
+/// # Errors
+/// The database error.
+pub async fn ensure_checkpoint(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (name, version, position, state)
+         VALUES ($1, $2, 0, 'live') ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(projection.name())
+    .bind(projection.version())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Reads and locks the checkpoint row of `name` until the transaction ends. While it is held
+/// neither the live fold nor a rebuild's swap can move the projection.
+///
+/// # Errors
+/// The database error.
+pub async fn lock_checkpoint(
+    conn: &mut PgConnection,
+    name: &str,
+) -> Result<Option<Checkpoint>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {CHECKPOINT_COLUMNS} FROM projection_checkpoints WHERE name = $1 FOR UPDATE"
+    ))
+    .bind(name)
+    .fetch_optional(conn)
+    .await?
+    .as_ref()
+    .map(Checkpoint::from_row)
+    .transpose()
+}
+
+/// The checkpoint of `name`, without locking it.
+///
+/// # Errors
+/// The database error.
+pub async fn checkpoint(pool: &PgPool, name: &str) -> Result<Option<Checkpoint>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {CHECKPOINT_COLUMNS} FROM projection_checkpoints WHERE name = $1"
+    ))
+    .bind(name)
+    .fetch_optional(pool)
+    .await?
+    .as_ref()
+    .map(Checkpoint::from_row)
+    .transpose()
+}
+
+/// Every checkpoint row, by name.
+///
+/// # Errors
+/// The database error.
+pub async fn checkpoints(pool: &PgPool) -> Result<Vec<Checkpoint>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {CHECKPOINT_COLUMNS} FROM projection_checkpoints ORDER BY name"
+    ))
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(Checkpoint::from_row)
+    .collect()
+}
+
+/// What [`apply_live`] did with one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveOutcome {
+    /// Folded into the live tables; the checkpoint moved to the event's position.
+    Applied { position: i64 },
+    /// A dry run: it would have been folded; nothing changed.
+    WouldApply { position: i64 },
+    /// At or below the checkpoint: folded before, skipped.
+    AlreadyApplied { position: i64, checkpoint: i64 },
+    /// An earlier event is missing (`position > checkpoint + 1`): nothing changed.
+    Gap { position: i64, checkpoint: i64 },
+    /// The live tables were built by another version of the code; a rebuild must swap in
+    /// tables of this version first. Nothing changed.
+    VersionMismatch { stored: i32, code: i32 },
+}
+
+/// Folds one event into the live tables of `projection` and moves its checkpoint, in one
+/// transaction. Events at or below the checkpoint are skipped; a gap changes nothing.
+///
+/// # Errors
+/// [`ProjectionError::Unnumbered`] for an event without a position, a database error, or the
+/// projection's own error (the transaction is then rolled back).
+pub async fn apply_live(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    event: &EventEnvelope,
+    dry_run: bool,
+) -> Result<LiveOutcome, ProjectionError> {
+    let position = event
+        .position
+        .ok_or(ProjectionError::Unnumbered(event.event_id))?;
+    let mut tx = pool.begin().await?;
+    ensure_checkpoint(&mut tx, projection).await?;
+    let Some(checkpoint) = lock_checkpoint(&mut tx, projection.name()).await? else {
+        return Err(sqlx::Error::RowNotFound.into());
+    };
+    if checkpoint.version != projection.version() {
+        return Ok(LiveOutcome::VersionMismatch {
+            stored: checkpoint.version,
+            code: projection.version(),
+        });
+    }
+    if position <= checkpoint.position {
+        return Ok(LiveOutcome::AlreadyApplied {
+            position,
+            checkpoint: checkpoint.position,
+        });
+    }
+    if position > checkpoint.position + 1 {
+        return Ok(LiveOutcome::Gap {
+            position,
+            checkpoint: checkpoint.position,
+        });
+    }
+    if dry_run {
+        return Ok(LiveOutcome::WouldApply { position });
+    }
+    projection.apply(&mut tx, &Tables::live(), event).await?;
+    sqlx::query(
+        "UPDATE projection_checkpoints SET position = $2, updated_at = now() WHERE name = $1",
+    )
+    .bind(projection.name())
+    .bind(position)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(LiveOutcome::Applied { position })
+}

@@ -1,0 +1,5 @@
+//! The projections against the real PostgreSQL: rebuildable views (DESIGN.md guarantee 6),
+//! the order-summary and analytics queries, and replay for debugging.
+
+mod rebuildable_views;
+mod support;
