@@ -10,7 +10,7 @@ use chrono::Utc;
 use orderflow_domain::{OrderCommand, OrderError};
 use orderflow_store::idempotency::{self, KeyClaim};
 use orderflow_store::{CommandError, CommandMetadata};
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 use uuid::Uuid;
 use warp::filters::BoxedFilter;
 use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -126,14 +126,15 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
         (status = 422, description = "Invalid values, one entry per field in `errors`; or an Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
     )
 )]
+#[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = tracing::field::Empty))]
 pub async fn place_order(
     state: GatewayState,
     request_id: RequestId,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Infallible> {
-    let span = tracing::info_span!("place_order", request_id = %request_id, order_id = tracing::field::Empty);
-    let answer = detached(place(state, request_id.clone(), headers, body).instrument(span)).await;
+    let work = place(state, request_id.clone(), headers, body).instrument(Span::current());
+    let answer = detached(work).await;
     Ok(request_id.stamp(into_response(answer)))
 }
 
@@ -160,7 +161,7 @@ async fn place(
         KeyClaim::New(id) => (id, false),
         KeyClaim::Replay(id) => (id, true),
     };
-    tracing::Span::current().record("order_id", tracing::field::display(order_id));
+    Span::current().record("order_id", tracing::field::display(order_id));
     if replayed {
         if let Some(order) = state.orders.load(order_id).await? {
             tracing::info!("idempotent replay of an order already placed");
@@ -238,12 +239,12 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
     )
 )]
+#[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = %raw_id))]
 pub async fn get_order(
     raw_id: String,
     state: GatewayState,
     request_id: RequestId,
 ) -> Result<Response, Infallible> {
-    let span = tracing::info_span!("get_order", request_id = %request_id, order_id = %raw_id);
     let answer = async {
         let order_id = parse_order_id(&raw_id)?;
         let order = state
@@ -253,7 +254,6 @@ pub async fn get_order(
             .ok_or_else(|| ApiError::OrderNotFound(order_id.to_string()))?;
         Ok(problem::json(&OrderResponse::from(order), StatusCode::OK))
     }
-    .instrument(span)
     .await;
     Ok(request_id.stamp(into_response(answer)))
 }
@@ -274,13 +274,13 @@ pub async fn get_order(
         (status = 422, description = "Blank or over-long reason or canceller", body = Problem, content_type = "application/problem+json"),
     )
 )]
+#[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = %raw_id))]
 pub async fn cancel_order(
     raw_id: String,
     state: GatewayState,
     request_id: RequestId,
     body: Body,
 ) -> Result<Response, Infallible> {
-    let span = tracing::info_span!("cancel_order", request_id = %request_id, order_id = %raw_id);
     let metadata = CommandMetadata::from_request(request_id.as_str());
     let answer = detached(
         async move {
@@ -304,7 +304,7 @@ pub async fn cancel_order(
             tracing::info!("order cancelled");
             Ok(problem::json(&OrderResponse::from(order), StatusCode::OK))
         }
-        .instrument(span),
+        .instrument(Span::current()),
     )
     .await;
     Ok(request_id.stamp(into_response(answer)))
@@ -321,12 +321,12 @@ pub async fn cancel_order(
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
     )
 )]
+#[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = %raw_id))]
 pub async fn order_events(
     raw_id: String,
     state: GatewayState,
     request_id: RequestId,
 ) -> Result<Response, Infallible> {
-    let span = tracing::info_span!("order_events", request_id = %request_id, order_id = %raw_id);
     let answer = async {
         let order_id = parse_order_id(&raw_id)?;
         let events = state.orders.events(order_id).await?;
@@ -338,7 +338,6 @@ pub async fn order_events(
             StatusCode::OK,
         ))
     }
-    .instrument(span)
     .await;
     Ok(request_id.stamp(into_response(answer)))
 }
@@ -358,13 +357,13 @@ pub async fn order_events(
         (status = 422, description = "`at_sequence` missing, not an integer, or outside 1 to the order's version", body = Problem, content_type = "application/problem+json"),
     )
 )]
+#[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = %raw_id))]
 pub async fn order_state_at(
     raw_id: String,
     state: GatewayState,
     request_id: RequestId,
     query: Vec<(String, String)>,
 ) -> Result<Response, Infallible> {
-    let span = tracing::info_span!("order_state_at", request_id = %request_id, order_id = %raw_id);
     let answer = async {
         let order_id = parse_order_id(&raw_id)?;
         let at = query
@@ -392,7 +391,6 @@ pub async fn order_state_at(
             .ok_or_else(|| ApiError::OrderNotFound(order_id.to_string()))?;
         Ok(problem::json(&OrderResponse::from(order), StatusCode::OK))
     }
-    .instrument(span)
     .await;
     Ok(request_id.stamp(into_response(answer)))
 }
