@@ -6,3 +6,5 @@ mod support;
 
 mod log_order;
 mod no_lost_event;
+mod no_overselling;
+mod poison_messages;

@@ -239,3 +239,27 @@ pub async fn assert_stream_matches_log(world: &World) {
         );
     }
 }
+
+/// Binds `handler` to its durable consumer on the test's stream with [`fast_consumer`].
+pub async fn bind(
+    world: &World,
+    handler: std::sync::Arc<dyn orderflow_workers::Handler>,
+) -> orderflow_workers::runtime::Consumer {
+    orderflow_workers::runtime::Consumer::bind(handler, world.bus.bus.clone(), fast_consumer())
+        .await
+        .expect("binding a consumer")
+}
+
+/// The status of every order, counted.
+pub async fn status_counts(world: &World, ids: &[Uuid]) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for id in ids {
+        let order = world.store.load(*id).await.unwrap().expect("order exists");
+        *counts.entry(order.state.status.to_string()).or_default() += 1;
+    }
+    counts
+}
+
+pub fn sku(raw: &str) -> Sku {
+    Sku::parse(raw).unwrap()
+}

@@ -1,0 +1,148 @@
+//! Guarantee 5, poison messages don't block the line: a failing message is retried with
+//! backoff, parked in the dead-letter stream after the configured attempts, the messages
+//! after it keep flowing, and a redrive sends it back to the consumer that parked it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use orderflow_store::EventEnvelope;
+use orderflow_workers::{dlq, Delivery, Effects, Handler, HandlerError};
+use uuid::Uuid;
+
+use super::support::{bind, World};
+
+/// Fails every event of one order (with Retry or GiveUp) until healed; counts calls.
+struct Flaky {
+    name: &'static str,
+    poison: Uuid,
+    give_up: bool,
+    healed: AtomicBool,
+    calls: Mutex<HashMap<Uuid, u64>>,
+}
+
+impl Flaky {
+    fn new(name: &'static str, poison: Uuid, give_up: bool) -> Arc<Self> {
+        Arc::new(Self {
+            name,
+            poison,
+            give_up,
+            healed: AtomicBool::new(false),
+            calls: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn calls(&self, order: Uuid) -> u64 {
+        self.calls.lock().unwrap().get(&order).copied().unwrap_or(0)
+    }
+}
+
+#[async_trait]
+impl Handler for Flaky {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    async fn handle(&self, event: &EventEnvelope, _: Delivery) -> Result<Effects, HandlerError> {
+        *self.calls.lock().unwrap().entry(event.order_id).or_default() += 1;
+        if event.order_id == self.poison && !self.healed.load(Ordering::SeqCst) {
+            return Err(if self.give_up {
+                HandlerError::give_up("this event can never work")
+            } else {
+                HandlerError::retry("the downstream is down")
+            });
+        }
+        Ok(Effects::one(format!("handled {}", event.order_id)))
+    }
+}
+
+#[tokio::test]
+async fn an_always_failing_message_is_parked_after_the_attempts_and_redriven_to_its_consumer() {
+    let world = World::new().await;
+    let poison = world.place(&[("SKU-1", 1)]).await;
+    let mut others = Vec::new();
+    for _ in 0..4 {
+        others.push(world.place(&[("SKU-1", 1)]).await);
+    }
+    world.relay().await;
+    let flaky = Flaky::new("flaky", poison, false);
+    let bystander = Flaky::new("bystander", Uuid::nil(), false);
+    let consumer = bind(&world, flaky.clone()).await;
+    let other_consumer = bind(&world, bystander.clone()).await;
+
+    let report = consumer.drain().await.unwrap();
+    assert_eq!(report.handled, 4, "the later messages flowed: {report:?}");
+    assert_eq!(report.retried, 2, "{report:?}");
+    assert_eq!(report.dead_lettered, 1, "{report:?}");
+    assert_eq!(flaky.calls(poison), 3, "tried exactly max_attempts times");
+    for id in &others {
+        assert_eq!(flaky.calls(*id), 1);
+    }
+
+    let parked = dlq::list(&world.bus.bus, None, 100).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    let letter = &parked[0].letter;
+    assert_eq!(letter.consumer, "flaky");
+    assert_eq!(letter.attempts, 3);
+    assert_eq!(letter.error, "the downstream is down");
+    assert!(letter.original_subject.contains(&poison.to_string()));
+    let shown = dlq::show(&world.bus.bus, parked[0].sequence).await.unwrap();
+    assert_eq!(&shown, &parked[0]);
+    assert!(dlq::list(&world.bus.bus, Some("bystander"), 100).await.unwrap().is_empty());
+    assert_eq!(other_consumer.drain().await.unwrap().handled, 5);
+
+    // Fixed downstream: the operator redrives; only the parking consumer handles it again.
+    flaky.healed.store(true, Ordering::SeqCst);
+    let redriven = dlq::redrive(&world.bus.bus, parked[0].sequence).await.unwrap();
+    assert_eq!(redriven.consumer, "flaky");
+    let report = consumer.drain().await.unwrap();
+    assert_eq!((report.handled, report.dead_lettered), (1, 0), "{report:?}");
+    assert_eq!(flaky.calls(poison), 4);
+    let bystanders = other_consumer.drain().await.unwrap();
+    assert_eq!((bystanders.handled, bystanders.skipped), (0, 1), "{bystanders:?}");
+    assert_eq!(bystander.calls(poison), 1);
+    assert!(dlq::list(&world.bus.bus, None, 100).await.unwrap().is_empty());
+    assert!(matches!(
+        dlq::show(&world.bus.bus, parked[0].sequence).await,
+        Err(dlq::DlqError::NotFound(_))
+    ));
+    world.cleanup().await;
+}
+
+#[tokio::test]
+async fn give_up_and_malformed_bodies_are_parked_at_once() {
+    let world = World::new().await;
+    let poison = world.place(&[("SKU-1", 1)]).await;
+    let fine = world.place(&[("SKU-1", 1)]).await;
+    world.relay().await;
+    world
+        .bus
+        .bus
+        .jetstream()
+        .publish(
+            format!("{}.{}.OrderPlaced", world.bus.options.subject_prefix, Uuid::nil()),
+            "not json".into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let flaky = Flaky::new("strict", poison, true);
+    let consumer = bind(&world, flaky.clone()).await;
+    let report = consumer.drain().await.unwrap();
+    assert_eq!((report.handled, report.dead_lettered, report.retried), (1, 2, 0), "{report:?}");
+    assert_eq!(flaky.calls(poison), 1);
+    assert_eq!(flaky.calls(fine), 1);
+    let parked = dlq::list(&world.bus.bus, Some("strict"), 100).await.unwrap();
+    assert_eq!(parked.len(), 2);
+    assert_eq!(parked[0].letter.attempts, 1);
+    assert!(parked[1].letter.error.contains("not an event envelope"), "{parked:?}");
+    assert_eq!(parked[1].letter.body, "not json");
+    let lag = orderflow_workers::consumer_info(&world.bus.bus, &["strict", "nobody"])
+        .await
+        .unwrap();
+    assert_eq!((lag[0].pending, lag[0].ack_pending), (0, 0), "{lag:?}");
+    assert!(lag[0].exists && !lag[1].exists);
+    world.cleanup().await;
+}
