@@ -4,13 +4,21 @@
 //! the gateway drains in-flight requests, consumers finish or nak the message in hand, the
 //! relay stops after its current batch.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use orderflow_gateway::GatewayState;
+use orderflow_workers::bus::Bus;
+use orderflow_workers::registry::{build_worker, WORKER_NAMES};
+use orderflow_workers::relay::{run_relay, RelayOptions};
+use orderflow_workers::runtime::{run_consumer, ConsumerOptions};
+use orderflow_workers::Handler;
 use sqlx::PgPool;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{CommonArgs, HttpArgs};
+use crate::config::{CommonArgs, ConsumerArgs, HttpArgs};
 
 /// How long roles get to finish their work after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -58,22 +66,154 @@ pub async fn connect_store(common: &CommonArgs) -> Result<PgPool> {
         .context("cannot open the event store (is PostgreSQL up? `scripts/services up`)")
 }
 
+/// Connects to NATS and makes sure the event and dead-letter streams exist.
+///
+/// # Errors
+/// When NATS cannot be reached or JetStream refuses the streams.
+pub async fn connect_bus(common: &CommonArgs) -> Result<Bus> {
+    Bus::connect_and_ensure(common.bus())
+        .await
+        .context("cannot reach NATS JetStream (is it up? `scripts/services up`)")
+}
+
+/// Roles running as tasks: the first one to fail stops the others.
+struct Roles {
+    tasks: JoinSet<(String, Result<()>)>,
+    shutdown: CancellationToken,
+}
+
+impl Roles {
+    fn new(shutdown: CancellationToken) -> Self {
+        Self {
+            tasks: JoinSet::new(),
+            shutdown,
+        }
+    }
+
+    fn spawn<F>(&mut self, name: impl Into<String>, role: F)
+    where
+        F: std::future::Future<Output = Result<()>> + Send + 'static,
+    {
+        let name = name.into();
+        self.tasks.spawn(async move { (name, role.await) });
+    }
+
+    fn spawn_consumer(&mut self, handler: Arc<dyn Handler>, bus: &Bus, options: ConsumerOptions) {
+        let name = format!("consumer {}", handler.name());
+        let (bus, shutdown) = (bus.clone(), self.shutdown.clone());
+        self.spawn(name, async move {
+            run_consumer(handler, bus, options, shutdown)
+                .await
+                .map_err(Into::into)
+        });
+    }
+
+    /// Waits until every role ended; returns the first failure.
+    async fn wait(mut self) -> Result<()> {
+        let mut failure = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            let (name, result) = match joined {
+                Ok(done) => done,
+                Err(panic) => ("a role".to_string(), Err(anyhow::anyhow!("{panic}"))),
+            };
+            match result {
+                Ok(()) if self.shutdown.is_cancelled() => {}
+                Ok(()) => tracing::warn!(role = %name, "role ended by itself"),
+                Err(error) => {
+                    tracing::error!(role = %name, error = %format!("{error:#}"), "role failed; stopping");
+                    failure.get_or_insert(error.context(format!("{name} failed")));
+                    self.shutdown.cancel();
+                }
+            }
+            if self.shutdown.is_cancelled() {
+                // Give the remaining roles their grace period, then stop waiting.
+                if tokio::time::timeout(SHUTDOWN_GRACE, drain(&mut self.tasks))
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("roles did not stop within {SHUTDOWN_GRACE:?}");
+                }
+                break;
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+async fn drain(tasks: &mut JoinSet<(String, Result<()>)>) {
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((name, Err(error))) = joined {
+            tracing::warn!(role = %name, error = %format!("{error:#}"), "role failed while stopping");
+        }
+    }
+}
+
+async fn start_gateway(
+    roles: &mut Roles,
+    pool: PgPool,
+    bus: Option<&Bus>,
+    http: &HttpArgs,
+) -> Result<()> {
+    let mut state = GatewayState::new(pool);
+    if let Some(bus) = bus {
+        state = state.with_nats(bus.client().clone());
+    }
+    let (address, server) = orderflow_gateway::serve(state, http.http_addr, roles.shutdown.clone())
+        .await
+        .context("cannot start the gateway")?;
+    println!("orderflow gateway listening on http://{address}");
+    roles.spawn("gateway", async move {
+        server.await.context("gateway task")
+    });
+    Ok(())
+}
+
+fn start_relay(roles: &mut Roles, pool: PgPool, bus: &Bus) {
+    let (bus, shutdown) = (bus.clone(), roles.shutdown.clone());
+    roles.spawn("relay", async move {
+        run_relay(pool, bus, RelayOptions::default(), shutdown)
+            .await
+            .map_err(Into::into)
+    });
+}
+
 /// `orderflow serve`: every role in one process.
 ///
 /// # Errors
 /// When a service cannot be reached at start, or a role fails.
-pub async fn serve(common: &CommonArgs, http: &HttpArgs) -> Result<()> {
-    let _ = (common, http, SHUTDOWN_GRACE);
-    anyhow::bail!("serve is being assembled")
+pub async fn serve(common: &CommonArgs, http: &HttpArgs, consumers: &ConsumerArgs) -> Result<()> {
+    let pool = connect_store(common).await?;
+    let bus = connect_bus(common).await?;
+    let deps = consumers
+        .worker_deps(pool.clone())
+        .map_err(anyhow::Error::msg)?;
+    let mut roles = Roles::new(shutdown_on_signal());
+    start_gateway(&mut roles, pool.clone(), Some(&bus), http).await?;
+    start_relay(&mut roles, pool.clone(), &bus);
+    for name in WORKER_NAMES {
+        let handler = build_worker(name, deps.clone())?;
+        roles.spawn_consumer(handler, &bus, consumers.consumer_options());
+    }
+    roles.wait().await
 }
 
-/// `orderflow gateway`: the REST gateway alone.
+/// `orderflow gateway`: the REST gateway alone. NATS is optional here: when it answers, the
+/// readiness check includes it.
 ///
 /// # Errors
-/// When a service cannot be reached at start or the address cannot be bound.
+/// When PostgreSQL cannot be reached at start or the address cannot be bound.
 pub async fn gateway(common: &CommonArgs, http: &HttpArgs) -> Result<()> {
-    let _ = (common, http);
-    anyhow::bail!("gateway is being assembled")
+    let pool = connect_store(common).await?;
+    let bus = match Bus::connect(common.bus()).await {
+        Ok(bus) => Some(bus),
+        Err(error) => {
+            tracing::warn!(%error, "NATS not reachable; /ready will not include it");
+            None
+        }
+    };
+    let mut roles = Roles::new(shutdown_on_signal());
+    start_gateway(&mut roles, pool, bus.as_ref(), http).await?;
+    roles.wait().await
 }
 
 /// `orderflow relay`: publishes the event log to JetStream.
@@ -81,6 +221,22 @@ pub async fn gateway(common: &CommonArgs, http: &HttpArgs) -> Result<()> {
 /// # Errors
 /// When a service cannot be reached at start.
 pub async fn relay(common: &CommonArgs) -> Result<()> {
-    let _ = common;
-    anyhow::bail!("relay is being assembled")
+    let pool = connect_store(common).await?;
+    let bus = connect_bus(common).await?;
+    let mut roles = Roles::new(shutdown_on_signal());
+    start_relay(&mut roles, pool, &bus);
+    roles.wait().await
+}
+
+/// `orderflow worker <name>`: one worker's durable consumer.
+///
+/// # Errors
+/// For an unknown worker, a misconfigured channel or carrier, or unreachable services.
+pub async fn worker(common: &CommonArgs, consumers: &ConsumerArgs, name: &str) -> Result<()> {
+    let pool = connect_store(common).await?;
+    let handler = build_worker(name, consumers.worker_deps(pool).map_err(anyhow::Error::msg)?)?;
+    let bus = connect_bus(common).await?;
+    let mut roles = Roles::new(shutdown_on_signal());
+    roles.spawn_consumer(handler, &bus, consumers.consumer_options());
+    roles.wait().await
 }

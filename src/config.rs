@@ -3,8 +3,15 @@
 //! may hold secrets (URLs with passwords, tokens) are never printed, not even by `--help`.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use orderflow_store::DatabaseOptions;
+use orderflow_workers::bus::BusOptions;
+use orderflow_workers::notifications::{ChannelOptions, NotificationOptions};
+use orderflow_workers::registry::WorkerDeps;
+use orderflow_workers::runtime::ConsumerOptions;
+use orderflow_workers::shipments::{CarrierOptions, ShipmentOptions};
+use sqlx::PgPool;
 
 use crate::telemetry::LogFormat;
 
@@ -76,6 +83,16 @@ impl CommonArgs {
             ..DatabaseOptions::default()
         }
     }
+
+    pub fn bus(&self) -> BusOptions {
+        BusOptions {
+            nats_url: self.nats_url.clone(),
+            stream: self.stream.clone(),
+            subject_prefix: self.subject_prefix.clone(),
+            replicas: self.stream_replicas.max(1),
+            ..BusOptions::default()
+        }
+    }
 }
 
 /// Settings of the HTTP gateway.
@@ -88,4 +105,123 @@ pub struct HttpArgs {
     /// Bearer token that opens the /v1/admin routes; without it they are off.
     #[arg(long, env = "ORDERFLOW_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+}
+
+/// Settings of the consumers (workers and projections).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConsumerArgs {
+    /// Deliveries of a failing message before it is parked in the dead-letter stream.
+    #[arg(long, env = "ORDERFLOW_MAX_ATTEMPTS", default_value_t = 5)]
+    pub max_attempts: u64,
+
+    /// Seconds the server waits for an ack before redelivering a message.
+    #[arg(long, env = "ORDERFLOW_ACK_WAIT_SECS", default_value_t = 30)]
+    pub ack_wait_secs: u64,
+
+    /// Messages one process handles at once per worker.
+    #[arg(long, env = "ORDERFLOW_WORKER_CONCURRENCY", default_value_t = 8)]
+    pub worker_concurrency: usize,
+
+    /// How notifications are sent.
+    #[arg(long, env = "ORDERFLOW_NOTIFY_CHANNEL", value_enum, default_value = "log")]
+    pub notify_channel: NotifyChannel,
+
+    /// URL the webhook channel POSTs each notification to (JSON).
+    #[arg(long, env = "ORDERFLOW_NOTIFY_WEBHOOK_URL", hide_env_values = true)]
+    pub notify_webhook_url: Option<String>,
+
+    /// SMTP server of the smtp channel, e.g. `smtp://mail.example.com:587`.
+    #[arg(long, env = "ORDERFLOW_NOTIFY_SMTP_URL", hide_env_values = true)]
+    pub notify_smtp_url: Option<String>,
+
+    /// Sender address of the smtp channel.
+    #[arg(
+        long,
+        env = "ORDERFLOW_NOTIFY_SMTP_FROM",
+        default_value = "orders@orderflow.local"
+    )]
+    pub notify_smtp_from: String,
+
+    /// Which carrier ships confirmed orders.
+    #[arg(long, env = "ORDERFLOW_CARRIER", value_enum, default_value = "simulated")]
+    pub carrier: CarrierKind,
+
+    /// Booking URL of the http carrier (POST, with an Idempotency-Key per shipment).
+    #[arg(long, env = "ORDERFLOW_CARRIER_URL", hide_env_values = true)]
+    pub carrier_url: Option<String>,
+
+    /// Name the http carrier is recorded under.
+    #[arg(long, env = "ORDERFLOW_CARRIER_NAME", default_value = "http")]
+    pub carrier_name: String,
+}
+
+/// Notification channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NotifyChannel {
+    /// Write each notification to the log.
+    Log,
+    /// POST each notification as JSON to --notify-webhook-url.
+    Webhook,
+    /// Send e-mail through --notify-smtp-url.
+    Smtp,
+}
+
+/// Carriers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CarrierKind {
+    /// An in-process carrier that books at once (for development and tests).
+    Simulated,
+    /// A carrier reached over HTTP at --carrier-url.
+    Http,
+}
+
+impl ConsumerArgs {
+    /// The runtime's retry and batching options.
+    pub fn consumer_options(&self) -> ConsumerOptions {
+        ConsumerOptions {
+            max_attempts: self.max_attempts.max(1),
+            ack_wait: Duration::from_secs(self.ack_wait_secs.max(1)),
+            concurrency: self.worker_concurrency.max(1),
+            ..ConsumerOptions::default()
+        }
+    }
+
+    /// What the workers need, with the channel and carrier chosen here.
+    ///
+    /// # Errors
+    /// A message naming a URL that the chosen channel or carrier needs but was not given.
+    pub fn worker_deps(&self, pool: PgPool) -> Result<WorkerDeps, String> {
+        let required = |value: &Option<String>, flag: &str| {
+            value
+                .clone()
+                .ok_or_else(|| format!("{flag} is required by the chosen option"))
+        };
+        let channel = match self.notify_channel {
+            NotifyChannel::Log => ChannelOptions::Log,
+            NotifyChannel::Webhook => ChannelOptions::Webhook {
+                url: required(&self.notify_webhook_url, "--notify-webhook-url")?,
+                timeout: Duration::from_secs(5),
+                attempts: 3,
+            },
+            NotifyChannel::Smtp => ChannelOptions::Smtp {
+                url: required(&self.notify_smtp_url, "--notify-smtp-url")?,
+                from: self.notify_smtp_from.clone(),
+                timeout: Duration::from_secs(10),
+            },
+        };
+        let carrier = match self.carrier {
+            CarrierKind::Simulated => CarrierOptions::Simulated,
+            CarrierKind::Http => CarrierOptions::Http {
+                name: self.carrier_name.clone(),
+                url: required(&self.carrier_url, "--carrier-url")?,
+                timeout: Duration::from_secs(10),
+                attempts: 3,
+            },
+        };
+        Ok(WorkerDeps {
+            pool,
+            notifications: NotificationOptions { channel },
+            shipments: ShipmentOptions { carrier },
+        })
+    }
 }

@@ -1,5 +1,7 @@
 //! Logging and spans: one function builds the `tracing` subscriber for the whole process.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{fmt, EnvFilter};
 
 /// How log lines look.
@@ -16,7 +18,10 @@ pub enum LogFormat {
 pub fn init(format: LogFormat) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     // A second init (tests that start several apps) keeps the first subscriber.
     let _ = match format {
         LogFormat::Pretty => builder.try_init(),

@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use uuid::Uuid;
 
-use crate::config::{CommonArgs, HttpArgs};
+use crate::config::{CommonArgs, ConsumerArgs, HttpArgs};
 
 mod events;
 
@@ -29,6 +29,8 @@ pub enum Command {
     Serve {
         #[command(flatten)]
         http: HttpArgs,
+        #[command(flatten)]
+        consumers: ConsumerArgs,
     },
     /// Run the REST gateway only.
     Gateway {
@@ -38,6 +40,14 @@ pub enum Command {
     /// Run the relay only: publish every committed event to JetStream, in commit order.
     /// Several relays may run; one publishes, the others stand by.
     Relay,
+    /// Run one worker's durable consumer: inventory, notifications or shipments. Several
+    /// processes may run the same worker; they share its durable consumer.
+    Worker {
+        /// inventory, notifications or shipments.
+        name: String,
+        #[command(flatten)]
+        consumers: ConsumerArgs,
+    },
     /// Show an order's events: sequence, position, time, type, version, payload, ids.
     Events {
         /// The order's id.
@@ -55,9 +65,12 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<()> {
     let common = cli.common;
     match cli.command {
-        Command::Serve { http } => crate::app::serve(&common, &http).await,
+        Command::Serve { http, consumers } => crate::app::serve(&common, &http, &consumers).await,
         Command::Gateway { http } => crate::app::gateway(&common, &http).await,
         Command::Relay => crate::app::relay(&common).await,
+        Command::Worker { name, consumers } => {
+            crate::app::worker(&common, &consumers, &name).await
+        }
         Command::Events { order_id, json } => events::run(&common, order_id, json).await,
     }
 }
