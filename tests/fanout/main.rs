@@ -4,7 +4,9 @@
 
 mod support;
 
+mod end_to_end;
 mod log_order;
 mod no_lost_event;
 mod no_overselling;
+mod order_independent;
 mod poison_messages;
