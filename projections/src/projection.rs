@@ -297,14 +297,16 @@ pub async fn apply_live(
             checkpoint: checkpoint.position,
         });
     }
+    // A dry run over a range never moves the checkpoint, so every event past it is one the
+    // projection would fold (the ones before it in the range included).
+    if dry_run {
+        return Ok(LiveOutcome::WouldApply { position });
+    }
     if position > checkpoint.position + 1 {
         return Ok(LiveOutcome::Gap {
             position,
             checkpoint: checkpoint.position,
         });
-    }
-    if dry_run {
-        return Ok(LiveOutcome::WouldApply { position });
     }
     projection.apply(&mut tx, &Tables::live(), event).await?;
     sqlx::query(
