@@ -24,15 +24,17 @@ pub mod request_id;
 pub mod routes;
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use orderflow_store::OrderStore;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use warp::filters::path::FullPath;
 use warp::filters::BoxedFilter;
-use warp::http::HeaderMap;
+use warp::http::{HeaderMap, Method};
 use warp::reply::Response;
-use warp::{Filter, Reply};
+use warp::Filter;
 
 pub use problem::{ApiError, Problem};
 pub use request_id::RequestId;
@@ -88,20 +90,38 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
         .unify()
         .recover(problem::recover)
         .unify();
-    warp::header::headers_cloned()
+    warp::any()
+        .map(Instant::now)
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(warp::header::headers_cloned())
         .and(api)
-        .map(|headers: HeaderMap, response: Response| {
-            request_id::ensure_stamped(&headers, response)
-        })
-        .with(warp::trace(|info| {
-            tracing::info_span!(
-                "http_request",
-                method = %info.method(),
-                path = %info.path(),
-            )
-        }))
-        .map(Reply::into_response)
+        .map(
+            |started: Instant, method: Method, path: FullPath, headers: HeaderMap, response| {
+                let response = request_id::ensure_stamped(&headers, response);
+                log_request(started, &method, &path, &response);
+                response
+            },
+        )
         .boxed()
+}
+
+/// One line per request, with the request id the answer carries.
+fn log_request(started: Instant, method: &Method, path: &FullPath, response: &Response) {
+    let request_id = response
+        .headers()
+        .get(request_id::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info!(
+        target: "orderflow_gateway::access",
+        %method,
+        path = path.as_str(),
+        status = response.status().as_u16(),
+        elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        %request_id,
+        "request answered"
+    );
 }
 
 /// Binds `addr` (port 0 picks a free port) and serves [`routes`] in a task until `shutdown`

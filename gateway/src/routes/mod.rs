@@ -7,12 +7,12 @@ pub mod orders;
 use std::convert::Infallible;
 
 use warp::filters::BoxedFilter;
-use warp::http::Method;
+use warp::http::{HeaderMap, Method};
 use warp::reply::Response;
 use warp::Filter;
 
 use crate::problem::ApiError;
-use crate::request_id::request_id;
+use crate::request_id::RequestId;
 use crate::GatewayState;
 
 /// Hands a clone of the state to a handler.
@@ -28,16 +28,14 @@ pub fn with_state(
 /// route rejected for another reason, which then wins).
 pub fn method_not_allowed(allow: &'static str) -> BoxedFilter<(Response,)> {
     warp::method()
-        .and(request_id())
-        .and_then(
-            move |method: Method, request_id: crate::request_id::RequestId| async move {
-                if allow.split(',').any(|m| m.trim() == method.as_str()) {
-                    Err(warp::reject::not_found())
-                } else {
-                    Ok(request_id
-                        .stamp(ApiError::MethodNotAllowed { allow: Some(allow) }.into_response()))
-                }
-            },
-        )
+        .and(warp::header::headers_cloned())
+        .and_then(move |method: Method, headers: HeaderMap| async move {
+            if allow.split(',').any(|m| m.trim() == method.as_str()) {
+                Err(warp::reject::not_found())
+            } else {
+                let response = ApiError::MethodNotAllowed { allow: Some(allow) }.into_response();
+                Ok(RequestId::from_headers(&headers).stamp(response))
+            }
+        })
         .boxed()
 }
