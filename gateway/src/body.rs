@@ -11,6 +11,8 @@ use crate::problem::ApiError;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Most bytes of a too-large body read (and dropped) before answering 413.
+const MAX_DRAINED_BYTES: usize = 1024 * 1024;
 
 /// A request body, or why it cannot be had (too large, unreadable).
 pub type Body = Result<Bytes, ApiError>;
@@ -34,20 +36,24 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    let too_large = ApiError::PayloadTooLarge {
-        limit: MAX_BODY_BYTES,
-    };
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(too_large);
-    }
     let mut stream = std::pin::pin!(stream);
     let mut body = BytesMut::new();
+    let mut too_large = declared.is_some_and(|n| n > MAX_BODY_BYTES as u64);
+    let mut seen = 0usize;
     while let Some(chunk) = stream.next().await {
         let mut chunk = chunk.map_err(|e| {
             ApiError::MalformedBody(format!("the request body could not be read: {e}"))
         })?;
-        if body.len() + chunk.remaining() > MAX_BODY_BYTES {
-            return Err(too_large);
+        seen = seen.saturating_add(chunk.remaining());
+        too_large |= seen > MAX_BODY_BYTES;
+        if too_large {
+            // Drain a moderately large body before answering, so that the client is not
+            // reset while it still sends and does get to read the 413.
+            if seen > MAX_DRAINED_BYTES {
+                break;
+            }
+            chunk.advance(chunk.remaining());
+            continue;
         }
         while chunk.has_remaining() {
             let part = chunk.chunk();
@@ -55,6 +61,11 @@ where
             body.extend_from_slice(part);
             chunk.advance(n);
         }
+    }
+    if too_large {
+        return Err(ApiError::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        });
     }
     Ok(body.freeze())
 }

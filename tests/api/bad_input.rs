@@ -198,6 +198,12 @@ async fn a_body_over_64_kib_is_413() {
     let body = problem(response, StatusCode::PAYLOAD_TOO_LARGE).await;
     assert_eq!(body["type"], "/problems/payload-too-large");
 
+    // Well over the limit: still a readable 413, not a reset connection.
+    let mut huge = valid_order();
+    huge["customer_id"] = "x".repeat(512 * 1024).into();
+    let response = app.post_order(&huge).await;
+    problem(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+
     // Without a Content-Length (chunked), the limit holds too.
     let mut request = String::from(
         "POST /v1/orders HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\

@@ -124,6 +124,7 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
         (status = 400, description = "Malformed JSON, unknown or missing fields", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid values, one entry per field in `errors`; or an Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The event store failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = tracing::field::Empty))]
@@ -237,6 +238,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     responses(
         (status = 200, description = "The order", body = OrderResponse),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The event store failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = %raw_id))]
@@ -272,6 +274,7 @@ pub async fn get_order(
         (status = 409, description = "The order can no longer be cancelled", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Blank or over-long reason or canceller", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The event store failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = %raw_id))]
@@ -319,6 +322,7 @@ pub async fn cancel_order(
     responses(
         (status = 200, description = "Every event of the order, by sequence", body = OrderEventsResponse),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The event store failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = %raw_id))]
@@ -355,6 +359,7 @@ pub async fn order_events(
         (status = 200, description = "The order after event `at_sequence`; `version` equals `at_sequence`", body = OrderResponse),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`at_sequence` missing, not an integer, or outside 1 to the order's version", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The event store failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = %raw_id))]
