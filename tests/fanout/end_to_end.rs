@@ -2,103 +2,89 @@
 //! 200 orders with stock for 150 end with 150 shipped (tracking numbers), 50 rejected, and one
 //! notification per notifiable event of the log.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use orderflow_workers::inventory;
 use orderflow_workers::registry::{build_worker, WorkerDeps, WORKER_NAMES};
 use orderflow_workers::relay::{run_relay, RelayOptions};
 use orderflow_workers::runtime::run_consumer;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-use super::support::{fast_consumer, sku, status_counts, World};
+use super::support::{fast_consumer, place_many, sku, wait_until_settled, World};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_orders_with_stock_for_150_end_as_the_log_says() {
     let world = World::new().await;
-    inventory::set_stock(&world.db.pool, &sku("SKU-E"), 150).await.unwrap();
+    inventory::set_stock(&world.db.pool, &sku("SKU-E"), 150)
+        .await
+        .unwrap();
     let shutdown = CancellationToken::new();
     let mut roles = vec![tokio::spawn({
-        let (pool, bus, stop) = (world.db.pool.clone(), world.bus.bus.clone(), shutdown.clone());
-        async move { run_relay(pool, bus, RelayOptions::default(), stop).await.map_err(|e| e.to_string()) }
+        let (pool, bus, stop) = (
+            world.db.pool.clone(),
+            world.bus.bus.clone(),
+            shutdown.clone(),
+        );
+        async move {
+            run_relay(pool, bus, RelayOptions::default(), stop)
+                .await
+                .map_err(|e| e.to_string())
+        }
     })];
     for name in WORKER_NAMES {
         let handler = build_worker(name, WorkerDeps::new(world.db.pool.clone())).unwrap();
         let (bus, stop) = (world.bus.bus.clone(), shutdown.clone());
         roles.push(tokio::spawn(async move {
-            run_consumer(handler, bus, fast_consumer(), stop).await.map_err(|e| e.to_string())
+            run_consumer(handler, bus, fast_consumer(), stop)
+                .await
+                .map_err(|e| e.to_string())
         }));
     }
 
-    let mut ids: Vec<Uuid> = Vec::new();
-    for chunk in 0..20 {
-        let mut tasks = Vec::new();
-        for _ in 0..10 {
-            let store = world.store.clone();
-            tasks.push(tokio::spawn(async move {
-                let id = Uuid::now_v7();
-                store
-                    .execute(
-                        id,
-                        super::support::place_command(id, &[("SKU-E", 1)]),
-                        &orderflow_store::CommandMetadata::from_request(&format!("e2e-{chunk}")),
-                    )
-                    .await
-                    .unwrap();
-                id
-            }));
-        }
-        for task in tasks {
-            ids.push(task.await.unwrap());
-        }
-    }
-
-    // Caught up: every order settled and every consumer has nothing pending.
-    let started = Instant::now();
-    loop {
-        let counts = status_counts(&world, &ids).await;
-        let lag = orderflow_workers::consumer_info(&world.bus.bus, &WORKER_NAMES).await.unwrap();
-        let head = orderflow_store::log::head_position(&world.db.pool).await.unwrap();
-        let unnumbered = orderflow_store::log::unnumbered_count(&world.db.pool).await.unwrap();
-        let settled = counts.get("shipped") == Some(&150) && counts.get("rejected") == Some(&50);
-        let caught_up = unnumbered == 0
-            && lag.iter().all(|l| {
-                l.pending == 0 && l.ack_pending == 0 && l.last_handled_position == Some(head)
-            });
-        if settled && caught_up {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(50),
-            "not settled after 50 s: {counts:?} {lag:?} head {head}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let ids = place_many(&world, "SKU-E", 200).await;
+    wait_until_settled(
+        &world,
+        &ids,
+        150,
+        50,
+        &WORKER_NAMES,
+        Duration::from_secs(50),
+    )
+    .await;
     shutdown.cancel();
     for role in roles {
         role.await.unwrap().unwrap();
     }
 
-    let stock = inventory::get_stock(&world.db.pool, &sku("SKU-E")).await.unwrap().unwrap();
+    let stock = inventory::get_stock(&world.db.pool, &sku("SKU-E"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((stock.available, stock.reserved), (0, 150));
     let mut tracking = std::collections::HashSet::new();
     for id in &ids {
         let order = world.store.load(*id).await.unwrap().unwrap().state;
         if let Some(shipment) = order.shipment {
             assert_eq!(shipment.carrier, "simulated");
-            assert!(tracking.insert(shipment.tracking_number), "tracking numbers are unique");
+            assert!(
+                tracking.insert(shipment.tracking_number),
+                "tracking numbers are unique"
+            );
         }
     }
     assert_eq!(tracking.len(), 150);
 
     // One notification per notifiable event, each sent once.
-    let notifiable: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM events WHERE event_type = ANY($1)",
-    )
-    .bind(orderflow_workers::notifications::NOTIFIABLE.map(String::from).to_vec())
-    .fetch_one(&world.db.pool)
-    .await
-    .unwrap();
+    let notifiable: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = ANY($1)")
+            .bind(
+                orderflow_workers::notifications::NOTIFIABLE
+                    .map(String::from)
+                    .to_vec(),
+            )
+            .fetch_one(&world.db.pool)
+            .await
+            .unwrap();
     assert_eq!(notifiable, 200 + 150 + 50 + 150);
     let (notes, sent, once, matched): (i64, i64, i64, i64) = sqlx::query_as(
         "SELECT count(*),
@@ -111,6 +97,9 @@ async fn two_hundred_orders_with_stock_for_150_end_as_the_log_says() {
     .fetch_one(&world.db.pool)
     .await
     .unwrap();
-    assert_eq!((notes, sent, once, matched), (notifiable, notifiable, notifiable, notifiable));
+    assert_eq!(
+        (notes, sent, once, matched),
+        (notifiable, notifiable, notifiable, notifiable)
+    );
     world.cleanup().await;
 }

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod effectively_once;
 mod end_to_end;
 mod log_order;
 mod no_lost_event;

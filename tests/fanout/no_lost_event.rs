@@ -6,7 +6,7 @@ use std::time::Duration;
 use orderflow_workers::relay::{self, run_relay, RelayOptions};
 use tokio_util::sync::CancellationToken;
 
-use super::support::{assert_stream_matches_log, write_load, World};
+use super::support::{assert_stream_matches_log, write_load, Process, World};
 
 fn quick_relay() -> RelayOptions {
     RelayOptions {
@@ -37,32 +37,24 @@ async fn sixty_four_writers_5000_events_reach_the_stream_exactly_once_in_log_ord
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_relay_killed_mid_load_is_replaced_and_every_event_is_there_once() {
+async fn a_relay_killed_with_sigkill_mid_load_is_replaced_and_every_event_is_there_once() {
     let world = World::new().await;
-    // Relay A runs; relay B stands by (it cannot take the lock while A lives).
-    let a = tokio::spawn(run_relay(
-        world.db.pool.clone(),
-        world.bus.bus.clone(),
-        quick_relay(),
-        CancellationToken::new(),
-    ));
+    // The real binary, as deployed: relay A publishes, relay B stands by.
+    let a = Process::start(&world, &["relay"], &[]);
     let store = world.store.clone();
     let writers = tokio::spawn(async move { write_load(&store, 32, 500).await });
-    let b_shutdown = CancellationToken::new();
-    let b = tokio::spawn(run_relay(
-        world.db.pool.clone(),
-        world.bus.bus.clone(),
-        quick_relay(),
-        b_shutdown.clone(),
-    ));
-    world.wait_for_stream(300, Duration::from_secs(30)).await;
-    // Killed mid-load: its task (and with it its lock session) is gone at once, mid-batch.
-    a.abort();
+    world.wait_for_stream(100, Duration::from_secs(30)).await;
+    let mut b = Process::start(&world, &["relay"], &[]);
+    world.wait_for_stream(400, Duration::from_secs(30)).await;
+    // SIGKILL mid-load: no shutdown code runs; its lock session dies with it.
+    a.kill();
+    let mut restarted = Process::start(&world, &["relay"], &[]);
     writers.await.unwrap();
     assert_eq!(world.stored_events().await, 2000);
     world.wait_for_stream(2000, Duration::from_secs(30)).await;
-    b_shutdown.cancel();
-    b.await.unwrap().unwrap();
+    b.assert_running();
+    restarted.assert_running();
+    drop((b, restarted));
     assert_stream_matches_log(&world).await;
     world.cleanup().await;
 }

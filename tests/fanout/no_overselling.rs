@@ -12,7 +12,9 @@ use super::support::{bind, sku, status_counts, World};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stock_10_and_50_concurrent_orders_confirm_exactly_10_and_cancel_returns_stock_once() {
     let world = World::new().await;
-    inventory::set_stock(&world.db.pool, &sku("SKU-A"), 10).await.unwrap();
+    inventory::set_stock(&world.db.pool, &sku("SKU-A"), 10)
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let store = world.store.clone();
@@ -46,7 +48,10 @@ async fn stock_10_and_50_concurrent_orders_confirm_exactly_10_and_cancel_returns
     let counts = status_counts(&world, &ids).await;
     assert_eq!(counts.get("confirmed"), Some(&10), "{counts:?}");
     assert_eq!(counts.get("rejected"), Some(&40), "{counts:?}");
-    let stock = inventory::get_stock(&world.db.pool, &sku("SKU-A")).await.unwrap().unwrap();
+    let stock = inventory::get_stock(&world.db.pool, &sku("SKU-A"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((stock.available, stock.reserved), (0, 10));
 
     // Cancel one confirmed order: its unit comes back, once, even when redelivered.
@@ -61,13 +66,22 @@ async fn stock_10_and_50_concurrent_orders_confirm_exactly_10_and_cancel_returns
     world.cancel(confirmed).await.unwrap();
     world.relay().await;
     first.drain().await.unwrap();
-    let stock = inventory::get_stock(&world.db.pool, &sku("SKU-A")).await.unwrap().unwrap();
+    let stock = inventory::get_stock(&world.db.pool, &sku("SKU-A"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((stock.available, stock.reserved), (1, 9));
     let cancelled = world.store.events(confirmed).await.unwrap().pop().unwrap();
     assert_eq!(cancelled.event_type, "OrderCancelled");
     let again = worker.handle(&cancelled, Delivery::live(2)).await.unwrap();
-    assert!(again.is_empty(), "a redelivered cancellation does nothing: {again:?}");
-    let stock = inventory::get_stock(&world.db.pool, &sku("SKU-A")).await.unwrap().unwrap();
+    assert!(
+        again.is_empty(),
+        "a redelivered cancellation does nothing: {again:?}"
+    );
+    let stock = inventory::get_stock(&world.db.pool, &sku("SKU-A"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((stock.available, stock.reserved), (1, 9));
     world.cleanup().await;
 }
@@ -75,20 +89,35 @@ async fn stock_10_and_50_concurrent_orders_confirm_exactly_10_and_cancel_returns
 #[tokio::test]
 async fn an_order_short_on_one_line_is_rejected_and_reserves_nothing() {
     let world = World::new().await;
-    inventory::set_stock(&world.db.pool, &sku("SKU-A"), 5).await.unwrap();
-    inventory::set_stock(&world.db.pool, &sku("SKU-B"), 1).await.unwrap();
-    let id = world.place(&[("SKU-A", 2), ("SKU-B", 2), ("SKU-C", 1)]).await;
+    inventory::set_stock(&world.db.pool, &sku("SKU-A"), 5)
+        .await
+        .unwrap();
+    inventory::set_stock(&world.db.pool, &sku("SKU-B"), 1)
+        .await
+        .unwrap();
+    let id = world
+        .place(&[("SKU-A", 2), ("SKU-B", 2), ("SKU-C", 1)])
+        .await;
     world.relay().await;
-    let consumer = bind(&world, Arc::new(InventoryWorker::new(world.db.pool.clone()))).await;
+    let consumer = bind(
+        &world,
+        Arc::new(InventoryWorker::new(world.db.pool.clone())),
+    )
+    .await;
     assert_eq!(consumer.drain().await.unwrap().handled, 1);
     let order = world.store.load(id).await.unwrap().unwrap().state;
     assert_eq!(order.status, OrderStatus::Rejected);
     let short: Vec<_> = order.unavailable_skus.iter().map(|s| s.as_str()).collect();
     assert_eq!(short, ["SKU-B", "SKU-C"]);
     for (name, available) in [("SKU-A", 5), ("SKU-B", 1)] {
-        let stock = inventory::get_stock(&world.db.pool, &sku(name)).await.unwrap().unwrap();
+        let stock = inventory::get_stock(&world.db.pool, &sku(name))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((stock.available, stock.reserved), (available, 0), "{name}");
     }
-    assert!(inventory::set_stock(&world.db.pool, &sku("SKU-A"), -1).await.is_err());
+    assert!(inventory::set_stock(&world.db.pool, &sku("SKU-A"), -1)
+        .await
+        .is_err());
     world.cleanup().await;
 }

@@ -24,42 +24,81 @@ fn of_type<'a>(events: &'a [EventEnvelope], event_type: &str) -> &'a EventEnvelo
 #[tokio::test]
 async fn a_cancellation_seen_before_the_placement_leaves_nothing_reserved() {
     let world = World::new().await;
-    inventory::set_stock(&world.db.pool, &sku("SKU-A"), 3).await.unwrap();
+    inventory::set_stock(&world.db.pool, &sku("SKU-A"), 3)
+        .await
+        .unwrap();
     let id = world.place(&[("SKU-A", 2)]).await;
     world.cancel(id).await.unwrap();
     let log = events(&world, id).await;
     let worker = InventoryWorker::new(world.db.pool.clone());
-    worker.handle(of_type(&log, "OrderCancelled"), Delivery::live(1)).await.unwrap();
-    worker.handle(of_type(&log, "OrderPlaced"), Delivery::live(1)).await.unwrap();
-    worker.handle(of_type(&log, "OrderPlaced"), Delivery::live(2)).await.unwrap();
-    let stock = inventory::get_stock(&world.db.pool, &sku("SKU-A")).await.unwrap().unwrap();
+    worker
+        .handle(of_type(&log, "OrderCancelled"), Delivery::live(1))
+        .await
+        .unwrap();
+    worker
+        .handle(of_type(&log, "OrderPlaced"), Delivery::live(1))
+        .await
+        .unwrap();
+    worker
+        .handle(of_type(&log, "OrderPlaced"), Delivery::live(2))
+        .await
+        .unwrap();
+    let stock = inventory::get_stock(&world.db.pool, &sku("SKU-A"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((stock.available, stock.reserved), (3, 0));
-    let decision = inventory::reservation(&world.db.pool, id).await.unwrap().unwrap();
+    let decision = inventory::reservation(&world.db.pool, id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(decision.status, "cancelled");
-    assert_eq!(events(&world, id).await.len(), 2, "no command was sent to the cancelled order");
+    assert_eq!(
+        events(&world, id).await.len(),
+        2,
+        "no command was sent to the cancelled order"
+    );
     world.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_reservation_made_for_an_order_cancelled_meanwhile_is_released() {
     let world = World::new().await;
-    inventory::set_stock(&world.db.pool, &sku("SKU-A"), 3).await.unwrap();
+    inventory::set_stock(&world.db.pool, &sku("SKU-A"), 3)
+        .await
+        .unwrap();
     let id = world.place(&[("SKU-A", 2)]).await;
     world.cancel(id).await.unwrap();
     let log = events(&world, id).await;
     let worker = InventoryWorker::new(world.db.pool.clone());
     // The placement is handled after the customer cancelled: stock is taken, the
     // confirmation changes nothing on the cancelled order, the cancellation gives it back.
-    worker.handle(of_type(&log, "OrderPlaced"), Delivery::live(1)).await.unwrap();
+    worker
+        .handle(of_type(&log, "OrderPlaced"), Delivery::live(1))
+        .await
+        .unwrap();
     let order = world.store.load(id).await.unwrap().unwrap();
     assert_eq!(order.state.status, OrderStatus::Cancelled);
     assert_eq!(order.version, 2, "the confirmation was a no-op");
-    worker.handle(of_type(&log, "OrderCancelled"), Delivery::live(1)).await.unwrap();
-    worker.handle(of_type(&log, "OrderCancelled"), Delivery::live(2)).await.unwrap();
-    let stock = inventory::get_stock(&world.db.pool, &sku("SKU-A")).await.unwrap().unwrap();
+    worker
+        .handle(of_type(&log, "OrderCancelled"), Delivery::live(1))
+        .await
+        .unwrap();
+    worker
+        .handle(of_type(&log, "OrderCancelled"), Delivery::live(2))
+        .await
+        .unwrap();
+    let stock = inventory::get_stock(&world.db.pool, &sku("SKU-A"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((stock.available, stock.reserved), (3, 0));
     assert_eq!(
-        inventory::reservation(&world.db.pool, id).await.unwrap().unwrap().status,
+        inventory::reservation(&world.db.pool, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
         "released"
     );
     world.cleanup().await;
@@ -68,10 +107,18 @@ async fn a_reservation_made_for_an_order_cancelled_meanwhile_is_released() {
 #[tokio::test]
 async fn no_shipment_is_requested_for_an_order_cancelled_after_its_confirmation() {
     let world = World::new().await;
-    inventory::set_stock(&world.db.pool, &sku("SKU-A"), 3).await.unwrap();
+    inventory::set_stock(&world.db.pool, &sku("SKU-A"), 3)
+        .await
+        .unwrap();
     let id = world.place(&[("SKU-A", 1)]).await;
     let inventory = InventoryWorker::new(world.db.pool.clone());
-    inventory.handle(of_type(&events(&world, id).await, "OrderPlaced"), Delivery::live(1)).await.unwrap();
+    inventory
+        .handle(
+            of_type(&events(&world, id).await, "OrderPlaced"),
+            Delivery::live(1),
+        )
+        .await
+        .unwrap();
     world.cancel(id).await.unwrap();
     let log = events(&world, id).await;
     let shipments = ShipmentsWorker::new(world.db.pool.clone(), Arc::new(SimulatedCarrier));
@@ -80,21 +127,32 @@ async fn no_shipment_is_requested_for_an_order_cancelled_after_its_confirmation(
         .await
         .unwrap();
     assert!(effects.0.is_empty(), "{effects:?}");
-    let record = shipments::shipment_for_order(&world.db.pool, id).await.unwrap().unwrap();
+    let record = shipments::shipment_for_order(&world.db.pool, id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(record.status, "skipped");
     assert_eq!(record.tracking_number, None);
     let order = world.store.load(id).await.unwrap().unwrap().state;
-    assert_eq!((order.status, order.shipment), (OrderStatus::Cancelled, None));
+    assert_eq!(
+        (order.status, order.shipment),
+        (OrderStatus::Cancelled, None)
+    );
     world.cleanup().await;
 }
 
 #[tokio::test]
 async fn notifications_arriving_out_of_order_are_each_sent_once_with_the_state_of_their_time() {
     let world = World::new().await;
-    inventory::set_stock(&world.db.pool, &sku("SKU-A"), 3).await.unwrap();
+    inventory::set_stock(&world.db.pool, &sku("SKU-A"), 3)
+        .await
+        .unwrap();
     let id = world.place(&[("SKU-A", 1)]).await;
     InventoryWorker::new(world.db.pool.clone())
-        .handle(of_type(&events(&world, id).await, "OrderPlaced"), Delivery::live(1))
+        .handle(
+            of_type(&events(&world, id).await, "OrderPlaced"),
+            Delivery::live(1),
+        )
         .await
         .unwrap();
     world.cancel(id).await.unwrap();
@@ -103,10 +161,14 @@ async fn notifications_arriving_out_of_order_are_each_sent_once_with_the_state_o
     for event in log.iter().rev().chain(log.iter()) {
         worker.handle(event, Delivery::live(1)).await.unwrap();
     }
-    let sent = notifications::list_for_order(&world.db.pool, id).await.unwrap();
+    let sent = notifications::list_for_order(&world.db.pool, id)
+        .await
+        .unwrap();
     let mut kinds: Vec<_> = sent.iter().map(|n| n.event_type.as_str()).collect();
     kinds.sort_unstable();
     assert_eq!(kinds, ["OrderCancelled", "OrderConfirmed", "OrderPlaced"]);
-    assert!(sent.iter().all(|n| n.status == "sent" && n.attempts == 1 && n.recipient == "ada@example.com"));
+    assert!(sent
+        .iter()
+        .all(|n| n.status == "sent" && n.attempts == 1 && n.recipient == "ada@example.com"));
     world.cleanup().await;
 }

@@ -45,7 +45,12 @@ impl Handler for Flaky {
     }
 
     async fn handle(&self, event: &EventEnvelope, _: Delivery) -> Result<Effects, HandlerError> {
-        *self.calls.lock().unwrap().entry(event.order_id).or_default() += 1;
+        *self
+            .calls
+            .lock()
+            .unwrap()
+            .entry(event.order_id)
+            .or_default() += 1;
         if event.order_id == self.poison && !self.healed.load(Ordering::SeqCst) {
             return Err(if self.give_up {
                 HandlerError::give_up("this event can never work")
@@ -89,20 +94,32 @@ async fn an_always_failing_message_is_parked_after_the_attempts_and_redriven_to_
     assert!(letter.original_subject.contains(&poison.to_string()));
     let shown = dlq::show(&world.bus.bus, parked[0].sequence).await.unwrap();
     assert_eq!(&shown, &parked[0]);
-    assert!(dlq::list(&world.bus.bus, Some("bystander"), 100).await.unwrap().is_empty());
+    assert!(dlq::list(&world.bus.bus, Some("bystander"), 100)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(other_consumer.drain().await.unwrap().handled, 5);
 
     // Fixed downstream: the operator redrives; only the parking consumer handles it again.
     flaky.healed.store(true, Ordering::SeqCst);
-    let redriven = dlq::redrive(&world.bus.bus, parked[0].sequence).await.unwrap();
+    let redriven = dlq::redrive(&world.bus.bus, parked[0].sequence)
+        .await
+        .unwrap();
     assert_eq!(redriven.consumer, "flaky");
     let report = consumer.drain().await.unwrap();
     assert_eq!((report.handled, report.dead_lettered), (1, 0), "{report:?}");
     assert_eq!(flaky.calls(poison), 4);
     let bystanders = other_consumer.drain().await.unwrap();
-    assert_eq!((bystanders.handled, bystanders.skipped), (0, 1), "{bystanders:?}");
+    assert_eq!(
+        (bystanders.handled, bystanders.skipped),
+        (0, 1),
+        "{bystanders:?}"
+    );
     assert_eq!(bystander.calls(poison), 1);
-    assert!(dlq::list(&world.bus.bus, None, 100).await.unwrap().is_empty());
+    assert!(dlq::list(&world.bus.bus, None, 100)
+        .await
+        .unwrap()
+        .is_empty());
     assert!(matches!(
         dlq::show(&world.bus.bus, parked[0].sequence).await,
         Err(dlq::DlqError::NotFound(_))
@@ -121,7 +138,11 @@ async fn give_up_and_malformed_bodies_are_parked_at_once() {
         .bus
         .jetstream()
         .publish(
-            format!("{}.{}.OrderPlaced", world.bus.options.subject_prefix, Uuid::nil()),
+            format!(
+                "{}.{}.OrderPlaced",
+                world.bus.options.subject_prefix,
+                Uuid::nil()
+            ),
             "not json".into(),
         )
         .await
@@ -131,13 +152,22 @@ async fn give_up_and_malformed_bodies_are_parked_at_once() {
     let flaky = Flaky::new("strict", poison, true);
     let consumer = bind(&world, flaky.clone()).await;
     let report = consumer.drain().await.unwrap();
-    assert_eq!((report.handled, report.dead_lettered, report.retried), (1, 2, 0), "{report:?}");
+    assert_eq!(
+        (report.handled, report.dead_lettered, report.retried),
+        (1, 2, 0),
+        "{report:?}"
+    );
     assert_eq!(flaky.calls(poison), 1);
     assert_eq!(flaky.calls(fine), 1);
-    let parked = dlq::list(&world.bus.bus, Some("strict"), 100).await.unwrap();
+    let parked = dlq::list(&world.bus.bus, Some("strict"), 100)
+        .await
+        .unwrap();
     assert_eq!(parked.len(), 2);
     assert_eq!(parked[0].letter.attempts, 1);
-    assert!(parked[1].letter.error.contains("not an event envelope"), "{parked:?}");
+    assert!(
+        parked[1].letter.error.contains("not an event envelope"),
+        "{parked:?}"
+    );
     assert_eq!(parked[1].letter.body, "not json");
     let lag = orderflow_workers::consumer_info(&world.bus.bus, &["strict", "nobody"])
         .await

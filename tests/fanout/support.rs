@@ -251,7 +251,10 @@ pub async fn bind(
 }
 
 /// The status of every order, counted.
-pub async fn status_counts(world: &World, ids: &[Uuid]) -> std::collections::BTreeMap<String, usize> {
+pub async fn status_counts(
+    world: &World,
+    ids: &[Uuid],
+) -> std::collections::BTreeMap<String, usize> {
     let mut counts = std::collections::BTreeMap::new();
     for id in ids {
         let order = world.store.load(*id).await.unwrap().expect("order exists");
@@ -262,4 +265,198 @@ pub async fn status_counts(world: &World, ids: &[Uuid]) -> std::collections::BTr
 
 pub fn sku(raw: &str) -> Sku {
     Sku::parse(raw).unwrap()
+}
+
+/// A running `orderflow` process of the real binary, SIGKILLed when dropped.
+pub struct Process {
+    child: std::process::Child,
+    what: String,
+}
+
+impl Process {
+    /// Starts `orderflow <args>` against the test's database and streams.
+    pub fn start(world: &World, args: &[&str], extra_env: &[(&str, &str)]) -> Self {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"));
+        command
+            .args(args)
+            .envs(world.binary_env())
+            .envs(extra_env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit());
+        let child = command.spawn().expect("starting the orderflow binary");
+        Self {
+            child,
+            what: args.join(" "),
+        }
+    }
+
+    /// SIGKILL: no shutdown handler runs, nothing is flushed.
+    pub fn kill(mut self) {
+        self.sigkill();
+    }
+
+    fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Fails the test when the process already exited (it should be running).
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("`orderflow {}` exited early with {status}", self.what);
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.sigkill();
+    }
+}
+
+/// A tiny HTTP server for the webhook channel and the http carrier: answers every POST with
+/// 200 and `{"tracking_number": "HTTP-<key>"}`, and records each request's
+/// `Idempotency-Key`.
+pub struct Recorder {
+    pub url: String,
+    pub keys: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Recorder {
+    pub async fn start() -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let keys = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&keys);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let seen = std::sync::Arc::clone(&seen);
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let (head_end, length) = loop {
+                        let Ok(n) = socket.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buffer.extend_from_slice(&chunk[..n]);
+                        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buffer[..end]).to_lowercase();
+                            let length = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            break (end + 4, length);
+                        }
+                    };
+                    while buffer.len() < head_end + length {
+                        let Ok(n) = socket.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            break;
+                        }
+                        buffer.extend_from_slice(&chunk[..n]);
+                    }
+                    let head = String::from_utf8_lossy(&buffer[..head_end]).to_string();
+                    let key = head
+                        .lines()
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("idempotency-key")
+                                .then(|| value.trim().to_string())
+                        })
+                        .unwrap_or_default();
+                    seen.lock().unwrap().push(key.clone());
+                    let body = format!("{{\"tracking_number\":\"HTTP-{key}\"}}");
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(response.as_bytes()).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        Self { url, keys }
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        self.keys.lock().unwrap().clone()
+    }
+}
+
+/// Waits until `shipped` of the orders are shipped and `rejected` rejected, the log is fully
+/// numbered, and each of `consumers` has handled everything up to the head of the log.
+pub async fn wait_until_settled(
+    world: &World,
+    ids: &[Uuid],
+    shipped: usize,
+    rejected: usize,
+    consumers: &[&str],
+    timeout: Duration,
+) {
+    let started = Instant::now();
+    loop {
+        let counts = status_counts(world, ids).await;
+        let lag = orderflow_workers::consumer_info(&world.bus.bus, consumers)
+            .await
+            .unwrap();
+        let head = orderflow_store::log::head_position(&world.db.pool)
+            .await
+            .unwrap();
+        let unnumbered = orderflow_store::log::unnumbered_count(&world.db.pool)
+            .await
+            .unwrap();
+        let settled = counts.get("shipped").copied().unwrap_or(0) == shipped
+            && counts.get("rejected").copied().unwrap_or(0) == rejected;
+        let caught_up = unnumbered == 0
+            && lag.iter().all(|l| {
+                l.pending == 0 && l.ack_pending == 0 && l.last_handled_position == Some(head)
+            });
+        if settled && caught_up {
+            return;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "not settled after {timeout:?}: {counts:?} {lag:?} head {head}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Places `count` orders of one unit of `sku`, ten at a time concurrently.
+pub async fn place_many(world: &World, sku: &str, count: usize) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    while ids.len() < count {
+        let mut tasks = Vec::new();
+        for _ in 0..(count - ids.len()).min(10) {
+            let store = world.store.clone();
+            let sku = sku.to_string();
+            tasks.push(tokio::spawn(async move {
+                let id = Uuid::now_v7();
+                store
+                    .execute(
+                        id,
+                        place_command(id, &[(sku.as_str(), 1)]),
+                        &CommandMetadata::from_request("load"),
+                    )
+                    .await
+                    .expect("placing an order");
+                id
+            }));
+        }
+        for task in tasks {
+            ids.push(task.await.unwrap());
+        }
+    }
+    ids
 }

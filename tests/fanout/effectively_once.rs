@@ -1,0 +1,256 @@
+//! Guarantee 3, effectively-once effects: delivery is at-least-once, yet no stock change,
+//! notification or shipment happens twice, even when workers are SIGKILLed mid-batch and
+//! restarted. Effects outside the database carry an idempotency key derived from the event,
+//! so the only repeats a receiver can see are of messages in hand at the kill, with the
+//! same key.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use orderflow_workers::inventory::{self, InventoryWorker};
+use orderflow_workers::notifications::{LogChannel, NotificationsWorker};
+use orderflow_workers::relay::{run_relay, RelayOptions};
+use orderflow_workers::shipments::{ShipmentsWorker, SimulatedCarrier};
+use orderflow_workers::{Delivery, Handler, WORKER_NAMES};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::support::{place_many, sku, wait_until_settled, Process, Recorder, World};
+
+async fn count(world: &World, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(&world.db.pool)
+        .await
+        .unwrap()
+}
+
+fn repeats(keys: &[String]) -> usize {
+    let mut seen = HashMap::<&str, usize>::new();
+    for key in keys {
+        *seen.entry(key.as_str()).or_default() += 1;
+    }
+    seen.values().map(|n| n - 1).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_killed_mid_batch_and_restarted_apply_no_effect_twice() {
+    let world = World::new().await;
+    inventory::set_stock(&world.db.pool, &sku("SKU-K"), 100)
+        .await
+        .unwrap();
+    let webhook = Recorder::start().await;
+    let carrier = Recorder::start().await;
+    let ids = place_many(&world, "SKU-K", 150).await;
+    let shutdown = CancellationToken::new();
+    let relay = tokio::spawn(run_relay(
+        world.db.pool.clone(),
+        world.bus.bus.clone(),
+        RelayOptions::default(),
+        shutdown.clone(),
+    ));
+    let env = [
+        ("ORDERFLOW_ACK_WAIT_SECS", "2"),
+        ("ORDERFLOW_WORKER_CONCURRENCY", "8"),
+        ("ORDERFLOW_NOTIFY_CHANNEL", "webhook"),
+        ("ORDERFLOW_NOTIFY_WEBHOOK_URL", webhook.url.as_str()),
+        ("ORDERFLOW_CARRIER", "http"),
+        ("ORDERFLOW_CARRIER_URL", carrier.url.as_str()),
+    ];
+    let start_all = || {
+        WORKER_NAMES
+            .iter()
+            .map(|name| Process::start(&world, &["worker", name], &env))
+            .collect::<Vec<_>>()
+    };
+    let mut workers = start_all();
+
+    // Kill every worker as soon as it is under way.
+    let started = Instant::now();
+    loop {
+        let handled = count(
+            &world,
+            "SELECT count(*) FROM inbox WHERE consumer = 'inventory'",
+        )
+        .await;
+        if handled > 0 {
+            break;
+        }
+        for worker in &mut workers {
+            worker.assert_running();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the workers never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for worker in workers.drain(..) {
+        worker.kill();
+    }
+    let at_kill = count(
+        &world,
+        "SELECT count(*) FROM inbox WHERE consumer = 'inventory'",
+    )
+    .await;
+    assert!(
+        at_kill < 150,
+        "killed too late to prove anything ({at_kill} handled)"
+    );
+
+    let _workers = start_all();
+    wait_until_settled(
+        &world,
+        &ids,
+        100,
+        50,
+        &WORKER_NAMES,
+        Duration::from_secs(50),
+    )
+    .await;
+    shutdown.cancel();
+    relay.await.unwrap().unwrap();
+
+    // Stock: taken once per confirmed order, never twice.
+    let stock = inventory::get_stock(&world.db.pool, &sku("SKU-K"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((stock.available, stock.reserved), (0, 100));
+    assert_eq!(
+        count(
+            &world,
+            "SELECT count(*) FROM inventory_reservations WHERE status = 'reserved'"
+        )
+        .await,
+        100
+    );
+    // Commands: each order got exactly its events (no second confirmation or shipment).
+    for id in &ids {
+        let types: Vec<_> = world
+            .store
+            .events(*id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event_type)
+            .collect();
+        assert!(
+            types == ["OrderPlaced", "OrderConfirmed", "ShipmentStarted"]
+                || types == ["OrderPlaced", "OrderRejected"],
+            "order {id}: {types:?}"
+        );
+    }
+    // Notifications: one record per notifiable event, each sent; the webhook saw every
+    // notification id, and repeats only of messages in hand at the kill.
+    let notifiable = count(
+        &world,
+        "SELECT count(*) FROM events WHERE event_type IN
+           ('OrderPlaced','OrderConfirmed','OrderRejected','OrderCancelled','ShipmentStarted')",
+    )
+    .await;
+    assert_eq!(notifiable, 150 + 100 + 50 + 100);
+    assert_eq!(
+        count(
+            &world,
+            "SELECT count(*) FROM notifications WHERE status = 'sent'"
+        )
+        .await,
+        notifiable
+    );
+    let ids_sent: Vec<Uuid> = sqlx::query_scalar("SELECT notification_id FROM notifications")
+        .fetch_all(&world.db.pool)
+        .await
+        .unwrap();
+    let hooks = webhook.keys();
+    let distinct: HashSet<_> = hooks.iter().cloned().collect();
+    let expected: HashSet<_> = ids_sent.iter().map(Uuid::to_string).collect();
+    assert_eq!(
+        distinct, expected,
+        "the webhook got exactly the recorded notifications"
+    );
+    assert!(
+        repeats(&hooks) <= 8,
+        "{} repeats: more than the messages in hand",
+        repeats(&hooks)
+    );
+    // Shipments: one booking per confirmed order (same key on a repeat), its tracking number
+    // on the order.
+    let bookings = carrier.keys();
+    let booked: HashSet<_> = bookings.iter().cloned().collect();
+    assert_eq!(booked.len(), 100);
+    assert!(repeats(&bookings) <= 8);
+    for id in &ids {
+        if let Some(shipment) = world.store.load(*id).await.unwrap().unwrap().state.shipment {
+            assert!(booked.contains(&shipment.shipment_id.to_string()));
+            assert_eq!(
+                shipment.tracking_number,
+                format!("HTTP-{}", shipment.shipment_id)
+            );
+            assert_eq!(shipment.carrier, "http");
+        }
+    }
+    world.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_redelivered_event_changes_nothing_in_any_worker() {
+    let world = World::new().await;
+    inventory::set_stock(&world.db.pool, &sku("SKU-R"), 5)
+        .await
+        .unwrap();
+    let id = world.place(&[("SKU-R", 2)]).await;
+    let pool = world.db.pool.clone();
+    let inventory_worker = InventoryWorker::new(pool.clone());
+    let notifications = NotificationsWorker::new(pool.clone(), Arc::new(LogChannel));
+    let shipments = ShipmentsWorker::new(pool.clone(), Arc::new(SimulatedCarrier));
+    let workers: [&dyn Handler; 3] = [&inventory_worker, &notifications, &shipments];
+    // Handle the whole history twice, as a redelivery of every message would.
+    for round in 1..=2 {
+        let mut seen = 0;
+        loop {
+            let events = world.store.events(id).await.unwrap();
+            if events.len() == seen {
+                break;
+            }
+            for event in &events[seen..] {
+                for worker in workers {
+                    worker.handle(event, Delivery::live(round)).await.unwrap();
+                }
+            }
+            seen = events.len();
+        }
+        let stock = inventory::get_stock(&pool, &sku("SKU-R"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((stock.available, stock.reserved), (3, 2), "round {round}");
+        let types: Vec<_> = world
+            .store
+            .events(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event_type)
+            .collect();
+        assert_eq!(types, ["OrderPlaced", "OrderConfirmed", "ShipmentStarted"]);
+        assert_eq!(count(&world, "SELECT count(*) FROM notifications").await, 3);
+        assert_eq!(
+            count(
+                &world,
+                "SELECT count(*) FROM notifications WHERE attempts = 1 AND status = 'sent'"
+            )
+            .await,
+            3
+        );
+        assert_eq!(
+            count(
+                &world,
+                "SELECT count(*) FROM shipments WHERE status = 'started'"
+            )
+            .await,
+            1
+        );
+    }
+    world.cleanup().await;
+}
