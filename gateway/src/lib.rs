@@ -5,7 +5,7 @@
 //! (RFC 9457), mapped from typed errors in one place ([`problem`]).
 //!
 //! # Layout
-//! - [`routes`]: one module per resource ([`routes::orders`], [`routes::health`]) and the
+//! - [`mod@routes`]: one module per resource ([`routes::orders`], [`routes::health`]) and the
 //!   filters they share (state, 405 fallbacks).
 //! - [`dto`]: request and response bodies, and request -> command conversion.
 //! - [`body`]: size-limited body reading and JSON parsing (400 vs 422).
@@ -13,7 +13,7 @@
 //! - [`request_id`]: the `X-Request-Id` of each request.
 //! - [`openapi`]: the OpenAPI document served at `/openapi.json`.
 //!
-//! Start it with [`serve`], or mount [`routes`] in another warp server.
+//! Start it with [`serve`], or mount [`routes()`] in another warp server.
 #![forbid(unsafe_code)]
 
 pub mod body;
@@ -124,7 +124,7 @@ fn log_request(started: Instant, method: &Method, path: &FullPath, response: &Re
     );
 }
 
-/// Binds `addr` (port 0 picks a free port) and serves [`routes`] in a task until `shutdown`
+/// Binds `addr` (port 0 picks a free port) and serves [`routes()`] in a task until `shutdown`
 /// is cancelled; then it stops accepting and drains the requests in flight before the task
 /// ends.
 ///

@@ -155,3 +155,17 @@ async fn shutdown_drains_requests_in_flight() {
     let refused = app.client.get(app.url("/health")).send().await;
     assert!(refused.is_err(), "no new connections after shutdown");
 }
+
+#[tokio::test]
+async fn serving_on_a_taken_address_is_a_bind_error() {
+    let app = spawn_app().await;
+    let taken: std::net::SocketAddr = app.address.trim_start_matches("http://").parse().unwrap();
+    let state = orderflow_gateway::GatewayState::new(app.db.pool.clone());
+    let result =
+        orderflow_gateway::serve(state, taken, tokio_util::sync::CancellationToken::new()).await;
+    match result {
+        Err(orderflow_gateway::GatewayError::Bind { addr, .. }) => assert_eq!(addr, taken),
+        Err(other) => panic!("unexpected error {other}"),
+        Ok((bound, _)) => panic!("bound {bound}, which is taken"),
+    }
+}
