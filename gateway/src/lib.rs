@@ -70,6 +70,7 @@ impl GatewayState {
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum GatewayError {
     /// The address cannot be bound (in use, no permission, ...).
     #[error("cannot listen on {addr}: {source}")]
