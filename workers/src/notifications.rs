@@ -301,7 +301,7 @@ impl NotificationOptions {
 }
 
 /// One recorded notification, as `GET /v1/orders/{id}/notifications` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
 pub struct NotificationRecord {
     pub notification_id: Uuid,
     pub event_id: Uuid,
@@ -319,40 +319,6 @@ pub struct NotificationRecord {
     pub sent_at: Option<DateTime<Utc>>,
 }
 
-type RecordRow = (
-    Uuid,
-    Uuid,
-    Uuid,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    i32,
-    Option<String>,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-);
-
-fn record(row: RecordRow) -> NotificationRecord {
-    NotificationRecord {
-        notification_id: row.0,
-        event_id: row.1,
-        order_id: row.2,
-        event_type: row.3,
-        channel: row.4,
-        recipient: row.5,
-        subject: row.6,
-        body: row.7,
-        status: row.8,
-        attempts: row.9,
-        last_error: row.10,
-        created_at: row.11,
-        sent_at: row.12,
-    }
-}
-
 const SELECT_RECORD: &str = "SELECT notification_id, event_id, order_id, event_type, channel,
     recipient, subject, body, status, attempts, last_error, created_at, sent_at
     FROM notifications";
@@ -365,13 +331,12 @@ pub async fn list_for_order(
     pool: &PgPool,
     order_id: Uuid,
 ) -> Result<Vec<NotificationRecord>, sqlx::Error> {
-    let rows: Vec<RecordRow> = sqlx::query_as(&format!(
+    sqlx::query_as(&format!(
         "{SELECT_RECORD} WHERE order_id = $1 ORDER BY created_at, event_type"
     ))
     .bind(order_id)
     .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(record).collect())
+    .await
 }
 
 fn money(amount: Money, currency: &str) -> String {

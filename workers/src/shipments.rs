@@ -217,7 +217,7 @@ impl ShipmentOptions {
 }
 
 /// The shipment recorded for an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct ShipmentRecord {
     pub order_id: Uuid,
     pub shipment_id: Uuid,
@@ -236,24 +236,13 @@ pub async fn shipment_for_order(
     pool: &PgPool,
     order_id: Uuid,
 ) -> Result<Option<ShipmentRecord>, sqlx::Error> {
-    let row: Option<(Uuid, String, Option<String>, Option<String>, Option<String>)> =
-        sqlx::query_as(
-            "SELECT shipment_id, status, carrier, tracking_number, last_error
-               FROM shipments WHERE order_id = $1",
-        )
-        .bind(order_id)
-        .fetch_optional(pool)
-        .await?;
-    Ok(row.map(
-        |(shipment_id, status, carrier, tracking_number, last_error)| ShipmentRecord {
-            order_id,
-            shipment_id,
-            status,
-            carrier,
-            tracking_number,
-            last_error,
-        },
-    ))
+    sqlx::query_as(
+        "SELECT order_id, shipment_id, status, carrier, tracking_number, last_error
+           FROM shipments WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .fetch_optional(pool)
+    .await
 }
 
 /// The shipments worker.
