@@ -13,6 +13,9 @@ pub const CURRENT_EVENT_VERSION: &str = "1.0";
 
 /// Every event of the Order aggregate. `OrderPlaced` carries everything a consumer needs, so
 /// consumers never call back for data.
+// `OrderPlaced` carries the whole order and dwarfs the rest; events are deserialized and
+// folded, not stored in bulk in memory, so boxing it would only complicate every match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum OrderEvent {
     OrderPlaced {
