@@ -1,0 +1,143 @@
+//! The consumer runtime against the real NATS: graceful shutdown, lag numbers, the retry
+//! schedule, and consumer settings that NATS 2.9 accepts.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use orderflow_store::{EventEnvelope, EventMetadata};
+use orderflow_workers::relay::publish_events;
+use orderflow_workers::runtime::{consumer_info, run_consumer, Consumer, ConsumerOptions};
+use orderflow_workers::testing::TestBus;
+use orderflow_workers::{Delivery, Effects, Handler, HandlerError};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+fn envelope(position: i64) -> EventEnvelope {
+    EventEnvelope {
+        event_id: Uuid::new_v4(),
+        order_id: Uuid::new_v4(),
+        sequence: 1,
+        position: Some(position),
+        event_type: "OrderDelivered".into(),
+        version: "1.0".into(),
+        payload: serde_json::json!({}),
+        metadata: EventMetadata::default(),
+        recorded_at: Utc::now(),
+    }
+}
+
+/// Takes `delay` per event and records what it finished.
+struct Slow {
+    delay: Duration,
+    started: Notify,
+    done: Mutex<Vec<i64>>,
+}
+
+#[async_trait]
+impl Handler for Slow {
+    fn name(&self) -> &str {
+        "slow"
+    }
+
+    async fn handle(&self, event: &EventEnvelope, _: Delivery) -> Result<Effects, HandlerError> {
+        self.started.notify_one();
+        tokio::time::sleep(self.delay).await;
+        self.done.lock().unwrap().push(event.position.unwrap_or(0));
+        Ok(Effects::one("slept"))
+    }
+}
+
+fn options() -> ConsumerOptions {
+    ConsumerOptions {
+        ack_wait: Duration::from_secs(30),
+        concurrency: 1,
+        batch_size: 10,
+        fetch_wait: Duration::from_millis(300),
+        drain_timeout: Duration::from_secs(10),
+        ..ConsumerOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn shutdown_finishes_the_message_in_hand_and_releases_the_rest_at_once() {
+    let test = TestBus::fresh().await;
+    let events: Vec<_> = (1..=5).map(envelope).collect();
+    publish_events(&test.bus, &events).await.unwrap();
+    let slow = Arc::new(Slow {
+        delay: Duration::from_millis(300),
+        started: Notify::new(),
+        done: Mutex::new(Vec::new()),
+    });
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(run_consumer(
+        slow.clone(),
+        test.bus.clone(),
+        options(),
+        shutdown.clone(),
+    ));
+    slow.started.notified().await;
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+    assert_eq!(
+        *slow.done.lock().unwrap(),
+        [1],
+        "the message in hand was finished"
+    );
+
+    // The rest was naked, not held until the 30 s ack wait: a new process drains it now.
+    let started = Instant::now();
+    let consumer = Consumer::bind(slow.clone(), test.bus.clone(), options())
+        .await
+        .unwrap();
+    let report = consumer.drain().await.unwrap();
+    assert_eq!(report.handled, 4, "{report:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(*slow.done.lock().unwrap(), [1, 2, 3, 4, 5]);
+
+    let lag = consumer_info(&test.bus, &["slow"]).await.unwrap();
+    assert_eq!((lag[0].pending, lag[0].ack_pending), (0, 0));
+    assert_eq!(lag[0].last_handled_position, Some(5));
+    test.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn lag_counts_what_is_waiting_and_a_durable_keeps_its_place() {
+    let test = TestBus::fresh().await;
+    let slow = Arc::new(Slow {
+        delay: Duration::ZERO,
+        started: Notify::new(),
+        done: Mutex::new(Vec::new()),
+    });
+    let consumer = Consumer::bind(slow.clone(), test.bus.clone(), options())
+        .await
+        .unwrap();
+    publish_events(&test.bus, &(1..=3).map(envelope).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let lag = consumer_info(&test.bus, &["slow"]).await.unwrap();
+    assert_eq!((lag[0].pending, lag[0].last_handled_position), (3, None));
+    consumer.drain().await.unwrap();
+    // Bound again (a restart): only what came after is delivered.
+    publish_events(&test.bus, &[envelope(4)]).await.unwrap();
+    let again = Consumer::bind(slow.clone(), test.bus.clone(), options())
+        .await
+        .unwrap();
+    assert_eq!(again.drain().await.unwrap().handled, 1);
+    assert_eq!(*slow.done.lock().unwrap(), [1, 2, 3, 4]);
+    let names = orderflow_workers::runtime::consumer_names(&test.bus)
+        .await
+        .unwrap();
+    assert_eq!(names, ["slow"]);
+    test.cleanup().await.unwrap();
+}
+
+#[test]
+fn retry_delays_grow_with_the_attempt_and_the_last_repeats() {
+    let options = ConsumerOptions::default();
+    let delays: Vec<_> = (1..=6).map(|n| options.retry_delay(n)).collect();
+    assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
+    assert_eq!(delays[4], delays[5]);
+}
