@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use orderflow_gateway::GatewayState;
+use orderflow_projections::{ensure_current, Projection, ProjectionHandler};
 use orderflow_workers::bus::Bus;
-use orderflow_workers::registry::{build_worker, WORKER_NAMES};
+use orderflow_workers::registry::{build_worker, UnknownWorker, WORKER_NAMES};
 use orderflow_workers::relay::{run_relay, RelayOptions};
 use orderflow_workers::runtime::{run_consumer, ConsumerOptions};
 use orderflow_workers::Handler;
@@ -162,9 +163,10 @@ async fn start_gateway(
         .await
         .context("cannot start the gateway")?;
     println!("orderflow gateway listening on http://{address}");
-    roles.spawn("gateway", async move {
-        server.await.context("gateway task")
-    });
+    roles.spawn(
+        "gateway",
+        async move { server.await.context("gateway task") },
+    );
     Ok(())
 }
 
@@ -194,6 +196,73 @@ pub async fn serve(common: &CommonArgs, http: &HttpArgs, consumers: &ConsumerArg
         let handler = build_worker(name, deps.clone())?;
         roles.spawn_consumer(handler, &bus, consumers.consumer_options());
     }
+    start_projections(
+        &mut roles,
+        &pool,
+        &bus,
+        consumers,
+        orderflow_projections::all(),
+    )
+    .await?;
+    roles.wait().await
+}
+
+/// Rebuilds projections whose version changed (or that never ran), then runs their
+/// consumers.
+async fn start_projections(
+    roles: &mut Roles,
+    pool: &PgPool,
+    bus: &Bus,
+    consumers: &ConsumerArgs,
+    projections: Vec<Arc<dyn Projection>>,
+) -> Result<()> {
+    ensure_current(pool, &projections)
+        .await
+        .context("bringing the projections up to date")?;
+    for projection in projections {
+        let handler = Arc::new(ProjectionHandler::new(pool.clone(), projection));
+        roles.spawn_consumer(handler, bus, consumers.consumer_options());
+    }
+    Ok(())
+}
+
+/// The handler of consumer `name`: a worker or a projection.
+///
+/// # Errors
+/// For an unknown name or a misconfigured worker.
+pub fn consumer_handler(
+    name: &str,
+    pool: PgPool,
+    consumers: &ConsumerArgs,
+) -> Result<Arc<dyn Handler>> {
+    if let Ok(projection) = orderflow_projections::by_name(name) {
+        return Ok(Arc::new(ProjectionHandler::new(pool, projection)));
+    }
+    let deps = consumers.worker_deps(pool).map_err(anyhow::Error::msg)?;
+    build_worker(name, deps).map_err(|error| match error {
+        UnknownWorker::Unknown(_) => anyhow::anyhow!(
+            "unknown consumer {name:?}; known: {}, {}",
+            WORKER_NAMES.join(", "),
+            orderflow_projections::all()
+                .iter()
+                .map(|p| p.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => other.into(),
+    })
+}
+
+/// `orderflow project <name>`: one projection's durable consumer.
+///
+/// # Errors
+/// For an unknown projection or unreachable services.
+pub async fn project(common: &CommonArgs, consumers: &ConsumerArgs, name: &str) -> Result<()> {
+    let projection = orderflow_projections::by_name(name)?;
+    let pool = connect_store(common).await?;
+    let bus = connect_bus(common).await?;
+    let mut roles = Roles::new(shutdown_on_signal());
+    start_projections(&mut roles, &pool, &bus, consumers, vec![projection]).await?;
     roles.wait().await
 }
 
@@ -234,7 +303,10 @@ pub async fn relay(common: &CommonArgs) -> Result<()> {
 /// For an unknown worker, a misconfigured channel or carrier, or unreachable services.
 pub async fn worker(common: &CommonArgs, consumers: &ConsumerArgs, name: &str) -> Result<()> {
     let pool = connect_store(common).await?;
-    let handler = build_worker(name, consumers.worker_deps(pool).map_err(anyhow::Error::msg)?)?;
+    let handler = build_worker(
+        name,
+        consumers.worker_deps(pool).map_err(anyhow::Error::msg)?,
+    )?;
     let bus = connect_bus(common).await?;
     let mut roles = Roles::new(shutdown_on_signal());
     roles.spawn_consumer(handler, &bus, consumers.consumer_options());

@@ -48,7 +48,12 @@ pub struct CommonArgs {
     pub nats_url: String,
 
     /// JetStream stream that carries the events (the dead letters go to `<STREAM>_DLQ`).
-    #[arg(long, env = "ORDERFLOW_STREAM", default_value = "ORDERS", global = true)]
+    #[arg(
+        long,
+        env = "ORDERFLOW_STREAM",
+        default_value = "ORDERS",
+        global = true
+    )]
     pub stream: String,
 
     /// Subject prefix: events are published to `<PREFIX>.<order_id>.<EventType>`.
@@ -61,10 +66,16 @@ pub struct CommonArgs {
     pub subject_prefix: String,
 
     /// JetStream replicas of the streams (3 on a cluster).
-    #[arg(long, env = "ORDERFLOW_STREAM_REPLICAS", default_value_t = 1, global = true)]
+    #[arg(
+        long,
+        env = "ORDERFLOW_STREAM_REPLICAS",
+        default_value_t = 1,
+        global = true
+    )]
     pub stream_replicas: usize,
 
-    /// Log format; the filter comes from RUST_LOG (default `info,sqlx=warn`).
+    /// Log format; the filter comes from RUST_LOG (default `info,sqlx=warn` for the roles,
+    /// `warn` for operator commands).
     #[arg(
         long,
         env = "ORDERFLOW_LOG_FORMAT",
@@ -123,7 +134,12 @@ pub struct ConsumerArgs {
     pub worker_concurrency: usize,
 
     /// How notifications are sent.
-    #[arg(long, env = "ORDERFLOW_NOTIFY_CHANNEL", value_enum, default_value = "log")]
+    #[arg(
+        long,
+        env = "ORDERFLOW_NOTIFY_CHANNEL",
+        value_enum,
+        default_value = "log"
+    )]
     pub notify_channel: NotifyChannel,
 
     /// URL the webhook channel POSTs each notification to (JSON).
@@ -143,7 +159,12 @@ pub struct ConsumerArgs {
     pub notify_smtp_from: String,
 
     /// Which carrier ships confirmed orders.
-    #[arg(long, env = "ORDERFLOW_CARRIER", value_enum, default_value = "simulated")]
+    #[arg(
+        long,
+        env = "ORDERFLOW_CARRIER",
+        value_enum,
+        default_value = "simulated"
+    )]
     pub carrier: CarrierKind,
 
     /// Booking URL of the http carrier (POST, with an Idempotency-Key per shipment).

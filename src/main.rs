@@ -8,7 +8,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = orderflow::cli::Cli::parse();
-    orderflow::telemetry::init(cli.common.log_format);
+    orderflow::telemetry::init(cli.common.log_format, cli.command.default_log_filter());
     match orderflow::cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -13,11 +13,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. The filter comes from `RUST_LOG` (default
-/// `info,sqlx=warn`); logs go to stderr so that command output on stdout stays clean.
-pub fn init(format: LogFormat) {
+/// Installs the global subscriber. The filter comes from `RUST_LOG`, else `default_filter`;
+/// logs go to stderr so that command output on stdout stays clean.
+pub fn init(format: LogFormat, default_filter: &str) {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

@@ -6,7 +6,11 @@ use uuid::Uuid;
 
 use crate::config::{CommonArgs, ConsumerArgs, HttpArgs};
 
+mod dlq;
 mod events;
+mod projections;
+mod replay;
+mod table;
 
 /// orderflow: an event-sourced order system. Orders are stored as events in PostgreSQL,
 /// published to NATS JetStream, and handled by independent consumers.
@@ -48,6 +52,28 @@ pub enum Command {
         #[command(flatten)]
         consumers: ConsumerArgs,
     },
+    /// Run one projection's durable consumer: order-summary or analytics.
+    Project {
+        /// order-summary or analytics.
+        name: String,
+        #[command(flatten)]
+        consumers: ConsumerArgs,
+    },
+    /// Read models: list them, rebuild one from the event log, or verify one against it.
+    Projections {
+        #[command(subcommand)]
+        command: projections::ProjectionsCommand,
+    },
+    /// Replay the log for debugging: an order step by step, or a range to one consumer.
+    Replay {
+        #[command(subcommand)]
+        command: replay::ReplayCommand,
+    },
+    /// Dead letters: list, show and redrive the messages consumers gave up on.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
     /// Show an order's events: sequence, position, time, type, version, payload, ids.
     Events {
         /// The order's id.
@@ -56,6 +82,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+impl Command {
+    /// Long-running roles log what they do; operator commands only warnings, so that their
+    /// output reads cleanly. `RUST_LOG` overrides both.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self {
+            Command::Serve { .. }
+            | Command::Gateway { .. }
+            | Command::Relay
+            | Command::Worker { .. }
+            | Command::Project { .. } => "info,sqlx=warn",
+            _ => "warn",
+        }
+    }
 }
 
 /// Runs one command to its end.
@@ -68,9 +109,13 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Serve { http, consumers } => crate::app::serve(&common, &http, &consumers).await,
         Command::Gateway { http } => crate::app::gateway(&common, &http).await,
         Command::Relay => crate::app::relay(&common).await,
-        Command::Worker { name, consumers } => {
-            crate::app::worker(&common, &consumers, &name).await
+        Command::Worker { name, consumers } => crate::app::worker(&common, &consumers, &name).await,
+        Command::Project { name, consumers } => {
+            crate::app::project(&common, &consumers, &name).await
         }
+        Command::Projections { command } => projections::run(&common, command).await,
+        Command::Replay { command } => replay::run(&common, command).await,
+        Command::Dlq { command } => dlq::run(&common, command).await,
         Command::Events { order_id, json } => events::run(&common, order_id, json).await,
     }
 }

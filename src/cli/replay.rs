@@ -1,0 +1,174 @@
+//! `orderflow replay order|consumer`: replaying the log for debugging. `order` shows an
+//! order's state after each event and what each event changed; `consumer` re-sends a range of
+//! the log to one consumer's handler (with `--dry-run`, it only says what it would do).
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use clap::Subcommand;
+use orderflow_projections::replay::{order_timeline, replay_consumer, ReplayOutcome};
+use orderflow_store::{log, OrderStore};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::config::{CommonArgs, ConsumerArgs};
+
+#[derive(Debug, Subcommand)]
+pub enum ReplayCommand {
+    /// An order's state after each of its events, with what each event changed.
+    Order {
+        /// The order's id.
+        order_id: Uuid,
+        /// Stop after the event with this sequence.
+        #[arg(long)]
+        at: Option<i64>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-send a range of the log to one consumer's handler (inventory, notifications,
+    /// shipments, order-summary, analytics). The inbox still prevents repeated effects unless
+    /// --force is given.
+    Consumer {
+        /// The consumer's name.
+        name: String,
+        /// First event: a global position, or an RFC 3339 time (events recorded at or after it).
+        #[arg(long)]
+        from: String,
+        /// Last event: a global position, or an RFC 3339 time (events recorded at or before
+        /// it). Default: the head of the log.
+        #[arg(long)]
+        to: Option<String>,
+        /// Report what the handler would do; change nothing, send nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply effects even for events the consumer's inbox says it handled.
+        #[arg(long, conflicts_with = "dry_run")]
+        force: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        consumers: ConsumerArgs,
+    },
+}
+
+pub async fn run(common: &CommonArgs, command: ReplayCommand) -> Result<()> {
+    let pool = crate::app::connect_store(common).await?;
+    match command {
+        ReplayCommand::Order { order_id, at, json } => {
+            let store = OrderStore::new(pool);
+            let timeline = order_timeline(&store, order_id, at)
+                .await?
+                .with_context(|| format!("order {order_id} has no events (unknown order?)"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&timeline)?);
+                return Ok(());
+            }
+            for entry in &timeline.entries {
+                let position = entry.position.map_or_else(|| "-".into(), |p| p.to_string());
+                println!(
+                    "#{} {} (v{}) at {}, position {}, correlation {}, causation {}",
+                    entry.sequence,
+                    entry.event_type,
+                    entry.version,
+                    entry.recorded_at.format("%Y-%m-%d %H:%M:%S%.3f"),
+                    position,
+                    entry.correlation_id.as_deref().unwrap_or("-"),
+                    entry.causation_id.as_deref().unwrap_or("-"),
+                );
+                for change in &entry.changes {
+                    let show = |v: &Option<serde_json::Value>| {
+                        v.as_ref()
+                            .map_or_else(|| "(none)".into(), ToString::to_string)
+                    };
+                    println!(
+                        "    {}: {} -> {}",
+                        change.path,
+                        show(&change.before),
+                        show(&change.after)
+                    );
+                }
+            }
+            if let Some(state) = &timeline.state {
+                println!(
+                    "order {} after sequence {}: status {}",
+                    timeline.order_id, timeline.version, state.status
+                );
+            }
+            Ok(())
+        }
+        ReplayCommand::Consumer {
+            name,
+            from,
+            to,
+            dry_run,
+            force,
+            json,
+            consumers,
+        } => {
+            let handler = crate::app::consumer_handler(&name, pool.clone(), &consumers)?;
+            let from = position(&pool, &from, Bound::From).await?;
+            let to = match to {
+                Some(to) => Some(position(&pool, &to, Bound::To).await?),
+                None => None,
+            };
+            let report = replay_consumer(&pool, handler.as_ref(), from, to, dry_run, force).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                return Ok(());
+            }
+            let mut failed = 0;
+            for event in &report.events {
+                let outcome = match &event.outcome {
+                    ReplayOutcome::Done { effects } if effects.is_empty() => "nothing to do".into(),
+                    ReplayOutcome::Done { effects } => effects.join("; "),
+                    ReplayOutcome::Retry { error } | ReplayOutcome::GiveUp { error } => {
+                        failed += 1;
+                        format!("FAILED: {error}")
+                    }
+                };
+                println!(
+                    "{} {} #{} {}: {outcome}",
+                    event.position, event.order_id, event.sequence, event.event_type
+                );
+            }
+            println!(
+                "{} event(s) from position {} to {} replayed to {}{}; {failed} failed",
+                report.events.len(),
+                report.from,
+                report.to,
+                report.consumer,
+                if dry_run {
+                    " (dry run: nothing changed)"
+                } else {
+                    ""
+                },
+            );
+            anyhow::ensure!(failed == 0, "{failed} event(s) failed in the replay");
+            Ok(())
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Bound {
+    From,
+    To,
+}
+
+/// A position given as a number or as a time.
+async fn position(pool: &PgPool, raw: &str, bound: Bound) -> Result<i64> {
+    if let Ok(position) = raw.parse::<i64>() {
+        anyhow::ensure!(position >= 0, "a position is 0 or more, not {position}");
+        return Ok(position);
+    }
+    let time: DateTime<Utc> = DateTime::parse_from_rfc3339(raw)
+        .with_context(|| format!("{raw:?} is neither a position nor an RFC 3339 time"))?
+        .into();
+    Ok(match bound {
+        // The first event recorded at or after `time`.
+        Bound::From => log::position_at(pool, time - chrono::Duration::microseconds(1)).await? + 1,
+        // The last event recorded at or before `time`.
+        Bound::To => log::position_at(pool, time).await?,
+    })
+}
