@@ -1,8 +1,14 @@
-//! End to end: the relay and every worker running together, as `orderflow serve` runs them:
-//! 200 orders with stock for 150 end with 150 shipped (tracking numbers), 50 rejected, and one
-//! notification per notifiable event of the log.
+//! End to end: the relay, every worker and the analytics projection running together, as
+//! `orderflow serve` runs them: 200 orders with stock for 150 end with 150 shipped (tracking
+//! numbers), 50 rejected, one notification per notifiable event of the log, and analytics
+//! totals equal to what the log says.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use orderflow_domain::OrderStatus;
+use orderflow_projections::{analytics, AnalyticsProjection, ProjectionHandler};
+use orderflow_workers::Handler;
 
 use orderflow_workers::inventory;
 use orderflow_workers::registry::{build_worker, WorkerDeps, WORKER_NAMES};
@@ -31,8 +37,17 @@ async fn two_hundred_orders_with_stock_for_150_end_as_the_log_says() {
                 .map_err(|e| e.to_string())
         }
     })];
-    for name in WORKER_NAMES {
-        let handler = build_worker(name, WorkerDeps::new(world.db.pool.clone())).unwrap();
+    let mut handlers: Vec<Arc<dyn Handler>> = WORKER_NAMES
+        .iter()
+        .map(|name| build_worker(name, WorkerDeps::new(world.db.pool.clone())).unwrap())
+        .collect();
+    handlers.push(Arc::new(ProjectionHandler::new(
+        world.db.pool.clone(),
+        Arc::new(AnalyticsProjection),
+    )));
+    let consumers: Vec<String> = handlers.iter().map(|h| h.name().to_string()).collect();
+    let consumers: Vec<&str> = consumers.iter().map(String::as_str).collect();
+    for handler in handlers {
         let (bus, stop) = (world.bus.bus.clone(), shutdown.clone());
         roles.push(tokio::spawn(async move {
             run_consumer(handler, bus, fast_consumer(), stop)
@@ -47,7 +62,7 @@ async fn two_hundred_orders_with_stock_for_150_end_as_the_log_says() {
         &ids,
         150,
         50,
-        &WORKER_NAMES,
+        &consumers,
         Duration::from_secs(50),
     )
     .await;
@@ -101,5 +116,38 @@ async fn two_hundred_orders_with_stock_for_150_end_as_the_log_says() {
         (notes, sent, once, matched),
         (notifiable, notifiable, notifiable, notifiable)
     );
+
+    // Analytics agrees with the log.
+    let summary = analytics::summary(&world.db.pool, None, None)
+        .await
+        .unwrap();
+    let head = orderflow_store::log::head_position(&world.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(summary.position, head);
+    let count = |status| {
+        summary
+            .orders_by_status
+            .iter()
+            .find(|c| c.status == status)
+            .map_or(0, |c| c.orders)
+    };
+    assert_eq!(
+        (
+            count(OrderStatus::Shipped),
+            count(OrderStatus::Rejected),
+            count(OrderStatus::Placed)
+        ),
+        (150, 50, 0),
+        "{summary:?}"
+    );
+    let eur = summary
+        .revenue_totals
+        .iter()
+        .find(|t| t.currency == "EUR")
+        .unwrap();
+    assert_eq!((eur.orders, eur.revenue), (150, 150 * 1000));
+    let sold = summary.skus.iter().find(|s| s.sku == "SKU-E").unwrap();
+    assert_eq!((sold.units, sold.revenue), (150, 150 * 1000));
     world.cleanup().await;
 }

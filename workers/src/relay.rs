@@ -24,6 +24,9 @@ use crate::bus::{Bus, BusError};
 /// The advisory lock key every relay of one database competes for ("orderflo" in ASCII).
 pub const RELAY_LOCK_KEY: i64 = 0x6f72_6465_7266_6c6f;
 
+/// The header carrying the event's correlation id (the request that set it in motion).
+pub const CORRELATION_HEADER: &str = "Orderflow-Correlation-Id";
+
 /// The NOTIFY channel the event store signals on commit.
 pub const EVENTS_CHANNEL: &str = "orderflow_events";
 
@@ -224,9 +227,17 @@ pub async fn publish_events(
             message_id: message_id.clone(),
             source,
         })?;
-        let publish = PublishMessage::build()
+        let mut publish = PublishMessage::build()
             .payload(body.into())
             .message_id(&message_id);
+        if let Some(correlation) = event
+            .metadata
+            .correlation_id
+            .as_ref()
+            .filter(|c| c.len() <= 200 && c.chars().all(|ch| ch.is_ascii_graphic()))
+        {
+            publish = publish.header(CORRELATION_HEADER, correlation.as_str());
+        }
         let ack = bus
             .jetstream()
             .send_publish(event.subject(bus.prefix()), publish)
@@ -277,6 +288,36 @@ pub async fn publish_range(
         total.last_position = cursor;
     }
     Ok(total)
+}
+
+/// How far the relay is behind the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RelayStatus {
+    /// The last position published to the stream.
+    pub checkpoint: i64,
+    /// The highest position numbered so far.
+    pub head_position: i64,
+    /// Events committed but not numbered yet.
+    pub unnumbered: i64,
+}
+
+impl RelayStatus {
+    /// Events stored but not yet published.
+    pub fn behind(&self) -> i64 {
+        (self.head_position - self.checkpoint).max(0) + self.unnumbered
+    }
+}
+
+/// The relay's lag for `stream`, for `GET /v1/admin/consumers` and `/metrics`.
+///
+/// # Errors
+/// The database error.
+pub async fn relay_status(pool: &PgPool, stream: &str) -> Result<RelayStatus, sqlx::Error> {
+    Ok(RelayStatus {
+        checkpoint: checkpoint(pool, stream).await?,
+        head_position: log::head_position(pool).await?,
+        unnumbered: log::unnumbered_count(pool).await?,
+    })
 }
 
 /// The last position published to `stream` (0 before the first publish).
