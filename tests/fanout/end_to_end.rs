@@ -57,15 +57,7 @@ async fn two_hundred_orders_with_stock_for_150_end_as_the_log_says() {
     }
 
     let ids = place_many(&world, "SKU-E", 200).await;
-    wait_until_settled(
-        &world,
-        &ids,
-        150,
-        50,
-        &consumers,
-        Duration::from_secs(50),
-    )
-    .await;
+    wait_until_settled(&world, &ids, 150, 50, &consumers, Duration::from_secs(50)).await;
     shutdown.cancel();
     for role in roles {
         role.await.unwrap().unwrap();

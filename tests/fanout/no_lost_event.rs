@@ -79,3 +79,31 @@ async fn events_jetstream_lost_are_published_again_from_the_store() {
     assert_stream_matches_log(&world).await;
     world.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_relay_wakes_on_commit_instead_of_waiting_for_its_tick() {
+    let world = World::new().await;
+    let shutdown = CancellationToken::new();
+    let relay = tokio::spawn(run_relay(
+        world.db.pool.clone(),
+        world.bus.bus.clone(),
+        RelayOptions {
+            fallback_tick: Duration::from_secs(600),
+            ..RelayOptions::default()
+        },
+        shutdown.clone(),
+    ));
+    // Let it take the lock and drain the (empty) log first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    world.place(&[("SKU-1", 1)]).await;
+    world.wait_for_stream(1, Duration::from_secs(5)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    shutdown.cancel();
+    relay.await.unwrap().unwrap();
+    world.cleanup().await;
+}
