@@ -1,6 +1,6 @@
 //! Guarantee 3, effectively-once effects: delivery is at-least-once, yet no stock change,
 //! notification or shipment happens twice, even when workers are SIGKILLed mid-batch and
-//! restarted. Effects outside the database carry an idempotency key derived from the event,
+//! restarted as competing processes. Effects outside the database carry an idempotency key derived from the event,
 //! so the only repeats a receiver can see are of messages in hand at the kill, with the
 //! same key.
 
@@ -98,7 +98,8 @@ async fn workers_killed_mid_batch_and_restarted_apply_no_effect_twice() {
         "killed too late to prove anything ({at_kill} handled)"
     );
 
-    let _workers = start_all();
+    // Restarted as two processes per worker, competing for the same durable consumers.
+    let _workers = (start_all(), start_all());
     wait_until_settled(
         &world,
         &ids,

@@ -4,6 +4,10 @@
 //! The main stream (`ORDERS` by default) holds `<prefix>.<order_id>.<EventType>`; the
 //! dead-letter stream (`<stream>_DLQ`) holds `<prefix>_dlq.<consumer>.<order_id>`, subjects
 //! that never overlap the main ones, so a stream never captures the other's messages.
+//!
+//! Only features of nats-server 2.9 are used (streams, durable pull consumers with one
+//! `filter_subject`, explicit acks, `Nak(delay)`, backoff, `Nats-Msg-Id` dedup, message
+//! get/delete); nothing depends on a newer server.
 
 use std::time::Duration;
 
