@@ -11,7 +11,7 @@ use orderflow_store::EventEnvelope;
 use orderflow_workers::{dlq, Delivery, Effects, Handler, HandlerError};
 use uuid::Uuid;
 
-use super::support::{bind, World};
+use super::support::{bind, run_binary, World};
 
 /// Fails every event of one order (with Retry or GiveUp) until healed; counts calls.
 struct Flaky {
@@ -100,12 +100,16 @@ async fn an_always_failing_message_is_parked_after_the_attempts_and_redriven_to_
         .is_empty());
     assert_eq!(other_consumer.drain().await.unwrap().handled, 5);
 
+    // The operator sees it with the real binary, as in production.
+    let listed = run_binary(&world, &["dlq", "list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed[0]["sequence"], parked[0].sequence);
+    assert_eq!(listed[0]["letter"]["consumer"], "flaky");
+
     // Fixed downstream: the operator redrives; only the parking consumer handles it again.
     flaky.healed.store(true, Ordering::SeqCst);
-    let redriven = dlq::redrive(&world.bus.bus, parked[0].sequence)
-        .await
-        .unwrap();
-    assert_eq!(redriven.consumer, "flaky");
+    let out = run_binary(&world, &["dlq", "redrive", &parked[0].sequence.to_string()]);
+    assert!(out.contains("1 message(s) redriven"), "{out}");
     let report = consumer.drain().await.unwrap();
     assert_eq!((report.handled, report.dead_lettered), (1, 0), "{report:?}");
     assert_eq!(flaky.calls(poison), 4);

@@ -460,3 +460,20 @@ pub async fn place_many(world: &World, sku: &str, count: usize) -> Vec<Uuid> {
     }
     ids
 }
+
+/// Runs `orderflow <args>` to completion against the test's database and streams; fails the
+/// test when it does not succeed. Returns its standard output.
+pub fn run_binary(world: &World, args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args(args)
+        .envs(world.binary_env())
+        .output()
+        .expect("running the orderflow binary");
+    assert!(
+        output.status.success(),
+        "`orderflow {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
