@@ -43,7 +43,9 @@ impl World {
                 "ORDERFLOW_SUBJECT_PREFIX",
                 self.bus.options.subject_prefix.clone(),
             ),
-            ("RUST_LOG", "warn".into()),
+            // PostgreSQL allows 100 connections; tests run side by side.
+            ("ORDERFLOW_DATABASE_MAX_CONNECTIONS", "5".into()),
+            ("RUST_LOG", "warn,sqlx=error".into()),
         ]
     }
 
