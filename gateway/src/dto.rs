@@ -10,10 +10,16 @@ use orderflow_domain::{
     Currency, Email, FieldError, Money, OrderLine, OrderStatus, PlaceOrder, Quantity,
     ShippingAddress, Sku, MAX_LINES,
 };
+use orderflow_projections::replay::{OrderTimeline, ReplayOutcome, ReplayReport};
+use orderflow_projections::RebuildReport;
 use orderflow_store::{EventEnvelope, LoadedOrder};
+use orderflow_workers::dlq::{ParkedMessage, Redriven};
+use orderflow_workers::notifications::NotificationRecord;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
+
+use crate::rebuilds::RebuildTask;
 
 /// Body of `POST /v1/orders`. Amounts are integers in the currency's minor unit.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
@@ -283,6 +289,415 @@ pub struct ReadyResponse {
     pub database: String,
     /// `ok`, or `not configured` when this gateway runs without NATS.
     pub nats: String,
+}
+
+/// Body of `PUT /v1/inventory/{sku}`.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"available": 10}))]
+pub struct SetStockRequest {
+    /// Units that reservations can still take; 0 or more.
+    pub available: i64,
+}
+
+/// Answer of `GET /v1/orders/{id}/notifications`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct OrderNotificationsResponse {
+    pub order_id: Uuid,
+    /// Oldest first; one per notifiable event.
+    pub notifications: Vec<NotificationRecord>,
+}
+
+/// Whether a durable consumer is a worker or a projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsumerKind {
+    Worker,
+    Projection,
+}
+
+/// The lag of one durable consumer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConsumerLagResponse {
+    pub name: String,
+    pub kind: ConsumerKind,
+    /// False when the durable consumer does not exist yet (never started).
+    pub exists: bool,
+    /// Messages in the stream not yet delivered to it.
+    pub pending: u64,
+    /// Delivered and not acked yet (in hand, or waiting to be redelivered).
+    pub ack_pending: u64,
+    /// Delivered more than once and not acked yet.
+    pub redelivered: u64,
+    /// Global position of the event at its ack floor (everything up to it was handled or
+    /// parked); `null` before the first ack.
+    pub last_handled_position: Option<i64>,
+}
+
+/// Answer of `GET /v1/admin/consumers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConsumersResponse {
+    pub consumers: Vec<ConsumerLagResponse>,
+}
+
+/// One projection's state, and its last rebuild started over HTTP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProjectionResponse {
+    pub name: String,
+    /// The version that built the live tables (`null`: never ran).
+    pub version: Option<i32>,
+    /// The version of the running code (`null`: a projection this code does not know).
+    pub code_version: Option<i32>,
+    /// The last global position folded into the live tables.
+    pub position: i64,
+    /// The log's head position.
+    pub head_position: i64,
+    /// Events not folded yet.
+    pub lag: i64,
+    /// `live`, `rebuilding`, `interrupted` or `new`.
+    pub state: String,
+    pub updated_at: Option<DateTime<Utc>>,
+    /// The last rebuild this gateway started, if any.
+    pub rebuild: Option<RebuildTask>,
+}
+
+/// Answer of `GET /v1/admin/projections`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProjectionsResponse {
+    pub projections: Vec<ProjectionResponse>,
+}
+
+/// Body of `POST /v1/admin/projections/{name}/rebuild` (an empty body is `{}`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"verify": true}))]
+pub struct RebuildRequest {
+    /// Rebuild into shadow tables and report differences from the live ones, without
+    /// swapping, and answer with the report (default `false`: rebuild and swap in the
+    /// background).
+    #[serde(default)]
+    pub verify: bool,
+}
+
+/// A row that differs between the live table and the rebuilt one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DifferenceSampleResponse {
+    /// The row's primary key.
+    pub key: serde_json::Value,
+    /// The live row (`null` when the live table lacks it).
+    pub live: serde_json::Value,
+    /// The rebuilt row (`null` when the log does not produce it).
+    pub rebuilt: serde_json::Value,
+}
+
+/// How one live table differs from the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TableDifferencesResponse {
+    pub table: String,
+    pub missing: u64,
+    pub extra: u64,
+    pub differing: u64,
+    pub samples: Vec<DifferenceSampleResponse>,
+}
+
+/// Answer of a verify: how the live projection differs from a rebuild of the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VerifyResponse {
+    pub name: String,
+    pub version: i32,
+    /// The live checkpoint the comparison was made at.
+    pub position: i64,
+    /// Events folded.
+    pub events: u64,
+    pub elapsed_seconds: f64,
+    pub per_second: f64,
+    /// Rows that differ, over all tables (0: the live projection is exactly the log's).
+    pub differences: u64,
+    pub tables: Vec<TableDifferencesResponse>,
+}
+
+impl From<RebuildReport> for VerifyResponse {
+    fn from(report: RebuildReport) -> Self {
+        let differences = report.difference_count();
+        Self {
+            name: report.name,
+            version: report.version,
+            position: report.position,
+            events: report.events,
+            elapsed_seconds: report.elapsed.as_secs_f64(),
+            per_second: report.per_second,
+            differences,
+            tables: report
+                .differences
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| TableDifferencesResponse {
+                    table: t.table,
+                    missing: t.missing,
+                    extra: t.extra,
+                    differing: t.differing,
+                    samples: t
+                        .samples
+                        .into_iter()
+                        .map(|s| DifferenceSampleResponse {
+                            key: s.key,
+                            live: s.live.unwrap_or(serde_json::Value::Null),
+                            rebuilt: s.rebuilt.unwrap_or(serde_json::Value::Null),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One field an event changed (`path` dotted; `before` absent for a new field, `after` for a
+/// removed one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FieldChangeResponse {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<serde_json::Value>,
+}
+
+/// One event of an order and the order right after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TimelineEntryResponse {
+    pub sequence: i64,
+    /// The global position (`null` until the relay numbered the event).
+    pub position: Option<i64>,
+    pub recorded_at: DateTime<Utc>,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub version: String,
+    pub payload: serde_json::Value,
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+    /// The order after this event.
+    pub state: serde_json::Value,
+    /// What this event changed.
+    pub changes: Vec<FieldChangeResponse>,
+}
+
+/// Answer of `GET /v1/admin/orders/{id}/replay`: the order's events up to `at`, each with
+/// the state after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OrderTimelineResponse {
+    pub order_id: Uuid,
+    /// The last sequence shown.
+    pub version: i64,
+    pub entries: Vec<TimelineEntryResponse>,
+    /// The order after the last entry shown.
+    pub state: serde_json::Value,
+}
+
+impl From<OrderTimeline> for OrderTimelineResponse {
+    fn from(t: OrderTimeline) -> Self {
+        Self {
+            order_id: t.order_id,
+            version: t.version,
+            state: serde_json::to_value(&t.state).unwrap_or(serde_json::Value::Null),
+            entries: t
+                .entries
+                .into_iter()
+                .map(|e| TimelineEntryResponse {
+                    sequence: e.sequence,
+                    position: e.position,
+                    recorded_at: e.recorded_at,
+                    event_type: e.event_type,
+                    version: e.version,
+                    payload: e.payload,
+                    correlation_id: e.correlation_id,
+                    causation_id: e.causation_id,
+                    state: e.state,
+                    changes: e
+                        .changes
+                        .into_iter()
+                        .map(|c| FieldChangeResponse {
+                            path: c.path,
+                            before: c.before,
+                            after: c.after,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Where a replay starts or stops: a global position, or an RFC 3339 time.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum LogBoundRequest {
+    Position(i64),
+    Time(String),
+}
+
+/// Body of `POST /v1/admin/consumers/{name}/replay`.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"from": 1, "to": "2026-11-25T12:00:00Z", "dry_run": true}))]
+pub struct ReplayConsumerRequest {
+    /// First position to replay (inclusive), or a time: the first event recorded at or after it.
+    pub from: LogBoundRequest,
+    /// Last position (inclusive), or a time: the last event recorded at or before it.
+    /// Default: the log's head.
+    #[serde(default)]
+    pub to: Option<LogBoundRequest>,
+    /// Report what the consumer would do and change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Apply effects even where the consumer's inbox says the event was handled.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// What a consumer's handler reported for one replayed event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayOutcomeKind {
+    /// Finished; `effects` says what it did or would do (empty: nothing to do).
+    Done,
+    /// It asked to be retried later (`error`).
+    Retry,
+    /// It gave up on the event (`error`).
+    GiveUp,
+}
+
+/// One replayed event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReplayedEventResponse {
+    pub position: i64,
+    pub event_id: Uuid,
+    pub order_id: Uuid,
+    pub sequence: i64,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub outcome: ReplayOutcomeKind,
+    pub effects: Vec<String>,
+    pub error: Option<String>,
+}
+
+/// Answer of `POST /v1/admin/consumers/{name}/replay`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReplayReportResponse {
+    pub consumer: String,
+    /// First position replayed (inclusive).
+    pub from: i64,
+    /// Last position replayed (inclusive).
+    pub to: i64,
+    pub dry_run: bool,
+    pub force: bool,
+    pub events: Vec<ReplayedEventResponse>,
+}
+
+impl From<ReplayReport> for ReplayReportResponse {
+    fn from(r: ReplayReport) -> Self {
+        Self {
+            consumer: r.consumer,
+            from: r.from,
+            to: r.to,
+            dry_run: r.dry_run,
+            force: r.force,
+            events: r
+                .events
+                .into_iter()
+                .map(|e| {
+                    let (outcome, effects, error) = match e.outcome {
+                        ReplayOutcome::Done { effects } => (ReplayOutcomeKind::Done, effects, None),
+                        ReplayOutcome::Retry { error } => {
+                            (ReplayOutcomeKind::Retry, Vec::new(), Some(error))
+                        }
+                        ReplayOutcome::GiveUp { error } => {
+                            (ReplayOutcomeKind::GiveUp, Vec::new(), Some(error))
+                        }
+                    };
+                    ReplayedEventResponse {
+                        position: e.position,
+                        event_id: e.event_id,
+                        order_id: e.order_id,
+                        sequence: e.sequence,
+                        event_type: e.event_type,
+                        outcome,
+                        effects,
+                        error,
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A message a consumer gave up on, parked in the dead-letter stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetterResponse {
+    /// Its sequence in the dead-letter stream: what `GET /v1/admin/dlq/{seq}` and redrive take.
+    pub sequence: u64,
+    pub subject: String,
+    /// The durable consumer that gave up.
+    pub consumer: String,
+    /// The last error.
+    pub error: String,
+    /// Deliveries to the consumer.
+    pub attempts: u64,
+    pub original_subject: String,
+    pub original_stream_sequence: u64,
+    pub original_message_id: Option<String>,
+    pub parked_at: DateTime<Utc>,
+    /// The original body: the event envelope as JSON, or the raw text when it is not JSON.
+    pub body: serde_json::Value,
+}
+
+impl From<ParkedMessage> for DeadLetterResponse {
+    fn from(p: ParkedMessage) -> Self {
+        let letter = p.letter;
+        let body = serde_json::from_str(&letter.body)
+            .unwrap_or_else(|_| serde_json::Value::String(letter.body.clone()));
+        Self {
+            sequence: p.sequence,
+            subject: p.subject,
+            consumer: letter.consumer,
+            error: letter.error,
+            attempts: letter.attempts,
+            original_subject: letter.original_subject,
+            original_stream_sequence: letter.original_stream_sequence,
+            original_message_id: letter.original_message_id,
+            parked_at: letter.parked_at,
+            body,
+        }
+    }
+}
+
+/// Answer of `GET /v1/admin/dlq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeadLettersResponse {
+    /// Oldest first.
+    pub dead_letters: Vec<DeadLetterResponse>,
+}
+
+/// Answer of `POST /v1/admin/dlq/{seq}/redrive`: what was sent back to the consumer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RedriveResponse {
+    /// The dead letter's sequence (now deleted from the dead-letter stream).
+    pub sequence: u64,
+    pub consumer: String,
+    /// The subject it was re-published to.
+    pub subject: String,
+    /// The `Nats-Msg-Id` of the re-publish.
+    pub message_id: String,
+}
+
+impl From<Redriven> for RedriveResponse {
+    fn from(r: Redriven) -> Self {
+        Self {
+            sequence: r.sequence,
+            consumer: r.consumer,
+            subject: r.subject,
+            message_id: r.message_id,
+        }
+    }
 }
 
 #[cfg(test)]

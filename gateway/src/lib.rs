@@ -5,8 +5,13 @@
 //! (RFC 9457), mapped from typed errors in one place ([`problem`]).
 //!
 //! # Layout
-//! - [`mod@routes`]: one module per resource ([`routes::orders`], [`routes::health`]) and the
-//!   filters they share (state, 405 fallbacks).
+//! - [`mod@routes`]: one module per resource ([`routes::orders`], [`routes::customers`],
+//!   [`routes::inventory`], [`routes::notifications`], [`routes::analytics`],
+//!   [`routes::admin`], [`routes::metrics`], [`routes::health`]) and the filters they share
+//!   (state, 405 fallbacks, route templates).
+//! - [`auth`]: the admin bearer token ([`AdminToken`]) and the filter guarding `/v1/admin/...`.
+//! - [`telemetry`]: the Prometheus recorder and the per-request metrics.
+//! - [`rebuilds`]: projection rebuilds started over HTTP, running as background tasks.
 //! - [`dto`]: request and response bodies, and request -> command conversion.
 //! - [`body`]: size-limited body reading and JSON parsing (400 vs 422).
 //! - [`problem`]: [`ApiError`], problem documents, and the rejection handler.
@@ -16,17 +21,22 @@
 //! Start it with [`serve`], or mount [`routes()`] in another warp server.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod body;
 pub mod dto;
 pub mod openapi;
 pub mod problem;
+pub mod rebuilds;
 pub mod request_id;
 pub mod routes;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use metrics_exporter_prometheus::PrometheusHandle;
 use orderflow_store::OrderStore;
+use orderflow_workers::{Bus, WorkerDeps};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -36,27 +46,58 @@ use warp::http::{HeaderMap, Method};
 use warp::reply::Response;
 use warp::Filter;
 
+pub use auth::AdminToken;
 pub use problem::{ApiError, Problem};
 pub use request_id::RequestId;
 
-/// What the handlers share. Cheap to clone; later services are added as public fields.
+/// What the handlers share. Cheap to clone. Build it with [`GatewayState::new`] and the
+/// `with_*` methods; every service past the event store is optional, and the routes that need
+/// a missing one say so (503, or 404 for the admin routes and `/metrics`).
 #[derive(Clone)]
 pub struct GatewayState {
     /// Runs commands and loads orders from the event store.
     pub orders: OrderStore,
-    /// The event store's pool (idempotency keys, readiness).
+    /// The event store's pool (idempotency keys, readiness, read models).
     pub pool: PgPool,
     /// The NATS connection, for readiness; `None` when this gateway runs without NATS.
     pub nats: Option<async_nats::Client>,
+    /// JetStream (consumer lag, dead letters); `None` without NATS.
+    pub bus: Option<Bus>,
+    /// How the workers are configured (channels, carriers), for replaying events to a worker
+    /// for real; `None`: only dry runs of workers (projections need nothing).
+    pub worker_deps: Option<WorkerDeps>,
+    /// The bearer token of `/v1/admin/...`; `None`: the admin routes are off.
+    pub admin_token: Option<AdminToken>,
+    /// The Prometheus recorder's handle; `None`: `/metrics` is off.
+    pub metrics: Option<PrometheusHandle>,
+    /// Rebuilds started over HTTP.
+    pub rebuilds: rebuilds::Rebuilds,
+}
+
+impl std::fmt::Debug for GatewayState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayState")
+            .field("nats", &self.nats.is_some())
+            .field("bus", &self.bus)
+            .field("worker_deps", &self.worker_deps.is_some())
+            .field("admin_token", &self.admin_token)
+            .field("metrics", &self.metrics.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl GatewayState {
-    /// A state over `pool`, without NATS.
+    /// A state over `pool`, without NATS, admin routes or metrics.
     pub fn new(pool: PgPool) -> Self {
         Self {
             orders: OrderStore::new(pool.clone()),
             pool,
             nats: None,
+            bus: None,
+            worker_deps: None,
+            admin_token: None,
+            metrics: None,
+            rebuilds: rebuilds::Rebuilds::default(),
         }
     }
 
@@ -64,6 +105,50 @@ impl GatewayState {
     #[must_use]
     pub fn with_nats(mut self, client: async_nats::Client) -> Self {
         self.nats = Some(client);
+        self
+    }
+
+    /// The same state, with JetStream for consumer lag and dead letters (and its client for
+    /// readiness, unless one was set).
+    #[must_use]
+    pub fn with_bus(mut self, bus: Bus) -> Self {
+        if self.nats.is_none() {
+            self.nats = Some(bus.client().clone());
+        }
+        self.bus = Some(bus);
+        self
+    }
+
+    /// The same state, with the workers' configuration (for replays to workers).
+    #[must_use]
+    pub fn with_worker_deps(mut self, deps: WorkerDeps) -> Self {
+        self.worker_deps = Some(deps);
+        self
+    }
+
+    /// The same state, with the admin routes on behind `token`. A blank token leaves them
+    /// off.
+    #[must_use]
+    pub fn with_admin_token(mut self, token: impl Into<String>) -> Self {
+        self.admin_token = AdminToken::new(token);
+        self
+    }
+
+    /// The same state, with the admin token from `ORDERFLOW_ADMIN_TOKEN` when it is set and
+    /// not blank (otherwise the admin routes stay off).
+    #[must_use]
+    pub fn with_admin_token_from_env(mut self) -> Self {
+        self.admin_token = std::env::var(auth::ADMIN_TOKEN_ENV)
+            .ok()
+            .and_then(AdminToken::new);
+        self
+    }
+
+    /// The same state, with `/metrics` rendering `handle` (see
+    /// [`telemetry::install_recorder`]).
+    #[must_use]
+    pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
         self
     }
 }
@@ -85,6 +170,18 @@ pub enum GatewayError {
 /// every answer.
 pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
     let api = routes::orders::routes(state.clone())
+        .or(routes::customers::routes(state.clone()))
+        .unify()
+        .or(routes::inventory::routes(state.clone()))
+        .unify()
+        .or(routes::notifications::routes(state.clone()))
+        .unify()
+        .or(routes::analytics::routes(state.clone()))
+        .unify()
+        .or(routes::admin::routes(state.clone()))
+        .unify()
+        .or(routes::metrics::routes(state.clone()))
+        .unify()
         .or(routes::health::routes(state))
         .unify()
         .or(openapi::route())
@@ -101,6 +198,7 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
             |started: Instant, method: Method, path: FullPath, headers: HeaderMap, response| {
                 let response = request_id::ensure_stamped(&headers, response);
                 log_request(started, &method, &path, &response);
+                telemetry::record_request(started, &method, &response);
                 response
             },
         )

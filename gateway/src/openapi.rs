@@ -4,7 +4,8 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 use warp::filters::BoxedFilter;
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
@@ -12,18 +13,41 @@ use warp::{Filter, Reply};
 
 use crate::dto;
 use crate::problem::Problem;
+use crate::rebuilds::{RebuildState, RebuildTask};
 use crate::request_id::{request_id, RequestId};
-use crate::routes::{health, method_not_allowed, orders};
+use crate::routes::{
+    admin, analytics, customers, health, inventory, method_not_allowed, metrics, notifications,
+    orders,
+};
+use crate::telemetry::tag;
 
 /// The API description. Add new handlers to `paths` and new body types to `schemas`.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "orderflow",
-        description = "Event-sourced orders: place, read, cancel, and read an order's history."
+        description = "Event-sourced orders: place, read, cancel, and read an order's history; \
+                       list orders; stock, notifications and analytics; operator routes under \
+                       /v1/admin (bearer token from ORDERFLOW_ADMIN_TOKEN)."
     ),
+    modifiers(&AdminTokenScheme),
     paths(
         orders::place_order,
+        orders::list_orders,
+        customers::customer_orders,
+        inventory::set_stock,
+        inventory::get_stock,
+        notifications::order_notifications,
+        analytics::analytics_summary,
+        admin::list_consumers,
+        admin::replay_consumer,
+        admin::list_projections,
+        admin::rebuild_projection,
+        admin::replay_order,
+        admin::list_dead_letters,
+        admin::show_dead_letter,
+        admin::redrive_dead_letter,
+        metrics::metrics,
         orders::get_order,
         orders::cancel_order,
         orders::order_events,
@@ -41,14 +65,68 @@ use crate::routes::{health, method_not_allowed, orders};
         dto::OrderEventsResponse,
         dto::HealthResponse,
         dto::ReadyResponse,
+        dto::SetStockRequest,
+        dto::OrderNotificationsResponse,
+        dto::ConsumerKind,
+        dto::ConsumerLagResponse,
+        dto::ConsumersResponse,
+        dto::ProjectionResponse,
+        dto::ProjectionsResponse,
+        dto::RebuildRequest,
+        dto::DifferenceSampleResponse,
+        dto::TableDifferencesResponse,
+        dto::VerifyResponse,
+        dto::FieldChangeResponse,
+        dto::TimelineEntryResponse,
+        dto::OrderTimelineResponse,
+        dto::LogBoundRequest,
+        dto::ReplayConsumerRequest,
+        dto::ReplayOutcomeKind,
+        dto::ReplayedEventResponse,
+        dto::ReplayReportResponse,
+        dto::DeadLetterResponse,
+        dto::DeadLettersResponse,
+        dto::RedriveResponse,
+        RebuildState,
+        RebuildTask,
+        orderflow_workers::inventory::StockLevel,
+        orderflow_workers::notifications::NotificationRecord,
+        orderflow_projections::order_summary::OrderSummary,
+        orderflow_projections::order_summary::OrderPage,
+        orderflow_projections::analytics::AnalyticsSummary,
+        orderflow_projections::analytics::DailyRevenue,
+        orderflow_projections::analytics::CurrencyRevenue,
+        orderflow_projections::analytics::StatusCount,
+        orderflow_projections::analytics::SkuSales,
         Problem,
     )),
     tags(
-        (name = "orders", description = "Orders, read from the event log"),
+        (name = "orders", description = "Orders, read from the event log (one order) or the order-summary projection (lists)"),
+        (name = "inventory", description = "Stock per SKU"),
+        (name = "analytics", description = "Revenue, orders per status, sales per SKU"),
+        (name = "admin", description = "Operator routes: consumers, projections, replay, dead letters. Bearer token from ORDERFLOW_ADMIN_TOKEN; off (404) without one"),
         (name = "operations", description = "Liveness, readiness and this document"),
     )
 )]
 pub struct ApiDoc;
+
+/// Declares the `admin_token` bearer scheme the admin routes name.
+struct AdminTokenScheme;
+
+impl Modify for AdminTokenScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The token configured in ORDERFLOW_ADMIN_TOKEN"))
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// The document as JSON.
 pub fn document() -> String {
@@ -69,6 +147,7 @@ pub fn route() -> BoxedFilter<(Response,)> {
                 .or(method_not_allowed("GET"))
                 .unify(),
         )
+        .map(tag("/openapi.json"))
         .boxed()
 }
 

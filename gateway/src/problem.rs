@@ -71,6 +71,26 @@ pub enum ApiError {
     /// No route for the path. 404.
     #[error("no route for this path")]
     RouteNotFound,
+    /// No such resource of another kind (a SKU, a projection, a consumer, a dead letter).
+    /// 404; `what` names the kind in kebab case (`sku`, `dead-letter`).
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    /// The admin routes are off because no admin token is configured. 404, with how to turn
+    /// them on.
+    #[error("the admin routes are off")]
+    AdminDisabled,
+    /// An admin route without the right bearer token. 401, with `WWW-Authenticate: Bearer`.
+    #[error("missing or wrong admin token")]
+    Unauthorized,
+    /// `/metrics` on a gateway started without a metrics recorder. 404.
+    #[error("metrics are off")]
+    MetricsDisabled,
+    /// The work is already being done by someone else (a rebuild in progress). 409.
+    #[error("{0}")]
+    Busy(String),
+    /// A service this route needs is not configured in this gateway (NATS, ...). 503.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// The route exists but not for this method. 405, with an `Allow` header.
     #[error("method not allowed")]
     MethodNotAllowed { allow: Option<&'static str> },
@@ -102,32 +122,40 @@ impl ApiError {
             ApiError::Invalid(_) | ApiError::IdempotencyKeyReused => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            ApiError::OrderNotFound(_) | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::OrderNotFound(_)
+            | ApiError::RouteNotFound
+            | ApiError::NotFound { .. }
+            | ApiError::AdminDisabled
+            | ApiError::MetricsDisabled => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::WrongState(_) | ApiError::ConcurrentChange => StatusCode::CONFLICT,
-            ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::WrongState(_) | ApiError::ConcurrentChange | ApiError::Busy(_) => {
+                StatusCode::CONFLICT
+            }
+            ApiError::NotReady(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// The problem document of this error. Logs the cause of a 500.
     pub fn problem(&self) -> Problem {
-        let (slug, title, detail, errors) = match self {
+        let (slug, title, detail, errors): (std::borrow::Cow<'static, str>, &str, String, _) =
+            match self {
             ApiError::MalformedBody(why) => (
-                "malformed-body",
+                "malformed-body".into(),
                 "The request body is not valid JSON of the expected shape",
                 why.clone(),
                 None,
             ),
-            ApiError::BadRequest(why) => ("bad-request", "The request is malformed", why.clone(), None),
+            ApiError::BadRequest(why) => ("bad-request".into(), "The request is malformed", why.clone(), None),
             ApiError::PayloadTooLarge { limit } => (
-                "payload-too-large",
+                "payload-too-large".into(),
                 "The request body is too large",
                 format!("the body must not be larger than {limit} bytes"),
                 None,
             ),
             ApiError::Invalid(errors) => (
-                "invalid-request",
+                "invalid-request".into(),
                 "The request has invalid values",
                 match errors.as_slice() {
                     [one] => format!("{}: {}", one.field, one.message),
@@ -136,7 +164,7 @@ impl ApiError {
                 Some(errors.clone()),
             ),
             ApiError::IdempotencyKeyReused => (
-                "idempotency-key-reused",
+                "idempotency-key-reused".into(),
                 "The Idempotency-Key was used with another request body",
                 "this Idempotency-Key was first used with a different body; use a new key for a new order"
                     .to_string(),
@@ -146,19 +174,57 @@ impl ApiError {
                 )]),
             ),
             ApiError::OrderNotFound(id) => (
-                "order-not-found",
+                "order-not-found".into(),
                 "No such order",
                 format!("there is no order with id {id}"),
                 None,
             ),
             ApiError::RouteNotFound => (
-                "not-found",
+                "not-found".into(),
                 "Not found",
                 "there is no resource at this path".to_string(),
                 None,
             ),
+            ApiError::NotFound { what, id } => (
+                format!("{what}-not-found").into(),
+                "No such resource",
+                format!("there is no {} {id}", what.replace('-', " ")),
+                None,
+            ),
+            ApiError::AdminDisabled => (
+                "admin-disabled".into(),
+                "The admin routes are off",
+                "the admin routes are disabled because no admin token is configured; to enable \
+                 them, set ORDERFLOW_ADMIN_TOKEN to a secret, restart the gateway, and send \
+                 `Authorization: Bearer <token>`"
+                    .to_string(),
+                None,
+            ),
+            ApiError::Unauthorized => (
+                "unauthorized".into(),
+                "Unauthorized",
+                "the admin routes need `Authorization: Bearer <token>` with the token configured \
+                 in ORDERFLOW_ADMIN_TOKEN"
+                    .to_string(),
+                None,
+            ),
+            ApiError::MetricsDisabled => (
+                "metrics-disabled".into(),
+                "Metrics are off",
+                "this gateway was started without a metrics recorder, so /metrics has nothing to \
+                 show"
+                    .to_string(),
+                None,
+            ),
+            ApiError::Busy(why) => ("busy".into(), "Already in progress", why.clone(), None),
+            ApiError::Unavailable(why) => (
+                "unavailable".into(),
+                "A service this route needs is not available",
+                why.clone(),
+                None,
+            ),
             ApiError::MethodNotAllowed { allow } => (
-                "method-not-allowed",
+                "method-not-allowed".into(),
                 "Method not allowed",
                 match allow {
                     Some(allow) => format!("this resource allows only {allow}"),
@@ -167,22 +233,22 @@ impl ApiError {
                 None,
             ),
             ApiError::WrongState(why) => (
-                "wrong-state",
+                "wrong-state".into(),
                 "The order is not in a state that allows this",
                 why.clone(),
                 None,
             ),
             ApiError::ConcurrentChange => (
-                "concurrent-change",
+                "concurrent-change".into(),
                 "The order was changed at the same time",
                 "another request changed the order at the same time; retry".to_string(),
                 None,
             ),
-            ApiError::NotReady(why) => ("not-ready", "Not ready", why.clone(), None),
+            ApiError::NotReady(why) => ("not-ready".into(), "Not ready", why.clone(), None),
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "request failed with an internal error");
                 (
-                    "internal",
+                    "internal".into(),
                     "Internal server error",
                     "the server failed to handle the request; the cause was logged".to_string(),
                     None,
@@ -206,8 +272,17 @@ impl ApiError {
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if let ApiError::MethodNotAllowed { allow: Some(allow) } = self {
-            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        match self {
+            ApiError::MethodNotAllowed { allow: Some(allow) } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::Unauthorized => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"orderflow-admin\""),
+                );
+            }
+            _ => {}
         }
         response
     }

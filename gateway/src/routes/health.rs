@@ -13,6 +13,7 @@ use crate::dto::{HealthResponse, ReadyResponse};
 use crate::problem::{self, ApiError, Problem};
 use crate::request_id::{request_id, RequestId};
 use crate::routes::{method_not_allowed, with_state};
+use crate::telemetry::tag;
 use crate::GatewayState;
 
 /// How long a readiness check may take before it counts as failed.
@@ -28,6 +29,7 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
                 .or(method_not_allowed("GET"))
                 .unify(),
         )
+        .map(tag("/health"))
         .boxed();
     let ready = warp::path!("ready")
         .and(
@@ -38,6 +40,7 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
                 .or(method_not_allowed("GET"))
                 .unify(),
         )
+        .map(tag("/ready"))
         .boxed();
     health.or(ready).unify().boxed()
 }

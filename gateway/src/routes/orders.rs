@@ -1,13 +1,14 @@
-//! The order routes: place, read, cancel, history, and time travel. Reads go to the event
-//! store, so they are never stale. Writes run in a task of their own, so a client that hangs
+//! The order routes: place, read, cancel, history, time travel, and the list. Reads of one
+//! order go to the event store, so they are never stale; the list reads the order-summary
+//! projection. Writes run in a task of their own, so a client that hangs
 //! up cannot cut their database work in half. Handlers never reject: they answer their errors
 //! as problems.
 
 use std::convert::Infallible;
-use std::future::Future;
 
-use chrono::Utc;
-use orderflow_domain::{OrderCommand, OrderError};
+use chrono::{DateTime, Utc};
+use orderflow_domain::{FieldError, OrderCommand, OrderError, OrderStatus};
+use orderflow_projections::order_summary::{self, ListError, OrderFilter, OrderPage};
 use orderflow_store::idempotency::{self, KeyClaim};
 use orderflow_store::{CommandError, CommandMetadata};
 use tracing::{Instrument, Span};
@@ -21,7 +22,8 @@ use crate::body::{self, Body};
 use crate::dto::{CancelOrderRequest, OrderEventsResponse, OrderResponse, PlaceOrderRequest};
 use crate::problem::{self, ApiError, Problem};
 use crate::request_id::{request_id, RequestId};
-use crate::routes::{method_not_allowed, with_state};
+use crate::routes::{detached, into_response, method_not_allowed, query_param, with_state};
+use crate::telemetry::tag;
 use crate::GatewayState;
 
 fn order_path() -> impl Filter<Extract = (String,), Error = warp::Rejection> + Copy {
@@ -47,9 +49,16 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
                 .and(warp::header::headers_cloned())
                 .and(body::limited())
                 .and_then(place_order)
-                .or(method_not_allowed("POST"))
+                .or(warp::get()
+                    .and(with_state(&state))
+                    .and(request_id())
+                    .and(warp::query::<Vec<(String, String)>>())
+                    .and_then(list_orders))
+                .unify()
+                .or(method_not_allowed("GET, POST"))
                 .unify(),
         )
+        .map(tag("/v1/orders"))
         .boxed();
     let get = order_path()
         .and(warp::get())
@@ -58,6 +67,7 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
         .and_then(get_order)
         .or(order_path().and(method_not_allowed("GET")).map(ignore_id))
         .unify()
+        .map(tag("/v1/orders/{id}"))
         .boxed();
     let cancel_path = || warp::path!("v1" / "orders" / String / "cancel");
     let cancel = cancel_path()
@@ -68,6 +78,7 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
         .and_then(cancel_order)
         .or(cancel_path().and(method_not_allowed("POST")).map(ignore_id))
         .unify()
+        .map(tag("/v1/orders/{id}/cancel"))
         .boxed();
     let events_path = || warp::path!("v1" / "orders" / String / "events");
     let events = events_path()
@@ -77,6 +88,7 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
         .and_then(order_events)
         .or(events_path().and(method_not_allowed("GET")).map(ignore_id))
         .unify()
+        .map(tag("/v1/orders/{id}/events"))
         .boxed();
     let at_path = || warp::path!("v1" / "orders" / String / "state");
     let at = at_path()
@@ -87,6 +99,7 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
         .and_then(order_state_at)
         .or(at_path().and(method_not_allowed("GET")).map(ignore_id))
         .unify()
+        .map(tag("/v1/orders/{id}/state"))
         .boxed();
     place
         .or(get)
@@ -98,6 +111,126 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
         .or(at)
         .unify()
         .boxed()
+}
+
+/// List orders from the order-summary projection, newest first, a page at a time.
+///
+/// The projection follows the event log closely but not instantly: an order placed a moment
+/// ago may be missing for a moment. Walking `next_cursor` returns every order that existed
+/// when the walk began exactly once.
+#[utoipa::path(
+    get,
+    path = "/v1/orders",
+    tag = "orders",
+    params(
+        ("customer_id" = Option<String>, Query, description = "Only this customer's orders"),
+        ("status" = Option<OrderStatus>, Query, description = "Only orders in this status"),
+        ("placed_after" = Option<DateTime<Utc>>, Query, description = "Only orders placed strictly after this RFC 3339 time"),
+        ("limit" = Option<u32>, Query, description = "Orders per page, 1 to 500 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "One page of orders, newest first", body = OrderPage),
+        (status = 400, description = "The query string cannot be parsed", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A parameter has an invalid value, named in `errors`", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The read model failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(request_id = %request_id))]
+pub async fn list_orders(
+    state: GatewayState,
+    request_id: RequestId,
+    query: Vec<(String, String)>,
+) -> Result<Response, Infallible> {
+    let answer = async {
+        let filter = order_filter(&query, None)?;
+        list_page(&state, &filter).await
+    }
+    .await;
+    Ok(request_id.stamp(into_response(answer)))
+}
+
+/// The filter a list query asks for; `customer_id` from the path wins over the query's.
+///
+/// # Errors
+/// [`ApiError::Invalid`] naming every parameter with an invalid value.
+pub fn order_filter(
+    query: &[(String, String)],
+    customer_id: Option<String>,
+) -> Result<OrderFilter, ApiError> {
+    let mut errors = Vec::new();
+    let customer_id = customer_id.or_else(|| query_param(query, "customer_id").map(str::to_string));
+    if customer_id
+        .as_deref()
+        .is_some_and(|c| c.trim().is_empty() || c.len() > 100)
+    {
+        errors.push(FieldError::new(
+            "customer_id",
+            "must be 1 to 100 characters",
+        ));
+    }
+    let status = query_param(query, "status").and_then(|raw| {
+        OrderStatus::parse(raw).or_else(|| {
+            let known: Vec<&str> = OrderStatus::ALL.iter().map(|s| s.as_str()).collect();
+            errors.push(FieldError::new(
+                "status",
+                format!("must be one of {}", known.join(", ")),
+            ));
+            None
+        })
+    });
+    let placed_after = query_param(query, "placed_after").and_then(|raw| {
+        DateTime::parse_from_rfc3339(raw)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| {
+                errors.push(FieldError::new(
+                    "placed_after",
+                    "must be an RFC 3339 time, such as 2026-11-25T10:00:00Z",
+                ))
+            })
+            .ok()
+    });
+    let limit_error = || {
+        FieldError::new(
+            "limit",
+            format!("must be an integer from 1 to {}", order_summary::MAX_LIMIT),
+        )
+    };
+    let limit = query_param(query, "limit").and_then(|raw| match raw.trim().parse::<u32>() {
+        Ok(n) if (1..=order_summary::MAX_LIMIT).contains(&n) => Some(n),
+        _ => {
+            errors.push(limit_error());
+            None
+        }
+    });
+    let cursor = query_param(query, "cursor").map(str::to_string);
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    Ok(OrderFilter {
+        customer_id,
+        status,
+        placed_after,
+        limit,
+        cursor,
+    })
+}
+
+/// One page of the order-summary projection as an answer.
+///
+/// # Errors
+/// [`ApiError::Invalid`] for a limit or cursor the projection refuses, [`ApiError::Internal`]
+/// when the query fails.
+pub async fn list_page(state: &GatewayState, filter: &OrderFilter) -> Result<Response, ApiError> {
+    match order_summary::list_orders(&state.pool, filter).await {
+        Ok(page) => Ok(problem::json(&page, StatusCode::OK)),
+        Err(ListError::Database(e)) => Err(e.into()),
+        Err(ListError::InvalidCursor) => Err(ApiError::invalid(
+            "cursor",
+            "is not a cursor this server handed out; start again without it",
+        )),
+        Err(e @ ListError::InvalidLimit(_)) => Err(ApiError::invalid("limit", e.to_string())),
+    }
 }
 
 /// Place an order.
@@ -403,19 +536,4 @@ pub async fn order_state_at(
 /// A path id that is not a UUID names no order: 404, not 400.
 fn parse_order_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::OrderNotFound(raw.to_string()))
-}
-
-fn into_response(answer: Result<Response, ApiError>) -> Response {
-    answer.unwrap_or_else(ApiError::into_response)
-}
-
-/// Runs `work` in a task of its own and waits for it: when the client hangs up and warp drops
-/// this future, the work still runs to its end (no transaction is cut in half).
-async fn detached<F>(work: F) -> Result<Response, ApiError>
-where
-    F: Future<Output = Result<Response, ApiError>> + Send + 'static,
-{
-    tokio::spawn(work)
-        .await
-        .unwrap_or_else(|e| Err(ApiError::Internal(format!("request task failed: {e}"))))
 }

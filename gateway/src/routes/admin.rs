@@ -1,0 +1,711 @@
+//! The operator routes under `/v1/admin/...`, behind the admin bearer token
+//! ([`crate::auth`]): consumer lag, projections (list, rebuild, verify), replay (an order's
+//! timeline, a range of the log to one consumer) and the dead-letter stream (list, show,
+//! redrive).
+//!
+//! Without a configured token every path under `/v1/admin/` answers 404 with a problem that
+//! says how to turn them on; with one, a request without it answers 401. The check runs
+//! before anything else, so an unauthorised caller learns nothing about which admin paths
+//! exist.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use orderflow_projections::rebuild::ProjectionStatus;
+use orderflow_projections::replay::{self, LogBound};
+use orderflow_projections::{ProjectionError, ProjectionHandler, RebuildOptions};
+use orderflow_store::log;
+use orderflow_workers::dlq::{self, DlqError};
+use orderflow_workers::registry::{build_worker, UnknownWorker, WORKER_NAMES};
+use orderflow_workers::runtime::consumer_info;
+use orderflow_workers::{Bus, Handler, WorkerDeps};
+use tracing::{Instrument, Span};
+use uuid::Uuid;
+use warp::filters::BoxedFilter;
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::Filter;
+
+use crate::auth::require_admin;
+use crate::body::{self, Body};
+use crate::dto::{
+    ConsumerKind, ConsumerLagResponse, ConsumersResponse, DeadLetterResponse, DeadLettersResponse,
+    LogBoundRequest, OrderTimelineResponse, ProjectionResponse, ProjectionsResponse,
+    RebuildRequest, RedriveResponse, ReplayConsumerRequest, ReplayReportResponse, VerifyResponse,
+};
+use crate::problem::{self, error_chain, ApiError, Problem};
+use crate::rebuilds::RebuildTask;
+use crate::request_id::{request_id, RequestId};
+use crate::routes::{detached, into_response, method_not_allowed, query_param, with_state};
+use crate::telemetry::tag;
+use crate::GatewayState;
+
+/// Most events one `POST /v1/admin/consumers/{name}/replay` replays.
+pub const MAX_REPLAY_EVENTS: i64 = 10_000;
+/// Most dead letters one `GET /v1/admin/dlq` lists.
+pub const MAX_DLQ_LIMIT: usize = 1_000;
+/// Dead letters listed when no `limit` is given.
+pub const DEFAULT_DLQ_LIMIT: usize = 100;
+
+fn ignore_segment(_: String, response: Response) -> Response {
+    response
+}
+
+/// Every admin route, behind the token check, with their 405s.
+pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
+    let s = &state;
+    let consumers = warp::path!("consumers")
+        .and(
+            warp::get()
+                .and(with_state(s))
+                .and(request_id())
+                .and_then(list_consumers)
+                .or(method_not_allowed("GET"))
+                .unify(),
+        )
+        .map(tag("/v1/admin/consumers"));
+    let replay_path = || warp::path!("consumers" / String / "replay");
+    let replay_consumer = replay_path()
+        .and(warp::post())
+        .and(with_state(s))
+        .and(request_id())
+        .and(body::limited())
+        .and_then(replay_consumer)
+        .or(replay_path()
+            .and(method_not_allowed("POST"))
+            .map(ignore_segment))
+        .unify()
+        .map(tag("/v1/admin/consumers/{name}/replay"));
+    let projections = warp::path!("projections")
+        .and(
+            warp::get()
+                .and(with_state(s))
+                .and(request_id())
+                .and_then(list_projections)
+                .or(method_not_allowed("GET"))
+                .unify(),
+        )
+        .map(tag("/v1/admin/projections"));
+    let rebuild_path = || warp::path!("projections" / String / "rebuild");
+    let rebuild = rebuild_path()
+        .and(warp::post())
+        .and(with_state(s))
+        .and(request_id())
+        .and(body::limited())
+        .and_then(rebuild_projection)
+        .or(rebuild_path()
+            .and(method_not_allowed("POST"))
+            .map(ignore_segment))
+        .unify()
+        .map(tag("/v1/admin/projections/{name}/rebuild"));
+    let timeline_path = || warp::path!("orders" / String / "replay");
+    let timeline = timeline_path()
+        .and(warp::get())
+        .and(with_state(s))
+        .and(request_id())
+        .and(warp::query::<Vec<(String, String)>>())
+        .and_then(replay_order)
+        .or(timeline_path()
+            .and(method_not_allowed("GET"))
+            .map(ignore_segment))
+        .unify()
+        .map(tag("/v1/admin/orders/{id}/replay"));
+    let dlq_list = warp::path!("dlq")
+        .and(
+            warp::get()
+                .and(with_state(s))
+                .and(request_id())
+                .and(warp::query::<Vec<(String, String)>>())
+                .and_then(list_dead_letters)
+                .or(method_not_allowed("GET"))
+                .unify(),
+        )
+        .map(tag("/v1/admin/dlq"));
+    let show_path = || warp::path!("dlq" / String);
+    let dlq_show = show_path()
+        .and(warp::get())
+        .and(with_state(s))
+        .and(request_id())
+        .and_then(show_dead_letter)
+        .or(show_path()
+            .and(method_not_allowed("GET"))
+            .map(ignore_segment))
+        .unify()
+        .map(tag("/v1/admin/dlq/{seq}"));
+    let redrive_path = || warp::path!("dlq" / String / "redrive");
+    let dlq_redrive = redrive_path()
+        .and(warp::post())
+        .and(with_state(s))
+        .and(request_id())
+        .and_then(redrive_dead_letter)
+        .or(redrive_path()
+            .and(method_not_allowed("POST"))
+            .map(ignore_segment))
+        .unify()
+        .map(tag("/v1/admin/dlq/{seq}/redrive"));
+    let inner = consumers
+        .or(replay_consumer)
+        .unify()
+        .or(projections)
+        .unify()
+        .or(rebuild)
+        .unify()
+        .or(timeline)
+        .unify()
+        .or(dlq_list)
+        .unify()
+        .or(dlq_show)
+        .unify()
+        .or(dlq_redrive)
+        .unify();
+    warp::path("v1")
+        .and(warp::path("admin"))
+        .and(
+            require_admin(&state)
+                .and(inner)
+                .recover(problem::recover)
+                .unify(),
+        )
+        .boxed()
+}
+
+fn bus(state: &GatewayState) -> Result<&Bus, ApiError> {
+    state.bus.as_ref().ok_or_else(|| {
+        ApiError::Unavailable(
+            "this gateway runs without NATS JetStream; start it with NATS to see consumers and \
+             dead letters"
+                .into(),
+        )
+    })
+}
+
+fn internal(error: &dyn std::error::Error) -> ApiError {
+    ApiError::Internal(error_chain(error))
+}
+
+/// The lag of every durable consumer orderflow runs (workers, then projections).
+#[utoipa::path(
+    get,
+    path = "/v1/admin/consumers",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Each consumer's pending, ack-pending and redelivered counts and last handled position", body = ConsumersResponse),
+        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The admin routes are off (no ORDERFLOW_ADMIN_TOKEN)", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "JetStream failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "This gateway runs without NATS", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(request_id = %request_id))]
+pub async fn list_consumers(
+    state: GatewayState,
+    request_id: RequestId,
+) -> Result<Response, Infallible> {
+    let answer = async {
+        let bus = bus(&state)?;
+        let projections = orderflow_projections::all();
+        let mut names: Vec<(&str, ConsumerKind)> = WORKER_NAMES
+            .iter()
+            .map(|n| (*n, ConsumerKind::Worker))
+            .collect();
+        names.extend(
+            projections
+                .iter()
+                .map(|p| (p.name(), ConsumerKind::Projection)),
+        );
+        let only: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
+        let lags = consumer_info(bus, &only).await.map_err(|e| internal(&e))?;
+        let consumers = lags
+            .into_iter()
+            .zip(names.iter())
+            .map(|(lag, (_, kind))| ConsumerLagResponse {
+                name: lag.name,
+                kind: *kind,
+                exists: lag.exists,
+                pending: lag.pending,
+                ack_pending: lag.ack_pending,
+                redelivered: lag.redelivered,
+                last_handled_position: lag.last_handled_position,
+            })
+            .collect();
+        Ok(problem::json(
+            &ConsumersResponse { consumers },
+            StatusCode::OK,
+        ))
+    }
+    .await;
+    Ok(request_id.stamp(into_response(answer)))
+}
+
+fn projection_response(
+    status: ProjectionStatus,
+    rebuild: Option<RebuildTask>,
+) -> ProjectionResponse {
+    ProjectionResponse {
+        name: status.name,
+        version: status.version,
+        code_version: status.code_version,
+        position: status.position,
+        head_position: status.head_position,
+        lag: status.lag,
+        state: status.state,
+        updated_at: status.updated_at,
+        rebuild,
+    }
+}
+
+/// Every projection: its version, position, lag and state, and the last rebuild this gateway
+/// started.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/projections",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Every projection, by name", body = ProjectionsResponse),
+        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The admin routes are off (no ORDERFLOW_ADMIN_TOKEN)", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The database failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(request_id = %request_id))]
+pub async fn list_projections(
+    state: GatewayState,
+    request_id: RequestId,
+) -> Result<Response, Infallible> {
+    let answer = async {
+        let projections = orderflow_projections::list(&state.pool)
+            .await?
+            .into_iter()
+            .map(|status| {
+                let task = state.rebuilds.get(&status.name);
+                projection_response(status, task)
+            })
+            .collect();
+        Ok(problem::json(
+            &ProjectionsResponse { projections },
+            StatusCode::OK,
+        ))
+    }
+    .await;
+    Ok(request_id.stamp(into_response(answer)))
+}
+
+/// Rebuild a projection from the event log (in the background), or verify it (inline).
+///
+/// Without `verify` the rebuild runs in a background task of this gateway: the answer is 202
+/// and `GET /v1/admin/projections` shows its progress and outcome; the live projection keeps
+/// serving until the atomic swap. With `verify` the projection is rebuilt into shadow tables
+/// and compared with the live one, nothing is swapped, and the answer is the report.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/projections/{name}/rebuild",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("name" = String, Path, description = "The projection: order-summary or analytics")),
+    request_body(content = RebuildRequest, content_type = "application/json", description = "Optional; an empty body rebuilds"),
+    responses(
+        (status = 200, description = "The verify report (with `verify: true`)", body = VerifyResponse),
+        (status = 202, description = "The rebuild started", body = RebuildTask,
+         headers(("Location" = String, description = "/v1/admin/projections"))),
+        (status = 400, description = "Malformed JSON or unknown fields", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such projection, or the admin routes are off", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The projection is being rebuilt already", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The database failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(request_id = %request_id, projection = %name))]
+pub async fn rebuild_projection(
+    name: String,
+    state: GatewayState,
+    request_id: RequestId,
+    body: Body,
+) -> Result<Response, Infallible> {
+    let answer = detached(
+        async move {
+            let projection =
+                orderflow_projections::by_name(&name).map_err(|_| ApiError::NotFound {
+                    what: "projection",
+                    id: name.clone(),
+                })?;
+            let body = body?;
+            let request = if body.iter().all(u8::is_ascii_whitespace) {
+                RebuildRequest::default()
+            } else {
+                body::parse_json::<RebuildRequest>(&body)?.0
+            };
+            let busy = || {
+                ApiError::Busy(format!(
+                    "projection {name} is being rebuilt; GET /v1/admin/projections shows its state"
+                ))
+            };
+            if request.verify {
+                let options = RebuildOptions {
+                    verify_only: true,
+                    ..RebuildOptions::default()
+                };
+                let report = orderflow_projections::rebuild(
+                    &state.pool,
+                    projection.as_ref(),
+                    options,
+                    &|_| {},
+                )
+                .await
+                .map_err(|e| match e {
+                    ProjectionError::AlreadyRebuilding(_) => busy(),
+                    other => internal(&other),
+                })?;
+                tracing::info!(
+                    differences = report.difference_count(),
+                    "projection verified"
+                );
+                return Ok(problem::json(&VerifyResponse::from(report), StatusCode::OK));
+            }
+            let running_elsewhere = orderflow_projections::list(&state.pool)
+                .await?
+                .iter()
+                .any(|s| s.name == name && s.state == "rebuilding");
+            if running_elsewhere {
+                return Err(busy());
+            }
+            let task = state.rebuilds.start(state.pool.clone(), projection)?;
+            let mut response = problem::json(&task, StatusCode::ACCEPTED);
+            response.headers_mut().insert(
+                header::LOCATION,
+                HeaderValue::from_static("/v1/admin/projections"),
+            );
+            Ok(response)
+        }
+        .instrument(Span::current()),
+    )
+    .await;
+    Ok(request_id.stamp(into_response(answer)))
+}
+
+/// An order's events, each with the state after it and what it changed (`at` stops after
+/// that sequence).
+#[utoipa::path(
+    get,
+    path = "/v1/admin/orders/{id}/replay",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(
+        ("id" = Uuid, Path, description = "The order id"),
+        ("at" = Option<i64>, Query, description = "Last sequence to show, from 1 to the order's version (default: all)"),
+    ),
+    responses(
+        (status = 200, description = "The order's timeline", body = OrderTimelineResponse),
+        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order, or the admin routes are off", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`at` is not an integer from 1 to the order's version", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The event store failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = %raw_id))]
+pub async fn replay_order(
+    raw_id: String,
+    state: GatewayState,
+    request_id: RequestId,
+    query: Vec<(String, String)>,
+) -> Result<Response, Infallible> {
+    let answer = async {
+        let order_id =
+            Uuid::parse_str(&raw_id).map_err(|_| ApiError::OrderNotFound(raw_id.clone()))?;
+        let events = state.orders.events(order_id).await?;
+        let Some(last) = events.last().map(|e| e.sequence) else {
+            return Err(ApiError::OrderNotFound(order_id.to_string()));
+        };
+        let at = match query_param(&query, "at") {
+            None => None,
+            Some(raw) => match raw.trim().parse::<i64>() {
+                Ok(n) if (1..=last).contains(&n) => Some(n),
+                _ => {
+                    return Err(ApiError::invalid(
+                        "at",
+                        format!("must be an integer from 1 to {last}, the order's current version"),
+                    ))
+                }
+            },
+        };
+        let timeline = replay::timeline(order_id, &events, at)?;
+        Ok(problem::json(
+            &OrderTimelineResponse::from(timeline),
+            StatusCode::OK,
+        ))
+    }
+    .await;
+    Ok(request_id.stamp(into_response(answer)))
+}
+
+/// The handler of consumer `name` (a projection or a worker).
+fn consumer_handler(
+    state: &GatewayState,
+    name: &str,
+    dry_run: bool,
+) -> Result<Arc<dyn Handler>, ApiError> {
+    if let Ok(projection) = orderflow_projections::by_name(name) {
+        return Ok(Arc::new(ProjectionHandler::new(
+            state.pool.clone(),
+            projection,
+        )));
+    }
+    if !WORKER_NAMES.contains(&name) {
+        return Err(ApiError::NotFound {
+            what: "consumer",
+            id: name.to_string(),
+        });
+    }
+    let deps = match (&state.worker_deps, dry_run) {
+        (Some(deps), _) => deps.clone(),
+        // A dry run changes nothing and sends nothing: the default channel and carrier do.
+        (None, true) => WorkerDeps::new(state.pool.clone()),
+        (None, false) => {
+            return Err(ApiError::Unavailable(format!(
+                "this gateway was started without the workers' configuration, so it cannot \
+                 replay to {name} for real; use dry_run, or `orderflow replay consumer`"
+            )))
+        }
+    };
+    build_worker(name, deps).map_err(|e| match e {
+        UnknownWorker::Unknown(_) => ApiError::NotFound {
+            what: "consumer",
+            id: name.to_string(),
+        },
+        other @ UnknownWorker::Misconfigured { .. } => ApiError::Unavailable(other.to_string()),
+    })
+}
+
+fn bound(raw: &LogBoundRequest, field: &str) -> Result<LogBound, ApiError> {
+    let bound = match raw {
+        LogBoundRequest::Position(p) => LogBound::Position(*p),
+        LogBoundRequest::Time(text) => text.trim().parse::<LogBound>().map_err(|_| {
+            ApiError::invalid(field, "must be a position (an integer) or an RFC 3339 time")
+        })?,
+    };
+    match bound {
+        LogBound::Position(p) if p < 0 => Err(ApiError::invalid(field, "must not be negative")),
+        other => Ok(other),
+    }
+}
+
+/// Re-send a range of the event log to one consumer's handler and report what each event
+/// did (or, with `dry_run`, would do).
+///
+/// Without `dry_run` the consumer's inbox still keeps an event it handled before from acting
+/// twice, unless `force` is set (projections never fold an event twice; rebuild them
+/// instead). At most 10,000 events per request.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/consumers/{name}/replay",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("name" = String, Path, description = "The consumer: inventory, notifications, shipments, order-summary or analytics")),
+    request_body(content = ReplayConsumerRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "What each replayed event did or would do", body = ReplayReportResponse),
+        (status = 400, description = "Malformed JSON, unknown or missing fields", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such consumer, or the admin routes are off", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bound that is neither a position nor a time, `to` before `from`, or a range over 10,000 events", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The event store failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A replay to a worker for real, on a gateway without the workers' configuration", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(request_id = %request_id, consumer = %name))]
+pub async fn replay_consumer(
+    name: String,
+    state: GatewayState,
+    request_id: RequestId,
+    body: Body,
+) -> Result<Response, Infallible> {
+    let answer = detached(
+        async move {
+            let (request, _): (ReplayConsumerRequest, _) = body::parse_json(&body?)?;
+            let handler = consumer_handler(&state, &name, request.dry_run)?;
+            let from = bound(&request.from, "from")?;
+            let to = request.to.as_ref().map(|t| bound(t, "to")).transpose()?;
+            let from = from.resolve_from(&state.pool).await?.max(1);
+            let to = match to {
+                Some(to) => to.resolve_to(&state.pool).await?,
+                None => log::head_position(&state.pool).await?,
+            };
+            if to < from && request.to.is_some() {
+                return Err(ApiError::invalid("to", "must not be before from"));
+            }
+            if to - from >= MAX_REPLAY_EVENTS {
+                return Err(ApiError::invalid(
+                    "to",
+                    format!(
+                        "the range {from}..={to} is over {MAX_REPLAY_EVENTS} events; replay it in parts"
+                    ),
+                ));
+            }
+            let report = replay::replay_consumer(
+                &state.pool,
+                handler.as_ref(),
+                from,
+                Some(to),
+                request.dry_run,
+                request.force,
+            )
+            .await?;
+            tracing::info!(events = report.events.len(), dry_run = request.dry_run,
+                force = request.force, "replayed to a consumer");
+            Ok(problem::json(
+                &ReplayReportResponse::from(report),
+                StatusCode::OK,
+            ))
+        }
+        .instrument(Span::current()),
+    )
+    .await;
+    Ok(request_id.stamp(into_response(answer)))
+}
+
+fn dlq_error(error: DlqError) -> ApiError {
+    match error {
+        DlqError::NotFound(sequence) => ApiError::NotFound {
+            what: "dead-letter",
+            id: sequence.to_string(),
+        },
+        other => internal(&other),
+    }
+}
+
+fn dlq_sequence(raw: &str) -> Result<u64, ApiError> {
+    raw.parse::<u64>().map_err(|_| ApiError::NotFound {
+        what: "dead-letter",
+        id: raw.to_string(),
+    })
+}
+
+/// Parked messages, oldest first, of one consumer or of all.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/dlq",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(
+        ("consumer" = Option<String>, Query, description = "Only this consumer's dead letters"),
+        ("limit" = Option<u32>, Query, description = "At most this many, 1 to 1000 (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "The dead letters", body = DeadLettersResponse),
+        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The admin routes are off (no ORDERFLOW_ADMIN_TOKEN)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`limit` is not an integer from 1 to 1000", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "JetStream failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "This gateway runs without NATS", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(request_id = %request_id))]
+pub async fn list_dead_letters(
+    state: GatewayState,
+    request_id: RequestId,
+    query: Vec<(String, String)>,
+) -> Result<Response, Infallible> {
+    let answer = async {
+        let limit = match query_param(&query, "limit") {
+            None => DEFAULT_DLQ_LIMIT,
+            Some(raw) => match raw.trim().parse::<usize>() {
+                Ok(n) if (1..=MAX_DLQ_LIMIT).contains(&n) => n,
+                _ => {
+                    return Err(ApiError::invalid(
+                        "limit",
+                        format!("must be an integer from 1 to {MAX_DLQ_LIMIT}"),
+                    ))
+                }
+            },
+        };
+        let bus = bus(&state)?;
+        let consumer = query_param(&query, "consumer").filter(|c| !c.is_empty());
+        let dead_letters = dlq::list(bus, consumer, limit)
+            .await
+            .map_err(dlq_error)?
+            .into_iter()
+            .map(DeadLetterResponse::from)
+            .collect();
+        Ok(problem::json(
+            &DeadLettersResponse { dead_letters },
+            StatusCode::OK,
+        ))
+    }
+    .await;
+    Ok(request_id.stamp(into_response(answer)))
+}
+
+/// One parked message, with the error and the original body.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/dlq/{seq}",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("seq" = u64, Path, description = "The dead letter's sequence in the dead-letter stream")),
+    responses(
+        (status = 200, description = "The dead letter", body = DeadLetterResponse),
+        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dead letter (or redriven since), or the admin routes are off", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "JetStream failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "This gateway runs without NATS", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(request_id = %request_id, sequence = %raw))]
+pub async fn show_dead_letter(
+    raw: String,
+    state: GatewayState,
+    request_id: RequestId,
+) -> Result<Response, Infallible> {
+    let answer = async {
+        let sequence = dlq_sequence(&raw)?;
+        let bus = bus(&state)?;
+        let parked = dlq::show(bus, sequence).await.map_err(dlq_error)?;
+        Ok(problem::json(
+            &DeadLetterResponse::from(parked),
+            StatusCode::OK,
+        ))
+    }
+    .await;
+    Ok(request_id.stamp(into_response(answer)))
+}
+
+/// Send a parked message back to the consumer that gave up on it (only that consumer sees
+/// it), then delete it from the dead-letter stream.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/dlq/{seq}/redrive",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("seq" = u64, Path, description = "The dead letter's sequence in the dead-letter stream")),
+    responses(
+        (status = 200, description = "What was re-published", body = RedriveResponse),
+        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dead letter (or redriven already), or the admin routes are off", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "JetStream failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "This gateway runs without NATS", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(request_id = %request_id, sequence = %raw))]
+pub async fn redrive_dead_letter(
+    raw: String,
+    state: GatewayState,
+    request_id: RequestId,
+) -> Result<Response, Infallible> {
+    let answer = detached(
+        async move {
+            let sequence = dlq_sequence(&raw)?;
+            let bus = bus(&state)?;
+            let redriven = dlq::redrive(bus, sequence).await.map_err(dlq_error)?;
+            Ok(problem::json(
+                &RedriveResponse::from(redriven),
+                StatusCode::OK,
+            ))
+        }
+        .instrument(Span::current()),
+    )
+    .await;
+    Ok(request_id.stamp(into_response(answer)))
+}

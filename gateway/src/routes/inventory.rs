@@ -1,0 +1,130 @@
+//! `PUT /v1/inventory/{sku}` and `GET /v1/inventory/{sku}`: set and read the stock the
+//! inventory worker reserves from (its own tables, see `orderflow_workers::inventory`).
+
+use std::convert::Infallible;
+
+use orderflow_domain::Sku;
+use orderflow_workers::inventory::{self, InventoryError, StockLevel};
+use tracing::{Instrument, Span};
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Filter;
+
+use crate::body::{self, Body};
+use crate::dto::SetStockRequest;
+use crate::problem::{self, error_chain, ApiError, Problem};
+use crate::request_id::{request_id, RequestId};
+use crate::routes::{decode_segment, detached, into_response, method_not_allowed, with_state};
+use crate::telemetry::tag;
+use crate::GatewayState;
+
+/// Both inventory routes, with their 405.
+pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
+    let path = || warp::path!("v1" / "inventory" / String);
+    let put = path()
+        .and(warp::put())
+        .and(with_state(&state))
+        .and(request_id())
+        .and(body::limited())
+        .and_then(set_stock);
+    let get = path()
+        .and(warp::get())
+        .and(with_state(&state))
+        .and(request_id())
+        .and_then(get_stock);
+    put.or(get)
+        .unify()
+        .or(path()
+            .and(method_not_allowed("GET, PUT"))
+            .map(|_: String, response| response))
+        .unify()
+        .map(tag("/v1/inventory/{sku}"))
+        .boxed()
+}
+
+fn parse_sku(raw: &str) -> Option<Sku> {
+    decode_segment(raw).and_then(|s| Sku::parse(&s).ok())
+}
+
+/// Set the available stock of a SKU (creating it). What is reserved stays reserved.
+#[utoipa::path(
+    put,
+    path = "/v1/inventory/{sku}",
+    tag = "inventory",
+    params(("sku" = String, Path, description = "1 to 64 characters of letters, digits, '-', '_' or '.'")),
+    request_body(content = SetStockRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The SKU's stock after the change", body = StockLevel),
+        (status = 400, description = "Malformed JSON, unknown or missing fields", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A negative amount, or a SKU that is not valid", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The database failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(request_id = %request_id, sku = %raw_sku))]
+pub async fn set_stock(
+    raw_sku: String,
+    state: GatewayState,
+    request_id: RequestId,
+    body: Body,
+) -> Result<Response, Infallible> {
+    let answer = detached(
+        async move {
+            let sku = decode_segment(&raw_sku)
+                .ok_or_else(|| ApiError::invalid("sku", "is not valid percent-encoded UTF-8"))
+                .and_then(|s| Sku::parse(&s).map_err(|e| ApiError::Invalid(vec![e])));
+            let (request, _): (SetStockRequest, _) = body::parse_json(&body?)?;
+            let sku = sku?;
+            if request.available < 0 {
+                return Err(ApiError::invalid("available", "must be 0 or more"));
+            }
+            let level = inventory::set_stock(&state.pool, &sku, request.available)
+                .await
+                .map_err(|e| match e {
+                    InventoryError::Negative(_) => {
+                        ApiError::invalid("available", "must be 0 or more")
+                    }
+                    InventoryError::Database(e) => ApiError::Internal(error_chain(&e)),
+                })?;
+            tracing::info!(available = level.available, "stock set");
+            Ok(problem::json(&level, StatusCode::OK))
+        }
+        .instrument(Span::current()),
+    )
+    .await;
+    Ok(request_id.stamp(into_response(answer)))
+}
+
+/// Read the stock of a SKU: what can still be reserved, and what reservations hold.
+#[utoipa::path(
+    get,
+    path = "/v1/inventory/{sku}",
+    tag = "inventory",
+    params(("sku" = String, Path, description = "The SKU")),
+    responses(
+        (status = 200, description = "The SKU's stock", body = StockLevel),
+        (status = 404, description = "No stock was ever set for this SKU (or it is not a SKU)", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The database failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(request_id = %request_id, sku = %raw_sku))]
+pub async fn get_stock(
+    raw_sku: String,
+    state: GatewayState,
+    request_id: RequestId,
+) -> Result<Response, Infallible> {
+    let answer = async {
+        let not_found = || ApiError::NotFound {
+            what: "sku",
+            id: raw_sku.clone(),
+        };
+        let sku = parse_sku(&raw_sku).ok_or_else(not_found)?;
+        let level = inventory::get_stock(&state.pool, &sku)
+            .await?
+            .ok_or_else(not_found)?;
+        Ok(problem::json(&level, StatusCode::OK))
+    }
+    .await;
+    Ok(request_id.stamp(into_response(answer)))
+}

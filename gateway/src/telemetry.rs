@@ -1,0 +1,104 @@
+//! Request metrics: every answer counts in `orderflow_http_requests_total{method,route,status}`
+//! and its latency in the histogram `orderflow_http_request_duration_seconds{method,route}`,
+//! recorded through the `metrics` facade (a no-op until a recorder is installed).
+//!
+//! `route` is the route template (`/v1/orders/{id}`), which each route puts on its answer as
+//! a [`RouteTemplate`] extension; answers no route made (unknown paths) count as `unmatched`.
+//! [`install_recorder`] installs the Prometheus recorder once per process and returns the
+//! handle `GET /metrics` renders.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+use warp::http::Method;
+use warp::reply::Response;
+
+/// The request counter.
+pub const REQUESTS_TOTAL: &str = "orderflow_http_requests_total";
+/// The request latency histogram, in seconds.
+pub const REQUEST_DURATION: &str = "orderflow_http_request_duration_seconds";
+/// The `route` label of answers no route made.
+pub const UNMATCHED: &str = "unmatched";
+
+/// Latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// The template of the route that made an answer, carried as a response extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteTemplate(pub &'static str);
+
+/// Puts `template` on a response (used by every route).
+pub fn tag(template: &'static str) -> impl Fn(Response) -> Response + Clone + Send + Sync {
+    move |mut response: Response| {
+        response.extensions_mut().insert(RouteTemplate(template));
+        response
+    }
+}
+
+/// Why the recorder could not be installed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot install the Prometheus recorder: {0}")]
+pub struct MetricsError(String);
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder as the process's global `metrics` recorder (once; later
+/// calls return the same handle) with real histogram buckets for the request latency, and
+/// returns its handle for [`crate::GatewayState::with_metrics`].
+///
+/// # Errors
+/// [`MetricsError`] when another recorder is installed already.
+pub fn install_recorder() -> Result<PrometheusHandle, MetricsError> {
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.to_string()), &BUCKETS)
+        .map_err(|e: BuildError| MetricsError(e.to_string()))?
+        .build_recorder();
+    let handle = recorder.handle();
+    // Two callers racing: only one recorder is installed; the loser gets the winner's handle.
+    if metrics::set_global_recorder(recorder).is_err() {
+        return HANDLE
+            .get()
+            .cloned()
+            .ok_or_else(|| MetricsError("another metrics recorder is installed".into()));
+    }
+    metrics::describe_counter!(
+        REQUESTS_TOTAL,
+        "HTTP requests answered, by method, route and status"
+    );
+    metrics::describe_histogram!(
+        REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "Time to answer an HTTP request, by method and route"
+    );
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// Records one answered request.
+pub fn record_request(started: Instant, method: &Method, response: &Response) {
+    let route = response
+        .extensions()
+        .get::<RouteTemplate>()
+        .map_or(UNMATCHED, |t| t.0);
+    let method = method.as_str().to_string();
+    metrics::counter!(
+        REQUESTS_TOTAL,
+        "method" => method.clone(),
+        "route" => route,
+        "status" => response.status().as_u16().to_string(),
+    )
+    .increment(1);
+    metrics::histogram!(REQUEST_DURATION, "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// The Prometheus text of `handle`, after its periodic upkeep.
+pub fn render(handle: &PrometheusHandle) -> String {
+    handle.run_upkeep();
+    handle.render()
+}
