@@ -3,10 +3,13 @@
 use std::net::SocketAddr;
 use std::sync::Once;
 
-use orderflow_domain::OrderCommand;
+use orderflow_domain::values::{Currency, Email, Money, OrderLine, Quantity, ShippingAddress, Sku};
+use orderflow_domain::{OrderCommand, PlaceOrder};
 use orderflow_gateway::GatewayState;
+use orderflow_projections::ProjectionHandler;
 use orderflow_store::testing::TestDatabase;
-use orderflow_store::{CommandMetadata, OrderStore};
+use orderflow_store::{log, CommandMetadata, EventEnvelope, OrderStore};
+use orderflow_workers::{Delivery, Handler};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
@@ -245,4 +248,133 @@ pub async fn raw_http(app: &TestApp, request: &[u8]) -> String {
         "the gateway did not close the connection within 5 s"
     );
     String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The admin token of apps started with [`spawn_admin_app`].
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// The gateway with the admin routes on (token [`ADMIN_TOKEN`]), and `adjust` for more.
+pub async fn spawn_admin_app(adjust: impl FnOnce(GatewayState) -> GatewayState) -> TestApp {
+    spawn_app_with(|state| adjust(state.with_admin_token(ADMIN_TOKEN))).await
+}
+
+impl TestApp {
+    /// A request with `Authorization: Bearer <token>` (no header for `None`) and a JSON body
+    /// when given.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Response {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        request.send().await.expect("the gateway answers")
+    }
+
+    /// A GET with the admin token.
+    pub async fn admin_get(&self, path: &str) -> Response {
+        self.send(Method::GET, path, Some(ADMIN_TOKEN), None).await
+    }
+
+    /// A POST with the admin token and a JSON body.
+    pub async fn admin_post(&self, path: &str, body: &Value) -> Response {
+        self.send(Method::POST, path, Some(ADMIN_TOKEN), Some(body))
+            .await
+    }
+
+    pub async fn put_json(&self, path: &str, body: &Value) -> Response {
+        self.send(Method::PUT, path, None, Some(body)).await
+    }
+
+    /// Places an order through the store for customer `customer` at `placed_at` (1 line of
+    /// `sku`), as `POST /v1/orders` would. Returns its id.
+    pub async fn place_at(
+        &self,
+        customer: &str,
+        sku: &str,
+        placed_at: chrono::DateTime<chrono::Utc>,
+    ) -> Uuid {
+        let id = Uuid::now_v7();
+        let command = PlaceOrder::new(
+            id,
+            customer,
+            Email::parse("ada@example.com").unwrap(),
+            Currency::parse("EUR").unwrap(),
+            vec![OrderLine {
+                sku: Sku::parse(sku).unwrap(),
+                quantity: Quantity::parse(2).unwrap(),
+                unit_price: Money::parse(1000).unwrap(),
+            }],
+            ShippingAddress::parse("Ada", "1 Main St", None, "Berlin", "10115", "DE").unwrap(),
+            placed_at,
+        )
+        .expect("a valid order");
+        self.store
+            .execute(
+                id,
+                OrderCommand::PlaceOrder(command),
+                &CommandMetadata::from_request("test"),
+            )
+            .await
+            .expect("the store places it");
+        id
+    }
+
+    /// Runs `command` on order `id` through the store.
+    pub async fn command(&self, id: Uuid, command: OrderCommand) {
+        self.store
+            .execute(id, command, &CommandMetadata::from_request("test-driver"))
+            .await
+            .expect("the store accepts the command");
+    }
+
+    /// Numbers every committed event, as the relay does before publishing; returns the head.
+    pub async fn number_events(&self) -> i64 {
+        while log::assign_positions(&self.db.pool, 10_000).await.unwrap() > 0 {}
+        log::head_position(&self.db.pool).await.unwrap()
+    }
+
+    /// Every numbered event after position `after`, in order.
+    pub async fn events_after(&self, after: i64) -> Vec<EventEnvelope> {
+        let mut all = Vec::new();
+        let mut next = after;
+        loop {
+            let batch = log::events_after(&self.db.pool, next, None, 1_000)
+                .await
+                .unwrap();
+            let Some(last) = batch.last() else { break };
+            next = last.position.unwrap();
+            all.extend(batch);
+        }
+        all
+    }
+
+    /// Numbers the log and folds it into every projection, one event at a time in position
+    /// order, as their consumers do.
+    pub async fn project(&self) {
+        self.number_events().await;
+        for projection in orderflow_projections::all() {
+            let name = projection.name();
+            let at = orderflow_projections::projection::checkpoint(&self.db.pool, name)
+                .await
+                .unwrap()
+                .map_or(0, |c| c.position);
+            let handler = ProjectionHandler::new(self.db.pool.clone(), projection);
+            for event in self.events_after(at).await {
+                handler
+                    .handle(&event, Delivery::live(1))
+                    .await
+                    .unwrap_or_else(|e| panic!("{name} failed at {:?}: {e}", event.position));
+            }
+        }
+    }
 }

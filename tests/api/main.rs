@@ -9,11 +9,21 @@
 //! - `routing`: unknown paths, wrong methods, health and readiness, graceful shutdown.
 //! - `openapi`: the document lists every route and real answers match its schemas.
 //! - `cancellation`: clients that hang up mid-request leave nothing stuck (DESIGN.md).
+//! - `inventory`: setting and reading stock.
+//! - `lists`: `GET /v1/orders` and `GET /v1/customers/{id}/orders` (filters, cursor pages).
+//! - `read_models`: notifications of an order and the analytics summary.
+//! - `admin`: the admin token rules and every `/v1/admin/...` route.
+//! - `metrics`: `GET /metrics`.
 
+mod admin;
 mod bad_input;
 mod cancellation;
 mod helpers;
 mod idempotency;
+mod inventory;
+mod lists;
+mod metrics;
 mod openapi;
 mod orders;
+mod read_models;
 mod routing;

@@ -32,8 +32,8 @@ async fn wrong_methods_are_405_with_allow() {
     let app = spawn_app().await;
     let id = Uuid::now_v7();
     let cases = [
-        (Method::GET, "/v1/orders".to_string(), "POST"),
-        (Method::PUT, "/v1/orders".to_string(), "POST"),
+        (Method::PUT, "/v1/orders".to_string(), "GET, POST"),
+        (Method::DELETE, "/v1/orders".to_string(), "GET, POST"),
         (Method::DELETE, format!("/v1/orders/{id}"), "GET"),
         (Method::POST, format!("/v1/orders/{id}"), "GET"),
         (Method::GET, format!("/v1/orders/{id}/cancel"), "POST"),
@@ -42,6 +42,20 @@ async fn wrong_methods_are_405_with_allow() {
         (Method::POST, "/health".to_string(), "GET"),
         (Method::DELETE, "/ready".to_string(), "GET"),
         (Method::PUT, "/openapi.json".to_string(), "GET"),
+        (Method::POST, "/v1/customers/c-1/orders".to_string(), "GET"),
+        (Method::POST, "/v1/inventory/SKU-1".to_string(), "GET, PUT"),
+        (
+            Method::DELETE,
+            "/v1/inventory/SKU-1".to_string(),
+            "GET, PUT",
+        ),
+        (
+            Method::POST,
+            format!("/v1/orders/{id}/notifications"),
+            "GET",
+        ),
+        (Method::POST, "/v1/analytics/summary".to_string(), "GET"),
+        (Method::POST, "/metrics".to_string(), "GET"),
     ];
     for (method, path, allow) in cases {
         let response = app.request(method.clone(), &path).await;
