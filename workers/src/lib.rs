@@ -12,6 +12,14 @@
 //! - [`shipments`]: the shipments worker and its carriers (simulated, http).
 //! - [`registry`]: worker names to handlers ([`build_worker`]) for `orderflow worker`.
 //! - [`testing`]: a stream pair of its own per test, and a reader of whole streams.
+//!
+//! # Entry points
+//! - `orderflow relay`: [`relay::run_relay`] (`relay::relay_once`, `relay::publish_range` to
+//!   re-publish from the store, `relay::relay_status` for lag).
+//! - `orderflow worker <name>`: [`registry::build_worker`] then [`runtime::run_consumer`].
+//! - `orderflow dlq ...`: [`dlq::list`], [`dlq::show`], [`dlq::redrive`], [`dlq::redrive_all`].
+//! - HTTP: [`inventory::set_stock`], [`inventory::get_stock`],
+//!   [`notifications::list_for_order`], [`runtime::consumer_info`] (`GET /v1/admin/consumers`).
 #![forbid(unsafe_code)]
 
 pub mod bus;
