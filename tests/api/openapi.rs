@@ -9,11 +9,34 @@ use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::helpers::{spawn_app, valid_order, TestApp};
+use std::sync::Arc;
+
+use orderflow_domain::OrderCommand;
+use orderflow_workers::dlq::{self, DeadLetter};
+use orderflow_workers::notifications::{LogChannel, NotificationsWorker};
+use orderflow_workers::testing::TestBus;
+use orderflow_workers::{Delivery, Handler};
+
+use crate::helpers::{spawn_admin_app, spawn_app, valid_order, TestApp, ADMIN_TOKEN};
 
 /// Every route the gateway serves, as the document must name it.
-const ROUTES: [(&str, &str); 8] = [
+const ROUTES: [(&str, &str); 23] = [
     ("post", "/v1/orders"),
+    ("get", "/v1/orders"),
+    ("get", "/v1/customers/{id}/orders"),
+    ("put", "/v1/inventory/{sku}"),
+    ("get", "/v1/inventory/{sku}"),
+    ("get", "/v1/orders/{id}/notifications"),
+    ("get", "/v1/analytics/summary"),
+    ("get", "/v1/admin/consumers"),
+    ("post", "/v1/admin/consumers/{name}/replay"),
+    ("get", "/v1/admin/projections"),
+    ("post", "/v1/admin/projections/{name}/rebuild"),
+    ("get", "/v1/admin/orders/{id}/replay"),
+    ("get", "/v1/admin/dlq"),
+    ("get", "/v1/admin/dlq/{seq}"),
+    ("post", "/v1/admin/dlq/{seq}/redrive"),
+    ("get", "/metrics"),
     ("get", "/v1/orders/{id}"),
     ("post", "/v1/orders/{id}/cancel"),
     ("get", "/v1/orders/{id}/events"),
@@ -184,11 +207,28 @@ async fn the_document_lists_every_route() {
         );
     }
     let paths = document["paths"].as_object().unwrap();
+    let operations: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
     assert_eq!(
-        paths.len(),
+        operations,
         ROUTES.len(),
         "no undocumented extras: {:?}",
         paths.keys()
+    );
+    // Admin operations name the bearer scheme, and the document declares it.
+    assert_eq!(
+        document["components"]["securitySchemes"]["admin_token"]["scheme"],
+        "bearer"
+    );
+    for (method, route) in ROUTES.iter().filter(|(_, r)| r.starts_with("/v1/admin/")) {
+        assert_eq!(
+            document["paths"][route][method]["security"],
+            json!([{"admin_token": []}]),
+            "{method} {route}"
+        );
+    }
+    assert!(
+        document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]["text/plain"]
+            .is_object()
     );
     // The request body of POST /v1/orders is the code's own type.
     let body = &document["paths"]["/v1/orders"]["post"]["requestBody"]["content"]
@@ -297,4 +337,271 @@ async fn real_answers_match_the_document() {
         .await;
     v.check("get", "/ready", app.request(Method::GET, "/ready").await)
         .await;
+}
+
+#[tokio::test]
+async fn answers_of_the_read_model_and_admin_routes_match_the_document() {
+    let test_bus = TestBus::fresh().await;
+    let bus = test_bus.bus.clone();
+    let app = spawn_admin_app(|state| state.with_bus(bus.clone())).await;
+    let document = document(&app).await;
+    let v = Validator {
+        document: &document,
+    };
+
+    // An order with a life, numbered, projected and notified.
+    let (id, _) = app.place_order().await;
+    app.command(
+        id,
+        OrderCommand::ConfirmOrder {
+            reservation_id: Uuid::now_v7(),
+        },
+    )
+    .await;
+    app.project().await;
+    let worker = NotificationsWorker::new(app.db.pool.clone(), Arc::new(LogChannel));
+    for event in app.events_after(0).await {
+        worker.handle(&event, Delivery::live(1)).await.unwrap();
+    }
+    let unknown = Uuid::now_v7();
+
+    // Lists.
+    let page = v
+        .check("get", "/v1/orders", app.get("/v1/orders?limit=1").await)
+        .await;
+    assert_eq!(page["orders"].as_array().unwrap().len(), 1);
+    v.check("get", "/v1/orders", app.get("/v1/orders?limit=0").await)
+        .await;
+    v.check(
+        "get",
+        "/v1/customers/{id}/orders",
+        app.get("/v1/customers/c-42/orders").await,
+    )
+    .await;
+    v.check(
+        "get",
+        "/v1/customers/{id}/orders",
+        app.get("/v1/customers/c-42/orders?status=x").await,
+    )
+    .await;
+
+    // Inventory.
+    let route = "/v1/inventory/{sku}";
+    v.check(
+        "put",
+        route,
+        app.put_json("/v1/inventory/SKU-1", &json!({"available": 3}))
+            .await,
+    )
+    .await;
+    v.check(
+        "put",
+        route,
+        app.put_json("/v1/inventory/SKU-1", &json!({"available": -3}))
+            .await,
+    )
+    .await;
+    v.check(
+        "put",
+        route,
+        app.put_json("/v1/inventory/SKU-1", &json!({"n": 3})).await,
+    )
+    .await;
+    v.check("get", route, app.get("/v1/inventory/SKU-1").await)
+        .await;
+    v.check("get", route, app.get("/v1/inventory/SKU-0").await)
+        .await;
+
+    // Notifications and analytics.
+    let route = "/v1/orders/{id}/notifications";
+    let listed = v
+        .check(
+            "get",
+            route,
+            app.get(&format!("/v1/orders/{id}/notifications")).await,
+        )
+        .await;
+    assert_eq!(listed["notifications"].as_array().unwrap().len(), 2);
+    v.check(
+        "get",
+        route,
+        app.get(&format!("/v1/orders/{unknown}/notifications"))
+            .await,
+    )
+    .await;
+    let route = "/v1/analytics/summary";
+    let summary = v.check("get", route, app.get(route).await).await;
+    assert_eq!(summary["revenue_totals"][0]["currency"], "EUR");
+    v.check(
+        "get",
+        route,
+        app.get("/v1/analytics/summary?from=2026-11-26&to=2026-11-25")
+            .await,
+    )
+    .await;
+    v.check("get", "/metrics", app.get("/metrics").await).await;
+
+    // Admin: refusals first.
+    let route = "/v1/admin/consumers";
+    v.check("get", route, app.send(Method::GET, route, None, None).await)
+        .await;
+    let off = spawn_app().await;
+    v.check(
+        "get",
+        route,
+        off.send(Method::GET, route, Some(ADMIN_TOKEN), None).await,
+    )
+    .await;
+    v.check("get", route, app.admin_get(route).await).await;
+
+    let route = "/v1/admin/projections";
+    let rebuild = "/v1/admin/projections/{name}/rebuild";
+    v.check(
+        "post",
+        rebuild,
+        app.admin_post(
+            "/v1/admin/projections/order-summary/rebuild",
+            &json!({"verify": true}),
+        )
+        .await,
+    )
+    .await;
+    v.check(
+        "post",
+        rebuild,
+        app.admin_post("/v1/admin/projections/nope/rebuild", &json!({}))
+            .await,
+    )
+    .await;
+    v.check(
+        "post",
+        rebuild,
+        app.admin_post("/v1/admin/projections/analytics/rebuild", &json!({}))
+            .await,
+    )
+    .await;
+    let list = v.check("get", route, app.admin_get(route).await).await;
+    assert!(list["projections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["rebuild"].is_object()));
+
+    let route = "/v1/admin/orders/{id}/replay";
+    v.check(
+        "get",
+        route,
+        app.admin_get(&format!("/v1/admin/orders/{id}/replay"))
+            .await,
+    )
+    .await;
+    v.check(
+        "get",
+        route,
+        app.admin_get(&format!("/v1/admin/orders/{id}/replay?at=7"))
+            .await,
+    )
+    .await;
+    v.check(
+        "get",
+        route,
+        app.admin_get(&format!("/v1/admin/orders/{unknown}/replay"))
+            .await,
+    )
+    .await;
+
+    let route = "/v1/admin/consumers/{name}/replay";
+    for consumer in [
+        "notifications",
+        "inventory",
+        "shipments",
+        "order-summary",
+        "analytics",
+    ] {
+        let report = v
+            .check(
+                "post",
+                route,
+                app.admin_post(
+                    &format!("/v1/admin/consumers/{consumer}/replay"),
+                    &json!({"from": 1, "dry_run": true}),
+                )
+                .await,
+            )
+            .await;
+        assert_eq!(report["events"].as_array().unwrap().len(), 2, "{report}");
+    }
+    v.check(
+        "post",
+        route,
+        app.admin_post(
+            "/v1/admin/consumers/analytics/replay",
+            &json!({"from": "x"}),
+        )
+        .await,
+    )
+    .await;
+    v.check(
+        "post",
+        route,
+        app.admin_post(
+            "/v1/admin/consumers/notifications/replay",
+            &json!({"from": 1}),
+        )
+        .await,
+    )
+    .await;
+
+    // Dead letters.
+    let event = app.events_after(0).await.remove(0);
+    let letter = DeadLetter {
+        consumer: "inventory".into(),
+        error: "boom".into(),
+        attempts: 1,
+        original_subject: event.subject(bus.prefix()),
+        original_stream_sequence: 1,
+        original_message_id: None,
+        parked_at: chrono::Utc::now(),
+        body: "not json".into(),
+    };
+    dlq::park(&bus, &letter).await.unwrap();
+    let list = v
+        .check("get", "/v1/admin/dlq", app.admin_get("/v1/admin/dlq").await)
+        .await;
+    assert_eq!(list["dead_letters"][0]["body"], "not json");
+    let seq = list["dead_letters"][0]["sequence"].as_u64().unwrap();
+    v.check(
+        "get",
+        "/v1/admin/dlq",
+        app.admin_get("/v1/admin/dlq?limit=0").await,
+    )
+    .await;
+    v.check(
+        "get",
+        "/v1/admin/dlq/{seq}",
+        app.admin_get(&format!("/v1/admin/dlq/{seq}")).await,
+    )
+    .await;
+    let redrive = "/v1/admin/dlq/{seq}/redrive";
+    v.check(
+        "post",
+        redrive,
+        app.admin_post(&format!("/v1/admin/dlq/{seq}/redrive"), &json!({}))
+            .await,
+    )
+    .await;
+    v.check(
+        "post",
+        redrive,
+        app.admin_post(&format!("/v1/admin/dlq/{seq}/redrive"), &json!({}))
+            .await,
+    )
+    .await;
+    v.check(
+        "get",
+        "/v1/admin/dlq/{seq}",
+        app.admin_get(&format!("/v1/admin/dlq/{seq}")).await,
+    )
+    .await;
+    test_bus.cleanup().await.unwrap();
 }
