@@ -635,3 +635,96 @@ async fn dead_letters_are_listed_shown_and_redriven() {
     }
     test_bus.cleanup().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_rebuild_while_another_runs_is_409() {
+    let app = spawn_admin_app(|state| state).await;
+    confirmed_order(&app).await;
+    app.project().await;
+    // Another process rebuilding holds the projection's rebuild lock.
+    let mut other = app.db.pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(20261125, hashtext('order-summary'))")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let list: Value = app
+        .admin_get("/v1/admin/projections")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(projection(&list, "order-summary")["state"], "rebuilding");
+    for verify in [false, true] {
+        let body = problem(
+            app.admin_post(
+                "/v1/admin/projections/order-summary/rebuild",
+                &json!({"verify": verify}),
+            )
+            .await,
+            StatusCode::CONFLICT,
+        )
+        .await;
+        assert_eq!(body["type"], "/problems/busy");
+    }
+    sqlx::query("SELECT pg_advisory_unlock(20261125, hashtext('order-summary'))")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let response = app
+        .admin_post("/v1/admin/projections/order-summary/rebuild", &json!({}))
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn the_order_list_answers_throughout_a_rebuild() {
+    let app = spawn_admin_app(|state| state).await;
+    let base = Utc::now() - chrono::Duration::days(1);
+    let placed = 400;
+    for i in 0..placed {
+        app.place_at(
+            &format!("c-{}", i % 7),
+            "SKU-1",
+            base + chrono::Duration::seconds(i),
+        )
+        .await;
+    }
+    app.project().await;
+
+    let response = app
+        .admin_post("/v1/admin/projections/order-summary/rebuild", &json!({}))
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let mut answered_while_running = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let list: Value = app
+            .admin_get("/v1/admin/projections")
+            .await
+            .json()
+            .await
+            .unwrap();
+        let running = projection(&list, "order-summary")["rebuild"]["state"] == "running";
+        let response = app.get("/v1/orders?limit=500").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let page: Value = response.json().await.unwrap();
+        assert_eq!(
+            page["orders"].as_array().unwrap().len(),
+            placed as usize,
+            "every order, before and after the swap"
+        );
+        if !running {
+            assert_eq!(
+                projection(&list, "order-summary")["rebuild"]["state"],
+                "done"
+            );
+            break;
+        }
+        answered_while_running += 1;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rebuild never ended"
+        );
+    }
+    println!("{answered_while_running} list requests answered while the rebuild ran");
+}

@@ -37,7 +37,7 @@ use crate::problem::{self, error_chain, ApiError, Problem};
 use crate::rebuilds::RebuildTask;
 use crate::request_id::{request_id, RequestId};
 use crate::routes::{detached, into_response, method_not_allowed, query_param, with_state};
-use crate::telemetry::tag;
+use crate::telemetry::{tag, RouteTemplate};
 use crate::GatewayState;
 
 /// Most events one `POST /v1/admin/consumers/{name}/replay` replays.
@@ -166,6 +166,14 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
                 .recover(problem::recover)
                 .unify(),
         )
+        .map(|response: Response| {
+            // Refusals and unknown admin paths count under one template.
+            if response.extensions().get::<RouteTemplate>().is_some() {
+                response
+            } else {
+                tag("/v1/admin/*")(response)
+            }
+        })
         .boxed()
 }
 
@@ -183,6 +191,14 @@ fn internal(error: &dyn std::error::Error) -> ApiError {
     ApiError::Internal(error_chain(error))
 }
 
+/// JetStream failing (or its streams missing) is a dependency that is not available: 503.
+fn jetstream(error: &dyn std::error::Error) -> ApiError {
+    tracing::warn!(error = %error_chain(error), "JetStream request failed");
+    ApiError::Unavailable(format!(
+        "NATS JetStream did not answer as expected: {error}"
+    ))
+}
+
 /// The lag of every durable consumer orderflow runs (workers, then projections).
 #[utoipa::path(
     get,
@@ -193,8 +209,7 @@ fn internal(error: &dyn std::error::Error) -> ApiError {
         (status = 200, description = "Each consumer's pending, ack-pending and redelivered counts and last handled position", body = ConsumersResponse),
         (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The admin routes are off (no ORDERFLOW_ADMIN_TOKEN)", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "JetStream failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "This gateway runs without NATS", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "This gateway runs without NATS, or JetStream failed (`detail` says which)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id))]
@@ -215,7 +230,7 @@ pub async fn list_consumers(
                 .map(|p| (p.name(), ConsumerKind::Projection)),
         );
         let only: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
-        let lags = consumer_info(bus, &only).await.map_err(|e| internal(&e))?;
+        let lags = consumer_info(bus, &only).await.map_err(|e| jetstream(&e))?;
         let consumers = lags
             .into_iter()
             .zip(names.iter())
@@ -572,7 +587,8 @@ fn dlq_error(error: DlqError) -> ApiError {
             what: "dead-letter",
             id: sequence.to_string(),
         },
-        other => internal(&other),
+        DlqError::Bus(e) => jetstream(&e),
+        other @ DlqError::Unreadable { .. } => internal(&other),
     }
 }
 
@@ -598,8 +614,8 @@ fn dlq_sequence(raw: &str) -> Result<u64, ApiError> {
         (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The admin routes are off (no ORDERFLOW_ADMIN_TOKEN)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`limit` is not an integer from 1 to 1000", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "JetStream failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "This gateway runs without NATS", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "A dead letter cannot be read; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "This gateway runs without NATS, or JetStream failed (`detail` says which)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id))]
@@ -649,8 +665,8 @@ pub async fn list_dead_letters(
         (status = 200, description = "The dead letter", body = DeadLetterResponse),
         (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such dead letter (or redriven since), or the admin routes are off", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "JetStream failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "This gateway runs without NATS", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "A dead letter cannot be read; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "This gateway runs without NATS, or JetStream failed (`detail` says which)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, sequence = %raw))]
@@ -684,8 +700,8 @@ pub async fn show_dead_letter(
         (status = 200, description = "What was re-published", body = RedriveResponse),
         (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such dead letter (or redriven already), or the admin routes are off", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "JetStream failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "This gateway runs without NATS", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "A dead letter cannot be read; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "This gateway runs without NATS, or JetStream failed (`detail` says which)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, sequence = %raw))]
