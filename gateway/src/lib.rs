@@ -78,7 +78,8 @@ impl std::fmt::Debug for GatewayState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GatewayState")
             .field("nats", &self.nats.is_some())
-            .field("bus", &self.bus)
+            // Not the bus itself: its URL may carry credentials.
+            .field("bus", &self.bus.as_ref().map(Bus::stream_name))
             .field("worker_deps", &self.worker_deps.is_some())
             .field("admin_token", &self.admin_token)
             .field("metrics", &self.metrics.is_some())
@@ -250,4 +251,24 @@ pub async fn serve(
     });
     tracing::info!(address = %bound, "gateway listening");
     Ok((bound, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_state_never_prints_the_admin_token() {
+        let pool = PgPool::connect_lazy("postgres://u:p@127.0.0.1:1/none").unwrap();
+        let state = GatewayState::new(pool).with_admin_token("s3cret-token");
+        assert!(state.admin_token.is_some());
+        let printed = format!("{state:?}");
+        assert!(!printed.contains("s3cret-token"), "{printed}");
+        assert!(
+            GatewayState::new(PgPool::connect_lazy("postgres://x@h/d").unwrap())
+                .with_admin_token(" ")
+                .admin_token
+                .is_none()
+        );
+    }
 }

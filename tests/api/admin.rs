@@ -203,6 +203,26 @@ async fn consumers_show_their_lag() {
                 "ack_pending": 0, "redelivered": 0,
                 "last_handled_position": events.last().unwrap().position})
     );
+
+    // One more message: pending until the consumer pulls it.
+    let last = events.last().unwrap();
+    bus.jetstream()
+        .publish(
+            last.subject(bus.prefix()),
+            serde_json::to_vec(last).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let body: Value = app
+        .admin_get("/v1/admin/consumers")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["consumers"][1]["pending"], 1, "{body}");
+    assert_eq!(body["consumers"][0]["exists"], false);
     test_bus.cleanup().await.unwrap();
 
     // Without NATS the route says so.
