@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use orderflow_gateway::GatewayState;
 use orderflow_projections::{ensure_current, Projection, ProjectionHandler};
 use orderflow_workers::bus::Bus;
-use orderflow_workers::registry::{build_worker, UnknownWorker, WORKER_NAMES};
+use orderflow_workers::registry::{build_worker, UnknownWorker, WorkerDeps, WORKER_NAMES};
 use orderflow_workers::relay::{run_relay, RelayOptions};
 use orderflow_workers::runtime::{run_consumer, ConsumerOptions};
 use orderflow_workers::Handler;
@@ -153,11 +153,20 @@ async fn start_gateway(
     roles: &mut Roles,
     pool: PgPool,
     bus: Option<&Bus>,
+    worker_deps: Option<WorkerDeps>,
     http: &HttpArgs,
 ) -> Result<()> {
-    let mut state = GatewayState::new(pool);
+    let metrics = orderflow_gateway::telemetry::install_recorder()
+        .context("installing the metrics recorder")?;
+    let mut state = GatewayState::new(pool).with_metrics(metrics);
+    if let Some(token) = http.admin_token.as_deref().filter(|t| !t.trim().is_empty()) {
+        state = state.with_admin_token(token);
+    }
     if let Some(bus) = bus {
-        state = state.with_nats(bus.client().clone());
+        state = state.with_bus(bus.clone());
+    }
+    if let Some(deps) = worker_deps {
+        state = state.with_worker_deps(deps);
     }
     let (address, server) = orderflow_gateway::serve(state, http.http_addr, roles.shutdown.clone())
         .await
@@ -190,7 +199,14 @@ pub async fn serve(common: &CommonArgs, http: &HttpArgs, consumers: &ConsumerArg
         .worker_deps(pool.clone())
         .map_err(anyhow::Error::msg)?;
     let mut roles = Roles::new(shutdown_on_signal());
-    start_gateway(&mut roles, pool.clone(), Some(&bus), http).await?;
+    start_gateway(
+        &mut roles,
+        pool.clone(),
+        Some(&bus),
+        Some(deps.clone()),
+        http,
+    )
+    .await?;
     start_relay(&mut roles, pool.clone(), &bus);
     for name in WORKER_NAMES {
         let handler = build_worker(name, deps.clone())?;
@@ -281,7 +297,7 @@ pub async fn gateway(common: &CommonArgs, http: &HttpArgs) -> Result<()> {
         }
     };
     let mut roles = Roles::new(shutdown_on_signal());
-    start_gateway(&mut roles, pool, bus.as_ref(), http).await?;
+    start_gateway(&mut roles, pool, bus.as_ref(), None, http).await?;
     roles.wait().await
 }
 
