@@ -5,3 +5,4 @@ mod queries;
 mod rebuildable_views;
 mod replay;
 mod support;
+mod through_the_stream;
