@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orderflow_projections::rebuild::{rebuild, RebuildOptions};
-use orderflow_projections::{Projection, ProjectionHandler};
+use orderflow_projections::ProjectionHandler;
 use orderflow_workers::runtime::{Consumer, ConsumerOptions};
 use orderflow_workers::testing::TestBus;
 use orderflow_workers::Handler;
