@@ -180,3 +180,47 @@ async fn give_up_and_malformed_bodies_are_parked_at_once() {
     assert!(lag[0].exists && !lag[1].exists);
     world.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_carrier_that_refuses_parks_the_confirmation_and_records_the_refusal() {
+    use orderflow_workers::inventory::{self, InventoryWorker};
+    use orderflow_workers::shipments::{self, HttpCarrier, ShipmentsWorker};
+
+    let world = World::new().await;
+    let refusing = super::support::Recorder::answering(422).await;
+    inventory::set_stock(&world.db.pool, &super::support::sku("SKU-1"), 5)
+        .await
+        .unwrap();
+    let id = world.place(&[("SKU-1", 1)]).await;
+    world.relay().await;
+    let inventory = bind(
+        &world,
+        Arc::new(InventoryWorker::new(world.db.pool.clone())),
+    )
+    .await;
+    inventory.drain().await.unwrap();
+    world.relay().await;
+    let carrier =
+        HttpCarrier::new("acme", &refusing.url, std::time::Duration::from_secs(2), 3).unwrap();
+    let worker = ShipmentsWorker::new(world.db.pool.clone(), Arc::new(carrier));
+    let consumer = bind(&world, Arc::new(worker)).await;
+    let report = consumer.drain().await.unwrap();
+    assert_eq!((report.dead_lettered, report.retried), (1, 0), "{report:?}");
+    assert_eq!(refusing.keys().len(), 1, "a refusal is not retried");
+    let record = shipments::shipment_for_order(&world.db.pool, id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, "refused");
+    assert_eq!(refusing.keys(), [record.shipment_id.to_string()]);
+    let parked = dlq::list(&world.bus.bus, Some("shipments"), 10)
+        .await
+        .unwrap();
+    assert_eq!(parked.len(), 1);
+    assert!(
+        parked[0].letter.error.contains("422"),
+        "{:?}",
+        parked[0].letter
+    );
+    world.cleanup().await;
+}

@@ -326,6 +326,11 @@ pub struct Recorder {
 
 impl Recorder {
     pub async fn start() -> Self {
+        Self::answering(200).await
+    }
+
+    /// A recorder that answers every request with `status`.
+    pub async fn answering(status: u16) -> Self {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
@@ -379,7 +384,7 @@ impl Recorder {
                     seen.lock().unwrap().push(key.clone());
                     let body = format!("{{\"tracking_number\":\"HTTP-{key}\"}}");
                     let response = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n\
                          content-length: {}\r\nconnection: close\r\n\r\n{body}",
                         body.len()
                     );

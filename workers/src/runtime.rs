@@ -120,6 +120,9 @@ impl ConsumerOptions {
     }
 }
 
+/// How long a [`Consumer::step`] pull may wait for the server's answer.
+const STEP_EXPIRES: Duration = Duration::from_millis(500);
+
 /// What one message came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -221,19 +224,28 @@ impl Consumer {
     /// # Errors
     /// [`BusError::JetStream`] when the pull fails.
     pub async fn step(&self) -> Result<StepReport, RuntimeError> {
+        // Never ask for more than may be in flight: with `max_ack_pending` reached, NATS 2.9
+        // may leave a no-wait pull unanswered instead of ending it.
+        let in_flight = usize::try_from(self.handler.max_ack_pending())
+            .unwrap_or(usize::MAX)
+            .max(1);
         let mut batch = self
             .consumer
             .fetch()
-            .max_messages(self.options.batch_size)
+            .max_messages(self.options.batch_size.min(in_flight).max(1))
+            .expires(STEP_EXPIRES)
             .messages()
             .await
             .map_err(|e| BusError::js("pulling messages", e))?;
         let mut messages = Vec::new();
-        while let Some(message) = batch.next().await {
-            match message {
-                Ok(message) => messages.push(message),
-                Err(error) if is_end_of_pull(&error.to_string()) => break,
-                Err(error) => return Err(BusError::js("receiving a message", error).into()),
+        // The server ends the pull at once (or at `STEP_EXPIRES`); the client-side bound
+        // guards against an answer that never comes.
+        while let Ok(next) = tokio::time::timeout(STEP_EXPIRES * 2, batch.next()).await {
+            match next {
+                None => break,
+                Some(Ok(message)) => messages.push(message),
+                Some(Err(error)) if is_end_of_pull(&error.to_string()) => break,
+                Some(Err(error)) => return Err(BusError::js("receiving a message", error).into()),
             }
         }
         let mut report = StepReport {
@@ -428,8 +440,10 @@ impl Consumer {
         }
     }
 
+    /// Acks and waits for the server to confirm, so the next pull already sees the slot
+    /// free (matters for `max_ack_pending = 1`) and a lost ack is logged, not guessed.
     async fn ack(&self, message: &Message) {
-        if let Err(error) = message.ack().await {
+        if let Err(error) = message.double_ack().await {
             tracing::warn!(consumer = self.name(), %error, "ack failed; the message will come back");
         }
     }

@@ -141,3 +141,55 @@ fn retry_delays_grow_with_the_attempt_and_the_last_repeats() {
     assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
     assert_eq!(delays[4], delays[5]);
 }
+
+/// Keeps a high-water mark, so asks for one message in flight.
+struct OneAtATime;
+
+#[async_trait]
+impl Handler for OneAtATime {
+    fn name(&self) -> &str {
+        "one-at-a-time"
+    }
+
+    fn max_ack_pending(&self) -> i64 {
+        1
+    }
+
+    async fn handle(&self, _: &EventEnvelope, _: Delivery) -> Result<Effects, HandlerError> {
+        Ok(Effects::none())
+    }
+}
+
+#[tokio::test]
+async fn the_durable_consumer_takes_its_settings_from_the_handler_and_options() {
+    let test = TestBus::fresh().await;
+    publish_events(&test.bus, &(1..=30).map(envelope).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let consumer = Consumer::bind(Arc::new(OneAtATime), test.bus.clone(), options())
+        .await
+        .unwrap();
+    let stream = test.bus.stream().await.unwrap();
+    let info = stream.consumer_info("one-at-a-time").await.unwrap();
+    assert_eq!(info.config.max_ack_pending, 1);
+    assert_eq!(
+        info.config.max_deliver, 7,
+        "max_attempts + 2 spare deliveries"
+    );
+    assert_eq!(
+        info.config.backoff.len(),
+        5,
+        "2.9 needs max_deliver > backoff entries"
+    );
+    assert_eq!(info.config.filter_subject, test.bus.events_filter());
+    // One in flight: a step gets one message, never the whole batch.
+    assert_eq!(consumer.step().await.unwrap().fetched, 1);
+    let started = Instant::now();
+    assert_eq!(consumer.drain().await.unwrap().handled, 29);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "one at a time must not wait out a pull per message: {:?}",
+        started.elapsed()
+    );
+    test.cleanup().await.unwrap();
+}
