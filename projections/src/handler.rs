@@ -1,8 +1,11 @@
 //! [`ProjectionHandler`]: runs a [`Projection`] as a durable consumer of the workers'
 //! runtime. It keeps a high-water mark, so it asks for one message in flight
 //! (`max_ack_pending() == 1`, DESIGN.md guarantee 7) and treats a position gap as "an earlier
-//! event is missing": it answers [`HandlerError::Retry`] so the message comes back later,
-//! after the missing one.
+//! event is missing": on a first delivery it answers [`HandlerError::Retry`] so the message
+//! comes back later, after the missing one. When the same message comes back and the gap is
+//! still there, the missing event is not coming (it was parked in the dead-letter stream, or
+//! lost by the broker): the handler then folds the missing events from the event log itself,
+//! so one parked message cannot stall the projection forever.
 
 use std::sync::Arc;
 
@@ -50,16 +53,23 @@ impl Handler for ProjectionHandler {
     ) -> Result<Effects, HandlerError> {
         let name = self.projection.name();
         let what = format!("{} of order {}", event.event_type, event.order_id);
-        match apply_live(
+        // A gap on a redelivery means the missing event is not coming: heal from the log.
+        let heal_gaps = delivery.attempt > 1;
+        let outcome = apply_live(
             &self.pool,
             self.projection.as_ref(),
             event,
             delivery.dry_run,
+            heal_gaps,
         )
-        .await
-        {
+        .await;
+        match outcome {
             Ok(LiveOutcome::Applied { position }) => Ok(Effects::one(format!(
                 "{name}: applied {what} at position {position}"
+            ))),
+            Ok(LiveOutcome::Healed { position, from_log }) => Ok(Effects::one(format!(
+                "{name}: applied {what} at position {position} after folding {from_log} \
+                 missing event(s) from the log"
             ))),
             Ok(LiveOutcome::WouldApply { position }) => Ok(Effects::one(format!(
                 "{name}: would apply {what} at position {position}"

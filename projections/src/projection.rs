@@ -10,7 +10,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use orderflow_store::{EventEnvelope, StoreError};
+use orderflow_store::{log, EventEnvelope, StoreError};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row};
 use utoipa::ToSchema;
@@ -260,13 +260,18 @@ pub enum LiveOutcome {
     AlreadyApplied { position: i64, checkpoint: i64 },
     /// An earlier event is missing (`position > checkpoint + 1`): nothing changed.
     Gap { position: i64, checkpoint: i64 },
+    /// An earlier event was missing and `heal_gaps` was set: the missing events were read
+    /// from the event log and folded first, then this one, in one transaction.
+    Healed { position: i64, from_log: usize },
     /// The live tables were built by another version of the code; a rebuild must swap in
     /// tables of this version first. Nothing changed.
     VersionMismatch { stored: i32, code: i32 },
 }
 
 /// Folds one event into the live tables of `projection` and moves its checkpoint, in one
-/// transaction. Events at or below the checkpoint are skipped; a gap changes nothing.
+/// transaction. Events at or below the checkpoint are skipped. A gap changes nothing, unless
+/// `heal_gaps`: then the missing events are read from the event log (the source of truth,
+/// numbered without gaps) and folded before this one, in the same transaction.
 ///
 /// # Errors
 /// [`ProjectionError::Unnumbered`] for an event without a position, a database error, or the
@@ -276,6 +281,7 @@ pub async fn apply_live(
     projection: &dyn Projection,
     event: &EventEnvelope,
     dry_run: bool,
+    heal_gaps: bool,
 ) -> Result<LiveOutcome, ProjectionError> {
     let position = event
         .position
@@ -302,11 +308,31 @@ pub async fn apply_live(
     if dry_run {
         return Ok(LiveOutcome::WouldApply { position });
     }
+    let mut from_log = 0;
     if position > checkpoint.position + 1 {
-        return Ok(LiveOutcome::Gap {
+        let gap = Ok(LiveOutcome::Gap {
             position,
             checkpoint: checkpoint.position,
         });
+        if !heal_gaps {
+            return gap;
+        }
+        let missing =
+            log::events_after(&mut *tx, checkpoint.position, Some(position - 1), i64::MAX).await?;
+        if i64::try_from(missing.len()).ok() != Some(position - 1 - checkpoint.position) {
+            return gap;
+        }
+        tracing::warn!(
+            name = projection.name(),
+            checkpoint = checkpoint.position,
+            position,
+            missing = missing.len(),
+            "projection gap: folding the missing events from the log"
+        );
+        projection
+            .apply_batch(&mut tx, &Tables::live(), &missing)
+            .await?;
+        from_log = missing.len();
     }
     projection.apply(&mut tx, &Tables::live(), event).await?;
     sqlx::query(
@@ -317,5 +343,8 @@ pub async fn apply_live(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    if from_log > 0 {
+        return Ok(LiveOutcome::Healed { position, from_log });
+    }
     Ok(LiveOutcome::Applied { position })
 }

@@ -661,7 +661,9 @@ pub async fn list(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
 
 /// Rebuilds (and swaps in) every projection of `projections` whose stored version differs
 /// from the code's, that never ran, or whose live tables are missing. Called at start,
-/// before the projection consumers run. Returns the rebuilds it made.
+/// before the projection consumers run. When another process is rebuilding one of them
+/// (several instances starting at once), it waits for that rebuild and checks again. Returns
+/// the rebuilds it made.
 ///
 /// # Errors
 /// The first rebuild's error.
@@ -672,45 +674,64 @@ pub async fn ensure_current(
     let mut reports = Vec::new();
     for projection in projections {
         let name = projection.name();
-        let stored = crate::projection::checkpoint(pool, name).await?;
-        let mut missing_table = false;
-        for table in projection.tables() {
-            let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-                .bind(table.name)
-                .fetch_one(pool)
-                .await?;
-            missing_table |= !exists;
-        }
-        let reason = match &stored {
-            None => Some("it never ran".to_string()),
-            Some(c) if c.version != projection.version() => Some(format!(
-                "its tables are version {}, the code is version {}",
-                c.version,
-                projection.version()
-            )),
-            Some(_) if missing_table => Some("a table is missing".to_string()),
-            Some(_) => None,
-        };
-        let Some(reason) = reason else { continue };
-        tracing::info!(name, %reason, "rebuilding projection");
-        let last_log = std::sync::Mutex::new(Instant::now());
-        let log_progress = |p: Progress| {
-            let mut last = last_log.lock().unwrap_or_else(|e| e.into_inner());
-            if last.elapsed() >= Duration::from_secs(5) || p.phase == Phase::Done {
-                *last = Instant::now();
-                tracing::info!(name, phase = ?p.phase, done = p.done, total = p.total,
-                    per_second = p.per_second as u64, "rebuild progress");
-            }
-        };
-        reports.push(
-            rebuild(
+        while let Some(reason) = rebuild_reason(pool, projection.as_ref()).await? {
+            tracing::info!(name, %reason, "rebuilding projection");
+            let last_log = std::sync::Mutex::new(Instant::now());
+            let log_progress = |p: Progress| {
+                let mut last = last_log.lock().unwrap_or_else(|e| e.into_inner());
+                if last.elapsed() >= Duration::from_secs(5) || p.phase == Phase::Done {
+                    *last = Instant::now();
+                    tracing::info!(name, phase = ?p.phase, done = p.done, total = p.total,
+                        per_second = p.per_second as u64, "rebuild progress");
+                }
+            };
+            match rebuild(
                 pool,
                 projection.as_ref(),
                 RebuildOptions::default(),
                 &log_progress,
             )
-            .await?,
-        );
+            .await
+            {
+                Ok(report) => {
+                    reports.push(report);
+                    break;
+                }
+                Err(ProjectionError::AlreadyRebuilding(_)) => {
+                    tracing::info!(name, "another process is rebuilding it; waiting");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
     Ok(reports)
+}
+
+/// Why `projection` must be rebuilt before it can run, if it must.
+async fn rebuild_reason(
+    pool: &PgPool,
+    projection: &dyn Projection,
+) -> Result<Option<String>, ProjectionError> {
+    let stored = crate::projection::checkpoint(pool, projection.name()).await?;
+    let mut missing_table = None;
+    for table in projection.tables() {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(table.name)
+            .fetch_one(pool)
+            .await?;
+        if !exists {
+            missing_table = Some(table.name);
+        }
+    }
+    Ok(match (&stored, missing_table) {
+        (None, _) => Some("it never ran".to_string()),
+        (Some(c), _) if c.version != projection.version() => Some(format!(
+            "its tables are version {}, the code is version {}",
+            c.version,
+            projection.version()
+        )),
+        (Some(_), Some(table)) => Some(format!("table {table} is missing")),
+        (Some(_), None) => None,
+    })
 }
