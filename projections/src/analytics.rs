@@ -26,7 +26,7 @@ use orderflow_domain::{OrderEvent, OrderStatus};
 use orderflow_store::EventEnvelope;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, Row};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::order_summary::decode_all;
@@ -530,6 +530,16 @@ pub struct AnalyticsSummary {
     pub skus: Vec<SkuSales>,
     /// The last global position folded in: the summary is the log up to here.
     pub position: i64,
+}
+
+/// The query string of `GET /v1/analytics/summary`: inclusive UTC days (`2026-11-25`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SummaryQuery {
+    /// First day (inclusive) of the orders' placement; open when absent.
+    pub from: Option<NaiveDate>,
+    /// Last day (inclusive); open when absent.
+    pub to: Option<NaiveDate>,
 }
 
 /// Why [`summary`] refused or failed.

@@ -11,7 +11,7 @@ use orderflow_domain::{OrderEvent, OrderStatus};
 use orderflow_store::EventEnvelope;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, Row};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::projection::{Projection, ProjectionError, TableSpec, Tables};
@@ -290,14 +290,20 @@ pub const MAX_LIMIT: u32 = 500;
 pub const DEFAULT_LIMIT: u32 = 50;
 
 /// What to list: every field optional. `cursor` is the `next_cursor` of the previous page.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// Deserializes from the query string of `GET /v1/orders` (`status=shipped`,
+/// `placed_after=2026-11-25T10:00:00Z`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct OrderFilter {
+    /// Only this customer's orders.
     pub customer_id: Option<String>,
+    /// Only orders in this status.
     pub status: Option<OrderStatus>,
-    /// Only orders placed strictly after this time.
+    /// Only orders placed strictly after this time (RFC 3339).
     pub placed_after: Option<DateTime<Utc>>,
-    /// 1..=500, default 50.
+    /// Page size, 1..=500, default 50.
     pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
