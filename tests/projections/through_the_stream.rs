@@ -3,13 +3,14 @@
 //! the result equals a rebuild from the log.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use orderflow_projections::rebuild::{rebuild, RebuildOptions};
 use orderflow_projections::ProjectionHandler;
 use orderflow_workers::runtime::{Consumer, ConsumerOptions};
 use orderflow_workers::testing::TestBus;
 use orderflow_workers::Handler;
+use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
@@ -25,16 +26,15 @@ async fn projections_consume_the_stream_and_match_a_rebuild() {
         .published;
     assert!(published > 100);
 
+    // The production loop (`Consumer::run`, long polls, default batch size), one per
+    // projection, until each checkpoint reaches the head.
     let options = ConsumerOptions {
         ack_wait: Duration::from_secs(5),
         retry_delays: vec![Duration::from_millis(50)],
-        drain_timeout: Duration::from_secs(120),
-        // A pull asking for more messages than `max_ack_pending` (1 for projections) is never
-        // completed by the server while the first is unacked: the runtime's `step` waits for
-        // the end of the pull before handling, so it would hang. Ask for one at a time.
-        batch_size: 1,
         ..ConsumerOptions::default()
     };
+    let shutdown = CancellationToken::new();
+    let mut running = Vec::new();
     for projection in orderflow_projections::all() {
         let handler: Arc<dyn Handler> = Arc::new(ProjectionHandler::new(
             pool.clone(),
@@ -43,22 +43,32 @@ async fn projections_consume_the_stream_and_match_a_rebuild() {
         let consumer = Consumer::bind(handler, bus.bus.clone(), options.clone())
             .await
             .expect("binding the consumer");
-        let mut handled = 0;
-        for _ in 0..2000 {
-            let step = tokio::time::timeout(Duration::from_secs(10), consumer.step())
+        let shutdown = shutdown.clone();
+        running.push(tokio::spawn(async move { consumer.run(shutdown).await }));
+    }
+    let started = Instant::now();
+    for projection in orderflow_projections::all() {
+        loop {
+            let at = orderflow_projections::projection::checkpoint(&pool, projection.name())
                 .await
-                .unwrap_or_else(|_| panic!("{}: a step hung after {handled}", projection.name()))
-                .expect("stepping");
-            handled += step.fetched;
-            if handled as u64 >= published {
+                .unwrap()
+                .map_or(0, |c| c.position);
+            if at as u64 == published {
                 break;
             }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{} stuck at {at} of {published}",
+                projection.name()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let stored = orderflow_projections::projection::checkpoint(&pool, projection.name())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(stored.position as u64, published, "{}", projection.name());
+    }
+    shutdown.cancel();
+    for task in running {
+        task.await.unwrap().unwrap();
+    }
+    for projection in orderflow_projections::all() {
         let verify = rebuild(
             &pool,
             projection.as_ref(),
