@@ -142,6 +142,7 @@ pub fn fast_consumer() -> ConsumerOptions {
         concurrency: 8,
         fetch_wait: Duration::from_millis(200),
         drain_timeout: Duration::from_secs(30),
+        ..ConsumerOptions::default()
     }
 }
 

@@ -13,7 +13,10 @@
 //! [`Consumer::step`] processes one batch and says what it did; [`Consumer::drain`] steps
 //! until the consumer has nothing pending, so tests need no sleeps. [`run_consumer`] is the
 //! long-running loop; on shutdown it lets the messages in hand finish and naks the ones
-//! received but not started. Several processes may run the same durable consumer.
+//! received but not started. While a handler runs, the runtime sends in-progress acks every
+//! half `ack_wait` (up to `handler_timeout`), so only a dead or stuck process has its
+//! messages redelivered.
+//! Several processes may run the same durable consumer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,6 +68,9 @@ pub struct ConsumerOptions {
     pub fetch_wait: Duration,
     /// How long [`Consumer::drain`] may take before it reports a timeout.
     pub drain_timeout: Duration,
+    /// Longest one handler call may run (it is kept from redelivery meanwhile); past it the
+    /// call is abandoned and counted as a retry.
+    pub handler_timeout: Duration,
 }
 
 impl Default for ConsumerOptions {
@@ -82,6 +88,7 @@ impl Default for ConsumerOptions {
             concurrency: 8,
             fetch_wait: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(60),
+            handler_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -386,10 +393,27 @@ impl Consumer {
             Ok(envelope) => {
                 let span = tracing::info_span!("handle", consumer = name,
                     order_id = %envelope.order_id, event = %envelope.event_type, attempt);
-                self.handler
+                let handling = self
+                    .handler
                     .handle(&envelope, Delivery::live(attempt))
-                    .instrument(span)
-                    .await
+                    .instrument(span);
+                // While the handler works, tell the server so (every half ack wait), so a slow
+                // but live handler is not redelivered to a competing process meanwhile.
+                let progress = async {
+                    loop {
+                        tokio::time::sleep(self.options.ack_wait / 2).await;
+                        if let Err(error) = message.ack_with(AckKind::Progress).await {
+                            tracing::debug!(consumer = name, %error, "progress ack failed");
+                        }
+                    }
+                };
+                let bounded = tokio::time::timeout(self.options.handler_timeout, handling);
+                tokio::select! {
+                    result = bounded => result.unwrap_or_else(|_| Err(HandlerError::retry(format!(
+                        "the handler took longer than {:?}", self.options.handler_timeout
+                    )))),
+                    () = progress => Err(HandlerError::retry("the progress loop ended")),
+                }
             }
             Err(error) => Err(HandlerError::give_up(format!(
                 "the message body is not an event envelope: {error}"

@@ -193,3 +193,39 @@ async fn the_durable_consumer_takes_its_settings_from_the_handler_and_options() 
     );
     test.cleanup().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_handler_slower_than_the_ack_wait_is_not_redelivered_to_a_competitor() {
+    let test = TestBus::fresh().await;
+    publish_events(&test.bus, &[envelope(1)]).await.unwrap();
+    let slow = Arc::new(Slow {
+        delay: Duration::from_millis(2500),
+        started: Notify::new(),
+        done: Mutex::new(Vec::new()),
+    });
+    let options = ConsumerOptions {
+        ack_wait: Duration::from_secs(1),
+        ..options()
+    };
+    let first = Consumer::bind(slow.clone(), test.bus.clone(), options.clone())
+        .await
+        .unwrap();
+    let second = Consumer::bind(slow.clone(), test.bus.clone(), options)
+        .await
+        .unwrap();
+    let working = tokio::spawn(async move { first.step().await.unwrap() });
+    slow.started.notified().await;
+    let mut stolen = 0;
+    let until = Instant::now() + Duration::from_millis(2300);
+    while Instant::now() < until {
+        stolen += second.step().await.unwrap().fetched;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(working.await.unwrap().handled, 1);
+    assert_eq!(
+        stolen, 0,
+        "in-progress acks kept the message with its live handler"
+    );
+    assert_eq!(*slow.done.lock().unwrap(), [1]);
+    test.cleanup().await.unwrap();
+}
