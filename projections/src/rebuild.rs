@@ -26,8 +26,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use orderflow_store::log;
 use serde::Serialize;
-use sqlx::pool::PoolConnection;
-use sqlx::{PgConnection, PgPool, Postgres};
+use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 
 use crate::projection::{
@@ -210,11 +209,14 @@ pub async fn rebuild(
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<RebuildReport, ProjectionError> {
     let name = projection.name();
-    let mut guard = pool.acquire().await?;
+    // The lock lives on a connection taken out of the pool: if this future is dropped
+    // (a cancelled request, an aborted task), the connection closes and the lock goes with
+    // it, instead of going back to the pool still held.
+    let mut guard = pool.acquire().await?.detach();
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
         .bind(REBUILD_LOCK_SPACE)
         .bind(name)
-        .fetch_one(&mut *guard)
+        .fetch_one(&mut guard)
         .await?;
     if !locked {
         return Err(ProjectionError::AlreadyRebuilding(name.to_string()));
@@ -235,15 +237,18 @@ pub async fn rebuild(
     result
 }
 
-async fn unlock(mut guard: PoolConnection<Postgres>, name: &str) {
+async fn unlock(mut guard: PgConnection, name: &str) {
     let unlocked = sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
         .bind(REBUILD_LOCK_SPACE)
         .bind(name)
-        .execute(&mut *guard)
+        .execute(&mut guard)
         .await;
-    if unlocked.is_err() {
-        // Closing the session releases the lock for sure.
-        guard.detach();
+    if let Err(error) = unlocked {
+        tracing::debug!(name, %error, "unlock failed; closing the session releases it");
+    }
+    // Closing the session releases the lock in any case.
+    if let Err(error) = sqlx::Connection::close(guard).await {
+        tracing::debug!(name, %error, "closing the rebuild lock connection");
     }
 }
 

@@ -428,3 +428,75 @@ async fn a_projection_whose_version_changed_is_rebuilt_at_start_and_one_rebuild_
     );
     drop(holder);
 }
+
+#[tokio::test]
+async fn an_interrupted_rebuild_leaves_the_live_projection_serving_and_the_next_one_succeeds() {
+    let world = World::new().await;
+    let pool = world.pool().clone();
+    live_orders(&world.store, 0..200).await;
+    let head = number(&pool).await;
+    let summary = ProjectionHandler::new(pool.clone(), Arc::new(OrderSummaryProjection));
+    drain(&pool, &summary).await;
+
+    let started = Arc::new(AtomicBool::new(false));
+    let task = {
+        let pool = pool.clone();
+        let started = Arc::clone(&started);
+        tokio::spawn(async move {
+            let slow = move |_: orderflow_projections::Progress| {
+                started.store(true, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            rebuild(
+                &pool,
+                &OrderSummaryProjection,
+                RebuildOptions {
+                    verify_only: false,
+                    batch_size: 10,
+                },
+                &slow,
+            )
+            .await
+        })
+    };
+    while !started.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+
+    // The live table is whole and still answers; the lock died with the rebuild.
+    assert_eq!(count(&pool, "order_summary").await, 200);
+    let mut state = String::new();
+    for _ in 0..100 {
+        let statuses = list(&pool).await.unwrap();
+        state = statuses
+            .iter()
+            .find(|s| s.name == "order-summary")
+            .unwrap()
+            .state
+            .clone();
+        if state == "interrupted" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state, "interrupted");
+    let report = rebuild(
+        &pool,
+        &OrderSummaryProjection,
+        RebuildOptions::default(),
+        &no_progress,
+    )
+    .await
+    .expect("a new rebuild after an interrupted one");
+    assert_eq!(report.position, head);
+    let statuses = list(&pool).await.unwrap();
+    let status = statuses.iter().find(|s| s.name == "order-summary").unwrap();
+    assert_eq!((status.state.as_str(), status.lag), ("live", 0));
+    let verify = rebuild(&pool, &OrderSummaryProjection, VERIFY, &no_progress)
+        .await
+        .unwrap();
+    assert_eq!(verify.difference_count(), 0);
+}
