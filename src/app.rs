@@ -12,7 +12,7 @@ use orderflow_gateway::GatewayState;
 use orderflow_projections::{ensure_current, Projection, ProjectionHandler};
 use orderflow_workers::bus::Bus;
 use orderflow_workers::registry::{build_worker, UnknownWorker, WorkerDeps, WORKER_NAMES};
-use orderflow_workers::relay::{run_relay, RelayOptions};
+use orderflow_workers::relay::{publish_range, run_relay, RelayOptions};
 use orderflow_workers::runtime::{run_consumer, ConsumerOptions};
 use orderflow_workers::Handler;
 use sqlx::PgPool;
@@ -311,6 +311,30 @@ pub async fn relay(common: &CommonArgs) -> Result<()> {
     let mut roles = Roles::new(shutdown_on_signal());
     start_relay(&mut roles, pool, &bus);
     roles.wait().await
+}
+
+/// `orderflow republish`: publishes a range of the log again from the store.
+///
+/// # Errors
+/// When a service cannot be reached or a publish fails.
+pub async fn republish(common: &CommonArgs, after: i64, until: Option<i64>) -> Result<()> {
+    anyhow::ensure!(after >= 0, "--after must be 0 or more");
+    let pool = connect_store(common).await?;
+    let bus = connect_bus(common).await?;
+    let summary = publish_range(
+        &pool,
+        &bus,
+        after,
+        until,
+        RelayOptions::default().batch_size,
+    )
+    .await
+    .context("republishing failed; what was acked before the failure is in the stream")?;
+    println!(
+        "republished up to position {}: {} new in the stream, {} already there",
+        summary.last_position, summary.published, summary.duplicates
+    );
+    Ok(())
 }
 
 /// `orderflow worker <name>`: one worker's durable consumer.

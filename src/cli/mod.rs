@@ -44,6 +44,18 @@ pub enum Command {
     /// Run the relay only: publish every committed event to JetStream, in commit order.
     /// Several relays may run; one publishes, the others stand by.
     Relay,
+    /// Publish a range of the event log to the stream again, from the store. For when JetStream
+    /// lost acknowledged messages (it writes to disk lazily) or the stream was recreated.
+    /// Inside the server's duplicate window it drops what it still has; past it, consumers'
+    /// inboxes absorb the repeats. The relay's checkpoint is left alone.
+    Republish {
+        /// Publish events after this global position.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// Up to and including this position (default: the head of the log).
+        #[arg(long)]
+        until: Option<i64>,
+    },
     /// Run one worker's durable consumer: inventory, notifications or shipments. Several
     /// processes may run the same worker; they share its durable consumer.
     Worker {
@@ -109,6 +121,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Serve { http, consumers } => crate::app::serve(&common, &http, &consumers).await,
         Command::Gateway { http } => crate::app::gateway(&common, &http).await,
         Command::Relay => crate::app::relay(&common).await,
+        Command::Republish { after, until } => crate::app::republish(&common, after, until).await,
         Command::Worker { name, consumers } => crate::app::worker(&common, &consumers, &name).await,
         Command::Project { name, consumers } => {
             crate::app::project(&common, &consumers, &name).await
