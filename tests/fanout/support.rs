@@ -21,7 +21,13 @@ pub struct World {
 
 impl World {
     pub async fn new() -> Self {
-        let db = TestDatabase::fresh().await;
+        let mut db = TestDatabase::fresh().await;
+        // PostgreSQL allows 100 connections, and other suites share the server: at most 12.
+        db.options.max_connections = 12;
+        let small = orderflow_store::connect(&db.options)
+            .await
+            .expect("reconnecting with a smaller pool");
+        std::mem::replace(&mut db.pool, small).close().await;
         let bus = TestBus::fresh().await;
         let store = OrderStore::new(db.pool.clone());
         Self { db, bus, store }
@@ -44,7 +50,7 @@ impl World {
                 self.bus.options.subject_prefix.clone(),
             ),
             // PostgreSQL allows 100 connections; tests run side by side.
-            ("ORDERFLOW_DATABASE_MAX_CONNECTIONS", "5".into()),
+            ("ORDERFLOW_DATABASE_MAX_CONNECTIONS", "4".into()),
             ("RUST_LOG", "warn,sqlx=error".into()),
         ]
     }
