@@ -44,7 +44,7 @@ async fn cursor_pages_are_stable_and_complete_and_filters_apply() {
                 base_time() + Duration::minutes((i / 3) as i64),
             )
         })
-        .buffer_unordered(16)
+        .buffer_unordered(8)
         .collect()
         .await;
     number(&pool).await;
@@ -226,7 +226,7 @@ async fn analytics_totals_equal_what_the_log_says() {
                 base_time() + Duration::minutes(i as i64 * 40),
             )
         })
-        .buffer_unordered(16)
+        .buffer_unordered(8)
         .collect()
         .await;
     let head = number(&pool).await;

@@ -10,7 +10,7 @@ use orderflow_domain::values::{Currency, Email, Money, OrderLine, Quantity, Ship
 use orderflow_domain::{OrderCommand, PlaceOrder};
 use orderflow_projections::{Projection, ProjectionHandler};
 use orderflow_store::testing::TestDatabase;
-use orderflow_store::{log, CommandMetadata, EventEnvelope, OrderStore};
+use orderflow_store::{log, CommandError, CommandMetadata, EventEnvelope, OrderStore};
 use orderflow_workers::{Delivery, Handler};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -97,10 +97,18 @@ pub async fn live_an_order(store: &OrderStore, i: usize, placed_at: DateTime<Utc
     let run = |command: OrderCommand| {
         let meta = meta.clone();
         async move {
-            store
-                .execute_retrying(id, command, &meta, 5)
-                .await
-                .expect("command accepted")
+            // The PostgreSQL server is shared with every other test binary: ride out a
+            // moment without free connections instead of failing the seeding.
+            for attempt in 1.. {
+                match store.execute_retrying(id, command.clone(), &meta, 5).await {
+                    Ok(()) => return,
+                    Err(CommandError::Store(error)) if attempt < 20 => {
+                        eprintln!("seeding order {i}: {error}; retrying");
+                        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                    }
+                    Err(error) => panic!("command refused: {error}"),
+                }
+            }
         }
     };
     run(place_command(id, i, placed_at)).await;
@@ -143,12 +151,12 @@ pub async fn live_an_order(store: &OrderStore, i: usize, placed_at: DateTime<Utc
     id
 }
 
-/// Places orders `range` concurrently (16 at a time), order `i` placed `i` minutes after the
+/// Places orders `range` concurrently (8 at a time), order `i` placed `i` minutes after the
 /// base time (several per day, over several days). Returns their ids.
 pub async fn live_orders(store: &OrderStore, range: std::ops::Range<usize>) -> Vec<Uuid> {
     stream::iter(range)
         .map(|i| live_an_order(store, i, base_time() + Duration::minutes(i as i64 * 7)))
-        .buffer_unordered(16)
+        .buffer_unordered(8)
         .collect()
         .await
 }
