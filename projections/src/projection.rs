@@ -287,9 +287,14 @@ pub async fn apply_live(
         .position
         .ok_or(ProjectionError::Unnumbered(event.event_id))?;
     let mut tx = pool.begin().await?;
-    ensure_checkpoint(&mut tx, projection).await?;
-    let Some(checkpoint) = lock_checkpoint(&mut tx, projection.name()).await? else {
-        return Err(sqlx::Error::RowNotFound.into());
+    let checkpoint = match lock_checkpoint(&mut tx, projection.name()).await? {
+        Some(checkpoint) => checkpoint,
+        None => {
+            ensure_checkpoint(&mut tx, projection).await?;
+            lock_checkpoint(&mut tx, projection.name())
+                .await?
+                .ok_or(sqlx::Error::RowNotFound)?
+        }
     };
     if checkpoint.version != projection.version() {
         return Ok(LiveOutcome::VersionMismatch {
