@@ -10,7 +10,7 @@
 //! - [`order_summary`]: one row per order and [`order_summary::list_orders`] (cursor pages).
 //! - [`analytics`]: revenue per day and currency, orders per status, sales per SKU, and
 //!   [`analytics::summary`].
-//! - [`rebuild`]: rebuild into shadow tables and swap, verify, list, rebuild at start.
+//! - [`mod@rebuild`]: rebuild into shadow tables and swap, verify, list, rebuild at start.
 //! - [`progress`]: a progress bar or plain progress lines for a rebuild.
 //! - [`replay`]: an order's timeline with state diffs, and replaying a range of the log to a
 //!   consumer.
