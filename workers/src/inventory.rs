@@ -13,6 +13,9 @@
 //! cancellation arrives before the placement, a tombstone is left so that the placement
 //! reserves nothing. A confirmation that reaches an already cancelled order changes nothing
 //! (the aggregate), and the cancellation's release gives the stock back.
+//!
+//! On `ShipmentStarted`: the order's reservation is deducted for good (status `shipped`): the
+//! units left the warehouse, so they no longer count as reserved.
 
 use std::collections::BTreeMap;
 
@@ -104,7 +107,7 @@ pub async fn get_stock(pool: &PgPool, sku: &Sku) -> Result<Option<StockLevel>, s
 pub struct Reservation {
     pub order_id: Uuid,
     pub reservation_id: Option<Uuid>,
-    /// `reserved`, `rejected`, `released` or `cancelled` (see the migration).
+    /// `reserved`, `rejected`, `released`, `cancelled` or `shipped` (see the migrations).
     pub status: String,
     pub unavailable_skus: Vec<String>,
 }
@@ -352,6 +355,40 @@ impl InventoryWorker {
         tx.commit().await?;
         Ok(Effects::one(effect))
     }
+
+    async fn on_shipped(
+        &self,
+        event: &EventEnvelope,
+        delivery: Delivery,
+    ) -> Result<Effects, HandlerError> {
+        if delivery.dry_run {
+            return Ok(Effects::one(format!(
+                "would deduct the reserved stock of order {} for good",
+                event.order_id
+            )));
+        }
+        let mut tx = self.pool.begin().await?;
+        if !inbox::claim(&mut tx, NAME, event.event_id).await? && !delivery.ignore_inbox {
+            return Ok(Effects::none());
+        }
+        let deducted = sqlx::query(
+            "UPDATE inventory_reservations SET status = 'shipped', updated_at = now()
+              WHERE order_id = $1 AND status = 'reserved'",
+        )
+        .bind(event.order_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(if deducted == 1 {
+            Effects::one(format!(
+                "deducted the reserved stock of order {}: shipped",
+                event.order_id
+            ))
+        } else {
+            Effects::none()
+        })
+    }
 }
 
 #[async_trait]
@@ -370,6 +407,7 @@ impl Handler for InventoryWorker {
                 self.on_placed(event, &lines, delivery).await
             }
             Ok(OrderEvent::OrderCancelled { .. }) => self.on_cancelled(event, delivery).await,
+            Ok(OrderEvent::ShipmentStarted { .. }) => self.on_shipped(event, delivery).await,
             Ok(_) => Ok(Effects::none()),
             Err(error) => Err(HandlerError::give_up(format!(
                 "unreadable {} event: {error}",
