@@ -236,4 +236,17 @@ async fn replaying_notifications_dry_run_sends_and_records_nothing() {
         would,
         "the inbox stops repeats"
     );
+    replay_consumer(&pool, &worker, 1, None, false, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        channel.0.load(Ordering::SeqCst),
+        2 * would,
+        "--force sends every notification again"
+    );
+    assert_eq!(
+        count(&pool, "notifications").await as usize,
+        would,
+        "still one record per event"
+    );
 }

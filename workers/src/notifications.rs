@@ -484,7 +484,11 @@ impl Handler for NotificationsWorker {
                 .bind(event.event_id)
                 .fetch_optional(&self.pool)
                 .await?;
-        if status.as_deref() != Some("pending") && status.as_deref() != Some("failed") {
+        // A sent notification is sent again only when an operator forces a replay; it keeps
+        // its notification id, so the receiver can still recognise the repeat.
+        let unsent = matches!(status.as_deref(), Some("pending" | "failed"));
+        let forced = delivery.ignore_inbox && status.as_deref() == Some("sent");
+        if !unsent && !forced {
             return Ok(Effects::none());
         }
         let result = self.channel.send(&n).await;
