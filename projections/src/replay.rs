@@ -96,13 +96,7 @@ pub fn timeline(
         .iter()
         .take_while(|e| at.is_none_or(|n| e.sequence <= n))
     {
-        let event = envelope.decode().map_err(|source| StoreError::Corrupt {
-            order_id: envelope.order_id.to_string(),
-            event_type: envelope.event_type.clone(),
-            version: envelope.version.clone(),
-            source,
-        })?;
-        order.apply(event);
+        order.apply(envelope.event()?);
         let after = serde_json::to_value(order.state()).unwrap_or(Value::Null);
         let mut changes = Vec::new();
         diff("", &before, &after, &mut changes);

@@ -74,6 +74,20 @@ impl EventEnvelope {
         OrderEvent::from_parts(&self.event_type, self.payload.clone())
     }
 
+    /// The domain event inside, with an error that names the stored event when it does not
+    /// fit its type.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the body does not fit its type.
+    pub fn event(&self) -> Result<OrderEvent, StoreError> {
+        self.decode().map_err(|source| StoreError::Corrupt {
+            order_id: self.order_id.to_string(),
+            event_type: self.event_type.clone(),
+            version: self.version.clone(),
+            source,
+        })
+    }
+
     /// The NATS subject of this event under `prefix`: `<prefix>.<order_id>.<EventType>`.
     pub fn subject(&self, prefix: &str) -> String {
         format!("{prefix}.{}.{}", self.order_id, self.event_type)

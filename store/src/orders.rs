@@ -206,13 +206,7 @@ pub fn fold(
         .iter()
         .take_while(|e| at_sequence.is_none_or(|n| e.sequence <= n))
     {
-        let event = envelope.decode().map_err(|source| StoreError::Corrupt {
-            order_id: envelope.order_id.to_string(),
-            event_type: envelope.event_type.clone(),
-            version: envelope.version.clone(),
-            source,
-        })?;
-        order.apply(event);
+        order.apply(envelope.event()?);
         version = envelope.sequence;
     }
     Ok(order
