@@ -14,9 +14,6 @@ use warp::Filter;
 use crate::problem::{ApiError, Rejected};
 use crate::GatewayState;
 
-/// The environment variable holding the admin token.
-pub const ADMIN_TOKEN_ENV: &str = "ORDERFLOW_ADMIN_TOKEN";
-
 /// The admin bearer token. Its `Debug` and `Display` never show it.
 #[derive(Clone)]
 pub struct AdminToken(Arc<str>);

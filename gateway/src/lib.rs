@@ -135,16 +135,6 @@ impl GatewayState {
         self
     }
 
-    /// The same state, with the admin token from `ORDERFLOW_ADMIN_TOKEN` when it is set and
-    /// not blank (otherwise the admin routes stay off).
-    #[must_use]
-    pub fn with_admin_token_from_env(mut self) -> Self {
-        self.admin_token = std::env::var(auth::ADMIN_TOKEN_ENV)
-            .ok()
-            .and_then(AdminToken::new);
-        self
-    }
-
     /// The same state, with `/metrics` rendering `handle` (see
     /// [`telemetry::install_recorder`]).
     #[must_use]

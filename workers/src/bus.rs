@@ -65,24 +65,6 @@ impl Default for BusOptions {
     }
 }
 
-impl BusOptions {
-    /// The defaults overridden by `ORDERFLOW_NATS_URL`, `ORDERFLOW_STREAM` and
-    /// `ORDERFLOW_SUBJECT_PREFIX` when set (the CLI contract of `relay` and `worker`).
-    pub fn from_env() -> Self {
-        let mut options = Self::default();
-        if let Ok(url) = std::env::var("ORDERFLOW_NATS_URL") {
-            options.nats_url = url;
-        }
-        if let Ok(stream) = std::env::var("ORDERFLOW_STREAM") {
-            options.stream = stream;
-        }
-        if let Ok(prefix) = std::env::var("ORDERFLOW_SUBJECT_PREFIX") {
-            options.subject_prefix = prefix;
-        }
-        options
-    }
-}
-
 /// A connection to NATS with its JetStream context and stream names. Cheap to clone.
 #[derive(Clone)]
 pub struct Bus {

@@ -249,38 +249,6 @@ pub struct NotificationOptions {
 }
 
 impl NotificationOptions {
-    /// From `ORDERFLOW_NOTIFY_CHANNEL` (`log`, `webhook`, `smtp`; default `log`),
-    /// `ORDERFLOW_NOTIFY_WEBHOOK_URL`, `ORDERFLOW_NOTIFY_SMTP_URL` and
-    /// `ORDERFLOW_NOTIFY_SMTP_FROM` (default `orders@orderflow.local`).
-    ///
-    /// # Errors
-    /// A message naming the missing or unknown setting.
-    pub fn from_env() -> Result<Self, String> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let channel = match var("ORDERFLOW_NOTIFY_CHANNEL").as_deref() {
-            None | Some("log") => ChannelOptions::Log,
-            Some("webhook") => ChannelOptions::Webhook {
-                url: var("ORDERFLOW_NOTIFY_WEBHOOK_URL")
-                    .ok_or("ORDERFLOW_NOTIFY_WEBHOOK_URL is required for the webhook channel")?,
-                timeout: Duration::from_secs(5),
-                attempts: 3,
-            },
-            Some("smtp") => ChannelOptions::Smtp {
-                url: var("ORDERFLOW_NOTIFY_SMTP_URL")
-                    .ok_or("ORDERFLOW_NOTIFY_SMTP_URL is required for the smtp channel")?,
-                from: var("ORDERFLOW_NOTIFY_SMTP_FROM")
-                    .unwrap_or_else(|| "orders@orderflow.local".into()),
-                timeout: Duration::from_secs(10),
-            },
-            Some(other) => {
-                return Err(format!(
-                    "unknown notification channel {other:?} (log, webhook, smtp)"
-                ))
-            }
-        };
-        Ok(Self { channel })
-    }
-
     /// The channel these options describe.
     ///
     /// # Errors

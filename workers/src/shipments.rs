@@ -178,27 +178,6 @@ pub struct ShipmentOptions {
 }
 
 impl ShipmentOptions {
-    /// From `ORDERFLOW_CARRIER` (`simulated` or `http`; default `simulated`),
-    /// `ORDERFLOW_CARRIER_URL` and `ORDERFLOW_CARRIER_NAME` (default `http`).
-    ///
-    /// # Errors
-    /// A message naming the missing or unknown setting.
-    pub fn from_env() -> Result<Self, String> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let carrier = match var("ORDERFLOW_CARRIER").as_deref() {
-            None | Some("simulated") => CarrierOptions::Simulated,
-            Some("http") => CarrierOptions::Http {
-                name: var("ORDERFLOW_CARRIER_NAME").unwrap_or_else(|| "http".into()),
-                url: var("ORDERFLOW_CARRIER_URL")
-                    .ok_or("ORDERFLOW_CARRIER_URL is required for the http carrier")?,
-                timeout: Duration::from_secs(10),
-                attempts: 3,
-            },
-            Some(other) => return Err(format!("unknown carrier {other:?} (simulated, http)")),
-        };
-        Ok(Self { carrier })
-    }
-
     /// The carrier these options describe.
     ///
     /// # Errors
