@@ -157,6 +157,26 @@ async fn two_thousand_orders_then_a_rebuild_that_serves_throughout_and_verifies_
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // The process's metrics count what the relay and the consumers did.
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "orderflow_relay_published_total",
+        "orderflow_consumer_messages_total{consumer=\"inventory\",outcome=\"handled\"}",
+        "orderflow_http_requests_total{method=\"POST\",route=\"/v1/orders\",status=\"201\"} 2000",
+    ] {
+        assert!(
+            metrics.contains(series),
+            "{series} missing from /metrics:\n{metrics}"
+        );
+    }
+
     let before = statuses(&db).await;
     assert_eq!(
         before,

@@ -202,6 +202,10 @@ pub async fn publish_new(
         let summary = publish_events(bus, &events).await?;
         checkpoint = summary.last_position;
         store_checkpoint(&mut *lock, bus.stream_name(), checkpoint).await?;
+        metrics::counter!("orderflow_relay_published_total").increment(summary.published);
+        metrics::counter!("orderflow_relay_duplicates_total").increment(summary.duplicates);
+        #[allow(clippy::cast_precision_loss)] // positions stay far below 2^52
+        metrics::gauge!("orderflow_relay_position").set(checkpoint as f64);
         total.published += summary.published;
         total.duplicates += summary.duplicates;
         total.last_position = checkpoint;

@@ -368,6 +368,25 @@ impl Consumer {
 
     /// Processes one message to its outcome (acks, naks or parks it).
     pub async fn process(&self, message: Message) -> Outcome {
+        let started = std::time::Instant::now();
+        let outcome = self.handle_message(message).await;
+        let consumer = self.handler.name().to_string();
+        let label = match &outcome {
+            Outcome::Handled(_) => "handled",
+            Outcome::Skipped => "skipped",
+            Outcome::Retried { .. } => "retried",
+            Outcome::DeadLettered { .. } => "dead_lettered",
+            Outcome::Released => "released",
+        };
+        metrics::counter!("orderflow_consumer_messages_total",
+            "consumer" => consumer.clone(), "outcome" => label)
+        .increment(1);
+        metrics::histogram!("orderflow_consumer_message_duration_seconds", "consumer" => consumer)
+            .record(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    async fn handle_message(&self, message: Message) -> Outcome {
         let name = self.handler.name();
         let (attempt, stream_sequence) = match message.info() {
             Ok(info) => (
