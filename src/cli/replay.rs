@@ -3,11 +3,9 @@
 //! the log to one consumer's handler (with `--dry-run`, it only says what it would do).
 
 use anyhow::{Context, Result};
-use chrono::{DateTime, Utc};
 use clap::Subcommand;
-use orderflow_projections::replay::{order_timeline, replay_consumer, ReplayOutcome};
-use orderflow_store::{log, OrderStore};
-use sqlx::PgPool;
+use orderflow_projections::replay::{order_timeline, replay_consumer, LogBound, ReplayOutcome};
+use orderflow_store::OrderStore;
 use uuid::Uuid;
 
 use crate::config::{CommonArgs, ConsumerArgs};
@@ -33,11 +31,11 @@ pub enum ReplayCommand {
         name: String,
         /// First event: a global position, or an RFC 3339 time (events recorded at or after it).
         #[arg(long)]
-        from: String,
+        from: LogBound,
         /// Last event: a global position, or an RFC 3339 time (events recorded at or before
         /// it). Default: the head of the log.
         #[arg(long)]
-        to: Option<String>,
+        to: Option<LogBound>,
         /// Report what the handler would do; change nothing, send nothing.
         #[arg(long)]
         dry_run: bool,
@@ -107,9 +105,9 @@ pub async fn run(common: &CommonArgs, command: ReplayCommand) -> Result<()> {
             consumers,
         } => {
             let handler = crate::app::consumer_handler(&name, pool.clone(), &consumers)?;
-            let from = position(&pool, &from, Bound::From).await?;
+            let from = from.resolve_from(&pool).await?;
             let to = match to {
-                Some(to) => Some(position(&pool, &to, Bound::To).await?),
+                Some(to) => Some(to.resolve_to(&pool).await?),
                 None => None,
             };
             let report = replay_consumer(&pool, handler.as_ref(), from, to, dry_run, force).await?;
@@ -148,27 +146,4 @@ pub async fn run(common: &CommonArgs, command: ReplayCommand) -> Result<()> {
             Ok(())
         }
     }
-}
-
-#[derive(Clone, Copy)]
-enum Bound {
-    From,
-    To,
-}
-
-/// A position given as a number or as a time.
-async fn position(pool: &PgPool, raw: &str, bound: Bound) -> Result<i64> {
-    if let Ok(position) = raw.parse::<i64>() {
-        anyhow::ensure!(position >= 0, "a position is 0 or more, not {position}");
-        return Ok(position);
-    }
-    let time: DateTime<Utc> = DateTime::parse_from_rfc3339(raw)
-        .with_context(|| format!("{raw:?} is neither a position nor an RFC 3339 time"))?
-        .into();
-    Ok(match bound {
-        // The first event recorded at or after `time`.
-        Bound::From => log::position_at(pool, time - chrono::Duration::microseconds(1)).await? + 1,
-        // The last event recorded at or before `time`.
-        Bound::To => log::position_at(pool, time).await?,
-    })
 }
