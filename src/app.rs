@@ -117,9 +117,16 @@ impl Roles {
                 Ok(done) => done,
                 Err(panic) => ("a role".to_string(), Err(anyhow::anyhow!("{panic}"))),
             };
+            // A role that ends before the shutdown signal is as bad as one that fails: the
+            // process would keep running without it.
+            let result = match result {
+                Ok(()) if !self.shutdown.is_cancelled() => {
+                    Err(anyhow::anyhow!("it ended without a shutdown signal"))
+                }
+                other => other,
+            };
             match result {
-                Ok(()) if self.shutdown.is_cancelled() => {}
-                Ok(()) => tracing::warn!(role = %name, "role ended by itself"),
+                Ok(()) => {}
                 Err(error) => {
                     tracing::error!(role = %name, error = %format!("{error:#}"), "role failed; stopping");
                     failure.get_or_insert(error.context(format!("{name} failed")));
