@@ -2,7 +2,7 @@
 //! PostgreSQL and JetStream, driven over HTTP, then the operator's `orderflow projections
 //! rebuild` command (issue 4's acceptance): after 2,000 orders, a rebuild of order-summary
 //! swaps in exactly the rows the live projection had (`--verify` finds zero differences), and
-//! `GET /v1/orders` keeps answering throughout.
+//! `GET /v1/orders` keeps answering throughout. Also: operator commands fail with one line.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -254,4 +254,34 @@ async fn two_thousand_orders_then_a_rebuild_that_serves_throughout_and_verifies_
 
     drop(served);
     bus.cleanup().await.unwrap();
+}
+
+/// An operator command that cannot do its work exits non-zero with one readable line.
+#[tokio::test]
+async fn operator_commands_fail_with_one_readable_line() {
+    let db = TestDatabase::fresh().await;
+    let unknown_order = uuid::Uuid::now_v7().to_string();
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["projections", "rebuild", "nope"],
+            "no projection is called \"nope\"",
+        ),
+        (&["events", &unknown_order], "has no events"),
+        (&["worker", "nope"], "unknown worker \"nope\""),
+    ];
+    for (args, expected) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_orderflow"))
+            .args(args)
+            .env("ORDERFLOW_DATABASE_URL", &db.options.url)
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(expected),
+            "{args:?}: {stderr}"
+        );
+    }
 }
