@@ -146,7 +146,8 @@ pub struct ConsumerArgs {
     #[arg(long, env = "ORDERFLOW_NOTIFY_WEBHOOK_URL", hide_env_values = true)]
     pub notify_webhook_url: Option<String>,
 
-    /// SMTP server of the smtp channel, e.g. `smtp://mail.example.com:587`.
+    /// SMTP server of the smtp channel: `smtps://user:pass@host` (TLS), `smtp://host:587?tls=required`
+    /// (STARTTLS) or `smtp://host` (plain, for a local relay).
     #[arg(long, env = "ORDERFLOW_NOTIFY_SMTP_URL", hide_env_values = true)]
     pub notify_smtp_url: Option<String>,
 

@@ -162,36 +162,26 @@ pub struct SmtpChannel {
 }
 
 impl SmtpChannel {
-    /// `url` is `smtp://[user:password@]host[:port]` (port 25 by default). The build of
-    /// lettre in this workspace has no TLS feature, so `smtps://` and STARTTLS are refused:
-    /// use a local relay (or enable lettre's `tokio1-rustls` feature and `from_url`).
+    /// `url` is `smtp://[user:password@]host[:port]` (plain, port 25 by default),
+    /// `smtp://...?tls=required` (STARTTLS, port 587 by default) or `smtps://...` (TLS from
+    /// the first byte, port 465 by default); certificates are checked against the web PKI
+    /// roots.
     ///
     /// # Errors
     /// [`SendError::Permanent`] for a bad URL or sender address.
     pub fn new(url: &str, from: &str, timeout: Duration) -> Result<Self, SendError> {
         let parsed =
             url::Url::parse(url).map_err(|e| SendError::Permanent(format!("SMTP URL: {e}")))?;
-        if parsed.scheme() != "smtp" {
+        if !matches!(parsed.scheme(), "smtp" | "smtps") {
             return Err(SendError::Permanent(format!(
-                "SMTP URL scheme {:?} is not supported (only smtp://, without TLS)",
+                "SMTP URL scheme {:?} is not supported (smtp:// or smtps://)",
                 parsed.scheme()
             )));
         }
-        let host = parsed
-            .host_str()
-            .ok_or_else(|| SendError::Permanent("SMTP URL without a host".into()))?;
-        let mut builder =
-            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(host)
-                .port(parsed.port().unwrap_or(25))
-                .timeout(Some(timeout));
-        if !parsed.username().is_empty() {
-            builder =
-                builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
-                    parsed.username().to_string(),
-                    parsed.password().unwrap_or_default().to_string(),
-                ));
-        }
-        let transport = builder.build();
+        let transport = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url)
+            .map_err(|e| SendError::Permanent(format!("SMTP URL: {e}")))?
+            .timeout(Some(timeout))
+            .build();
         let from = from
             .parse()
             .map_err(|e| SendError::Permanent(format!("sender address {from}: {e}")))?;

@@ -218,6 +218,24 @@ async fn the_smtp_channel_sends_an_email_whose_message_id_is_the_notification_id
     assert!(data.contains("Subject: We received your order"), "{data}");
     assert!(data.contains("To: ada@example.com"), "{data}");
     assert!(
-        SmtpChannel::new("smtps://mail.example.com", "a@b.cd", Duration::from_secs(1)).is_err()
+        SmtpChannel::new("smtps://mail.example.com", "a@b.cd", Duration::from_secs(1)).is_ok(),
+        "TLS from the first byte is supported"
+    );
+    assert!(SmtpChannel::new("http://mail.example.com", "a@b.cd", Duration::from_secs(1)).is_err());
+}
+
+#[tokio::test]
+async fn the_smtp_channel_refuses_to_send_in_clear_when_tls_is_required() {
+    let (url, _received) = smtp_server().await;
+    let smtp = SmtpChannel::new(
+        &format!("{url}?tls=required"),
+        "orders@orderflow.local",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let sent = smtp.send(&notification()).await;
+    assert!(
+        sent.is_err(),
+        "a server without STARTTLS must not get the mail"
     );
 }
