@@ -38,7 +38,7 @@ impl ProgressRenderer {
         let label = label.into();
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
         let style = ProgressStyle::with_template(
-            "{prefix} {msg:12} [{bar:40}] {pos}/{len} events, {per_sec}, ETA {eta}",
+            "{prefix} {msg} [{wide_bar}] {pos}/{len} events, ETA {eta}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
@@ -74,7 +74,11 @@ impl ProgressRenderer {
             Some(bar) => {
                 bar.set_length(progress.total);
                 bar.set_position(progress.done);
-                bar.set_message(format!("{:?}", progress.phase).to_lowercase());
+                bar.set_message(format!(
+                    "{} {:.0} events/s",
+                    format!("{:?}", progress.phase).to_lowercase(),
+                    progress.per_second
+                ));
             }
             None => {
                 let mut state = self.plain.lock().unwrap_or_else(|e| e.into_inner());
@@ -92,6 +96,9 @@ impl ProgressRenderer {
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish();
+            // The bar leaves the cursor at the end of its line; what is printed next starts
+            // on a line of its own.
+            eprintln!();
         }
     }
 }
