@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use orderflow_gateway::GatewayState;
 use orderflow_projections::{ensure_current, Projection, ProjectionHandler};
 use orderflow_workers::bus::Bus;
-use orderflow_workers::registry::{build_worker, UnknownWorker, WorkerDeps, WORKER_NAMES};
+use orderflow_workers::registry::{build_worker, WorkerDeps, WORKER_NAMES};
 use orderflow_workers::relay::{publish_range, run_relay, RelayOptions};
 use orderflow_workers::runtime::{run_consumer, ConsumerOptions};
 use orderflow_workers::Handler;
@@ -258,22 +258,14 @@ pub fn consumer_handler(
     pool: PgPool,
     consumers: &ConsumerArgs,
 ) -> Result<Arc<dyn Handler>> {
-    if let Ok(projection) = orderflow_projections::by_name(name) {
-        return Ok(Arc::new(ProjectionHandler::new(pool, projection)));
-    }
-    let deps = consumers.worker_deps(pool).map_err(anyhow::Error::msg)?;
-    build_worker(name, deps).map_err(|error| match error {
-        UnknownWorker::Unknown(_) => anyhow::anyhow!(
-            "unknown consumer {name:?}; known: {}, {}",
-            WORKER_NAMES.join(", "),
-            orderflow_projections::all()
-                .iter()
-                .map(|p| p.name())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        other => other.into(),
-    })
+    let deps = consumers
+        .worker_deps(pool.clone())
+        .map_err(anyhow::Error::msg)?;
+    Ok(orderflow_projections::consumer_handler(
+        name,
+        pool,
+        Some(deps),
+    )?)
 }
 
 /// `orderflow project <name>`: one projection's durable consumer.

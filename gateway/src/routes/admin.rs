@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use orderflow_projections::rebuild::ProjectionStatus;
 use orderflow_projections::replay::{self, LogBound};
-use orderflow_projections::{ProjectionError, ProjectionHandler, RebuildOptions};
+use orderflow_projections::{ConsumerError, ProjectionError, RebuildOptions};
 use orderflow_store::log;
 use orderflow_workers::dlq::{self, DlqError};
-use orderflow_workers::registry::{build_worker, UnknownWorker, WORKER_NAMES};
+use orderflow_workers::registry::WORKER_NAMES;
 use orderflow_workers::runtime::consumer_info;
 use orderflow_workers::{Bus, Handler, WorkerDeps};
 use tracing::{Instrument, Span};
@@ -461,35 +461,22 @@ fn consumer_handler(
     name: &str,
     dry_run: bool,
 ) -> Result<Arc<dyn Handler>, ApiError> {
-    if let Ok(projection) = orderflow_projections::by_name(name) {
-        return Ok(Arc::new(ProjectionHandler::new(
-            state.pool.clone(),
-            projection,
-        )));
-    }
-    if !WORKER_NAMES.contains(&name) {
-        return Err(ApiError::NotFound {
-            what: "consumer",
-            id: name.to_string(),
-        });
-    }
+    // A dry run changes nothing and sends nothing: the default channel and carrier do.
     let deps = match (&state.worker_deps, dry_run) {
-        (Some(deps), _) => deps.clone(),
-        // A dry run changes nothing and sends nothing: the default channel and carrier do.
-        (None, true) => WorkerDeps::new(state.pool.clone()),
-        (None, false) => {
-            return Err(ApiError::Unavailable(format!(
-                "this gateway was started without the workers' configuration, so it cannot \
-                 replay to {name} for real; use dry_run, or `orderflow replay consumer`"
-            )))
-        }
+        (Some(deps), _) => Some(deps.clone()),
+        (None, true) => Some(WorkerDeps::new(state.pool.clone())),
+        (None, false) => None,
     };
-    build_worker(name, deps).map_err(|e| match e {
-        UnknownWorker::Unknown(_) => ApiError::NotFound {
+    orderflow_projections::consumer_handler(name, state.pool.clone(), deps).map_err(|e| match e {
+        ConsumerError::Unknown(_) => ApiError::NotFound {
             what: "consumer",
             id: name.to_string(),
         },
-        other @ UnknownWorker::Misconfigured { .. } => ApiError::Unavailable(other.to_string()),
+        ConsumerError::NeedsWorkerDeps(_) => ApiError::Unavailable(format!(
+            "this gateway was started without the workers' configuration, so it cannot \
+             replay to {name} for real; use dry_run, or `orderflow replay consumer`"
+        )),
+        other @ ConsumerError::Misconfigured(_) => ApiError::Unavailable(other.to_string()),
     })
 }
 
