@@ -24,19 +24,3 @@ pub async fn claim(
     .rows_affected();
     Ok(inserted == 1)
 }
-
-/// Whether `consumer` handled `event_id` already.
-///
-/// # Errors
-/// The database error.
-pub async fn was_handled(
-    conn: &mut PgConnection,
-    consumer: &str,
-    event_id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM inbox WHERE consumer = $1 AND event_id = $2)")
-        .bind(consumer)
-        .bind(event_id)
-        .fetch_one(conn)
-        .await
-}
