@@ -1,8 +1,10 @@
 //! Starting orderflow's roles and stopping them gracefully.
 //!
 //! Each role is a task that ends when the shutdown token is cancelled (SIGTERM or Ctrl-C):
-//! the gateway drains in-flight requests, consumers finish or nak the message in hand, the
-//! relay stops after its current batch.
+//! the gateway drains in-flight requests, consumers pull nothing more and handle what their
+//! open pull still delivers (giving back only what is unstarted after their grace), the
+//! relay stops after its current batch. Nothing committed is lost: the relay resumes from its
+//! checkpoint, and a consumer's unacked messages come back to whoever runs it next.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,6 +6,7 @@ mod support;
 
 mod effectively_once;
 mod end_to_end;
+mod graceful_stop;
 mod log_order;
 mod no_lost_event;
 mod no_overselling;

@@ -224,3 +224,82 @@ async fn a_carrier_that_refuses_parks_the_confirmation_and_records_the_refusal()
     );
     world.cleanup().await;
 }
+
+/// Whatever spends a message's deliveries (here: another process that naks it every time, so
+/// the handler never even sees it), JetStream's giving up on it ends in the dead-letter
+/// stream, not nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_naked_past_the_delivery_limit_from_outside_is_parked_not_dropped() {
+    use async_nats::jetstream::consumer::pull;
+    use async_nats::jetstream::AckKind;
+    use futures::StreamExt;
+    use std::time::Duration;
+
+    let world = World::new().await;
+    let id = world.place(&[("SKU-1", 1)]).await;
+    world.relay().await;
+    let counter = Flaky::new("limited", Uuid::nil(), false);
+    let consumer = Arc::new(bind(&world, counter.clone()).await);
+    let max_deliver = super::support::fast_consumer().max_deliver();
+
+    let durable = world
+        .bus
+        .bus
+        .stream()
+        .await
+        .unwrap()
+        .get_consumer::<pull::Config>("limited")
+        .await
+        .unwrap();
+    for delivery in 1..=max_deliver {
+        let mut batch = durable
+            .batch()
+            .max_messages(1)
+            .expires(Duration::from_secs(3))
+            .messages()
+            .await
+            .unwrap();
+        let message = batch
+            .next()
+            .await
+            .unwrap_or_else(|| panic!("delivery {delivery} never came"))
+            .unwrap();
+        assert_eq!(message.info().unwrap().delivered, delivery as i64);
+        message.double_ack_with(AckKind::Nak(None)).await.unwrap();
+    }
+    assert!(dlq::list(&world.bus.bus, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // The consumer's own loop pulls next; the server gives up on the message then.
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn({
+        let (consumer, shutdown) = (Arc::clone(&consumer), shutdown.clone());
+        async move { consumer.run(shutdown).await }
+    });
+    let started = std::time::Instant::now();
+    let parked = loop {
+        let parked = dlq::list(&world.bus.bus, Some("limited"), 10)
+            .await
+            .unwrap();
+        if !parked.is_empty() {
+            break parked;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the message JetStream gave up on was not parked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    let letter = &parked[0].letter;
+    assert_eq!(letter.attempts, max_deliver);
+    assert!(letter.error.contains("max_deliver"), "{letter:?}");
+    assert!(letter.original_subject.contains(&id.to_string()));
+    assert_eq!(counter.calls(id), 0, "the handler never saw it");
+    world.cleanup().await;
+}

@@ -309,6 +309,34 @@ impl Process {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, then waits for the process to stop by itself; fails the test when it is still
+    /// running after `within` or exits with a failure.
+    pub async fn terminate(mut self, within: Duration) {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("running kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for the process") {
+                assert!(
+                    status.success(),
+                    "`orderflow {}` stopped with {status} after SIGTERM",
+                    self.what
+                );
+                return;
+            }
+            assert!(
+                started.elapsed() < within,
+                "`orderflow {}` still runs {within:?} after SIGTERM",
+                self.what
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Fails the test when the process already exited (it should be running).
     pub fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {

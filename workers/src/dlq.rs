@@ -75,11 +75,27 @@ pub struct Redriven {
     pub message_id: String,
 }
 
+/// Whether a [`park`] stored a new dead letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parked {
+    /// Stored now.
+    New,
+    /// The same consumer parked the same message moments ago (another process, or the
+    /// delivery-limit watcher): the server kept the first one.
+    AlreadyParked,
+}
+
+impl Parked {
+    pub fn is_new(self) -> bool {
+        self == Self::New
+    }
+}
+
 /// Parks `letter` in the DLQ stream and waits for the server's ack.
 ///
 /// # Errors
 /// [`BusError::JetStream`] when the publish is not acknowledged.
-pub async fn park(bus: &Bus, letter: &DeadLetter) -> Result<(), BusError> {
+pub async fn park(bus: &Bus, letter: &DeadLetter) -> Result<Parked, BusError> {
     let order_id = letter
         .original_subject
         .split('.')
@@ -94,13 +110,18 @@ pub async fn park(bus: &Bus, letter: &DeadLetter) -> Result<(), BusError> {
             letter.consumer, letter.original_stream_sequence
         ))
         .header(CONSUMER_HEADER, letter.consumer.as_str());
-    bus.jetstream()
+    let ack = bus
+        .jetstream()
         .send_publish(bus.dlq_subject(&letter.consumer, order_id), publish)
         .await
         .map_err(|e| BusError::js("parking a dead letter", e))?
         .await
         .map_err(|e| BusError::js("awaiting a dead letter's ack", e))?;
-    Ok(())
+    Ok(if ack.duplicate {
+        Parked::AlreadyParked
+    } else {
+        Parked::New
+    })
 }
 
 /// Up to `limit` parked messages, oldest first, of `consumer` or of all consumers.

@@ -12,11 +12,24 @@
 //!
 //! [`Consumer::step`] processes one batch and says what it did; [`Consumer::drain`] steps
 //! until the consumer has nothing pending, so tests need no sleeps. [`run_consumer`] is the
-//! long-running loop; on shutdown it lets the messages in hand finish and naks the ones
-//! received but not started. While a handler runs, the runtime sends in-progress acks every
-//! half `ack_wait` (up to `handler_timeout`), so only a dead or stuck process has its
-//! messages redelivered.
-//! Several processes may run the same durable consumer.
+//! long-running loop. While a handler runs, the runtime sends in-progress acks every half
+//! `ack_wait` (up to `handler_timeout`), so only a dead or stuck process has its messages
+//! redelivered. Several processes may run the same durable consumer.
+//!
+//! # Stopping
+//! On shutdown the loop asks for nothing more, and handles what its open pull still
+//! delivers (at most `batch_size` messages within `fetch_wait`) like any other message: they
+//! were delivered to this process, and giving them back would spend a delivery of each. Only
+//! what is still unstarted after `shutdown_grace` is given back, with a nak that has a delay
+//! (an immediate nak would hand it straight back to the same open pull).
+//!
+//! # Nothing vanishes at the delivery limit
+//! JetStream stops delivering a message after `max_deliver` deliveries and tells nobody but
+//! an advisory. So a message on its last allowed delivery is parked in the dead-letter stream
+//! whatever stops it from being handled (a failure, a release on stop), and while it runs,
+//! the loop listens to the max-deliveries advisory of its consumer and parks any message the
+//! server gave up on anyway (a process killed on the last delivery, an outside nak). Parking
+//! twice stores one dead letter (`Nats-Msg-Id: <consumer>:<stream sequence>`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +38,7 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsum
 use async_nats::jetstream::{AckKind, Message};
 use chrono::Utc;
 use futures::stream::FuturesUnordered;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use orderflow_store::EventEnvelope;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -71,6 +84,9 @@ pub struct ConsumerOptions {
     /// Longest one handler call may run (it is kept from redelivery meanwhile); past it the
     /// call is abandoned and counted as a retry.
     pub handler_timeout: Duration,
+    /// After a shutdown signal, how long messages already delivered to this process may
+    /// still be started; what is left after it is given back.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ConsumerOptions {
@@ -89,6 +105,7 @@ impl Default for ConsumerOptions {
             fetch_wait: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(60),
             handler_timeout: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -104,6 +121,12 @@ impl ConsumerOptions {
             .unwrap_or(Duration::from_secs(1))
     }
 
+    /// Deliveries the server makes before it gives up on a message: `max_attempts` plus two
+    /// spare ones for a process that died during the last attempt or failed to park.
+    pub fn max_deliver(&self) -> u64 {
+        self.max_attempts.max(1) + 2
+    }
+
     /// The server-side configuration of the durable consumer of `handler`.
     pub fn consumer_config(&self, bus: &Bus, handler: &dyn Handler) -> pull::Config {
         let max_attempts = self.max_attempts.max(1);
@@ -117,7 +140,7 @@ impl ConsumerOptions {
             description: Some(format!("orderflow consumer {}", handler.name())),
             ack_policy: AckPolicy::Explicit,
             ack_wait: self.ack_wait,
-            max_deliver: i64::try_from(max_attempts + 2).unwrap_or(i64::MAX),
+            max_deliver: i64::try_from(self.max_deliver()).unwrap_or(i64::MAX),
             backoff,
             filter_subject: bus.events_filter(),
             max_ack_pending: handler.max_ack_pending(),
@@ -130,6 +153,11 @@ impl ConsumerOptions {
 /// How long a [`Consumer::step`] pull may wait for the server's answer.
 const STEP_EXPIRES: Duration = Duration::from_millis(500);
 
+/// The nak delay of a message given back on shutdown: long enough that the stopping
+/// process's open pull does not get it back, short enough for another process to take it
+/// soon.
+const RELEASE_DELAY: Duration = Duration::from_secs(1);
+
 /// What one message came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -141,7 +169,7 @@ pub enum Outcome {
     Retried { attempt: u64, delay: Duration },
     /// Parked in the DLQ stream and acked.
     DeadLettered { attempt: u64, error: String },
-    /// Received during shutdown and naked unstarted.
+    /// Still unstarted when the shutdown grace ran out: naked with a delay.
     Released,
 }
 
@@ -311,23 +339,128 @@ impl Consumer {
     }
 
     /// Runs until `shutdown`, pulling with long polls and handling up to `concurrency`
-    /// messages at once.
+    /// messages at once, and parks what the server gives up on (see the module doc).
     ///
     /// # Errors
     /// None in practice: pull failures are logged and retried after a pause.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), RuntimeError> {
+        // Subscribed before the first pull, so no advisory of this run is missed.
+        let advisories = match self
+            .bus
+            .client()
+            .subscribe(self.max_deliveries_subject())
+            .await
+        {
+            Ok(subscriber) => Some(subscriber),
+            Err(error) => {
+                tracing::warn!(consumer = self.name(), %error,
+                    "cannot listen to the max-deliveries advisory; parking relies on the last delivery");
+                None
+            }
+        };
         tracing::info!(consumer = self.name(), "consumer running");
-        while !shutdown.is_cancelled() {
-            if let Err(error) = self.pull_and_process(&shutdown).await {
-                tracing::warn!(consumer = self.name(), %error, "pull failed; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => {}
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        let pulling = async {
+            while !shutdown.is_cancelled() {
+                if let Err(error) = self.pull_and_process(&shutdown).await {
+                    tracing::warn!(consumer = self.name(), %error, "pull failed; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => {}
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
                 }
+            }
+        };
+        let watching = async {
+            if let Some(mut advisories) = advisories {
+                // Ends with the pulling: a delivery only exceeds the limit while someone pulls.
+                while let Some(advisory) = advisories.next().await {
+                    self.park_given_up(&advisory.payload).await;
+                }
+            }
+        };
+        tokio::select! {
+            () = pulling => {}
+            () = watching => {
+                tracing::warn!(consumer = self.name(), "the max-deliveries advisory subscription ended");
             }
         }
         tracing::info!(consumer = self.name(), "consumer stopped");
         Ok(())
+    }
+
+    /// `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>`
+    fn max_deliveries_subject(&self) -> String {
+        format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
+            self.bus.stream_name(),
+            self.name()
+        )
+    }
+
+    /// Parks the message named by a max-deliveries advisory: the server delivered it
+    /// `max_deliver` times without an ack and will not deliver it again.
+    async fn park_given_up(&self, advisory: &[u8]) {
+        #[derive(serde::Deserialize)]
+        struct MaxDeliveries {
+            stream_seq: u64,
+            deliveries: u64,
+        }
+        let name = self.name();
+        let advisory: MaxDeliveries = match serde_json::from_slice(advisory) {
+            Ok(advisory) => advisory,
+            Err(error) => {
+                tracing::error!(consumer = name, %error, "unreadable max-deliveries advisory");
+                return;
+            }
+        };
+        let message = match self.bus.stream().await {
+            Ok(stream) => stream
+                .get_raw_message(advisory.stream_seq)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::error!(consumer = name, stream_sequence = advisory.stream_seq, %error,
+                    "JetStream gave up on a message that cannot be read back to park it");
+                return;
+            }
+        };
+        let header = |key: &str| message.headers.get(key).map(|v| v.as_str().to_string());
+        if header(REDRIVE_FOR_HEADER).is_some_and(|target| target != name) {
+            return;
+        }
+        let letter = DeadLetter {
+            consumer: name.to_string(),
+            error: format!(
+                "JetStream stopped delivering it after {} deliveries without an ack \
+                 (the consumer's max_deliver)",
+                advisory.deliveries
+            ),
+            attempts: advisory.deliveries,
+            original_subject: message.subject.to_string(),
+            original_stream_sequence: advisory.stream_seq,
+            original_message_id: header("Nats-Msg-Id"),
+            parked_at: Utc::now(),
+            body: String::from_utf8_lossy(&message.payload).into_owned(),
+        };
+        match dlq::park(&self.bus, &letter).await {
+            Ok(parked) => {
+                if parked.is_new() {
+                    count_dead_letter(name, "delivery_limit");
+                    tracing::warn!(
+                        consumer = name,
+                        stream_sequence = advisory.stream_seq,
+                        deliveries = advisory.deliveries,
+                        "parked a message JetStream gave up on"
+                    );
+                }
+            }
+            Err(error) => tracing::error!(consumer = name, stream_sequence = advisory.stream_seq,
+                %error, "cannot park a message JetStream gave up on"),
+        }
     }
 
     async fn pull_and_process(&self, shutdown: &CancellationToken) -> Result<(), RuntimeError> {
@@ -342,6 +475,13 @@ impl Consumer {
         let mut in_flight = FuturesUnordered::new();
         let mut batch_done = false;
         let limit = self.options.concurrency.max(1);
+        // A shutdown does not cut the pull short: what it still delivers was delivered to
+        // this process and is handled (see the module doc). Past the grace, the rest goes back.
+        let grace_over = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(self.options.shutdown_grace).await;
+        };
+        tokio::pin!(grace_over);
         loop {
             tokio::select! {
                 Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
@@ -349,11 +489,6 @@ impl Consumer {
                 }
                 next = batch.next(), if !batch_done && in_flight.len() < limit => match next {
                     None => batch_done = true,
-                    Some(Ok(message)) if shutdown.is_cancelled() => {
-                        if let Err(error) = message.ack_with(AckKind::Nak(None)).await {
-                            tracing::warn!(%error, "nak on shutdown failed");
-                        }
-                    }
                     Some(Ok(message)) => in_flight.push(self.process(message)),
                     Some(Err(error)) if is_end_of_pull(&error.to_string()) => batch_done = true,
                     Some(Err(error)) => {
@@ -361,82 +496,100 @@ impl Consumer {
                         return Err(BusError::js("receiving a message", error).into());
                     }
                 },
+                () = &mut grace_over, if !batch_done => {
+                    batch_done = true;
+                    let mut released = 0;
+                    while let Some(Some(Ok(message))) = batch.next().now_or_never() {
+                        self.release(message).await;
+                        released += 1;
+                    }
+                    tracing::warn!(consumer = self.name(), released, grace = ?self.options.shutdown_grace,
+                        "stopping: gave back the messages not started within the grace");
+                }
                 else => return Ok(()),
             }
         }
+    }
+
+    /// Gives back a message this process will not start (it is stopping): naked with a short
+    /// delay, or parked when this was its last allowed delivery.
+    async fn release(&self, message: Message) -> Outcome {
+        let attempt = message
+            .info()
+            .map(|info| u64::try_from(info.delivered).unwrap_or(1))
+            .unwrap_or(1);
+        let outcome = if attempt >= self.options.max_deliver() {
+            self.park(
+                &message,
+                attempt,
+                "the consumer stopped before handling it on its last allowed delivery".into(),
+                "delivery_limit",
+            )
+            .await
+        } else {
+            if let Err(error) = message.ack_with(AckKind::Nak(Some(RELEASE_DELAY))).await {
+                tracing::warn!(consumer = self.name(), %error, "nak on shutdown failed");
+            }
+            Outcome::Released
+        };
+        count_outcome(self.name(), &outcome);
+        outcome
     }
 
     /// Processes one message to its outcome (acks, naks or parks it).
     pub async fn process(&self, message: Message) -> Outcome {
         let started = std::time::Instant::now();
         let outcome = self.handle_message(message).await;
-        let consumer = self.handler.name().to_string();
-        let label = match &outcome {
-            Outcome::Handled(_) => "handled",
-            Outcome::Skipped => "skipped",
-            Outcome::Retried { .. } => "retried",
-            Outcome::DeadLettered { .. } => "dead_lettered",
-            Outcome::Released => "released",
-        };
-        metrics::counter!("orderflow_consumer_messages_total",
-            "consumer" => consumer.clone(), "outcome" => label)
-        .increment(1);
-        metrics::histogram!("orderflow_consumer_message_duration_seconds", "consumer" => consumer)
+        count_outcome(self.name(), &outcome);
+        metrics::histogram!("orderflow_consumer_message_duration_seconds", "consumer" => self.name().to_string())
             .record(started.elapsed().as_secs_f64());
         outcome
     }
 
     async fn handle_message(&self, message: Message) -> Outcome {
         let name = self.handler.name();
-        let (attempt, stream_sequence) = match message.info() {
-            Ok(info) => (
-                u64::try_from(info.delivered).unwrap_or(1),
-                info.stream_sequence,
-            ),
-            Err(_) => (1, 0),
-        };
-        let header = |key: &str| {
-            message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(key))
-                .map(|v| v.as_str().to_string())
-        };
-        if let Some(target) = header(REDRIVE_FOR_HEADER) {
-            if target != name {
-                self.ack(&message).await;
-                return Outcome::Skipped;
-            }
+        let attempt = message
+            .info()
+            .map(|info| u64::try_from(info.delivered).unwrap_or(1))
+            .unwrap_or(1);
+        let redrive_target = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(REDRIVE_FOR_HEADER))
+            .map(|v| v.as_str().to_string());
+        if redrive_target.is_some_and(|target| target != name) {
+            self.ack(&message).await;
+            return Outcome::Skipped;
         }
-        let result = match serde_json::from_slice::<EventEnvelope>(&message.payload) {
-            Ok(envelope) => {
-                let span = tracing::info_span!("handle", consumer = name,
-                    order_id = %envelope.order_id, event = %envelope.event_type, attempt);
-                let handling = self
-                    .handler
-                    .handle(&envelope, Delivery::live(attempt))
-                    .instrument(span);
-                // While the handler works, tell the server so (every half ack wait), so a slow
-                // but live handler is not redelivered to a competing process meanwhile.
-                let progress = async {
-                    loop {
-                        tokio::time::sleep(self.options.ack_wait / 2).await;
-                        if let Err(error) = message.ack_with(AckKind::Progress).await {
-                            tracing::debug!(consumer = name, %error, "progress ack failed");
-                        }
-                    }
-                };
-                let bounded = tokio::time::timeout(self.options.handler_timeout, handling);
-                tokio::select! {
-                    result = bounded => result.unwrap_or_else(|_| Err(HandlerError::retry(format!(
-                        "the handler took longer than {:?}", self.options.handler_timeout
-                    )))),
-                    () = progress => Err(HandlerError::retry("the progress loop ended")),
+        let envelope = match serde_json::from_slice::<EventEnvelope>(&message.payload) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                let error = format!("the message body is not an event envelope: {error}");
+                return self.park(&message, attempt, error, "malformed").await;
+            }
+        };
+        let span = tracing::info_span!("handle", consumer = name,
+            order_id = %envelope.order_id, event = %envelope.event_type, attempt);
+        let handling = self
+            .handler
+            .handle(&envelope, Delivery::live(attempt))
+            .instrument(span);
+        // While the handler works, tell the server so (every half ack wait), so a slow but
+        // live handler is not redelivered to a competing process meanwhile.
+        let progress = async {
+            loop {
+                tokio::time::sleep(self.options.ack_wait / 2).await;
+                if let Err(error) = message.ack_with(AckKind::Progress).await {
+                    tracing::debug!(consumer = name, %error, "progress ack failed");
                 }
             }
-            Err(error) => Err(HandlerError::give_up(format!(
-                "the message body is not an event envelope: {error}"
-            ))),
+        };
+        let bounded = tokio::time::timeout(self.options.handler_timeout, handling);
+        let result = tokio::select! {
+            result = bounded => result.unwrap_or_else(|_| Err(HandlerError::retry(format!(
+                "the handler took longer than {:?}", self.options.handler_timeout
+            )))),
+            () = progress => Err(HandlerError::retry("the progress loop ended")),
         };
         match result {
             Ok(effects) => {
@@ -452,33 +605,52 @@ impl Consumer {
                 Outcome::Retried { attempt, delay }
             }
             Err(HandlerError::Retry(error) | HandlerError::GiveUp(error)) => {
-                let letter = DeadLetter {
-                    consumer: name.to_string(),
-                    error: error.clone(),
-                    attempts: attempt,
-                    original_subject: message.subject.to_string(),
-                    original_stream_sequence: stream_sequence,
-                    original_message_id: header("Nats-Msg-Id"),
-                    parked_at: Utc::now(),
-                    body: String::from_utf8_lossy(&message.payload).into_owned(),
+                let reason = if attempt >= self.options.max_attempts {
+                    "failed"
+                } else {
+                    "gave_up"
                 };
-                match dlq::park(&self.bus, &letter).await {
-                    Ok(()) => {
-                        tracing::warn!(consumer = name, attempt, %error, "parked in the DLQ");
-                        if let Err(e) = message.double_ack().await {
-                            tracing::warn!(consumer = name, error = %e, "ack after parking failed");
-                        }
-                        Outcome::DeadLettered { attempt, error }
-                    }
-                    Err(park_error) => {
-                        let delay = self.options.retry_delay(attempt);
-                        tracing::error!(consumer = name, %park_error, "cannot park; retrying later");
-                        if let Err(e) = message.ack_with(AckKind::Nak(Some(delay))).await {
-                            tracing::warn!(consumer = name, error = %e, "nak failed");
-                        }
-                        Outcome::Retried { attempt, delay }
-                    }
+                self.park(&message, attempt, error, reason).await
+            }
+        }
+    }
+
+    /// Parks `message` in the dead-letter stream and acks it; when parking fails, naks it to
+    /// come back later (on its last allowed delivery the advisory watcher parks it instead).
+    async fn park(&self, message: &Message, attempt: u64, error: String, reason: &str) -> Outcome {
+        let name = self.handler.name();
+        let letter = DeadLetter {
+            consumer: name.to_string(),
+            error: error.clone(),
+            attempts: attempt,
+            original_subject: message.subject.to_string(),
+            original_stream_sequence: message.info().map(|i| i.stream_sequence).unwrap_or(0),
+            original_message_id: message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.as_str().to_string()),
+            parked_at: Utc::now(),
+            body: String::from_utf8_lossy(&message.payload).into_owned(),
+        };
+        match dlq::park(&self.bus, &letter).await {
+            Ok(parked) => {
+                if parked.is_new() {
+                    count_dead_letter(name, reason);
                 }
+                tracing::warn!(consumer = name, attempt, %error, "parked in the DLQ");
+                if let Err(e) = message.double_ack().await {
+                    tracing::warn!(consumer = name, error = %e, "ack after parking failed");
+                }
+                Outcome::DeadLettered { attempt, error }
+            }
+            Err(park_error) => {
+                let delay = self.options.retry_delay(attempt);
+                tracing::error!(consumer = name, %park_error, "cannot park; retrying later");
+                if let Err(e) = message.ack_with(AckKind::Nak(Some(delay))).await {
+                    tracing::warn!(consumer = name, error = %e, "nak failed");
+                }
+                Outcome::Retried { attempt, delay }
             }
         }
     }
@@ -490,6 +662,29 @@ impl Consumer {
             tracing::warn!(consumer = self.name(), %error, "ack failed; the message will come back");
         }
     }
+}
+
+/// Counts one message's outcome in `orderflow_consumer_messages_total`.
+fn count_outcome(consumer: &str, outcome: &Outcome) {
+    let label = match outcome {
+        Outcome::Handled(_) => "handled",
+        Outcome::Skipped => "skipped",
+        Outcome::Retried { .. } => "retried",
+        Outcome::DeadLettered { .. } => "dead_lettered",
+        Outcome::Released => "released",
+    };
+    metrics::counter!("orderflow_consumer_messages_total",
+        "consumer" => consumer.to_string(), "outcome" => label)
+    .increment(1);
+}
+
+/// Counts one newly parked message in `orderflow_dead_letters_total`; `reason` is `failed`
+/// (retries spent), `gave_up` (the handler said it never works), `malformed` or
+/// `delivery_limit` (parked on or after the server's last delivery).
+fn count_dead_letter(consumer: &str, reason: &str) {
+    metrics::counter!("orderflow_dead_letters_total",
+        "consumer" => consumer.to_string(), "reason" => reason.to_string())
+    .increment(1);
 }
 
 /// The server ends a pull with 404 (no messages), 408 (expired) or 409 (for example max ack

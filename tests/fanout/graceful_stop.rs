@@ -1,0 +1,328 @@
+//! A graceful stop loses nothing: every role of the real binary, stopped with SIGTERM under a
+//! steady load of orders and started again, three times over, leaves every accepted order in
+//! its final state, with each effect applied once and nothing dropped at the delivery limit.
+//!
+//! What this guards against: a consumer that, while stopping, gives back the messages its
+//! open pull still delivers with an immediate nak gets each of them straight back, naks it
+//! again, and spends the message's deliveries in milliseconds, after which JetStream stops
+//! delivering it and the order stays where it was forever.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use orderflow_workers::inventory;
+use orderflow_workers::WORKER_NAMES;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::support::{place_command, sku, wait_until_settled, Process, Recorder, World};
+
+const SKU: &str = "SKU-STOP";
+const STOCK: i64 = 1_000_000;
+const CONSUMERS: [&str; 5] = [
+    "inventory",
+    "notifications",
+    "shipments",
+    "order-summary",
+    "analytics",
+];
+/// How long a role may take to stop after SIGTERM before the test calls it hung.
+const STOP_WITHIN: Duration = Duration::from_secs(30);
+
+/// The environment of every role: the recorders as the webhook channel and the http carrier,
+/// so that a repeated external effect shows as a repeated idempotency key, and a short ack
+/// wait, so that a message left unacknowledged would come back within the test.
+fn role_env(webhook: &Recorder, carrier: &Recorder) -> Vec<(&'static str, String)> {
+    vec![
+        ("ORDERFLOW_ACK_WAIT_SECS", "5".into()),
+        ("ORDERFLOW_NOTIFY_CHANNEL", "webhook".into()),
+        ("ORDERFLOW_NOTIFY_WEBHOOK_URL", webhook.url.clone()),
+        ("ORDERFLOW_CARRIER", "http".into()),
+        ("ORDERFLOW_CARRIER_URL", carrier.url.clone()),
+    ]
+}
+
+fn repeated_keys(keys: &[String]) -> Vec<String> {
+    let mut seen = HashMap::<&str, usize>::new();
+    for key in keys {
+        *seen.entry(key.as_str()).or_default() += 1;
+    }
+    seen.into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(key, _)| key.to_string())
+        .collect()
+}
+
+async fn count(world: &World, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(&world.db.pool)
+        .await
+        .unwrap()
+}
+
+/// Every accepted order shipped, each effect once, nothing parked.
+async fn assert_every_order_done_once(
+    world: &World,
+    ids: &[Uuid],
+    webhook: &Recorder,
+    carrier: &Recorder,
+) {
+    wait_until_settled(
+        world,
+        ids,
+        ids.len(),
+        0,
+        &CONSUMERS,
+        Duration::from_secs(120),
+    )
+    .await;
+    let orders = ids.len() as i64;
+    for id in ids {
+        let types: Vec<_> = world
+            .store
+            .events(*id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event_type)
+            .collect();
+        assert_eq!(
+            types,
+            ["OrderPlaced", "OrderConfirmed", "ShipmentStarted"],
+            "order {id}"
+        );
+    }
+    let stock = inventory::get_stock(&world.db.pool, &sku(SKU))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (stock.available, stock.reserved),
+        (STOCK - orders, 0),
+        "stock taken once per order"
+    );
+    assert_eq!(
+        count(
+            world,
+            "SELECT count(*) FROM notifications WHERE status = 'sent'"
+        )
+        .await,
+        3 * orders,
+        "one notification per event"
+    );
+    assert_eq!(
+        count(
+            world,
+            "SELECT count(*) FROM shipments WHERE status = 'started'"
+        )
+        .await,
+        orders
+    );
+    assert_eq!(
+        count(
+            world,
+            "SELECT count(*) FROM order_summary WHERE status = 'shipped'"
+        )
+        .await,
+        orders
+    );
+    assert_eq!(
+        count(world, "SELECT coalesce(sum(orders), 0)::bigint FROM analytics_status WHERE status = 'shipped'").await,
+        orders,
+        "analytics counted each order once"
+    );
+    let hooks = webhook.keys();
+    assert_eq!(hooks.len() as i64, 3 * orders, "webhook calls");
+    assert_eq!(
+        repeated_keys(&hooks),
+        Vec::<String>::new(),
+        "notifications sent twice"
+    );
+    let bookings = carrier.keys();
+    assert_eq!(bookings.len() as i64, orders, "carrier bookings");
+    assert_eq!(
+        repeated_keys(&bookings),
+        Vec::<String>::new(),
+        "shipments booked twice"
+    );
+    let parked = world.bus.dead_letters().await.unwrap();
+    assert!(
+        parked.is_empty(),
+        "a graceful stop parked {} message(s)",
+        parked.len()
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_until_healthy(http: &reqwest::Client, base: &str) {
+    for _ in 0..300 {
+        if let Ok(response) = http.get(format!("{base}/health")).send().await {
+            if response.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("`orderflow serve` did not answer on {base} within 15 s");
+}
+
+fn order_body(i: usize) -> serde_json::Value {
+    json!({
+        "customer_id": format!("c-{}", i % 11),
+        "customer_email": format!("customer{i}@example.com"),
+        "currency": "EUR",
+        "lines": [{"sku": SKU, "quantity": 1, "unit_price": 1000}],
+        "shipping_address": {"name": "Ada L", "line1": "1 Main St", "city": "Berlin",
+                             "postal_code": "10115", "country": "DE"}
+    })
+}
+
+/// Posts an order every `every` until `stop`; returns the ids answered 201 (requests that
+/// meet a stopped gateway fail and are not counted: nobody was told they were accepted).
+fn http_load(
+    base: String,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<Uuid>> {
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let mut requests = Vec::new();
+        let mut tick = tokio::time::interval(every);
+        let mut i = 0;
+        while !stop.load(Ordering::SeqCst) {
+            tick.tick().await;
+            i += 1;
+            let (http, base, accepted) = (http.clone(), base.clone(), Arc::clone(&accepted));
+            requests.push(tokio::spawn(async move {
+                let Ok(response) = http
+                    .post(format!("{base}/v1/orders"))
+                    .json(&order_body(i))
+                    .send()
+                    .await
+                else {
+                    return;
+                };
+                if response.status() == 201 {
+                    let body: serde_json::Value = response.json().await.unwrap();
+                    let id = body["id"].as_str().unwrap().parse().unwrap();
+                    accepted.lock().unwrap().push(id);
+                }
+            }));
+        }
+        for request in requests {
+            request.await.unwrap();
+        }
+        let ids = accepted.lock().unwrap().clone();
+        ids
+    })
+}
+
+/// Places an order through the store every `every` until `stop`.
+fn store_load(
+    world: &World,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<Uuid>> {
+    let store = world.store.clone();
+    tokio::spawn(async move {
+        let mut ids = Vec::new();
+        let mut tick = tokio::time::interval(every);
+        while !stop.load(Ordering::SeqCst) {
+            tick.tick().await;
+            let id = Uuid::now_v7();
+            store
+                .execute(
+                    id,
+                    place_command(id, &[(SKU, 1)]),
+                    &orderflow_store::CommandMetadata::from_request("load"),
+                )
+                .await
+                .expect("placing an order");
+            ids.push(id);
+        }
+        ids
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serve_stopped_with_sigterm_under_load_three_times_loses_nothing() {
+    let world = World::new().await;
+    inventory::set_stock(&world.db.pool, &sku(SKU), STOCK)
+        .await
+        .unwrap();
+    let (webhook, carrier) = (Recorder::start().await, Recorder::start().await);
+    let port = free_port().to_string();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut env = role_env(&webhook, &carrier);
+    env.push(("ORDERFLOW_DATABASE_MAX_CONNECTIONS", "8".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let args = ["serve", "--http-addr", &format!("127.0.0.1:{port}")];
+    let http = reqwest::Client::new();
+
+    let mut served = Process::start(&world, &args, &env);
+    wait_until_healthy(&http, &base).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = http_load(base.clone(), Duration::from_millis(10), Arc::clone(&stop));
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        served.terminate(STOP_WITHIN).await;
+        served = Process::start(&world, &args, &env);
+        wait_until_healthy(&http, &base).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::SeqCst);
+    let ids = load.await.unwrap();
+    assert!(ids.len() > 100, "only {} orders were accepted", ids.len());
+
+    assert_every_order_done_once(&world, &ids, &webhook, &carrier).await;
+    served.terminate(STOP_WITHIN).await;
+    world.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_single_role_restarted_with_sigterm_under_load_loses_nothing() {
+    let world = World::new().await;
+    inventory::set_stock(&world.db.pool, &sku(SKU), STOCK)
+        .await
+        .unwrap();
+    let (webhook, carrier) = (Recorder::start().await, Recorder::start().await);
+    let env = role_env(&webhook, &carrier);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut roles: Vec<Vec<&str>> = vec![vec!["relay"]];
+    roles.extend(WORKER_NAMES.iter().map(|name| vec!["worker", *name]));
+    roles.extend(CONSUMERS[3..].iter().map(|name| vec!["project", *name]));
+    let mut running: Vec<Process> = roles
+        .iter()
+        .map(|args| Process::start(&world, args, &env))
+        .collect();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = store_load(&world, Duration::from_millis(10), Arc::clone(&stop));
+    // A rolling restart, three times over: each role in turn, while the others work on.
+    for _ in 0..3 {
+        for (slot, args) in roles.iter().enumerate() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let old = std::mem::replace(&mut running[slot], Process::start(&world, args, &env));
+            old.terminate(STOP_WITHIN).await;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let ids = load.await.unwrap();
+    assert!(ids.len() > 100, "only {} orders were placed", ids.len());
+
+    assert_every_order_done_once(&world, &ids, &webhook, &carrier).await;
+    for process in running {
+        process.terminate(STOP_WITHIN).await;
+    }
+    world.cleanup().await;
+}
