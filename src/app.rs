@@ -60,23 +60,79 @@ async fn wait_for_signal() {
 }
 
 /// Connects to the event store, creating the database and applying migrations if needed.
+/// While PostgreSQL refuses connections it retries with a growing, logged pause for up to
+/// `patience` (roles wait, so that they may start before their services; operator commands
+/// pass zero and fail at once). A malformed URL or wrong credentials fail at once.
 ///
 /// # Errors
-/// When PostgreSQL cannot be reached or the schema cannot be applied.
-pub async fn connect_store(common: &CommonArgs) -> Result<PgPool> {
-    orderflow_store::connect(&common.database())
-        .await
-        .context("cannot open the event store (is PostgreSQL up? `scripts/services up`)")
+/// When PostgreSQL cannot be reached in time or the schema cannot be applied.
+pub async fn connect_store(common: &CommonArgs, patience: Duration) -> Result<PgPool> {
+    let options = common.database();
+    match with_backoff(
+        "PostgreSQL",
+        patience,
+        || orderflow_store::connect(&options),
+        |e| e.is_transient_connect(),
+    )
+    .await
+    {
+        Ok(pool) => Ok(pool),
+        Err(error) if error.is_transient_connect() => Err(anyhow::Error::new(error)
+            .context("cannot open the event store (is PostgreSQL up? `scripts/services up`)")),
+        Err(error) => Err(anyhow::Error::new(error).context("cannot open the event store")),
+    }
 }
 
-/// Connects to NATS and makes sure the event and dead-letter streams exist.
+/// Connects to NATS and makes sure the event and dead-letter streams exist; waits for a
+/// server that refuses connections as [`connect_store`] does.
 ///
 /// # Errors
-/// When NATS cannot be reached or JetStream refuses the streams.
-pub async fn connect_bus(common: &CommonArgs) -> Result<Bus> {
-    Bus::connect_and_ensure(common.bus())
-        .await
-        .context("cannot reach NATS JetStream (is it up? `scripts/services up`)")
+/// When NATS cannot be reached in time or JetStream refuses the streams.
+pub async fn connect_bus(common: &CommonArgs, patience: Duration) -> Result<Bus> {
+    let options = common.bus();
+    match with_backoff(
+        "NATS",
+        patience,
+        || Bus::connect_and_ensure(options.clone()),
+        |e| e.is_transient_connect(),
+    )
+    .await
+    {
+        Ok(bus) => Ok(bus),
+        Err(error) if error.is_transient_connect() => Err(anyhow::Error::new(error)
+            .context("cannot reach NATS JetStream (is it up? `scripts/services up`)")),
+        Err(error) => Err(anyhow::Error::new(error).context("cannot reach NATS JetStream")),
+    }
+}
+
+/// Runs `connect` until it succeeds, fails for good (`transient` says no), or `patience`
+/// is spent (one last try at its end); pauses 0.5 s, 1 s, 2 s, ... up to 5 s between tries
+/// and logs each one.
+async fn with_backoff<T, E, F, Fut>(
+    service: &str,
+    patience: Duration,
+    mut connect: F,
+    transient: impl Fn(&E) -> bool,
+) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match connect().await {
+            Err(error) if transient(&error) && started.elapsed() < patience => {
+                let pause_now = pause.min(patience.saturating_sub(started.elapsed()));
+                tracing::warn!(%error, retry_in = ?pause_now, waited = ?started.elapsed(), ?patience,
+                    "{service} is not reachable yet; waiting for it");
+                tokio::time::sleep(pause_now).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Roles running as tasks: the first one to fail stops the others.
@@ -202,8 +258,8 @@ fn start_relay(roles: &mut Roles, pool: PgPool, bus: &Bus) {
 /// # Errors
 /// When a service cannot be reached at start, or a role fails.
 pub async fn serve(common: &CommonArgs, http: &HttpArgs, consumers: &ConsumerArgs) -> Result<()> {
-    let pool = connect_store(common).await?;
-    let bus = connect_bus(common).await?;
+    let pool = connect_store(common, common.connect_wait()).await?;
+    let bus = connect_bus(common, common.connect_wait()).await?;
     let deps = consumers
         .worker_deps(pool.clone())
         .map_err(anyhow::Error::msg)?;
@@ -276,8 +332,8 @@ pub fn consumer_handler(
 /// For an unknown projection or unreachable services.
 pub async fn project(common: &CommonArgs, consumers: &ConsumerArgs, name: &str) -> Result<()> {
     let projection = orderflow_projections::by_name(name)?;
-    let pool = connect_store(common).await?;
-    let bus = connect_bus(common).await?;
+    let pool = connect_store(common, common.connect_wait()).await?;
+    let bus = connect_bus(common, common.connect_wait()).await?;
     let mut roles = Roles::new(shutdown_on_signal());
     start_projections(&mut roles, &pool, &bus, consumers, vec![projection]).await?;
     roles.wait().await
@@ -289,7 +345,7 @@ pub async fn project(common: &CommonArgs, consumers: &ConsumerArgs, name: &str) 
 /// # Errors
 /// When PostgreSQL cannot be reached at start or the address cannot be bound.
 pub async fn gateway(common: &CommonArgs, http: &HttpArgs) -> Result<()> {
-    let pool = connect_store(common).await?;
+    let pool = connect_store(common, common.connect_wait()).await?;
     let bus = match Bus::connect(common.bus()).await {
         Ok(bus) => Some(bus),
         Err(error) => {
@@ -307,8 +363,8 @@ pub async fn gateway(common: &CommonArgs, http: &HttpArgs) -> Result<()> {
 /// # Errors
 /// When a service cannot be reached at start.
 pub async fn relay(common: &CommonArgs) -> Result<()> {
-    let pool = connect_store(common).await?;
-    let bus = connect_bus(common).await?;
+    let pool = connect_store(common, common.connect_wait()).await?;
+    let bus = connect_bus(common, common.connect_wait()).await?;
     let mut roles = Roles::new(shutdown_on_signal());
     start_relay(&mut roles, pool, &bus);
     roles.wait().await
@@ -320,8 +376,8 @@ pub async fn relay(common: &CommonArgs) -> Result<()> {
 /// When a service cannot be reached or a publish fails.
 pub async fn republish(common: &CommonArgs, after: i64, until: Option<i64>) -> Result<()> {
     anyhow::ensure!(after >= 0, "--after must be 0 or more");
-    let pool = connect_store(common).await?;
-    let bus = connect_bus(common).await?;
+    let pool = connect_store(common, common.connect_wait()).await?;
+    let bus = connect_bus(common, common.connect_wait()).await?;
     let summary = publish_range(
         &pool,
         &bus,
@@ -343,12 +399,12 @@ pub async fn republish(common: &CommonArgs, after: i64, until: Option<i64>) -> R
 /// # Errors
 /// For an unknown worker, a misconfigured channel or carrier, or unreachable services.
 pub async fn worker(common: &CommonArgs, consumers: &ConsumerArgs, name: &str) -> Result<()> {
-    let pool = connect_store(common).await?;
+    let pool = connect_store(common, common.connect_wait()).await?;
     let handler = build_worker(
         name,
         consumers.worker_deps(pool).map_err(anyhow::Error::msg)?,
     )?;
-    let bus = connect_bus(common).await?;
+    let bus = connect_bus(common, common.connect_wait()).await?;
     let mut roles = Roles::new(shutdown_on_signal());
     roles.spawn_consumer(handler, &bus, consumers.consumer_options());
     roles.wait().await

@@ -15,8 +15,8 @@ use sqlx::PgPool;
 
 use crate::telemetry::LogFormat;
 
-/// Settings every command shares.
-#[derive(Debug, Clone, clap::Args)]
+/// Settings every command shares. `Debug` shows the URLs redacted.
+#[derive(Clone, clap::Args)]
 pub struct CommonArgs {
     /// PostgreSQL URL of the event store; the database is created if missing.
     #[arg(
@@ -74,6 +74,17 @@ pub struct CommonArgs {
     )]
     pub stream_replicas: usize,
 
+    /// Seconds a role (serve, gateway, relay, worker, project) waits at start for PostgreSQL
+    /// and NATS while they refuse connections, retrying with a growing pause; 0 fails at
+    /// once. Operator commands never wait. Wrong credentials or a malformed URL fail at once.
+    #[arg(
+        long,
+        env = "ORDERFLOW_CONNECT_WAIT_SECS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub connect_wait_secs: u64,
+
     /// Log format; the filter comes from RUST_LOG (default `info,sqlx=warn` for the roles,
     /// `warn` for operator commands).
     #[arg(
@@ -86,7 +97,23 @@ pub struct CommonArgs {
     pub log_format: LogFormat,
 }
 
+impl std::fmt::Debug for CommonArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommonArgs")
+            .field("database", &self.database())
+            .field("bus", &self.bus())
+            .field("connect_wait_secs", &self.connect_wait_secs)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
 impl CommonArgs {
+    /// How long a role waits for its services at start.
+    pub fn connect_wait(&self) -> Duration {
+        Duration::from_secs(self.connect_wait_secs)
+    }
+
     pub fn database(&self) -> DatabaseOptions {
         DatabaseOptions {
             url: self.database_url.clone(),

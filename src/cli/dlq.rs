@@ -40,7 +40,7 @@ pub enum DlqCommand {
 }
 
 pub async fn run(common: &CommonArgs, command: DlqCommand) -> Result<()> {
-    let bus = crate::app::connect_bus(common).await?;
+    let bus = crate::app::connect_bus(common, std::time::Duration::ZERO).await?;
     match command {
         DlqCommand::List {
             consumer,

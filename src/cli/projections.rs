@@ -33,7 +33,7 @@ pub enum ProjectionsCommand {
 }
 
 pub async fn run(common: &CommonArgs, command: ProjectionsCommand) -> Result<()> {
-    let pool = crate::app::connect_store(common).await?;
+    let pool = crate::app::connect_store(common, std::time::Duration::ZERO).await?;
     match command {
         ProjectionsCommand::List { json } => {
             let statuses = orderflow_projections::list(&pool).await?;

@@ -51,7 +51,7 @@ pub enum ReplayCommand {
 }
 
 pub async fn run(common: &CommonArgs, command: ReplayCommand) -> Result<()> {
-    let pool = crate::app::connect_store(common).await?;
+    let pool = crate::app::connect_store(common, std::time::Duration::ZERO).await?;
     match command {
         ReplayCommand::Order { order_id, at, json } => {
             let store = OrderStore::new(pool);

@@ -31,6 +31,23 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// True when PostgreSQL was not there (connection refused or reset, a timeout, the
+    /// server starting up or shutting down), so a retry may succeed. False for a malformed
+    /// URL, wrong credentials, an unknown role, a failed migration.
+    pub fn is_transient_connect(&self) -> bool {
+        match self {
+            Self::Unreachable { source, .. } => match source {
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+                // 57P03 cannot_connect_now: the server is starting or shutting down.
+                sqlx::Error::Database(e) => e.code().as_deref() == Some("57P03"),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 /// How to connect. `Default` is the local development database.
 #[derive(Clone)]
 pub struct DatabaseOptions {

@@ -15,6 +15,8 @@ use orderflow_store::testing::TestDatabase;
 use orderflow_workers::testing::TestBus;
 use serde_json::{json, Value};
 
+mod startup;
+
 const ORDERS: usize = 2_000;
 const STOCK: i64 = 1_500;
 const ADMIN_TOKEN: &str = "system-test-token";

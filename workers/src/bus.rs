@@ -16,9 +16,15 @@ use async_nats::jetstream::{self, stream};
 /// Why talking to NATS failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
-    /// The server could not be reached at all.
+    /// The server could not be reached at all. `url` is redacted ([`redact_nats_url`]).
     #[error("cannot reach NATS at {url}: {reason}")]
-    Unreachable { url: String, reason: String },
+    Unreachable {
+        url: String,
+        reason: String,
+        /// The server refused or did not answer the connection (it may be starting): worth
+        /// waiting for. False for a malformed URL, wrong credentials, a TLS mismatch.
+        transient: bool,
+    },
     /// A JetStream request (stream, consumer, publish, ...) failed.
     #[error("JetStream {operation} failed: {reason}")]
     JetStream {
@@ -28,6 +34,17 @@ pub enum BusError {
 }
 
 impl BusError {
+    /// True when the server was not there (refused, timed out), so a retry may succeed.
+    pub fn is_transient_connect(&self) -> bool {
+        matches!(
+            self,
+            Self::Unreachable {
+                transient: true,
+                ..
+            }
+        )
+    }
+
     pub(crate) fn js(operation: &'static str, error: impl std::fmt::Display) -> Self {
         Self::JetStream {
             operation,
@@ -36,8 +53,87 @@ impl BusError {
     }
 }
 
+/// `url` (one NATS URL, or several separated by commas) with every credential replaced by
+/// `***`: the password of `user:password@`, and a token or nkey given alone before the `@`.
+/// Safe to log.
+pub fn redact_nats_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let one = one.trim();
+            let (scheme, rest) = one.split_once("://").unwrap_or(("", one));
+            let Some((credentials, host)) = rest.rsplit_once('@') else {
+                return one.to_string();
+            };
+            let masked = match credentials.split_once(':') {
+                Some((user, _password)) => format!("{user}:***"),
+                None => "***".to_string(),
+            };
+            if scheme.is_empty() {
+                format!("{masked}@{host}")
+            } else {
+                format!("{scheme}://{masked}@{host}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Credentials taken out of a NATS URL.
+enum Credentials {
+    UserPassword(String, String),
+    /// A token given alone before the `@`.
+    Token(String),
+}
+
+/// The server addresses of `urls` (one URL, or several separated by commas) without their
+/// credentials, and the first credentials found in them.
+fn split_credentials(
+    urls: &str,
+) -> Result<(Vec<async_nats::ServerAddr>, Option<Credentials>), String> {
+    let mut servers = Vec::new();
+    let mut credentials = None;
+    for one in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let with_scheme = if one.contains("://") {
+            one.to_string()
+        } else {
+            format!("nats://{one}")
+        };
+        let mut parsed = url::Url::parse(&with_scheme)
+            .map_err(|e| format!("invalid NATS server URL {}: {e}", redact_nats_url(one)))?;
+        // Percent-decoding (a literal `+` stays a `+`).
+        let decode = |raw: &str| {
+            url::form_urlencoded::parse(format!("x={}", raw.replace('+', "%2B")).as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        let user = decode(parsed.username());
+        let found = match parsed.password() {
+            Some(password) => Some(Credentials::UserPassword(user, decode(password))),
+            None if !user.is_empty() => Some(Credentials::Token(user)),
+            None => None,
+        };
+        if credentials.is_none() {
+            credentials = found;
+        }
+        let _ = parsed.set_username("");
+        let _ = parsed.set_password(None);
+        let address = parsed
+            .as_str()
+            .trim_end_matches('/')
+            .parse()
+            .map_err(|e| format!("invalid NATS server URL {}: {e}", redact_nats_url(one)))?;
+        servers.push(address);
+    }
+    if servers.is_empty() {
+        return Err("no NATS server URL given".into());
+    }
+    Ok((servers, credentials))
+}
+
 /// Where the bus is and how its streams are named. `Default` is the local development setup.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` shows the URL redacted.
+#[derive(Clone, PartialEq, Eq)]
 pub struct BusOptions {
     pub nats_url: String,
     /// The main stream's name (`ORDERS`); the dead-letter stream is `<stream>_DLQ`.
@@ -50,6 +146,19 @@ pub struct BusOptions {
     pub duplicate_window: Duration,
     /// How long messages are kept (`None`: forever). Tests set a short one.
     pub max_age: Option<Duration>,
+}
+
+impl std::fmt::Debug for BusOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusOptions")
+            .field("nats_url", &redact_nats_url(&self.nats_url))
+            .field("stream", &self.stream)
+            .field("subject_prefix", &self.subject_prefix)
+            .field("replicas", &self.replicas)
+            .field("duplicate_window", &self.duplicate_window)
+            .field("max_age", &self.max_age)
+            .finish()
+    }
 }
 
 impl Default for BusOptions {
@@ -87,14 +196,35 @@ impl Bus {
     /// # Errors
     /// [`BusError::Unreachable`] when the server cannot be reached.
     pub async fn connect(options: BusOptions) -> Result<Self, BusError> {
-        let client = async_nats::ConnectOptions::new()
+        let url = redact_nats_url(&options.nats_url);
+        let invalid = |reason: String| BusError::Unreachable {
+            url: url.clone(),
+            reason,
+            transient: false,
+        };
+        let (servers, credentials) = split_credentials(&options.nats_url).map_err(invalid)?;
+        // The credentials go to the client apart from the addresses, so that nothing the
+        // client logs about its servers can show them.
+        let mut connect = async_nats::ConnectOptions::new();
+        match credentials {
+            Some(Credentials::UserPassword(user, password)) => {
+                connect = connect.user_and_password(user, password);
+            }
+            Some(Credentials::Token(token)) => connect = connect.token(token),
+            None => {}
+        }
+        let client = connect
             .name("orderflow")
             .connection_timeout(Duration::from_secs(5))
-            .connect(options.nats_url.as_str())
+            .connect(servers)
             .await
-            .map_err(|e| BusError::Unreachable {
-                url: options.nats_url.clone(),
-                reason: e.to_string(),
+            .map_err(|e| {
+                use async_nats::ConnectErrorKind as Kind;
+                BusError::Unreachable {
+                    transient: matches!(e.kind(), Kind::Io | Kind::TimedOut),
+                    reason: e.to_string(),
+                    url: url.clone(),
+                }
             })?;
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(Duration::from_secs(10))
@@ -210,5 +340,35 @@ impl Bus {
             .get_stream(self.dlq_stream_name())
             .await
             .map_err(|e| BusError::js("looking up the dead-letter stream", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_masks_passwords_and_tokens_in_every_url_of_a_list() {
+        assert_eq!(
+            redact_nats_url("nats://orders:s3cret@a:4222, nats://tok3n@b:4222,nats://c:4222"),
+            "nats://orders:***@a:4222,nats://***@b:4222,nats://c:4222"
+        );
+        assert_eq!(redact_nats_url("user:pw@host:4222"), "user:***@host:4222");
+    }
+
+    #[test]
+    fn credentials_are_taken_out_of_the_server_addresses() {
+        let (servers, credentials) =
+            split_credentials("nats://orders:p%40ss+s3cr3t@127.0.0.1:4222,nats://127.0.0.1:4223")
+                .unwrap();
+        assert_eq!(servers.len(), 2);
+        for server in &servers {
+            assert!(!format!("{server:?}").contains("s3cr3t"), "{server:?}");
+        }
+        assert!(matches!(credentials,
+            Some(Credentials::UserPassword(user, password)) if user == "orders" && password == "p@ss+s3cr3t"));
+        let (_, token) = split_credentials("nats://t0ken@127.0.0.1:4222").unwrap();
+        assert!(matches!(token, Some(Credentials::Token(t)) if t == "t0ken"));
+        assert!(split_credentials("nats://127.0.0.1:notaport").is_err());
     }
 }
