@@ -558,6 +558,9 @@ pub struct ReplayConsumerRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReplayOutcomeKind {
+    /// Not handed to the handler: the consumer's inbox says it handled the event before, so
+    /// nothing is done (`force` hands it over anyway).
+    Skipped,
     /// Finished; `effects` says what it did or would do (empty: nothing to do).
     Done,
     /// It asked to be retried later (`error`).
@@ -606,6 +609,9 @@ impl From<ReplayReport> for ReplayReportResponse {
                 .into_iter()
                 .map(|e| {
                     let (outcome, effects, error) = match e.outcome {
+                        ReplayOutcome::Skipped { .. } => {
+                            (ReplayOutcomeKind::Skipped, Vec::new(), None)
+                        }
                         ReplayOutcome::Done { effects } => (ReplayOutcomeKind::Done, effects, None),
                         ReplayOutcome::Retry { error } => {
                             (ReplayOutcomeKind::Retry, Vec::new(), Some(error))

@@ -224,6 +224,9 @@ impl LogBound {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum ReplayOutcome {
+    /// Not handed to the handler: the consumer's inbox says it handled the event before, so
+    /// the real run changes nothing (`--force` hands it over anyway).
+    Skipped { reason: String },
     /// It finished; `effects` says what it did (or would do, on a dry run). Empty when there
     /// was nothing to do, e.g. the inbox says it was handled before.
     Done { effects: Vec<String> },
@@ -266,6 +269,9 @@ const REPLAY_BATCH: i64 = 500;
 /// every event with `from <= position <= to` (to the current head when `to` is `None`), in
 /// order, and returns what each call reported. A handler error is reported, not fatal.
 ///
+/// Without `force`, an event the consumer's inbox already holds is skipped, in a dry run and
+/// in a real one alike, so a dry run says per event what the real run will do.
+///
 /// # Errors
 /// A database error or an unreadable stored event (what was replayed before stays done).
 pub async fn replay_consumer(
@@ -301,10 +307,21 @@ pub async fn replay_consumer(
             break;
         };
         for event in &events {
-            let outcome = match handler.handle(event, delivery).await {
-                Ok(effects) => ReplayOutcome::Done { effects: effects.0 },
-                Err(HandlerError::Retry(error)) => ReplayOutcome::Retry { error },
-                Err(HandlerError::GiveUp(error)) => ReplayOutcome::GiveUp { error },
+            let handled_before = !force
+                && orderflow_store::inbox::is_claimed(pool, handler.name(), event.event_id).await?;
+            let outcome = if handled_before {
+                ReplayOutcome::Skipped {
+                    reason: format!(
+                        "{} handled it before (its inbox has the event)",
+                        handler.name()
+                    ),
+                }
+            } else {
+                match handler.handle(event, delivery).await {
+                    Ok(effects) => ReplayOutcome::Done { effects: effects.0 },
+                    Err(HandlerError::Retry(error)) => ReplayOutcome::Retry { error },
+                    Err(HandlerError::GiveUp(error)) => ReplayOutcome::GiveUp { error },
+                }
             };
             replayed.push(ReplayedEvent {
                 position: event.position.unwrap_or_default(),

@@ -118,6 +118,7 @@ pub async fn run(common: &CommonArgs, command: ReplayCommand) -> Result<()> {
             let mut failed = 0;
             for event in &report.events {
                 let outcome = match &event.outcome {
+                    ReplayOutcome::Skipped { reason } => format!("skip: {reason}"),
                     ReplayOutcome::Done { effects } if effects.is_empty() => "nothing to do".into(),
                     ReplayOutcome::Done { effects } => effects.join("; "),
                     ReplayOutcome::Retry { error } | ReplayOutcome::GiveUp { error } => {

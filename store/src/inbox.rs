@@ -1,7 +1,7 @@
 //! The inbox: a consumer claims an event id inside the transaction of its effect, so a
 //! redelivered message finds the claim and changes nothing.
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 /// Records that `consumer` handled `event_id`. Returns `true` when this call made the claim,
@@ -23,4 +23,21 @@ pub async fn claim(
     .await?
     .rows_affected();
     Ok(inserted == 1)
+}
+
+/// Whether `consumer` has handled `event_id` (a read, changing nothing: what a replay's dry
+/// run consults to say that the real run would skip the event).
+///
+/// # Errors
+/// The database error.
+pub async fn is_claimed<'c>(
+    executor: impl PgExecutor<'c>,
+    consumer: &str,
+    event_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM inbox WHERE consumer = $1 AND event_id = $2)")
+        .bind(consumer)
+        .bind(event_id)
+        .fetch_one(executor)
+        .await
 }

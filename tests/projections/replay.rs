@@ -151,9 +151,9 @@ async fn replaying_to_a_consumer_dry_run_changes_nothing_and_the_inbox_stops_rep
     let repeated = all
         .events
         .iter()
-        .filter(|e| matches!(&e.outcome, ReplayOutcome::Done { effects } if effects.is_empty()))
+        .filter(|e| matches!(&e.outcome, ReplayOutcome::Skipped { .. }))
         .count();
-    assert_eq!(repeated, 5);
+    assert_eq!(repeated, 5, "the events handled before are skipped");
     assert_eq!(count(&pool, "replay_effects").await, head);
     let forced = replay_consumer(&pool, &recorder, 1, Some(3), false, true)
         .await
@@ -249,4 +249,69 @@ async fn replaying_notifications_dry_run_sends_and_records_nothing() {
         would,
         "still one record per event"
     );
+}
+
+/// What one replayed event came to, in words a comparison can use.
+fn kind(outcome: &ReplayOutcome) -> &'static str {
+    match outcome {
+        ReplayOutcome::Skipped { .. } => "skip",
+        ReplayOutcome::Done { effects } if effects.is_empty() => "nothing",
+        ReplayOutcome::Done { .. } => "effect",
+        ReplayOutcome::Retry { .. } | ReplayOutcome::GiveUp { .. } => "failed",
+    }
+}
+
+#[tokio::test]
+async fn a_dry_run_says_event_by_event_what_the_real_run_then_does() {
+    let world = World::new().await;
+    let pool = world.pool().clone();
+    live_orders(&world.store, 0..12).await;
+    let head = number(&pool).await;
+    let channel = Arc::new(CountingChannel(AtomicUsize::new(0)));
+    let worker = NotificationsWorker::new(pool.clone(), channel.clone());
+    // The first half was handled live before; the second half never was.
+    replay_consumer(&pool, &worker, 1, Some(head / 2), false, false)
+        .await
+        .unwrap();
+
+    for force in [false, true] {
+        let dry = replay_consumer(&pool, &worker, 1, None, true, force)
+            .await
+            .unwrap();
+        let sent_before = channel.0.load(Ordering::SeqCst);
+        let real = replay_consumer(&pool, &worker, 1, None, false, force)
+            .await
+            .unwrap();
+        assert_eq!(dry.events.len(), real.events.len());
+        for (said, done) in dry.events.iter().zip(&real.events) {
+            assert_eq!(said.position, done.position);
+            assert_eq!(
+                kind(&said.outcome),
+                kind(&done.outcome),
+                "force {force}, position {}: the dry run said {:?}, the real run did {:?}",
+                said.position,
+                said.outcome,
+                done.outcome
+            );
+        }
+        let effects = |events: &[orderflow_projections::replay::ReplayedEvent]| {
+            events
+                .iter()
+                .filter(|e| kind(&e.outcome) == "effect")
+                .count()
+        };
+        assert_eq!(
+            channel.0.load(Ordering::SeqCst) - sent_before,
+            effects(&dry.events),
+            "force {force}: the real run sent what the dry run announced"
+        );
+        if !force {
+            let skipped = dry
+                .events
+                .iter()
+                .filter(|e| kind(&e.outcome) == "skip")
+                .count();
+            assert!(skipped > 0 && effects(&dry.events) > 0, "{dry:?}");
+        }
+    }
 }
