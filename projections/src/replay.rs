@@ -262,6 +262,62 @@ pub struct ReplayReport {
     pub events: Vec<ReplayedEvent>,
 }
 
+/// Most events one replay to a consumer may cover; a longer range is replayed in parts.
+pub const MAX_REPLAY_EVENTS: i64 = 10_000;
+
+/// A replay range that cannot be replayed. The CLI and the admin route both check ranges
+/// with [`check_range`], so they refuse the same ranges with the same words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayRangeError {
+    /// A negative position.
+    #[error("from ({from}) must not be negative")]
+    Negative { from: i64 },
+    /// `to` lies before `from`.
+    #[error("to ({to}) is before from ({from}): nothing to replay")]
+    Backwards { from: i64, to: i64 },
+    /// More than [`MAX_REPLAY_EVENTS`] positions.
+    #[error("the range {from}..={to} is over {MAX_REPLAY_EVENTS} events; replay it in parts")]
+    TooLong { from: i64, to: i64 },
+}
+
+/// Checks a range of positions resolved from `--from`/`--to` (`to` defaults to the head).
+///
+/// # Errors
+/// [`ReplayRangeError::Negative`] for a negative `from`, [`ReplayRangeError::Backwards`] when `to < from` (a `to` given explicitly; an empty log
+/// replays nothing), [`ReplayRangeError::TooLong`] past [`MAX_REPLAY_EVENTS`].
+pub fn check_range(from: i64, to: i64, to_given: bool) -> Result<(), ReplayRangeError> {
+    if from < 0 {
+        return Err(ReplayRangeError::Negative { from });
+    }
+    if to < from && to_given {
+        return Err(ReplayRangeError::Backwards { from, to });
+    }
+    if to - from >= MAX_REPLAY_EVENTS {
+        return Err(ReplayRangeError::TooLong { from, to });
+    }
+    Ok(())
+}
+
+/// Asking for the state after an event the order does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("order {order_id} has events 1 to {last}; there is no event {at}")]
+pub struct NoSuchEvent {
+    pub order_id: Uuid,
+    pub at: i64,
+    pub last: i64,
+}
+
+/// Checks `--at` against the order's last sequence.
+///
+/// # Errors
+/// [`NoSuchEvent`] when `at` is not between 1 and `last`.
+pub fn check_at(order_id: Uuid, at: Option<i64>, last: i64) -> Result<(), NoSuchEvent> {
+    match at {
+        Some(at) if !(1..=last).contains(&at) => Err(NoSuchEvent { order_id, at, last }),
+        _ => Ok(()),
+    }
+}
+
 /// Events per read while replaying.
 const REPLAY_BATCH: i64 = 500;
 

@@ -4,7 +4,9 @@
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use orderflow_projections::replay::{order_timeline, replay_consumer, LogBound, ReplayOutcome};
+use orderflow_projections::replay::{
+    check_at, check_range, order_timeline, replay_consumer, LogBound, ReplayOutcome,
+};
 use orderflow_store::OrderStore;
 use uuid::Uuid;
 
@@ -55,9 +57,16 @@ pub async fn run(common: &CommonArgs, command: ReplayCommand) -> Result<()> {
     match command {
         ReplayCommand::Order { order_id, at, json } => {
             let store = OrderStore::new(pool);
-            let timeline = order_timeline(&store, order_id, at)
+            let timeline = order_timeline(&store, order_id, None)
                 .await?
                 .with_context(|| format!("order {order_id} has no events (unknown order?)"))?;
+            check_at(order_id, at, timeline.version)?;
+            let timeline = match at {
+                Some(at) if at < timeline.version => order_timeline(&store, order_id, Some(at))
+                    .await?
+                    .with_context(|| format!("order {order_id} has no events"))?,
+                _ => timeline,
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&timeline)?);
                 return Ok(());
@@ -105,12 +114,16 @@ pub async fn run(common: &CommonArgs, command: ReplayCommand) -> Result<()> {
             consumers,
         } => {
             let handler = crate::app::consumer_handler(&name, pool.clone(), &consumers)?;
+            let to_given = to.is_some();
             let from = from.resolve_from(&pool).await?;
             let to = match to {
-                Some(to) => Some(to.resolve_to(&pool).await?),
-                None => None,
+                Some(to) => to.resolve_to(&pool).await?,
+                None => orderflow_store::log::head_position(&pool).await?,
             };
-            let report = replay_consumer(&pool, handler.as_ref(), from, to, dry_run, force).await?;
+            check_range(from, to, to_given)?;
+            let from = from.max(1);
+            let report =
+                replay_consumer(&pool, handler.as_ref(), from, Some(to), dry_run, force).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 return Ok(());

@@ -556,6 +556,21 @@ async fn replaying_to_a_consumer_reports_what_each_event_did() {
         .await;
         assert_eq!(error_fields(&body), [field], "{request}");
     }
+    // The CLI refuses the same range with the same words (tests/system).
+    let body = problem(
+        app.admin_post(
+            "/v1/admin/consumers/analytics/replay",
+            &json!({"from": 5, "to": 2}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert!(
+        body.to_string()
+            .contains("to (2) is before from (5): nothing to replay"),
+        "{body}"
+    );
     for malformed in [
         json!({}),
         json!({"from": 1, "dry": true}),

@@ -287,3 +287,85 @@ async fn operator_commands_fail_with_one_readable_line() {
         );
     }
 }
+
+/// Replays that cannot be done are refused with one line, in the same words as the admin
+/// route (tests/api).
+#[tokio::test]
+async fn impossible_replays_are_refused_with_one_line() {
+    use orderflow_domain::values::{
+        Currency, Email, Money, OrderLine, Quantity, ShippingAddress, Sku,
+    };
+    use orderflow_domain::{OrderCommand, PlaceOrder};
+
+    let db = TestDatabase::fresh().await;
+    let store = orderflow_store::OrderStore::new(db.pool.clone());
+    let id = uuid::Uuid::now_v7();
+    let place = PlaceOrder::new(
+        id,
+        "c-1",
+        Email::parse("ada@example.com").unwrap(),
+        Currency::parse("EUR").unwrap(),
+        vec![OrderLine {
+            sku: Sku::parse("SKU-1").unwrap(),
+            quantity: Quantity::parse(1).unwrap(),
+            unit_price: Money::parse(1000).unwrap(),
+        }],
+        ShippingAddress::parse("Ada L", "1 Main St", None, "Berlin", "10115", "DE").unwrap(),
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    store
+        .execute(
+            id,
+            OrderCommand::PlaceOrder(place),
+            &orderflow_store::CommandMetadata::from_request("test"),
+        )
+        .await
+        .unwrap();
+    let id = id.to_string();
+    let cases: [(&[&str], String); 3] = [
+        (
+            &["replay", "order", &id, "--at", "9"],
+            format!("order {id} has events 1 to 1; there is no event 9"),
+        ),
+        (
+            &[
+                "replay",
+                "consumer",
+                "analytics",
+                "--from",
+                "5",
+                "--to",
+                "2",
+            ],
+            "to (2) is before from (5): nothing to replay".into(),
+        ),
+        (
+            &[
+                "replay",
+                "consumer",
+                "analytics",
+                "--from",
+                "1",
+                "--to",
+                "20000",
+            ],
+            "is over 10000 events; replay it in parts".into(),
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_orderflow"))
+            .args(args)
+            .env("ORDERFLOW_DATABASE_URL", &db.options.url)
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(&expected),
+            "{args:?}: {stderr}"
+        );
+    }
+}

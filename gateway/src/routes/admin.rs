@@ -41,7 +41,7 @@ use crate::telemetry::{tag, RouteTemplate};
 use crate::GatewayState;
 
 /// Most events one `POST /v1/admin/consumers/{name}/replay` replays.
-pub const MAX_REPLAY_EVENTS: i64 = 10_000;
+pub use orderflow_projections::replay::MAX_REPLAY_EVENTS;
 /// Most dead letters one `GET /v1/admin/dlq` lists.
 pub const MAX_DLQ_LIMIT: usize = 1_000;
 /// Dead letters listed when no `limit` is given.
@@ -436,8 +436,8 @@ pub async fn replay_order(
         let at = match query_param(&query, "at") {
             None => None,
             Some(raw) => match raw.trim().parse::<i64>() {
-                Ok(n) if (1..=last).contains(&n) => Some(n),
-                _ => {
+                Ok(n) => Some(n),
+                Err(_) => {
                     return Err(ApiError::invalid(
                         "at",
                         format!("must be an integer from 1 to {last}, the order's current version"),
@@ -445,6 +445,7 @@ pub async fn replay_order(
                 }
             },
         };
+        replay::check_at(order_id, at, last).map_err(|e| ApiError::invalid("at", e.to_string()))?;
         let timeline = replay::timeline(order_id, &events, at)?;
         Ok(problem::json(
             &OrderTimelineResponse::from(timeline),
@@ -530,22 +531,14 @@ pub async fn replay_consumer(
             let handler = consumer_handler(&state, &name, request.dry_run)?;
             let from = bound(&request.from, "from")?;
             let to = request.to.as_ref().map(|t| bound(t, "to")).transpose()?;
-            let from = from.resolve_from(&state.pool).await?.max(1);
+            let from = from.resolve_from(&state.pool).await?;
             let to = match to {
                 Some(to) => to.resolve_to(&state.pool).await?,
                 None => log::head_position(&state.pool).await?,
             };
-            if to < from && request.to.is_some() {
-                return Err(ApiError::invalid("to", "must not be before from"));
-            }
-            if to - from >= MAX_REPLAY_EVENTS {
-                return Err(ApiError::invalid(
-                    "to",
-                    format!(
-                        "the range {from}..={to} is over {MAX_REPLAY_EVENTS} events; replay it in parts"
-                    ),
-                ));
-            }
+            replay::check_range(from, to, request.to.is_some())
+                .map_err(|e| ApiError::invalid("to", e.to_string()))?;
+            let from = from.max(1);
             let report = replay::replay_consumer(
                 &state.pool,
                 handler.as_ref(),
@@ -555,8 +548,12 @@ pub async fn replay_consumer(
                 request.force,
             )
             .await?;
-            tracing::info!(events = report.events.len(), dry_run = request.dry_run,
-                force = request.force, "replayed to a consumer");
+            tracing::info!(
+                events = report.events.len(),
+                dry_run = request.dry_run,
+                force = request.force,
+                "replayed to a consumer"
+            );
             Ok(problem::json(
                 &ReplayReportResponse::from(report),
                 StatusCode::OK,
