@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{CommonArgs, ConsumerArgs, HttpArgs};
+use crate::telemetry::LogFormat;
 
 /// How long roles get to finish their work after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -220,6 +221,7 @@ async fn start_gateway(
     bus: Option<&Bus>,
     worker_deps: Option<WorkerDeps>,
     http: &HttpArgs,
+    log_format: LogFormat,
 ) -> Result<()> {
     let metrics = orderflow_gateway::telemetry::install_recorder()
         .context("installing the metrics recorder")?;
@@ -236,7 +238,14 @@ async fn start_gateway(
     let (address, server) = orderflow_gateway::serve(state, http.http_addr, roles.shutdown.clone())
         .await
         .context("cannot start the gateway")?;
-    println!("orderflow gateway listening on http://{address}");
+    // The banner is the one line a script reads from stdout; with JSON logs it is a log
+    // event like every other line.
+    match log_format {
+        LogFormat::Pretty => println!("orderflow gateway listening on http://{address}"),
+        LogFormat::Json => {
+            tracing::info!(address = %format!("http://{address}"), "orderflow gateway listening")
+        }
+    }
     roles.spawn(
         "gateway",
         async move { server.await.context("gateway task") },
@@ -270,6 +279,7 @@ pub async fn serve(common: &CommonArgs, http: &HttpArgs, consumers: &ConsumerArg
         Some(&bus),
         Some(deps.clone()),
         http,
+        common.log_format,
     )
     .await?;
     start_relay(&mut roles, pool.clone(), &bus);
@@ -354,7 +364,15 @@ pub async fn gateway(common: &CommonArgs, http: &HttpArgs) -> Result<()> {
         }
     };
     let mut roles = Roles::new(shutdown_on_signal());
-    start_gateway(&mut roles, pool, bus.as_ref(), None, http).await?;
+    start_gateway(
+        &mut roles,
+        pool,
+        bus.as_ref(),
+        None,
+        http,
+        common.log_format,
+    )
+    .await?;
     roles.wait().await
 }
 

@@ -73,6 +73,19 @@ pub enum Phase {
     Done,
 }
 
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Folding => "folding",
+            Self::Indexing => "indexing",
+            Self::CatchingUp => "catching up",
+            Self::Verifying => "verifying",
+            Self::Swapping => "swapping",
+            Self::Done => "done",
+        })
+    }
+}
+
 /// Progress of a rebuild, reported after every batch and at each phase change.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
 pub struct Progress {

@@ -179,6 +179,17 @@ async fn two_thousand_orders_then_a_rebuild_that_serves_throughout_and_verifies_
         );
     }
 
+    // Every metric family says what it counts.
+    for line in metrics.lines() {
+        if let Some(family) = line.strip_prefix("# TYPE ") {
+            let name = family.split(' ').next().unwrap_or_default();
+            assert!(
+                metrics.contains(&format!("# HELP {name} ")),
+                "{name} has no # HELP:\n{metrics}"
+            );
+        }
+    }
+
     let before = statuses(&db).await;
     assert_eq!(
         before,

@@ -39,3 +39,34 @@ pub use handler::{Delivery, Effects, Handler, HandlerError};
 pub use registry::{build_worker, UnknownWorker, WorkerDeps, WORKER_NAMES};
 pub use relay::{run_relay, RelayError, RelayOptions};
 pub use runtime::{consumer_info, run_consumer, ConsumerLag, ConsumerOptions, RuntimeError};
+
+/// Gives every metric of the relay and the consumer runtime its `# HELP` text. Call once after
+/// installing a metrics recorder (without one it does nothing).
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "orderflow_relay_published_total",
+        "Events the relay published to the stream"
+    );
+    describe_counter!(
+        "orderflow_relay_duplicates_total",
+        "Publishes the stream dropped as duplicates (Nats-Msg-Id seen in its window)"
+    );
+    describe_gauge!(
+        "orderflow_relay_position",
+        "Global position of the last event the relay published"
+    );
+    describe_counter!(
+        "orderflow_consumer_messages_total",
+        "Messages a consumer finished, by consumer and outcome (handled, skipped, retried, dead_lettered, released)"
+    );
+    describe_histogram!(
+        "orderflow_consumer_message_duration_seconds",
+        Unit::Seconds,
+        "Time a consumer took over one message, by consumer"
+    );
+    describe_counter!(
+        "orderflow_dead_letters_total",
+        "Messages parked in the dead-letter stream, by consumer and reason (failed, gave_up, malformed, delivery_limit)"
+    );
+}
