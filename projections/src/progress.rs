@@ -76,7 +76,7 @@ impl ProgressRenderer {
                 bar.set_position(progress.done);
                 bar.set_message(format!(
                     "{} {:.0} events/s",
-                    progress.phase.to_string(),
+                    progress.phase,
                     progress.per_second
                 ));
             }
@@ -115,7 +115,7 @@ pub fn plain_line(label: &str, p: &Progress) -> String {
         .map_or_else(|| "-".to_string(), |d| format!("{}s", d.as_secs()));
     format!(
         "{label} {} {}/{} events ({percent:.1}%), {:.0} events/s, ETA {eta}",
-        p.phase.to_string(),
+        p.phase,
         p.done,
         p.total,
         p.per_second
