@@ -76,8 +76,7 @@ impl ProgressRenderer {
                 bar.set_position(progress.done);
                 bar.set_message(format!(
                     "{} {:.0} events/s",
-                    progress.phase,
-                    progress.per_second
+                    progress.phase, progress.per_second
                 ));
             }
             None => {
@@ -115,10 +114,7 @@ pub fn plain_line(label: &str, p: &Progress) -> String {
         .map_or_else(|| "-".to_string(), |d| format!("{}s", d.as_secs()));
     format!(
         "{label} {} {}/{} events ({percent:.1}%), {:.0} events/s, ETA {eta}",
-        p.phase,
-        p.done,
-        p.total,
-        p.per_second
+        p.phase, p.done, p.total, p.per_second
     )
 }
 

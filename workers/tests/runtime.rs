@@ -62,12 +62,12 @@ fn options() -> ConsumerOptions {
 }
 
 #[tokio::test]
-async fn shutdown_finishes_the_message_in_hand_and_releases_the_rest_at_once() {
+async fn shutdown_handles_what_the_open_pull_delivered_and_leaves_nothing_in_flight() {
     let test = TestBus::fresh().await;
     let events: Vec<_> = (1..=5).map(envelope).collect();
     publish_events(&test.bus, &events).await.unwrap();
     let slow = Arc::new(Slow {
-        delay: Duration::from_millis(300),
+        delay: Duration::from_millis(100),
         started: Notify::new(),
         done: Mutex::new(Vec::new()),
     });
@@ -81,13 +81,50 @@ async fn shutdown_finishes_the_message_in_hand_and_releases_the_rest_at_once() {
     slow.started.notified().await;
     shutdown.cancel();
     run.await.unwrap().unwrap();
+    // The pull had delivered all five to this process: giving them back would have spent a
+    // delivery of each, so they were handled before the loop ended.
+    assert_eq!(*slow.done.lock().unwrap(), [1, 2, 3, 4, 5]);
+    let lag = consumer_info(&test.bus, &["slow"]).await.unwrap();
+    assert_eq!(
+        (lag[0].pending, lag[0].ack_pending, lag[0].redelivered),
+        (0, 0, 0)
+    );
+    assert_eq!(lag[0].last_handled_position, Some(5));
+    test.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn past_the_shutdown_grace_the_unstarted_rest_is_given_back_at_once() {
+    let test = TestBus::fresh().await;
+    let events: Vec<_> = (1..=5).map(envelope).collect();
+    publish_events(&test.bus, &events).await.unwrap();
+    let slow = Arc::new(Slow {
+        delay: Duration::from_millis(300),
+        started: Notify::new(),
+        done: Mutex::new(Vec::new()),
+    });
+    let short_grace = ConsumerOptions {
+        shutdown_grace: Duration::from_millis(50),
+        ..options()
+    };
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(run_consumer(
+        slow.clone(),
+        test.bus.clone(),
+        short_grace,
+        shutdown.clone(),
+    ));
+    slow.started.notified().await;
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
     assert_eq!(
         *slow.done.lock().unwrap(),
         [1],
         "the message in hand was finished"
     );
 
-    // The rest was naked, not held until the 30 s ack wait: a new process drains it now.
+    // The rest was naked with a short delay, not held until the 30 s ack wait: a new process
+    // drains it now.
     let started = Instant::now();
     let consumer = Consumer::bind(slow.clone(), test.bus.clone(), options())
         .await
