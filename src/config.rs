@@ -195,6 +195,15 @@ pub struct ConsumerArgs {
     )]
     pub carrier: CarrierKind,
 
+    /// Milliseconds the simulated carrier takes to book a shipment: the time left to cancel
+    /// a confirmed order before it ships (0: at once).
+    #[arg(
+        long,
+        env = "ORDERFLOW_CARRIER_BOOKING_DELAY_MS",
+        default_value_t = 3000
+    )]
+    pub carrier_booking_delay_ms: u64,
+
     /// Booking URL of the http carrier (POST, with an Idempotency-Key per shipment).
     #[arg(long, env = "ORDERFLOW_CARRIER_URL", hide_env_values = true)]
     pub carrier_url: Option<String>,
@@ -218,7 +227,8 @@ pub enum NotifyChannel {
 /// Carriers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CarrierKind {
-    /// An in-process carrier that books at once (for development and tests).
+    /// An in-process carrier that books after --carrier-booking-delay-ms (for development,
+    /// demos and tests).
     Simulated,
     /// A carrier reached over HTTP at --carrier-url.
     Http,
@@ -259,7 +269,9 @@ impl ConsumerArgs {
             },
         };
         let carrier = match self.carrier {
-            CarrierKind::Simulated => CarrierOptions::Simulated,
+            CarrierKind::Simulated => CarrierOptions::Simulated {
+                booking_delay: Duration::from_millis(self.carrier_booking_delay_ms),
+            },
             CarrierKind::Http => CarrierOptions::Http {
                 name: self.carrier_name.clone(),
                 url: required(&self.carrier_url, "--carrier-url")?,
@@ -272,5 +284,46 @@ impl ConsumerArgs {
             notifications: NotificationOptions { channel },
             shipments: ShipmentOptions { carrier },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Consumers {
+        #[command(flatten)]
+        consumers: ConsumerArgs,
+    }
+
+    fn booking_delay(args: &[&str]) -> CarrierOptions {
+        let parsed =
+            Consumers::try_parse_from(std::iter::once("orderflow").chain(args.iter().copied()))
+                .expect("the flags parse");
+        let pool = PgPool::connect_lazy("postgres://x@127.0.0.1:1/none").expect("a lazy pool");
+        parsed
+            .consumers
+            .worker_deps(pool)
+            .expect("deps")
+            .shipments
+            .carrier
+    }
+
+    #[tokio::test]
+    async fn the_simulated_carrier_takes_a_human_time_to_book_unless_told_otherwise() {
+        assert_eq!(
+            booking_delay(&[]),
+            CarrierOptions::Simulated {
+                booking_delay: Duration::from_secs(3)
+            }
+        );
+        assert_eq!(
+            booking_delay(&["--carrier-booking-delay-ms", "0"]),
+            CarrierOptions::Simulated {
+                booking_delay: Duration::ZERO
+            }
+        );
     }
 }

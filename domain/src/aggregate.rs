@@ -75,9 +75,12 @@ pub enum OrderError {
     /// `PlaceOrder` for an id that is already taken.
     #[error("order {0} already exists")]
     AlreadyExists(Uuid),
-    /// The command does not fit the order's current status.
-    #[error("cannot {command} an order that is {status}")]
+    /// The command does not fit the order's current status. Its text is written for the
+    /// person who asked ("order … has shipped and can no longer be cancelled"), so it can
+    /// be shown as it is; `command` is the command's name ([`OrderCommand::name`]).
+    #[error("{}", refusal(*order_id, command, *status))]
     WrongState {
+        order_id: Uuid,
         command: &'static str,
         status: OrderStatus,
     },
@@ -87,6 +90,35 @@ pub enum OrderError {
         what: &'static str,
         status: OrderStatus,
     },
+}
+
+/// Why `command` does not fit an order in `status`, in words: what the order did, and what
+/// can no longer (or not yet) be done to it.
+fn refusal(order_id: Uuid, command: &str, status: OrderStatus) -> String {
+    use OrderStatus as S;
+    let done = match command {
+        "CancelOrder" => "cancelled",
+        "ConfirmOrder" => "confirmed",
+        "RejectOrder" => "rejected",
+        "StartShipment" => "shipped",
+        "MarkDelivered" => "marked as delivered",
+        _ => "changed this way",
+    };
+    let is = match status {
+        S::Placed => "is placed",
+        S::Confirmed => "is confirmed",
+        S::Shipped => "has shipped",
+        S::Delivered => "has been delivered",
+        S::Rejected => "was rejected",
+        S::Cancelled => "was cancelled",
+    };
+    match (status, command) {
+        (S::Cancelled, "CancelOrder") => format!("order {order_id} is already cancelled"),
+        (S::Placed | S::Confirmed, "StartShipment" | "MarkDelivered") => {
+            format!("order {order_id} {is} and cannot be {done} yet")
+        }
+        _ => format!("order {order_id} {is} and can no longer be {done}"),
+    }
 }
 
 /// The shipment of an order, once started.
@@ -159,6 +191,7 @@ impl Order {
         };
         let (state, command) = state;
         let wrong_state = || OrderError::WrongState {
+            order_id: state.id,
             command: name,
             status: state.status,
         };
@@ -296,7 +329,8 @@ impl Aggregate for Order {
                     }
                     OrderEvent::OrderCancelled { reason, .. } => {
                         state.status = OrderStatus::Cancelled;
-                        state.cancellation_reason = Some(reason);
+                        // An empty reason is a cancel without one.
+                        state.cancellation_reason = Some(reason).filter(|r| !r.is_empty());
                     }
                     OrderEvent::ShipmentStarted {
                         shipment_id,

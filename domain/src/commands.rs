@@ -23,6 +23,7 @@ pub enum OrderCommand {
         unavailable_skus: Vec<Sku>,
     },
     CancelOrder {
+        /// Empty when none was given.
         reason: String,
         cancelled_by: String,
     },

@@ -36,6 +36,7 @@ pub enum OrderEvent {
         unavailable_skus: Vec<Sku>,
     },
     OrderCancelled {
+        /// Empty when none was given.
         reason: String,
         cancelled_by: String,
     },

@@ -1,10 +1,24 @@
-//! Request bodies: read with a size limit (64 KiB, whether or not a `Content-Length` is sent)
-//! and parsed from bytes by the handlers, so that malformed JSON (400) and invalid values
-//! (422) stay apart.
+//! Request bodies, the one place where every route that takes JSON reads and parses it:
+//! read with a size limit (64 KiB, whether or not a `Content-Length` is sent), checked to be
+//! JSON by its `Content-Type`, and parsed from bytes by the handlers, so that malformed JSON
+//! (400) and invalid values (422) stay apart.
+//!
+//! - **Content type.** A body sent as anything but JSON (`application/json`, or any
+//!   `application/*+json`, parameters such as `charset` ignored) is refused with 415. A body
+//!   sent without a `Content-Type` is taken as JSON: clients such as `curl -d` without `-H`
+//!   would otherwise be refused for a header they did not think of, and the JSON parser
+//!   still refuses what is not JSON (400). An empty body is not checked, whatever its
+//!   `Content-Type`: `curl -X POST -d ''` sends `application/x-www-form-urlencoded`.
+//! - **Shape.** [`parse_json`] names every field that is missing or of the wrong JSON type
+//!   by its JSON path (`lines[0].quantity`) in one 422, with the type it must be (see
+//!   [`fields`]); unknown fields, and bodies that are not JSON or not an object, are 400.
+
+pub mod fields;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
+use warp::http::{header, HeaderMap};
 use warp::Filter;
 
 use crate::problem::ApiError;
@@ -17,18 +31,49 @@ const MAX_DRAINED_BYTES: usize = 1024 * 1024;
 /// A request body, or why it cannot be had (too large, unreadable).
 pub type Body = Result<Bytes, ApiError>;
 
-/// Reads the body up to [`MAX_BODY_BYTES`]. Never rejects: the handler answers the error, so
-/// a route's method fallback cannot mistake a large body for a wrong method.
+/// Reads a JSON body up to [`MAX_BODY_BYTES`], and refuses one sent as another media type
+/// (415). Never rejects: the handler answers the error, so a route's method fallback cannot
+/// mistake a large body for a wrong method.
 pub fn limited() -> impl Filter<Extract = (Body,), Error = warp::Rejection> + Clone {
     warp::header::headers_cloned()
         .and(warp::body::stream())
-        .then(|headers: warp::http::HeaderMap, stream| async move {
+        .then(|headers: HeaderMap, stream| async move {
             let declared = headers
-                .get(warp::http::header::CONTENT_LENGTH)
+                .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok());
-            read(declared, stream).await
+            let body = read(declared, stream).await?;
+            if !body.is_empty() {
+                json_content_type(&headers)?;
+            }
+            Ok(body)
         })
+}
+
+/// Whether the `Content-Type` says JSON (none at all is taken as JSON).
+///
+/// # Errors
+/// [`ApiError::UnsupportedMediaType`] naming the type that was sent.
+fn json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let sent = String::from_utf8_lossy(value.as_bytes()).into_owned();
+    let essence = sent
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let json = essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.ends_with("+json"));
+    if json {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(sent))
+    }
 }
 
 async fn read<S, B>(declared: Option<u64>, stream: S) -> Body
@@ -74,11 +119,32 @@ where
 /// as JSON, not as bytes).
 ///
 /// # Errors
-/// [`ApiError::MalformedBody`] when the bytes are not JSON or not of `T`'s shape (unknown or
-/// missing fields, wrong types).
+/// [`ApiError::MalformedBody`] when the bytes are not JSON, not an object, or have a field
+/// `T` does not know; [`ApiError::Invalid`] naming every field that is missing or of the
+/// wrong JSON type.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, serde_json::Value), ApiError> {
     let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::MalformedBody(format!("the body is not valid JSON: {e}")))?;
-    let parsed = T::deserialize(&value).map_err(|e| ApiError::MalformedBody(e.to_string()))?;
+    let parsed = fields::deserialize::<T>(&value).map_err(|e| match e {
+        fields::ShapeError::Fields(errors) => ApiError::Invalid(errors),
+        fields::ShapeError::UnknownField { field, message } => {
+            ApiError::MalformedBody(format!("{field}: {message}"))
+        }
+        fields::ShapeError::Body(message) => ApiError::MalformedBody(message),
+    })?;
     Ok((parsed, value))
+}
+
+/// As [`parse_json`], for a body that may be left out: an empty (or blank) body is `{}`.
+///
+/// # Errors
+/// As [`parse_json`].
+pub fn parse_optional_json<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(T, serde_json::Value), ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        parse_json(b"{}")
+    } else {
+        parse_json(bytes)
+    }
 }

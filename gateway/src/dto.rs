@@ -146,27 +146,28 @@ impl PlaceOrderRequest {
     }
 }
 
-/// Body of `POST /v1/orders/{id}/cancel`.
-#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+/// Body of `POST /v1/orders/{id}/cancel`; optional: no body is `{}`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"reason": "changed my mind"}))]
 pub struct CancelOrderRequest {
-    /// Why the order is cancelled, 1 to 500 characters.
-    pub reason: String,
+    /// Why the order is cancelled, 1 to 500 characters; none by default.
+    #[serde(default)]
+    pub reason: Option<String>,
     /// Who cancels it (default `customer`), 1 to 100 characters.
     #[serde(default)]
     pub cancelled_by: Option<String>,
 }
 
 impl CancelOrderRequest {
-    /// The reason and the canceller, trimmed.
+    /// The reason (empty when none was given) and the canceller, trimmed.
     ///
     /// # Errors
     /// One [`FieldError`] per blank or over-long field.
     pub fn validate(&self) -> Result<(String, String), Vec<FieldError>> {
         let mut errors = Vec::new();
-        let reason = self.reason.trim();
-        if reason.is_empty() || reason.chars().count() > 500 {
+        let reason = self.reason.as_deref().map_or("", str::trim);
+        if self.reason.is_some() && (reason.is_empty() || reason.chars().count() > 500) {
             errors.push(FieldError::new("reason", "must be 1 to 500 characters"));
         }
         let by = self.cancelled_by.as_deref().map_or("customer", str::trim);

@@ -13,7 +13,8 @@
 //! - [`telemetry`]: the Prometheus recorder and the per-request metrics.
 //! - [`rebuilds`]: projection rebuilds started over HTTP, running as background tasks.
 //! - [`dto`]: request and response bodies, and request -> command conversion.
-//! - [`body`]: size-limited body reading and JSON parsing (400 vs 422).
+//! - [`body`]: size-limited reading of JSON bodies (415 for other media types) and their
+//!   parsing: 400 for what is not JSON, 422 naming every missing or mistyped field.
 //! - [`problem`]: [`ApiError`], problem documents, and the rejection handler.
 //! - [`request_id`]: the `X-Request-Id` of each request.
 //! - [`openapi`]: the OpenAPI document served at `/openapi.json`.

@@ -30,7 +30,7 @@ use crate::telemetry::tag;
                        list orders; stock, notifications and analytics; operator routes under \
                        /v1/admin (bearer token from ORDERFLOW_ADMIN_TOKEN)."
     ),
-    modifiers(&AdminTokenScheme),
+    modifiers(&AdminTokenScheme, &OptionalBodies),
     paths(
         orders::place_order,
         orders::list_orders,
@@ -125,6 +125,32 @@ impl Modify for AdminTokenScheme {
                     .build(),
             ),
         );
+    }
+}
+
+/// The POST routes whose JSON body may be left out (no body is `{}`).
+pub const OPTIONAL_BODIES: [&str; 2] = [
+    "/v1/orders/{id}/cancel",
+    "/v1/admin/projections/{name}/rebuild",
+];
+
+/// Marks the request bodies of [`OPTIONAL_BODIES`] as not required (utoipa's attribute
+/// can only say so by also allowing a JSON `null`, which these routes refuse).
+struct OptionalBodies;
+
+impl Modify for OptionalBodies {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for path in OPTIONAL_BODIES {
+            let body = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.post.as_mut())
+                .and_then(|post| post.request_body.as_mut());
+            if let Some(body) = body {
+                body.required = Some(utoipa::openapi::Required::False);
+            }
+        }
     }
 }
 

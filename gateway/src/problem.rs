@@ -49,13 +49,17 @@ pub struct Problem {
 /// Everything a request can fail with. [`ApiError::into_response`] is the only mapping to HTTP.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
-    /// The body is not JSON, or not of the expected shape (unknown or missing fields, wrong
-    /// types). 400.
+    /// The body is not JSON, not a JSON object, or has a field the route does not know. 400.
+    /// (Fields missing or of the wrong JSON type are [`ApiError::Invalid`].)
     #[error("malformed request body: {0}")]
     MalformedBody(String),
     /// A header or query parameter cannot be understood. 400.
     #[error("malformed request: {0}")]
     BadRequest(String),
+    /// The body was sent as a media type other than JSON (the `Content-Type` it was sent
+    /// with). 415.
+    #[error("unsupported media type {0}")]
+    UnsupportedMediaType(String),
     /// The body is larger than the limit. 413.
     #[error("request body over {limit} bytes")]
     PayloadTooLarge { limit: usize },
@@ -119,6 +123,7 @@ impl ApiError {
         match self {
             ApiError::MalformedBody(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) | ApiError::IdempotencyKeyReused => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -152,6 +157,15 @@ impl ApiError {
                 "payload-too-large".into(),
                 "The request body is too large",
                 format!("the body must not be larger than {limit} bytes"),
+                None,
+            ),
+            ApiError::UnsupportedMediaType(sent) => (
+                "unsupported-media-type".into(),
+                "The request body is not JSON",
+                format!(
+                    "the body was sent as {sent}; send it as JSON, with \
+                     `Content-Type: application/json`"
+                ),
                 None,
             ),
             ApiError::Invalid(errors) => (
@@ -373,7 +387,7 @@ fn from_rejection(rejection: &Rejection) -> ApiError {
         return ApiError::BadRequest("a Content-Length header is required".into());
     }
     if rejection.find::<UnsupportedMediaType>().is_some() {
-        return ApiError::BadRequest("the Content-Type is not supported".into());
+        return ApiError::UnsupportedMediaType("a media type this route does not take".into());
     }
     if let Some(e) = rejection.find::<warp::filters::body::BodyDeserializeError>() {
         return ApiError::MalformedBody(e.to_string());

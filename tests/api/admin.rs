@@ -357,10 +357,14 @@ async fn projections_are_listed_rebuilt_in_the_background_and_verified() {
             &json!({"verify": "yes"}),
         )
         .await,
-        StatusCode::BAD_REQUEST,
+        StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
-    assert_eq!(body["type"], "/problems/malformed-body");
+    assert_eq!(error_fields(&body), ["verify"]);
+    assert!(
+        body["detail"].as_str().unwrap().contains("boolean"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -571,18 +575,38 @@ async fn replaying_to_a_consumer_reports_what_each_event_did() {
             .contains("to (2) is before from (5): nothing to replay"),
         "{body}"
     );
-    for malformed in [
-        json!({}),
-        json!({"from": 1, "dry": true}),
-        json!({"from": true}),
+    for (wrong, says) in [
+        (json!({}), "is required"),
+        (json!({"from": true}), "from"),
+        (json!({"from": 1, "dry_run": "yes"}), "boolean"),
     ] {
-        problem(
-            app.admin_post("/v1/admin/consumers/analytics/replay", &malformed)
+        let body = problem(
+            app.admin_post("/v1/admin/consumers/analytics/replay", &wrong)
                 .await,
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await;
+        let field = if wrong.get("dry_run").is_some() {
+            "dry_run"
+        } else {
+            "from"
+        };
+        assert_eq!(error_fields(&body), [field], "{wrong}");
+        assert!(
+            body["detail"].as_str().unwrap().contains(says),
+            "{wrong}: {body}"
+        );
     }
+    let body = problem(
+        app.admin_post(
+            "/v1/admin/consumers/analytics/replay",
+            &json!({"from": 1, "dry": true}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(body["detail"].as_str().unwrap().contains("dry"), "{body}");
 }
 
 #[tokio::test]

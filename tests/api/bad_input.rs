@@ -1,5 +1,5 @@
-//! Every bad input of issue 2 point 4: the status AND the problem+json body. Bad input never
-//! reaches the store, and is never a 500.
+//! Every bad input: the status AND the problem+json body. Bad input never reaches the store,
+//! and is never a 500.
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -174,18 +174,192 @@ async fn unknown_fields_are_400_at_every_level() {
     assert_eq!(app.event_count().await, 0);
 }
 
+/// The `message` of the error about `field` in a problem's `errors[]`.
+fn message_for<'p>(problem: &'p Value, field: &str) -> &'p str {
+    problem["errors"]
+        .as_array()
+        .and_then(|errors| errors.iter().find(|e| e["field"] == field))
+        .and_then(|e| e["message"].as_str())
+        .unwrap_or_else(|| panic!("no error about {field}: {problem}"))
+}
+
 #[tokio::test]
-async fn wrong_types_and_missing_fields_are_400() {
+async fn an_empty_object_names_every_missing_field() {
     let app = spawn_app().await;
-    let mut wrong_type = valid_order();
-    wrong_type["lines"][0]["quantity"] = "two".into();
+    let problem = expect_invalid(
+        &app,
+        &json!({}),
+        &[
+            "customer_id",
+            "customer_email",
+            "currency",
+            "lines",
+            "shipping_address",
+        ],
+    )
+    .await;
+    for field in ["customer_id", "lines", "shipping_address"] {
+        assert_eq!(message_for(&problem, field), "is required", "{problem}");
+    }
+
+    // Nested ones too, by their JSON path; optional ones (line2) are not named.
+    let mut body = valid_order();
+    body["lines"][1].as_object_mut().unwrap().remove("quantity");
+    body["shipping_address"] = json!({"name": "Ada L"});
+    expect_invalid(
+        &app,
+        &body,
+        &[
+            "lines[1].quantity",
+            "shipping_address.city",
+            "shipping_address.country",
+            "shipping_address.line1",
+            "shipping_address.postal_code",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_wrong_json_type_names_the_field_and_the_expected_type() {
+    let app = spawn_app().await;
+    let mut word = valid_order();
+    word["lines"][0]["quantity"] = "two".into();
+    let problem = expect_invalid(&app, &word, &["lines[0].quantity"]).await;
+    let message = message_for(&problem, "lines[0].quantity");
+    assert!(message.contains("integer"), "{problem}");
+    assert!(message.contains("string"), "says what it got: {problem}");
+    assert!(problem["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("lines[0].quantity: "));
+
+    let mut not_a_list = valid_order();
+    not_a_list["lines"] = 5.into();
+    let problem = expect_invalid(&app, &not_a_list, &["lines"]).await;
+    assert!(
+        message_for(&problem, "lines").contains("array"),
+        "{problem}"
+    );
+
     let mut fractional = valid_order();
     fractional["lines"][0]["quantity"] = 1.5.into();
-    let mut missing = valid_order();
-    missing.as_object_mut().unwrap().remove("customer_email");
-    for body in [wrong_type, fractional, missing] {
-        let response = app.post_order(&body).await;
-        problem(response, StatusCode::BAD_REQUEST).await;
+    let problem = expect_invalid(&app, &fractional, &["lines[0].quantity"]).await;
+    assert!(message_for(&problem, "lines[0].quantity").contains("integer"));
+
+    // Wrong types and missing fields together, and null for a required string.
+    let mut mixed = valid_order();
+    mixed.as_object_mut().unwrap().remove("customer_email");
+    mixed["currency"] = Value::Null;
+    mixed["shipping_address"] = json!("1 Main St");
+    mixed["lines"][1]["sku"] = 7.into();
+    let problem = expect_invalid(
+        &app,
+        &mixed,
+        &[
+            "currency",
+            "customer_email",
+            "lines[1].sku",
+            "shipping_address",
+        ],
+    )
+    .await;
+    assert!(message_for(&problem, "currency").contains("string"));
+    assert!(message_for(&problem, "shipping_address").contains("object"));
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_an_object_is_400() {
+    let app = spawn_app().await;
+    for raw in ["[1, 2]", "5", "\"order\"", "null"] {
+        let response = app.post_raw("/v1/orders", raw.to_string(), &[]).await;
+        let body = problem(response, StatusCode::BAD_REQUEST).await;
+        assert_eq!(body["type"], "/problems/malformed-body", "{raw}");
+    }
+    assert_eq!(app.event_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_by_its_content_type_is_415() {
+    let app = crate::helpers::spawn_admin_app(|state| state).await;
+    let (id, _) = app.place_order().await;
+    let order = valid_order().to_string();
+    let routes = [
+        (
+            reqwest::Method::POST,
+            "/v1/orders".to_string(),
+            order.clone(),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/orders/{id}/cancel"),
+            r#"{"reason": "x"}"#.to_string(),
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/inventory/SKU-1".to_string(),
+            r#"{"available": 1}"#.to_string(),
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/admin/projections/order-summary/rebuild".to_string(),
+            "{}".to_string(),
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/admin/consumers/analytics/replay".to_string(),
+            r#"{"from": 1, "dry_run": true}"#.to_string(),
+        ),
+    ];
+    for (method, path, body) in &routes {
+        for content_type in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "application/xml",
+        ] {
+            let response = app
+                .send_raw(
+                    method.clone(),
+                    path,
+                    Some(content_type),
+                    body,
+                    Some(crate::helpers::ADMIN_TOKEN),
+                )
+                .await;
+            let problem = problem(response, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+            assert_eq!(problem["type"], "/problems/unsupported-media-type");
+            assert!(
+                problem["detail"].as_str().unwrap().contains(content_type),
+                "{method} {path}: {problem}"
+            );
+        }
+    }
+    assert_eq!(app.event_count().await, 1, "only the order placed above");
+    let order: Value = app.get_order(&id.to_string()).await.json().await.unwrap();
+    assert_eq!(order["status"], "placed");
+}
+
+#[tokio::test]
+async fn json_bodies_are_taken_with_a_json_content_type_or_none() {
+    let app = spawn_app().await;
+    let order = valid_order().to_string();
+    for content_type in [
+        Some("application/json"),
+        Some("application/json; charset=utf-8"),
+        Some("Application/JSON"),
+        Some("application/merge-patch+json"),
+        None,
+    ] {
+        let response = app
+            .send_raw(
+                reqwest::Method::POST,
+                "/v1/orders",
+                content_type,
+                &order,
+                None,
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED, "{content_type:?}");
     }
 }
 
@@ -254,16 +428,14 @@ async fn bad_cancel_bodies_are_400_or_422() {
     let (id, _) = app.place_order().await;
     let id = id.to_string();
     let path = format!("/v1/orders/{id}/cancel");
-    for raw in [
-        "",
-        "{",
-        "{\"reason\": \"x\", \"extra\": 1}",
-        "{}",
-        "{\"reason\": 5}",
-    ] {
+    for raw in ["{", "{\"reason\": \"x\", \"extra\": 1}", "[]", "\"x\""] {
         let response = app.post_raw(&path, raw.to_string(), &[]).await;
         problem(response, StatusCode::BAD_REQUEST).await;
     }
+    let response = app.cancel_order(&id, &json!({"reason": 5})).await;
+    let body = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(error_fields(&body), ["reason"]);
+    assert!(message_for(&body, "reason").contains("string"), "{body}");
     let response = app.cancel_order(&id, &json!({"reason": "  "})).await;
     let body = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(error_fields(&body), ["reason"]);

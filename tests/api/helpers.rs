@@ -280,6 +280,29 @@ impl TestApp {
         request.send().await.expect("the gateway answers")
     }
 
+    /// A request with a raw body, sent with `content_type` (no `Content-Type` header for
+    /// `None`) and the admin token when `token` is given.
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: &str,
+        token: Option<&str>,
+    ) -> Response {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .body(body.to_string());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("the gateway answers")
+    }
+
     /// A GET with the admin token.
     pub async fn admin_get(&self, path: &str) -> Response {
         self.send(Method::GET, path, Some(ADMIN_TOKEN), None).await

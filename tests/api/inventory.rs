@@ -75,19 +75,46 @@ async fn bad_stock_updates_are_refused_and_change_nothing() {
     .await;
     assert_eq!(error_fields(&body), ["sku"]);
 
-    for malformed in [
-        json!({}),
-        json!({"available": "ten"}),
-        json!({"available": 1, "extra": true}),
-        json!({"available": 1.5}),
+    // Missing or of the wrong JSON type: 422 naming the field; unknown fields: 400.
+    for (wrong, says) in [
+        (json!({}), "is required"),
+        (json!({"available": "ten"}), "integer"),
+        (json!({"available": 1.5}), "integer"),
+        (json!({"available": null}), "integer"),
     ] {
         let body = problem(
-            app.put_json("/v1/inventory/SKU-1", &malformed).await,
-            StatusCode::BAD_REQUEST,
+            app.put_json("/v1/inventory/SKU-1", &wrong).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await;
-        assert_eq!(body["type"], "/problems/malformed-body", "{malformed}");
+        assert_eq!(error_fields(&body), ["available"], "{wrong}");
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains(says),
+            "{wrong}: {body}"
+        );
     }
+    let body = problem(
+        app.put_json(
+            "/v1/inventory/SKU-1",
+            &json!({"available": 1, "extra": true}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(body["type"], "/problems/malformed-body");
+    assert!(body["detail"].as_str().unwrap().contains("extra"), "{body}");
+
+    // A bad SKU and a bad body: both named at once.
+    let body = problem(
+        app.put_json("/v1/inventory/bad%20sku", &json!({})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(error_fields(&body), ["available", "sku"]);
 
     let read: Value = app.get("/v1/inventory/SKU-1").await.json().await.unwrap();
     assert_eq!(read["available"], 5, "nothing changed");

@@ -332,6 +332,47 @@ async fn real_answers_match_the_document() {
     .await;
     let again = app.cancel_order(&id, &json!({"reason": "again"})).await;
     v.check("post", "/v1/orders/{id}/cancel", again).await;
+    let missing = v
+        .check("post", "/v1/orders", app.post_order(&json!({})).await)
+        .await;
+    assert_eq!(missing["errors"].as_array().unwrap().len(), 5);
+    let not_json = app
+        .send_raw(Method::POST, "/v1/orders", Some("text/plain"), "hi", None)
+        .await;
+    v.check("post", "/v1/orders", not_json).await;
+    let not_json = app
+        .send_raw(
+            Method::POST,
+            &format!("/v1/orders/{id}/cancel"),
+            Some("text/plain"),
+            "hi",
+            None,
+        )
+        .await;
+    v.check("post", "/v1/orders/{id}/cancel", not_json).await;
+    let not_json = app
+        .send_raw(
+            Method::PUT,
+            "/v1/inventory/SKU-1",
+            Some("text/plain"),
+            "1",
+            None,
+        )
+        .await;
+    v.check("put", "/v1/inventory/{sku}", not_json).await;
+    let mistyped = app
+        .put_json("/v1/inventory/SKU-1", &json!({"available": "ten"}))
+        .await;
+    v.check("put", "/v1/inventory/{sku}", mistyped).await;
+
+    // The cancel body is optional, and says so; a body, when sent, is an object.
+    let cancel = &document["paths"]["/v1/orders/{id}/cancel"]["post"]["requestBody"];
+    assert_eq!(cancel["required"], false, "{cancel}");
+    let schema = &cancel["content"]["application/json"]["schema"];
+    assert_eq!(
+        schema["$ref"], "#/components/schemas/CancelOrderRequest",
+        "{schema}"
+    );
 
     v.check("get", "/health", app.request(Method::GET, "/health").await)
         .await;

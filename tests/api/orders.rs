@@ -1,5 +1,6 @@
 //! Placing, reading, cancelling, history and time travel of orders, through HTTP.
 
+use orderflow_domain::OrderCommand;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -189,11 +190,94 @@ async fn a_shipped_order_cannot_be_cancelled() {
         .cancel_order(&id.to_string(), &json!({"reason": "too late"}))
         .await;
     let body = problem(response, StatusCode::CONFLICT).await;
-    assert!(
-        body["detail"].as_str().unwrap().contains("shipped"),
-        "{body}"
+    assert_eq!(
+        body["detail"],
+        format!("order {id} has shipped and can no longer be cancelled")
     );
     assert_eq!(app.event_count().await, 3);
+}
+
+#[tokio::test]
+async fn a_refused_cancel_says_why_in_the_users_words() {
+    let app = spawn_app().await;
+    let delivered = app.place_order().await.0;
+    app.ship(delivered).await;
+    app.command(delivered, OrderCommand::MarkDelivered).await;
+    let rejected = app.place_order().await.0;
+    app.command(
+        rejected,
+        OrderCommand::RejectOrder {
+            reason: "out of stock".into(),
+            unavailable_skus: vec![],
+        },
+    )
+    .await;
+    let cancelled = app.place_order().await.0;
+    let response = app.cancel_order(&cancelled.to_string(), &json!({})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    for (id, detail) in [
+        (
+            delivered,
+            format!("order {delivered} has been delivered and can no longer be cancelled"),
+        ),
+        (
+            rejected,
+            format!("order {rejected} was rejected and can no longer be cancelled"),
+        ),
+        (cancelled, format!("order {cancelled} is already cancelled")),
+    ] {
+        let response = app.cancel_order(&id.to_string(), &json!({})).await;
+        let body = problem(response, StatusCode::CONFLICT).await;
+        assert_eq!(body["detail"], detail, "{body}");
+        assert_eq!(body["type"], "/problems/wrong-state");
+    }
+}
+
+#[tokio::test]
+async fn cancelling_needs_no_body_and_no_reason() {
+    let app = spawn_app().await;
+    let empty = app.place_order().await.0;
+    let path = format!("/v1/orders/{empty}/cancel");
+    // No body at all, and no Content-Type either (as `curl -X POST` sends it).
+    let response = app
+        .send_raw(reqwest::Method::POST, &path, None, "", None)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let order: Value = response.json().await.unwrap();
+    assert_eq!(order["status"], "cancelled");
+    assert!(order.get("cancellation_reason").is_none(), "{order}");
+
+    // An empty body with a form content type (as `curl -d ''` sends it) is no body either.
+    let form = app.place_order().await.0;
+    let response = app
+        .send_raw(
+            reqwest::Method::POST,
+            &format!("/v1/orders/{form}/cancel"),
+            Some("application/x-www-form-urlencoded"),
+            "",
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let object = app.place_order().await.0;
+    let response = app.cancel_order(&object.to_string(), &json!({})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let events: Value = app
+        .order_events(&object.to_string())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(events["events"][1]["type"], "OrderCancelled");
+    assert_eq!(events["events"][1]["payload"]["cancelled_by"], "customer");
+
+    let by = app.place_order().await.0;
+    let response = app
+        .cancel_order(&by.to_string(), &json!({"cancelled_by": "support"}))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
 }
 
 #[tokio::test]

@@ -211,7 +211,7 @@ async fn a_redelivered_event_changes_nothing_in_any_worker() {
     let pool = world.db.pool.clone();
     let inventory_worker = InventoryWorker::new(pool.clone());
     let notifications = NotificationsWorker::new(pool.clone(), Arc::new(LogChannel));
-    let shipments = ShipmentsWorker::new(pool.clone(), Arc::new(SimulatedCarrier));
+    let shipments = ShipmentsWorker::new(pool.clone(), Arc::new(SimulatedCarrier::instant()));
     let workers: [&dyn Handler; 3] = [&inventory_worker, &notifications, &shipments];
     // Handle the whole history twice, as a redelivery of every message would.
     for round in 1..=2 {

@@ -121,7 +121,8 @@ async fn no_shipment_is_requested_for_an_order_cancelled_after_its_confirmation(
         .unwrap();
     world.cancel(id).await.unwrap();
     let log = events(&world, id).await;
-    let shipments = ShipmentsWorker::new(world.db.pool.clone(), Arc::new(SimulatedCarrier));
+    let shipments =
+        ShipmentsWorker::new(world.db.pool.clone(), Arc::new(SimulatedCarrier::instant()));
     let effects = shipments
         .handle(of_type(&log, "OrderConfirmed"), Delivery::live(1))
         .await

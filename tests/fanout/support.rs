@@ -51,6 +51,8 @@ impl World {
             ),
             // PostgreSQL allows 100 connections; tests run side by side.
             ("ORDERFLOW_DATABASE_MAX_CONNECTIONS", "4".into()),
+            // The simulated carrier books at once: tests do not wait for a person.
+            ("ORDERFLOW_CARRIER_BOOKING_DELAY_MS", "0".into()),
             ("RUST_LOG", "warn,sqlx=error".into()),
         ]
     }

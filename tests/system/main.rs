@@ -45,6 +45,8 @@ fn binary_env(db: &TestDatabase, bus: &TestBus) -> Vec<(&'static str, String)> {
             bus.options.subject_prefix.clone(),
         ),
         ("ORDERFLOW_ADMIN_TOKEN", ADMIN_TOKEN.into()),
+        // The simulated carrier books at once: tests do not wait for a person.
+        ("ORDERFLOW_CARRIER_BOOKING_DELAY_MS", "0".into()),
         ("RUST_LOG", "warn".into()),
     ]
 }

@@ -345,7 +345,11 @@ pub fn render(event: &EventEnvelope, order: &OrderState) -> Option<Notification>
         }
         OrderEvent::OrderCancelled { reason, .. } => (
             format!("Your order {short} was cancelled"),
-            format!("Your order {short} was cancelled ({reason}).\n"),
+            if reason.is_empty() {
+                format!("Your order {short} was cancelled.\n")
+            } else {
+                format!("Your order {short} was cancelled ({reason}).\n")
+            },
         ),
         OrderEvent::ShipmentStarted {
             carrier,

@@ -10,7 +10,9 @@
 //! carrier, `booked` sends the command, `started` does nothing).
 //!
 //! Carriers: `simulated` (default, in process, tracking numbers derived from the shipment
-//! id) and `http` (POST JSON, timeout, retries on 5xx and timeouts, gives up on 4xx).
+//! id, booking after a configurable delay so that a person can still cancel a confirmed
+//! order in a demo) and `http` (POST JSON, timeout, retries on 5xx and timeouts, gives up on
+//! 4xx).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,8 +73,31 @@ pub trait Carrier: Send + Sync {
     async fn book(&self, request: &ShipmentRequest) -> Result<Booking, CarrierError>;
 }
 
-/// The in-process carrier: books at once, tracking number `SIM-<first 12 hex of the id>`.
-pub struct SimulatedCarrier;
+/// The in-process carrier: books after its booking delay, tracking number
+/// `SIM-<first 12 hex of the id>`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimulatedCarrier {
+    booking_delay: Duration,
+}
+
+impl SimulatedCarrier {
+    /// A carrier that books at once (for tests).
+    pub fn instant() -> Self {
+        Self::default()
+    }
+
+    /// A carrier that takes `delay` to book each shipment.
+    pub fn with_booking_delay(delay: Duration) -> Self {
+        Self {
+            booking_delay: delay,
+        }
+    }
+
+    /// How long each booking takes.
+    pub fn booking_delay(&self) -> Duration {
+        self.booking_delay
+    }
+}
 
 #[async_trait]
 impl Carrier for SimulatedCarrier {
@@ -81,6 +106,9 @@ impl Carrier for SimulatedCarrier {
     }
 
     async fn book(&self, request: &ShipmentRequest) -> Result<Booking, CarrierError> {
+        if !self.booking_delay.is_zero() {
+            tokio::time::sleep(self.booking_delay).await;
+        }
         let hex = request.shipment_id.simple().to_string().to_uppercase();
         Ok(Booking {
             tracking_number: format!("SIM-{}", &hex[..12]),
@@ -158,17 +186,27 @@ impl Carrier for HttpCarrier {
     }
 }
 
-/// Which carrier to use. `Default` is `simulated`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Which carrier to use. `Default` is `simulated`, booking at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CarrierOptions {
-    #[default]
-    Simulated,
+    Simulated {
+        /// How long each booking takes.
+        booking_delay: Duration,
+    },
     Http {
         name: String,
         url: String,
         timeout: Duration,
         attempts: u32,
     },
+}
+
+impl Default for CarrierOptions {
+    fn default() -> Self {
+        CarrierOptions::Simulated {
+            booking_delay: Duration::ZERO,
+        }
+    }
 }
 
 /// How the shipments worker books. `Default` uses the simulated carrier.
@@ -184,7 +222,9 @@ impl ShipmentOptions {
     /// [`CarrierError::Refused`] when it cannot be built.
     pub fn build_carrier(&self) -> Result<Arc<dyn Carrier>, CarrierError> {
         Ok(match &self.carrier {
-            CarrierOptions::Simulated => Arc::new(SimulatedCarrier),
+            CarrierOptions::Simulated { booking_delay } => {
+                Arc::new(SimulatedCarrier::with_booking_delay(*booking_delay))
+            }
             CarrierOptions::Http {
                 name,
                 url,
@@ -402,5 +442,53 @@ impl Handler for ShipmentsWorker {
         } else {
             Ok(Effects::none())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orderflow_domain::values::{Money, Quantity, Sku};
+    use std::time::Instant;
+
+    fn request() -> ShipmentRequest {
+        ShipmentRequest {
+            shipment_id: Uuid::from_u128(0xabcdef),
+            order_id: Uuid::from_u128(1),
+            address: ShippingAddress::parse("Ada", "1 Main St", None, "Berlin", "10115", "DE")
+                .unwrap(),
+            lines: vec![OrderLine {
+                sku: Sku::parse("SKU-1").unwrap(),
+                quantity: Quantity::parse(1).unwrap(),
+                unit_price: Money::parse(100).unwrap(),
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn the_simulated_carrier_takes_its_booking_delay() {
+        let started = Instant::now();
+        let instant = SimulatedCarrier::instant().book(&request()).await.unwrap();
+        assert!(started.elapsed() < Duration::from_millis(100));
+
+        let slow = SimulatedCarrier::with_booking_delay(Duration::from_millis(150));
+        let started = Instant::now();
+        let booked = slow.book(&request()).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        assert_eq!(booked, instant, "the delay changes nothing else");
+
+        let options = ShipmentOptions {
+            carrier: CarrierOptions::Simulated {
+                booking_delay: Duration::from_millis(150),
+            },
+        };
+        assert_eq!(options.build_carrier().unwrap().name(), "simulated");
+        assert_eq!(
+            ShipmentOptions::default().carrier,
+            CarrierOptions::Simulated {
+                booking_delay: Duration::ZERO
+            },
+            "library default books at once"
+        );
     }
 }

@@ -93,7 +93,11 @@ fn ship(shipment: u128) -> OrderCommand {
 }
 
 fn wrong(command: &'static str, status: OrderStatus) -> OrderError {
-    OrderError::WrongState { command, status }
+    OrderError::WrongState {
+        order_id: order_id(),
+        command,
+        status,
+    }
 }
 
 // ---- placing ----
@@ -379,4 +383,65 @@ fn folding_events_gives_the_state_a_reader_sees() {
     assert!(Order::default().state().is_none());
     assert_eq!(OrderStatus::parse("shipped"), Some(OrderStatus::Shipped));
     assert_eq!(OrderStatus::parse("lost"), None);
+}
+
+#[test]
+fn a_cancel_without_a_reason_leaves_no_reason() {
+    let without = OrderEvent::OrderCancelled {
+        reason: String::new(),
+        cancelled_by: "customer".into(),
+    };
+    let order = Order::from_events(&[placed(), without]);
+    let state = order.state().expect("placed");
+    assert_eq!(state.status, OrderStatus::Cancelled);
+    assert_eq!(state.cancellation_reason, None);
+    let order = Order::from_events(&[placed(), cancelled()]);
+    assert_eq!(
+        order.state().unwrap().cancellation_reason.as_deref(),
+        Some("changed my mind")
+    );
+}
+
+// ---- refusals, in words ----
+
+#[test]
+fn refusals_read_in_the_users_words_without_command_names() {
+    let id = order_id();
+    let cases = [
+        (
+            "CancelOrder",
+            OrderStatus::Shipped,
+            format!("order {id} has shipped and can no longer be cancelled"),
+        ),
+        (
+            "CancelOrder",
+            OrderStatus::Delivered,
+            format!("order {id} has been delivered and can no longer be cancelled"),
+        ),
+        (
+            "CancelOrder",
+            OrderStatus::Rejected,
+            format!("order {id} was rejected and can no longer be cancelled"),
+        ),
+        (
+            "CancelOrder",
+            OrderStatus::Cancelled,
+            format!("order {id} is already cancelled"),
+        ),
+        (
+            "StartShipment",
+            OrderStatus::Placed,
+            format!("order {id} is placed and cannot be shipped yet"),
+        ),
+        (
+            "ConfirmOrder",
+            OrderStatus::Rejected,
+            format!("order {id} was rejected and can no longer be confirmed"),
+        ),
+    ];
+    for (command, status, text) in cases {
+        let error = wrong(command, status);
+        assert_eq!(error.to_string(), text);
+        assert!(!error.to_string().contains(command));
+    }
 }

@@ -324,11 +324,13 @@ pub async fn list_projections(
         (status = 200, description = "The verify report (with `verify: true`)", body = VerifyResponse),
         (status = 202, description = "The rebuild started", body = RebuildTask,
          headers(("Location" = String, description = "/v1/admin/projections"))),
-        (status = 400, description = "Malformed JSON or unknown fields", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, not an object, or unknown fields", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such projection, or the admin routes are off", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The projection is being rebuilt already", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body sent as another media type than JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`verify` is not a boolean", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "The database failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -346,12 +348,7 @@ pub async fn rebuild_projection(
                     what: "projection",
                     id: name.clone(),
                 })?;
-            let body = body?;
-            let request = if body.iter().all(u8::is_ascii_whitespace) {
-                RebuildRequest::default()
-            } else {
-                body::parse_json::<RebuildRequest>(&body)?.0
-            };
+            let (request, _): (RebuildRequest, _) = body::parse_optional_json(&body?)?;
             let busy = || {
                 ApiError::Busy(format!(
                     "projection {name} is being rebuilt; GET /v1/admin/projections shows its state"
@@ -509,11 +506,12 @@ fn bound(raw: &LogBoundRequest, field: &str) -> Result<LogBound, ApiError> {
     request_body(content = ReplayConsumerRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "What each replayed event did or would do", body = ReplayReportResponse),
-        (status = 400, description = "Malformed JSON, unknown or missing fields", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, not an object, or unknown fields", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such consumer, or the admin routes are off", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bound that is neither a position nor a time, `to` before `from`, or a range over 10,000 events", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body sent as another media type than JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`from` missing, a field of the wrong JSON type, a bound that is neither a position nor a time, `to` before `from`, or a range over 10,000 events", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "The event store failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "A replay to a worker for real, on a gateway without the workers' configuration", body = Problem, content_type = "application/problem+json"),
     )

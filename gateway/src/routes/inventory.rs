@@ -56,9 +56,10 @@ fn parse_sku(raw: &str) -> Option<Sku> {
     request_body(content = SetStockRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The SKU's stock after the change", body = StockLevel),
-        (status = 400, description = "Malformed JSON, unknown or missing fields", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, not an object, or unknown fields", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A negative amount, or a SKU that is not valid", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body sent as another media type than JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`available` missing, not an integer or negative, or a SKU that is not valid; one entry per field in `errors`", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "The database failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -74,8 +75,16 @@ pub async fn set_stock(
             let sku = decode_segment(&raw_sku)
                 .ok_or_else(|| ApiError::invalid("sku", "is not valid percent-encoded UTF-8"))
                 .and_then(|s| Sku::parse(&s).map_err(|e| ApiError::Invalid(vec![e])));
-            let (request, _): (SetStockRequest, _) = body::parse_json(&body?)?;
-            let sku = sku?;
+            let request = body::parse_json::<SetStockRequest>(&body?).map(|(r, _)| r);
+            let (sku, request) = match (sku, request) {
+                (Ok(sku), Ok(request)) => (sku, request),
+                // Name a bad SKU and bad body fields at once.
+                (Err(ApiError::Invalid(mut a)), Err(ApiError::Invalid(b))) => {
+                    a.extend(b);
+                    return Err(ApiError::Invalid(a));
+                }
+                (_, Err(e)) | (Err(e), _) => return Err(e),
+            };
             if request.available < 0 {
                 return Err(ApiError::invalid("available", "must be 0 or more"));
             }

@@ -254,9 +254,10 @@ pub async fn list_page(state: &GatewayState, filter: &OrderFilter) -> Result<Res
          body = OrderResponse,
          headers(("Location" = String, description = "/v1/orders/{id}"),
                  ("X-Request-Id" = String, description = "The request id"))),
-        (status = 400, description = "Malformed JSON, unknown or missing fields", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, not an object, or unknown fields", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid values, one entry per field in `errors`; or an Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body sent as another media type than JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Fields missing, of the wrong JSON type or with invalid values, one entry per field in `errors` (by JSON path, e.g. `lines[0].quantity`); or an Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "The event store failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -393,20 +394,25 @@ pub async fn get_order(
     Ok(request_id.stamp(into_response(answer)))
 }
 
-/// Cancel an order with a reason. Allowed while placed or confirmed; 409 once shipped.
+/// Cancel an order, with a reason or without. Allowed while placed or confirmed; 409 once it
+/// has shipped, was delivered, rejected or cancelled.
+///
+/// The body is optional: none (or `{}`) cancels without a reason, as the customer.
 #[utoipa::path(
     post,
     path = "/v1/orders/{id}/cancel",
     tag = "orders",
     params(("id" = Uuid, Path, description = "The order id")),
-    request_body(content = CancelOrderRequest, content_type = "application/json"),
+    request_body(content = CancelOrderRequest, content_type = "application/json",
+                 description = "Optional; no body is the same as `{}`"),
     responses(
         (status = 200, description = "The cancelled order", body = OrderResponse),
-        (status = 400, description = "Malformed JSON or unknown fields", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, not an object, or unknown fields", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The order can no longer be cancelled", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The order can no longer be cancelled; `detail` says why, e.g. \"order … has shipped and can no longer be cancelled\"", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Blank or over-long reason or canceller", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body sent as another media type than JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field of the wrong JSON type, or a blank or over-long reason or canceller, one entry per field in `errors`", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "The event store failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -421,7 +427,7 @@ pub async fn cancel_order(
     let answer = detached(
         async move {
             let order_id = parse_order_id(&raw_id)?;
-            let (request, _): (CancelOrderRequest, _) = body::parse_json(&body?)?;
+            let (request, _): (CancelOrderRequest, _) = body::parse_optional_json(&body?)?;
             let (reason, cancelled_by) = request.validate().map_err(ApiError::Invalid)?;
             let command = OrderCommand::CancelOrder {
                 reason,
