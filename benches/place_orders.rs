@@ -16,10 +16,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures::{stream, StreamExt};
+use orderflow_bus::relay::{relay_status, run_relay, RelayOptions};
+use orderflow_bus::testing::TestBus;
 use orderflow_gateway::GatewayState;
 use orderflow_store::testing::{server_url, TestDatabase};
-use orderflow_workers::relay::{relay_status, run_relay, RelayOptions};
-use orderflow_workers::testing::TestBus;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 

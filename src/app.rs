@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use orderflow_bus::relay::{publish_range, run_relay, RelayOptions};
+use orderflow_bus::runtime::{run_consumer, ConsumerOptions};
+use orderflow_bus::Bus;
+use orderflow_bus::Handler;
 use orderflow_gateway::GatewayState;
 use orderflow_projections::{ensure_current, Projection, ProjectionHandler};
-use orderflow_workers::bus::Bus;
 use orderflow_workers::registry::{build_worker, WorkerDeps, WORKER_NAMES};
-use orderflow_workers::relay::{publish_range, run_relay, RelayOptions};
-use orderflow_workers::runtime::{run_consumer, ConsumerOptions};
-use orderflow_workers::Handler;
 use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;

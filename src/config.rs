@@ -5,11 +5,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use orderflow_bus::runtime::ConsumerOptions;
+use orderflow_bus::BusOptions;
 use orderflow_store::DatabaseOptions;
-use orderflow_workers::bus::BusOptions;
 use orderflow_workers::notifications::{ChannelOptions, NotificationOptions};
 use orderflow_workers::registry::WorkerDeps;
-use orderflow_workers::runtime::ConsumerOptions;
 use orderflow_workers::shipments::{CarrierOptions, ShipmentOptions};
 use sqlx::PgPool;
 

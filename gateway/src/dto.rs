@@ -5,6 +5,7 @@
 //! then refused as values (422), not as malformed bodies (400).
 
 use chrono::{DateTime, Utc};
+use orderflow_bus::dlq::{ParkedMessage, Redriven};
 use orderflow_domain::aggregate::OrderState;
 use orderflow_domain::{
     Currency, Email, FieldError, Money, OrderLine, OrderStatus, PlaceOrder, Quantity,
@@ -13,7 +14,6 @@ use orderflow_domain::{
 use orderflow_projections::replay::{OrderTimeline, ReplayOutcome, ReplayReport};
 use orderflow_projections::RebuildReport;
 use orderflow_store::{EventEnvelope, LoadedOrder};
-use orderflow_workers::dlq::{ParkedMessage, Redriven};
 use orderflow_workers::notifications::NotificationRecord;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

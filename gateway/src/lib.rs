@@ -36,8 +36,9 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use orderflow_bus::Bus;
 use orderflow_store::OrderStore;
-use orderflow_workers::{Bus, WorkerDeps};
+use orderflow_workers::WorkerDeps;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

@@ -76,7 +76,7 @@ pub fn install_recorder() -> Result<PrometheusHandle, MetricsError> {
         metrics::Unit::Seconds,
         "Time to answer an HTTP request, by method and route"
     );
-    orderflow_workers::describe_metrics();
+    orderflow_bus::describe_metrics();
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 

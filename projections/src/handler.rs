@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use orderflow_bus::{Delivery, Effects, Handler, HandlerError};
 use orderflow_store::EventEnvelope;
-use orderflow_workers::{Delivery, Effects, Handler, HandlerError};
 use sqlx::PgPool;
 
 use crate::projection::{apply_live, LiveOutcome, Projection, ProjectionError};

@@ -5,7 +5,7 @@
 //! # Layout
 //! - [`projection`]: the [`Projection`] trait, live/shadow [`Tables`], the checkpoint written
 //!   in the same transaction as the rows, and [`projection::apply_live`].
-//! - [`handler`]: [`ProjectionHandler`], a projection as a workers' [`orderflow_workers::Handler`]
+//! - [`handler`]: [`ProjectionHandler`], a projection as a workers' [`orderflow_bus::Handler`]
 //!   (one message in flight; a position gap asks for a retry).
 //! - [`order_summary`]: one row per order and [`order_summary::list_orders`] (cursor pages).
 //! - [`analytics`]: revenue per day and currency, orders per status, sales per SKU, and
@@ -81,7 +81,7 @@ pub fn consumer_handler(
     name: &str,
     pool: sqlx::PgPool,
     worker_deps: Option<orderflow_workers::registry::WorkerDeps>,
-) -> Result<Arc<dyn orderflow_workers::Handler>, ConsumerError> {
+) -> Result<Arc<dyn orderflow_bus::Handler>, ConsumerError> {
     use orderflow_workers::registry::{build_worker, UnknownWorker, WORKER_NAMES};
     if let Ok(projection) = by_name(name) {
         return Ok(Arc::new(ProjectionHandler::new(pool, projection)));

@@ -5,10 +5,10 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
+use orderflow_bus::{Delivery, Handler, HandlerError};
 use orderflow_domain::aggregate::OrderState;
 use orderflow_domain::Order;
 use orderflow_store::{log, EventEnvelope, OrderStore, StoreError};
-use orderflow_workers::{Delivery, Handler, HandlerError};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use orderflow_workers::dlq;
+use orderflow_bus::dlq;
 
 use crate::config::CommonArgs;
 

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use orderflow_bus::dlq::{self, DeadLetter};
+use orderflow_bus::runtime::{Consumer, ConsumerOptions};
+use orderflow_bus::testing::TestBus;
 use orderflow_domain::OrderCommand;
-use orderflow_workers::dlq::{self, DeadLetter};
 use orderflow_workers::notifications::{LogChannel, NotificationsWorker};
-use orderflow_workers::runtime::{Consumer, ConsumerOptions};
-use orderflow_workers::testing::TestBus;
 use orderflow_workers::WorkerDeps;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};

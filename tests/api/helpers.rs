@@ -3,13 +3,13 @@
 use std::net::SocketAddr;
 use std::sync::Once;
 
+use orderflow_bus::{Delivery, Handler};
 use orderflow_domain::values::{Currency, Email, Money, OrderLine, Quantity, ShippingAddress, Sku};
 use orderflow_domain::{OrderCommand, PlaceOrder};
 use orderflow_gateway::GatewayState;
 use orderflow_projections::ProjectionHandler;
 use orderflow_store::testing::TestDatabase;
 use orderflow_store::{log, CommandMetadata, EventEnvelope, OrderStore};
-use orderflow_workers::{Delivery, Handler};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
+use orderflow_bus::{Delivery, Handler};
 use orderflow_domain::OrderCommand;
 use orderflow_workers::notifications::{LogChannel, NotificationsWorker};
-use orderflow_workers::{Delivery, Handler};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;

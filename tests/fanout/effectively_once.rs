@@ -9,11 +9,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use orderflow_bus::relay::{run_relay, RelayOptions};
+use orderflow_bus::{Delivery, Handler};
 use orderflow_workers::inventory::{self, InventoryWorker};
 use orderflow_workers::notifications::{LogChannel, NotificationsWorker};
-use orderflow_workers::relay::{run_relay, RelayOptions};
 use orderflow_workers::shipments::{ShipmentsWorker, SimulatedCarrier};
-use orderflow_workers::{Delivery, Handler, WORKER_NAMES};
+use orderflow_workers::WORKER_NAMES;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 

@@ -6,14 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use orderflow_bus::Handler;
 use orderflow_domain::OrderStatus;
 use orderflow_projections::{analytics, AnalyticsProjection, ProjectionHandler};
-use orderflow_workers::Handler;
 
+use orderflow_bus::relay::{run_relay, RelayOptions};
+use orderflow_bus::runtime::run_consumer;
 use orderflow_workers::inventory;
 use orderflow_workers::registry::{build_worker, WorkerDeps, WORKER_NAMES};
-use orderflow_workers::relay::{run_relay, RelayOptions};
-use orderflow_workers::runtime::run_consumer;
 use tokio_util::sync::CancellationToken;
 
 use super::support::{fast_consumer, place_many, sku, wait_until_settled, World};

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use orderflow_workers::relay::{self, run_relay, RelayOptions};
+use orderflow_bus::relay::{self, run_relay, RelayOptions};
 use tokio_util::sync::CancellationToken;
 
 use super::support::{assert_stream_matches_log, write_load, Process, World};

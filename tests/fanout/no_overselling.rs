@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use orderflow_bus::{Delivery, Handler};
 use orderflow_domain::OrderStatus;
 use orderflow_workers::inventory::{self, InventoryWorker};
-use orderflow_workers::{Delivery, Handler};
 
 use super::support::{bind, sku, status_counts, World};
 

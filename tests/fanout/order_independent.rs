@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
+use orderflow_bus::{Delivery, Handler};
 use orderflow_domain::OrderStatus;
 use orderflow_store::EventEnvelope;
 use orderflow_workers::inventory::{self, InventoryWorker};
 use orderflow_workers::notifications::{self, LogChannel, NotificationsWorker};
 use orderflow_workers::shipments::{self, ShipmentsWorker, SimulatedCarrier};
-use orderflow_workers::{Delivery, Handler};
 use uuid::Uuid;
 
 use super::support::{sku, World};

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use orderflow_bus::{dlq, Delivery, Effects, Handler, HandlerError};
 use orderflow_store::EventEnvelope;
-use orderflow_workers::{dlq, Delivery, Effects, Handler, HandlerError};
 use uuid::Uuid;
 
 use super::support::{bind, run_binary, World};
@@ -173,7 +173,7 @@ async fn give_up_and_malformed_bodies_are_parked_at_once() {
         "{parked:?}"
     );
     assert_eq!(parked[1].letter.body, "not json");
-    let lag = orderflow_workers::consumer_info(&world.bus.bus, &["strict", "nobody"])
+    let lag = orderflow_bus::consumer_info(&world.bus.bus, &["strict", "nobody"])
         .await
         .unwrap();
     assert_eq!((lag[0].pending, lag[0].ack_pending), (0, 0), "{lag:?}");

@@ -4,12 +4,12 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use orderflow_bus::runtime::ConsumerOptions;
+use orderflow_bus::testing::TestBus;
 use orderflow_domain::values::{Currency, Email, Money, OrderLine, Quantity, ShippingAddress, Sku};
 use orderflow_domain::{OrderCommand, PlaceOrder};
 use orderflow_store::testing::TestDatabase;
 use orderflow_store::{CommandMetadata, OrderStore};
-use orderflow_workers::runtime::ConsumerOptions;
-use orderflow_workers::testing::TestBus;
 use uuid::Uuid;
 
 /// One test's world: its own database, its own streams, the order store.
@@ -86,7 +86,7 @@ impl World {
 
     /// Publishes everything new to the stream (as the relay would).
     pub async fn relay(&self) -> u64 {
-        orderflow_workers::relay::relay_once(&self.db.pool, &self.bus.bus, 500)
+        orderflow_bus::relay::relay_once(&self.db.pool, &self.bus.bus, 500)
             .await
             .expect("relaying")
             .published
@@ -254,9 +254,9 @@ pub async fn assert_stream_matches_log(world: &World) {
 /// Binds `handler` to its durable consumer on the test's stream with [`fast_consumer`].
 pub async fn bind(
     world: &World,
-    handler: std::sync::Arc<dyn orderflow_workers::Handler>,
-) -> orderflow_workers::runtime::Consumer {
-    orderflow_workers::runtime::Consumer::bind(handler, world.bus.bus.clone(), fast_consumer())
+    handler: std::sync::Arc<dyn orderflow_bus::Handler>,
+) -> orderflow_bus::runtime::Consumer {
+    orderflow_bus::runtime::Consumer::bind(handler, world.bus.bus.clone(), fast_consumer())
         .await
         .expect("binding a consumer")
 }
@@ -451,7 +451,7 @@ pub async fn wait_until_settled(
     let started = Instant::now();
     loop {
         let counts = status_counts(world, ids).await;
-        let lag = orderflow_workers::consumer_info(&world.bus.bus, consumers)
+        let lag = orderflow_bus::consumer_info(&world.bus.bus, consumers)
             .await
             .unwrap();
         let head = orderflow_store::log::head_position(&world.db.pool)

@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use orderflow_bus::{Delivery, Handler, HandlerError};
 use orderflow_projections::order_summary::{list_orders, OrderFilter};
 use orderflow_projections::projection::{checkpoint, Tables};
 use orderflow_projections::rebuild::{ensure_current, list, rebuild, RebuildOptions};
 use orderflow_projections::{
     AnalyticsProjection, OrderSummaryProjection, ProjectionError, ProjectionHandler,
 };
-use orderflow_workers::{Delivery, Handler, HandlerError};
 
 use crate::support::*;
 

@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use orderflow_bus::{Delivery, Effects, Handler, HandlerError};
 use orderflow_projections::replay::{order_timeline, replay_consumer, LogBound, ReplayOutcome};
 use orderflow_projections::{OrderSummaryProjection, ProjectionHandler};
 use orderflow_store::{inbox, EventEnvelope};
 use orderflow_workers::notifications::{Channel, Notification, NotificationsWorker, SendError};
-use orderflow_workers::{Delivery, Effects, Handler, HandlerError};
 use sqlx::PgPool;
 
 use crate::support::*;

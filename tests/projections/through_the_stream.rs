@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use orderflow_bus::runtime::{Consumer, ConsumerOptions};
+use orderflow_bus::testing::TestBus;
+use orderflow_bus::Handler;
 use orderflow_projections::rebuild::{rebuild, RebuildOptions};
 use orderflow_projections::ProjectionHandler;
-use orderflow_workers::runtime::{Consumer, ConsumerOptions};
-use orderflow_workers::testing::TestBus;
-use orderflow_workers::Handler;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
@@ -20,7 +20,7 @@ async fn projections_consume_the_stream_and_match_a_rebuild() {
     let bus = TestBus::fresh().await;
     let pool = world.pool().clone();
     live_orders(&world.store, 0..60).await;
-    let published = orderflow_workers::relay::relay_once(&pool, &bus.bus, 500)
+    let published = orderflow_bus::relay::relay_once(&pool, &bus.bus, 500)
         .await
         .expect("relaying")
         .published;

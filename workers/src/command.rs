@@ -5,7 +5,7 @@ use orderflow_domain::{OrderCommand, OrderError};
 use orderflow_store::{CommandError, CommandMetadata, EventEnvelope, OrderStore};
 use uuid::Uuid;
 
-use crate::handler::HandlerError;
+use orderflow_bus::handler::HandlerError;
 
 /// How often a worker's command is retried when another command changed the order at once.
 pub(crate) const COMMAND_ATTEMPTS: u32 = 8;

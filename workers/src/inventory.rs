@@ -28,7 +28,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::command;
-use crate::handler::{Delivery, Effects, Handler, HandlerError};
+use orderflow_bus::handler::{Delivery, Effects, Handler, HandlerError};
 
 /// The durable consumer's name.
 pub const NAME: &str = "inventory";

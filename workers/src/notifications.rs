@@ -27,7 +27,7 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::handler::{Delivery, Effects, Handler, HandlerError};
+use orderflow_bus::handler::{Delivery, Effects, Handler, HandlerError};
 
 /// The durable consumer's name.
 pub const NAME: &str = "notifications";

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
-use crate::handler::Handler;
 use crate::inventory::{self, InventoryWorker};
 use crate::notifications::{self, NotificationOptions, NotificationsWorker};
 use crate::shipments::{self, ShipmentOptions, ShipmentsWorker};
+use orderflow_bus::handler::Handler;
 
 /// The workers this crate provides (analytics lives in `orderflow-projections`).
 pub const WORKER_NAMES: [&str; 3] = [inventory::NAME, notifications::NAME, shipments::NAME];

@@ -25,7 +25,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::command;
-use crate::handler::{Delivery, Effects, Handler, HandlerError};
+use orderflow_bus::handler::{Delivery, Effects, Handler, HandlerError};
 
 /// The durable consumer's name.
 pub const NAME: &str = "shipments";

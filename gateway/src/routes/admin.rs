@@ -11,14 +11,15 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use orderflow_bus::dlq::{self, DlqError};
+use orderflow_bus::runtime::consumer_info;
+use orderflow_bus::{Bus, Handler};
 use orderflow_projections::rebuild::ProjectionStatus;
 use orderflow_projections::replay::{self, LogBound};
 use orderflow_projections::{ConsumerError, ProjectionError, RebuildOptions};
 use orderflow_store::log;
-use orderflow_workers::dlq::{self, DlqError};
 use orderflow_workers::registry::WORKER_NAMES;
-use orderflow_workers::runtime::consumer_info;
-use orderflow_workers::{Bus, Handler, WorkerDeps};
+use orderflow_workers::WorkerDeps;
 use tracing::{Instrument, Span};
 use uuid::Uuid;
 use warp::filters::BoxedFilter;

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use orderflow_store::EventEnvelope;
 use uuid::Uuid;
 
-use crate::bus::{Bus, BusError, BusOptions};
+use crate::connection::{Bus, BusError, BusOptions};
 
 /// One message read back from a stream.
 #[derive(Debug, Clone)]

@@ -44,7 +44,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::bus::{Bus, BusError};
+use crate::connection::{Bus, BusError};
 use crate::dlq::{self, DeadLetter, REDRIVE_FOR_HEADER};
 use crate::handler::{Delivery, Handler, HandlerError};
 

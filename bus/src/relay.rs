@@ -19,7 +19,7 @@ use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, BusError};
+use crate::connection::{Bus, BusError};
 
 /// The advisory lock key every relay of one database competes for ("orderflo" in ASCII).
 pub const RELAY_LOCK_KEY: i64 = 0x6f72_6465_7266_6c6f;

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
+use orderflow_bus::relay::publish_events;
+use orderflow_bus::runtime::{consumer_info, run_consumer, Consumer, ConsumerOptions};
+use orderflow_bus::testing::TestBus;
+use orderflow_bus::{Delivery, Effects, Handler, HandlerError};
 use orderflow_store::{EventEnvelope, EventMetadata};
-use orderflow_workers::relay::publish_events;
-use orderflow_workers::runtime::{consumer_info, run_consumer, Consumer, ConsumerOptions};
-use orderflow_workers::testing::TestBus;
-use orderflow_workers::{Delivery, Effects, Handler, HandlerError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -164,7 +164,7 @@ async fn lag_counts_what_is_waiting_and_a_durable_keeps_its_place() {
         .unwrap();
     assert_eq!(again.drain().await.unwrap().handled, 1);
     assert_eq!(*slow.done.lock().unwrap(), [1, 2, 3, 4]);
-    let names = orderflow_workers::runtime::consumer_names(&test.bus)
+    let names = orderflow_bus::runtime::consumer_names(&test.bus)
         .await
         .unwrap();
     assert_eq!(names, ["slow"]);

@@ -18,7 +18,7 @@ use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::bus::{Bus, BusError};
+use crate::connection::{Bus, BusError};
 
 /// The header naming the only consumer a redriven message is for.
 pub const REDRIVE_FOR_HEADER: &str = "Orderflow-Redrive-For";

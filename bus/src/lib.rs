@@ -1,0 +1,66 @@
+//! orderflow's messaging, apart from what any consumer does with a message: the NATS
+//! JetStream connection and the two streams, the relay that publishes the event log to the
+//! stream in commit order, the durable consumer runtime (batches, retries, dead letters,
+//! graceful stops), and the [`Handler`] trait every consumer implements. It knows nothing of
+//! inventory, e-mail or carriers (those are `orderflow-workers`) nor of read models
+//! (`orderflow-projections`); both plug in through [`Handler`].
+//!
+//! # Layout
+//! - [`handler`]: the [`Handler`] trait every consumer implements, and its outcomes.
+//! - [`connection`]: connecting to NATS, stream names and subjects, creating the streams,
+//!   redacting credentials.
+//! - [`relay`]: the relay from the event log to the stream (lock, checkpoint, pipelining).
+//! - [`runtime`]: durable pull consumers: retries, dead letters, graceful stop, step/drain, lag.
+//! - [`dlq`]: the dead-letter stream: park, list, show, redrive.
+//! - [`testing`]: a stream pair of its own per test, and a reader of whole streams.
+//!
+//! # Entry points
+//! - `orderflow relay`: [`relay::run_relay`] (`relay::relay_once`, `relay::publish_range` to
+//!   re-publish from the store, `relay::relay_status` for lag).
+//! - every consumer: [`runtime::run_consumer`] with a [`Handler`].
+//! - `orderflow dlq ...`: [`dlq::list`], [`dlq::show`], [`dlq::redrive`], [`dlq::redrive_all`].
+//! - `GET /v1/admin/consumers`: [`runtime::consumer_info`].
+#![forbid(unsafe_code)]
+
+pub mod connection;
+pub mod dlq;
+pub mod handler;
+pub mod relay;
+pub mod runtime;
+pub mod testing;
+
+pub use connection::{redact_nats_url, Bus, BusError, BusOptions};
+pub use handler::{Delivery, Effects, Handler, HandlerError};
+pub use relay::{run_relay, RelayError, RelayOptions};
+pub use runtime::{consumer_info, run_consumer, ConsumerLag, ConsumerOptions, RuntimeError};
+
+/// Gives every metric of the relay and the consumer runtime its `# HELP` text. Call once after
+/// installing a metrics recorder (without one it does nothing).
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "orderflow_relay_published_total",
+        "Events the relay published to the stream"
+    );
+    describe_counter!(
+        "orderflow_relay_duplicates_total",
+        "Publishes the stream dropped as duplicates (Nats-Msg-Id seen in its window)"
+    );
+    describe_gauge!(
+        "orderflow_relay_position",
+        "Global position of the last event the relay published"
+    );
+    describe_counter!(
+        "orderflow_consumer_messages_total",
+        "Messages a consumer finished, by consumer and outcome (handled, skipped, retried, dead_lettered, released)"
+    );
+    describe_histogram!(
+        "orderflow_consumer_message_duration_seconds",
+        Unit::Seconds,
+        "Time a consumer took over one message, by consumer"
+    );
+    describe_counter!(
+        "orderflow_dead_letters_total",
+        "Messages parked in the dead-letter stream, by consumer and reason (failed, gave_up, malformed, delivery_limit)"
+    );
+}
