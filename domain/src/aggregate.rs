@@ -8,7 +8,8 @@
 //! ```
 //! Commands that consumers retry are idempotent: a repeated confirmation, rejection, shipment
 //! or delivery changes nothing. A confirmation or rejection that arrives after the order was
-//! cancelled changes nothing either (the consumer raced the customer, see DESIGN.md 7).
+//! cancelled changes nothing either (the consumer raced the customer; see docs/DESIGN.md,
+//! guarantee 7 (order-independent handlers)).
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;

@@ -1,7 +1,7 @@
-//! DESIGN.md guarantee 2, at the store: under many concurrent writers, some of which hold
-//! their transaction open after inserting, a reader that tails the log by `global_position`
-//! sees every event exactly once, positions are gapless, and each order's events come in
-//! sequence order.
+//! docs/DESIGN.md, guarantee 2 (log order), at the store: under many concurrent writers, some
+//! of which hold their transaction open after inserting, a reader that tails the log by
+//! `global_position` sees every event exactly once, positions are gapless, and each order's
+//! events come in sequence order.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,5 +1,6 @@
-//! The cancellation hazard of DESIGN.md: clients that hang up mid-request must not leave a
-//! pooled connection idle in a transaction (holding locks), and the next request is fast.
+//! Client hang-ups (docs/DESIGN.md, "Notes on the libraries and servers"): clients that hang up
+//! mid-request must not leave a pooled connection idle in a transaction (holding locks), and
+//! the next request is fast.
 
 use std::time::{Duration, Instant};
 

@@ -8,7 +8,8 @@
 //! - `bad_input`: every bad input answers the right status and problem+json body.
 //! - `routing`: unknown paths, wrong methods, health and readiness, graceful shutdown.
 //! - `openapi`: the document lists every route and real answers match its schemas.
-//! - `cancellation`: clients that hang up mid-request leave nothing stuck (DESIGN.md).
+//! - `cancellation`: clients that hang up mid-request leave nothing stuck (docs/DESIGN.md,
+//!   client hang-ups).
 //! - `inventory`: setting and reading stock.
 //! - `lists`: `GET /v1/orders` and `GET /v1/customers/{id}/orders` (filters, cursor pages).
 //! - `read_models`: notifications of an order and the analytics summary.

@@ -1,4 +1,4 @@
-//! The fan-out guarantees of DESIGN.md, one module per guarantee, against the real
+//! The fan-out guarantees of docs/DESIGN.md, one module per guarantee, against the real
 //! PostgreSQL and the real NATS JetStream (each test with its own database and streams).
 //! Start both with `scripts/services up`.
 

@@ -1,5 +1,5 @@
-//! The projections against the real PostgreSQL: rebuildable views (DESIGN.md guarantee 6),
-//! the order-summary and analytics queries, and replay for debugging.
+//! The projections against the real PostgreSQL: rebuildable views (docs/DESIGN.md,
+//! guarantee 6), the order-summary and analytics queries, and replay for debugging.
 
 mod queries;
 mod rebuildable_views;

@@ -1,5 +1,5 @@
-//! DESIGN.md guarantee 6, rebuildable views: a rebuild from the log yields exactly the rows
-//! the live fold holds, the live projection answers throughout, events written meanwhile
+//! docs/DESIGN.md, guarantee 6 (rebuildable views): a rebuild from the log yields exactly the
+//! rows the live fold holds, the live projection answers throughout, events written meanwhile
 //! appear after the swap, and a killed fold resumes without missing or doubled rows.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

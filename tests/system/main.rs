@@ -1,8 +1,9 @@
 //! The whole system, as a user runs it: the real `orderflow serve` binary against the real
 //! PostgreSQL and JetStream, driven over HTTP, then the operator's `orderflow projections
-//! rebuild` command (issue 4's acceptance): after 2,000 orders, a rebuild of order-summary
-//! swaps in exactly the rows the live projection had (`--verify` finds zero differences), and
-//! `GET /v1/orders` keeps answering throughout. Also: operator commands fail with one line.
+//! rebuild` command (docs/DESIGN.md, guarantee 6 (rebuildable views)): after 2,000 orders, a
+//! rebuild of order-summary swaps in exactly the rows the live projection had (`--verify` finds
+//! zero differences), and `GET /v1/orders` keeps answering throughout. Also: operator commands
+//! fail with one line.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
