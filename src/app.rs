@@ -329,7 +329,7 @@ pub fn consumer_handler(
     let deps = consumers
         .worker_deps(pool.clone())
         .map_err(anyhow::Error::msg)?;
-    Ok(orderflow_projections::consumer_handler(
+    Ok(orderflow_operations::consumer_handler(
         name,
         pool,
         Some(deps),

@@ -85,7 +85,7 @@ pub trait Handler: Send + Sync + 'static {
     fn name(&self) -> &str;
 
     /// How many messages may be in flight at once. Handlers that keep a high-water mark
-    /// (projections) must return 1; see DESIGN.md guarantee 7.
+    /// (projections) must return 1; see docs/DESIGN.md, guarantee 7 (order-independent handlers).
     fn max_ack_pending(&self) -> i64 {
         256
     }

@@ -11,7 +11,7 @@ use orderflow_domain::{
     Currency, Email, FieldError, Money, OrderLine, OrderStatus, PlaceOrder, Quantity,
     ShippingAddress, Sku, MAX_LINES,
 };
-use orderflow_projections::replay::{OrderTimeline, ReplayOutcome, ReplayReport};
+use orderflow_operations::replay::{OrderTimeline, ReplayOutcome, ReplayReport};
 use orderflow_projections::RebuildReport;
 use orderflow_store::{EventEnvelope, LoadedOrder};
 use orderflow_workers::notifications::NotificationRecord;

@@ -13,7 +13,6 @@
 
 use std::time::Instant;
 
-use orderflow_projections::progress::plain_line;
 use orderflow_projections::rebuild::{rebuild, RebuildOptions};
 use orderflow_projections::{AnalyticsProjection, OrderSummaryProjection, Projection};
 use orderflow_store::testing::TestDatabase;
@@ -89,7 +88,7 @@ async fn run(pool: &PgPool, projection: &dyn Projection, batch_size: i64) -> f64
             let mut last = last.lock().unwrap();
             if last.elapsed().as_secs() >= 5 {
                 *last = Instant::now();
-                eprintln!("{}", plain_line(label, &p));
+                eprintln!("{label} {p}");
             }
         },
     )

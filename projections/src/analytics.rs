@@ -1,4 +1,4 @@
-//! The `analytics` projection (issue 3, point 6): revenue per day and currency, order counts
+//! The `analytics` projection: revenue per day and currency, order counts
 //! per status, units and revenue per SKU, and [`summary`], the query behind
 //! `GET /v1/analytics/summary?from=&to=`.
 //!

@@ -1,6 +1,6 @@
-//! [`ProjectionHandler`]: runs a [`Projection`] as a durable consumer of the workers'
+//! [`ProjectionHandler`]: runs a [`Projection`] as a durable consumer of the bus's consumer
 //! runtime. It keeps a high-water mark, so it asks for one message in flight
-//! (`max_ack_pending() == 1`, DESIGN.md guarantee 7) and treats a position gap as "an earlier
+//! (`max_ack_pending() == 1`; docs/DESIGN.md, guarantee 7, order-independent handlers) and treats a position gap as "an earlier
 //! event is missing": on a first delivery it answers [`HandlerError::Retry`] so the message
 //! comes back later, after the missing one. When the same message comes back and the gap is
 //! still there, the missing event is not coming (it was parked in the dead-letter stream, or

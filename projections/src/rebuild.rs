@@ -73,6 +73,25 @@ pub enum Phase {
     Done,
 }
 
+/// `phase done/total events (percent), rate, ETA`: one plain line, e.g. for a log.
+impl std::fmt::Display for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let percent = if self.total > 0 {
+            self.done as f64 * 100.0 / self.total as f64
+        } else {
+            100.0
+        };
+        let eta = self
+            .eta
+            .map_or_else(|| "-".to_string(), |d| format!("{}s", d.as_secs()));
+        write!(
+            f,
+            "{} {}/{} events ({percent:.1}%), {:.0} events/s, ETA {eta}",
+            self.phase, self.done, self.total, self.per_second
+        )
+    }
+}
+
 impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

@@ -8,6 +8,7 @@ use crate::config::{CommonArgs, ConsumerArgs, HttpArgs};
 
 mod dlq;
 mod events;
+mod progress;
 mod projections;
 mod replay;
 mod table;

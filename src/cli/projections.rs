@@ -1,9 +1,9 @@
 //! `orderflow projections list|rebuild`: the read models' state, and rebuilding one from the
 //! event log while the live one keeps serving.
 
+use super::progress::ProgressRenderer;
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use orderflow_projections::progress::ProgressRenderer;
 use orderflow_projections::{rebuild, RebuildOptions, RebuildReport};
 
 use crate::config::CommonArgs;

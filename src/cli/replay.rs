@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use orderflow_projections::replay::{
+use orderflow_operations::replay::{
     check_at, check_range, order_timeline, replay_consumer, LogBound, ReplayOutcome,
 };
 use orderflow_store::OrderStore;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use orderflow_bus::{Delivery, Effects, Handler, HandlerError};
-use orderflow_projections::replay::{order_timeline, replay_consumer, LogBound, ReplayOutcome};
+use orderflow_operations::replay::{order_timeline, replay_consumer, LogBound, ReplayOutcome};
 use orderflow_projections::{OrderSummaryProjection, ProjectionHandler};
 use orderflow_store::{inbox, EventEnvelope};
 use orderflow_workers::notifications::{Channel, Notification, NotificationsWorker, SendError};
@@ -294,7 +294,7 @@ async fn a_dry_run_says_event_by_event_what_the_real_run_then_does() {
                 done.outcome
             );
         }
-        let effects = |events: &[orderflow_projections::replay::ReplayedEvent]| {
+        let effects = |events: &[orderflow_operations::replay::ReplayedEvent]| {
             events
                 .iter()
                 .filter(|e| kind(&e.outcome) == "effect")

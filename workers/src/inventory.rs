@@ -1,5 +1,6 @@
 //! The inventory worker: stock per SKU, all-or-nothing reservations for placed orders, and
-//! their release on cancellation (DESIGN.md guarantees 3, 4 and 7).
+//! their release on cancellation (docs/DESIGN.md, guarantees 3, 4 and 7: effectively-once
+//! effects, no overselling, order-independent handlers).
 //!
 //! On `OrderPlaced`, in one transaction with the inbox claim, every line's SKU is decremented
 //! with `available >= quantity` as the condition (SKUs in sorted order, so concurrent orders

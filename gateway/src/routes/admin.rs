@@ -14,9 +14,10 @@ use std::sync::Arc;
 use orderflow_bus::dlq::{self, DlqError};
 use orderflow_bus::runtime::consumer_info;
 use orderflow_bus::{Bus, Handler};
+use orderflow_operations::replay::{self, LogBound};
+use orderflow_operations::ConsumerError;
 use orderflow_projections::rebuild::ProjectionStatus;
-use orderflow_projections::replay::{self, LogBound};
-use orderflow_projections::{ConsumerError, ProjectionError, RebuildOptions};
+use orderflow_projections::{ProjectionError, RebuildOptions};
 use orderflow_store::log;
 use orderflow_workers::registry::WORKER_NAMES;
 use orderflow_workers::WorkerDeps;
@@ -42,7 +43,7 @@ use crate::telemetry::{tag, RouteTemplate};
 use crate::GatewayState;
 
 /// Most events one `POST /v1/admin/consumers/{name}/replay` replays.
-pub use orderflow_projections::replay::MAX_REPLAY_EVENTS;
+pub use orderflow_operations::replay::MAX_REPLAY_EVENTS;
 /// Most dead letters one `GET /v1/admin/dlq` lists.
 pub const MAX_DLQ_LIMIT: usize = 1_000;
 /// Dead letters listed when no `limit` is given.
@@ -466,7 +467,7 @@ fn consumer_handler(
         (None, true) => Some(WorkerDeps::new(state.pool.clone())),
         (None, false) => None,
     };
-    orderflow_projections::consumer_handler(name, state.pool.clone(), deps).map_err(|e| match e {
+    orderflow_operations::consumer_handler(name, state.pool.clone(), deps).map_err(|e| match e {
         ConsumerError::Unknown(_) => ApiError::NotFound {
             what: "consumer",
             id: name.to_string(),

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::rebuild::{Phase, Progress};
+use orderflow_projections::rebuild::{Phase, Progress};
 
 /// Renders progress reports of one rebuild. Pass `&|p| renderer.show(p)` to
-/// [`crate::rebuild::rebuild`], then call [`ProgressRenderer::finish`].
+/// [`orderflow_projections::rebuild::rebuild`], then call [`ProgressRenderer::finish`].
 pub struct ProgressRenderer {
     label: String,
     bar: Option<ProgressBar>,
@@ -102,20 +102,9 @@ impl ProgressRenderer {
     }
 }
 
-/// One plain progress line: `order-summary folding 120000/1000000 events (12.0%), 85000 events/s, ETA 10s`.
+/// One plain line of a rebuild's progress: `label` and what [`Progress`] says of itself.
 pub fn plain_line(label: &str, p: &Progress) -> String {
-    let percent = if p.total > 0 {
-        p.done as f64 * 100.0 / p.total as f64
-    } else {
-        100.0
-    };
-    let eta = p
-        .eta
-        .map_or_else(|| "-".to_string(), |d| format!("{}s", d.as_secs()));
-    format!(
-        "{label} {} {}/{} events ({percent:.1}%), {:.0} events/s, ETA {eta}",
-        p.phase, p.done, p.total, p.per_second
-    )
+    format!("{label} {p}")
 }
 
 #[cfg(test)]
