@@ -9,8 +9,8 @@
 //! - [`consumers`]: every consumer's name, and the handler behind a name.
 //! - [`replay`]: an order's timeline with state diffs, replaying a range of the log to one
 //!   consumer, and the rules a range must follow.
-//! - Rebuilds are [`orderflow_projections::rebuild`], dead letters [`orderflow_bus::dlq`];
-//!   they are re-exported here as [`rebuild`] and [`dlq`] so that callers have one door.
+//! - Rebuilds are [`mod@orderflow_projections::rebuild`], dead letters [`orderflow_bus::dlq`];
+//!   they are re-exported here as [`mod@rebuild`] and [`dlq`] so that callers have one door.
 #![forbid(unsafe_code)]
 
 pub mod consumers;

@@ -1,5 +1,5 @@
 //! Names to workers, for `orderflow worker <name>`: [`build_worker`] builds the handler the
-//! binary then runs with [`crate::runtime::run_consumer`].
+//! binary then runs with `orderflow_bus::runtime::run_consumer`.
 
 use std::sync::Arc;
 

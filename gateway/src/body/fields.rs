@@ -2,9 +2,9 @@
 //! the wrong JSON type, by its JSON path (`lines[0].quantity`), instead of stopping at the
 //! first one as serde does.
 //!
-//! [`deserialize`] drives the type's own `Deserialize` over a [`Lenient`] view of the value.
+//! [`deserialize`] drives the type's own `Deserialize` over a `Lenient` view of the value.
 //! Where a value has the wrong JSON type, the view writes down the field and the type that was
-//! wanted, and hands the visitor a stand-in ([`Placeholder`]: 0, `""`, `[]`, ...) so that the
+//! wanted, and hands the visitor a stand-in (`Placeholder`: 0, `""`, `[]`, ...) so that the
 //! walk goes on. A missing required field is only known to serde's derive, which stops at the
 //! first one; so each (struct, field) it reports is remembered and the walk runs again with
 //! that field stood in for wherever it is missing. That takes one more walk per required field
