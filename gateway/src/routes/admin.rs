@@ -32,7 +32,7 @@ use crate::dto::{
     LogBoundRequest, OrderTimelineResponse, ProjectionResponse, ProjectionsResponse,
     RebuildRequest, RedriveResponse, ReplayConsumerRequest, ReplayReportResponse, VerifyResponse,
 };
-use crate::problem::{self, error_chain, ApiError, Problem};
+use crate::problem::{self, error_chain, ApiError};
 use crate::rebuilds::RebuildTask;
 use crate::reply::{respond1, respond2, respond3, Json};
 use crate::request_id::{request_id, RequestId};
@@ -184,9 +184,9 @@ fn jetstream(error: &dyn std::error::Error) -> ApiError {
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "Each consumer's pending, ack-pending and redelivered counts and last handled position", body = ConsumersResponse),
-        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "The admin routes are off (no ORDERFLOW_ADMIN_TOKEN)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "This gateway runs without NATS, or JetStream failed (`detail` says which)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token"),
+        (status = 404, description = "The admin routes are off (no ORDERFLOW_ADMIN_TOKEN)"),
+        (status = 503, description = "This gateway runs without NATS, or JetStream failed (`detail` says which)"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id))]
@@ -249,9 +249,9 @@ fn projection_response(
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "Every projection, by name", body = ProjectionsResponse),
-        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "The admin routes are off (no ORDERFLOW_ADMIN_TOKEN)", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The database failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token"),
+        (status = 404, description = "The admin routes are off (no ORDERFLOW_ADMIN_TOKEN)"),
+        (status = 500, description = "The database failed; the cause is logged, not shown"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id))]
@@ -287,14 +287,14 @@ pub async fn list_projections(
         (status = 200, description = "The verify report (with `verify: true`)", body = VerifyResponse),
         (status = 202, description = "The rebuild started", body = RebuildTask,
          headers(("Location" = String, description = "/v1/admin/projections"))),
-        (status = 400, description = "Malformed JSON, not an object, or unknown fields", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such projection, or the admin routes are off", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The projection is being rebuilt already", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "A body sent as another media type than JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`verify` is not a boolean", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The database failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, not an object, or unknown fields"),
+        (status = 401, description = "Missing or wrong admin token"),
+        (status = 404, description = "No such projection, or the admin routes are off"),
+        (status = 409, description = "The projection is being rebuilt already"),
+        (status = 413, description = "Body over 64 KiB"),
+        (status = 415, description = "A body sent as another media type than JSON"),
+        (status = 422, description = "`verify` is not a boolean"),
+        (status = 500, description = "The database failed; the cause is logged, not shown"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, projection = %name))]
@@ -372,10 +372,10 @@ pub async fn rebuild_projection(
     ),
     responses(
         (status = 200, description = "The order's timeline", body = OrderTimelineResponse),
-        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order, or the admin routes are off", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`at` is not an integer from 1 to the order's version", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The event store failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token"),
+        (status = 404, description = "No such order, or the admin routes are off"),
+        (status = 422, description = "`at` is not an integer from 1 to the order's version"),
+        (status = 500, description = "The event store failed; the cause is logged, not shown"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = %raw_id))]
@@ -460,14 +460,14 @@ fn bound(raw: &LogBoundRequest, field: &str) -> Result<LogBound, ApiError> {
     request_body(content = ReplayConsumerRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "What each replayed event did or would do", body = ReplayReportResponse),
-        (status = 400, description = "Malformed JSON, not an object, or unknown fields", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such consumer, or the admin routes are off", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "A body sent as another media type than JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`from` missing, a field of the wrong JSON type, a bound that is neither a position nor a time, `to` before `from`, or a range over 10,000 events", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The event store failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A replay to a worker for real, on a gateway without the workers' configuration", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, not an object, or unknown fields"),
+        (status = 401, description = "Missing or wrong admin token"),
+        (status = 404, description = "No such consumer, or the admin routes are off"),
+        (status = 413, description = "Body over 64 KiB"),
+        (status = 415, description = "A body sent as another media type than JSON"),
+        (status = 422, description = "`from` missing, a field of the wrong JSON type, a bound that is neither a position nor a time, `to` before `from`, or a range over 10,000 events"),
+        (status = 500, description = "The event store failed; the cause is logged, not shown"),
+        (status = 503, description = "A replay to a worker for real, on a gateway without the workers' configuration"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, consumer = %name))]
@@ -543,11 +543,11 @@ fn dlq_sequence(raw: &str) -> Result<u64, ApiError> {
     ),
     responses(
         (status = 200, description = "The dead letters", body = DeadLettersResponse),
-        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "The admin routes are off (no ORDERFLOW_ADMIN_TOKEN)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`limit` is not an integer from 1 to 1000", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "A dead letter cannot be read; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "This gateway runs without NATS, or JetStream failed (`detail` says which)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token"),
+        (status = 404, description = "The admin routes are off (no ORDERFLOW_ADMIN_TOKEN)"),
+        (status = 422, description = "`limit` is not an integer from 1 to 1000"),
+        (status = 500, description = "A dead letter cannot be read; the cause is logged, not shown"),
+        (status = 503, description = "This gateway runs without NATS, or JetStream failed (`detail` says which)"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id))]
@@ -588,10 +588,10 @@ pub async fn list_dead_letters(
     params(("seq" = u64, Path, description = "The dead letter's sequence in the dead-letter stream")),
     responses(
         (status = 200, description = "The dead letter", body = DeadLetterResponse),
-        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such dead letter (or redriven since), or the admin routes are off", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "A dead letter cannot be read; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "This gateway runs without NATS, or JetStream failed (`detail` says which)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token"),
+        (status = 404, description = "No such dead letter (or redriven since), or the admin routes are off"),
+        (status = 500, description = "A dead letter cannot be read; the cause is logged, not shown"),
+        (status = 503, description = "This gateway runs without NATS, or JetStream failed (`detail` says which)"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, sequence = %raw))]
@@ -616,10 +616,10 @@ pub async fn show_dead_letter(
     params(("seq" = u64, Path, description = "The dead letter's sequence in the dead-letter stream")),
     responses(
         (status = 200, description = "What was re-published", body = RedriveResponse),
-        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such dead letter (or redriven already), or the admin routes are off", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "A dead letter cannot be read; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "This gateway runs without NATS, or JetStream failed (`detail` says which)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token"),
+        (status = 404, description = "No such dead letter (or redriven already), or the admin routes are off"),
+        (status = 500, description = "A dead letter cannot be read; the cause is logged, not shown"),
+        (status = 503, description = "This gateway runs without NATS, or JetStream failed (`detail` says which)"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, sequence = %raw))]

@@ -9,7 +9,7 @@ use warp::http::Method;
 use warp::reply::Response;
 use warp::Filter;
 
-use crate::problem::{ApiError, Problem};
+use crate::problem::ApiError;
 use crate::reply::{respond2, Json};
 use crate::request_id::{request_id, RequestId};
 use crate::routes::{paths, query_param, with_state, Resource};
@@ -39,9 +39,9 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
     ),
     responses(
         (status = 200, description = "The summary, as of the log position it states", body = AnalyticsSummary),
-        (status = 400, description = "The query string cannot be parsed", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A day that is not YYYY-MM-DD, or `from` after `to`", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The read model failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The query string cannot be parsed"),
+        (status = 422, description = "A day that is not YYYY-MM-DD, or `from` after `to`"),
+        (status = 500, description = "The read model failed; the cause is logged, not shown"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id))]

@@ -7,7 +7,7 @@ use warp::http::Method;
 use warp::reply::Response;
 use warp::Filter;
 
-use crate::problem::{ApiError, Problem};
+use crate::problem::ApiError;
 use crate::reply::{respond3, Json};
 use crate::request_id::{request_id, RequestId};
 use crate::routes::orders::{list_page, order_filter};
@@ -42,9 +42,9 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
     ),
     responses(
         (status = 200, description = "One page of the customer's orders, newest first", body = OrderPage),
-        (status = 400, description = "The query string cannot be parsed", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A parameter has an invalid value, named in `errors`", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The read model failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The query string cannot be parsed"),
+        (status = 422, description = "A parameter has an invalid value, named in `errors`"),
+        (status = 500, description = "The read model failed; the cause is logged, not shown"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, customer_id = %raw_id))]

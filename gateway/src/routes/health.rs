@@ -9,7 +9,7 @@ use warp::reply::Response;
 use warp::Filter;
 
 use crate::dto::{HealthResponse, ReadyResponse};
-use crate::problem::{self, ApiError, Problem};
+use crate::problem::{self, ApiError};
 use crate::reply::{respond0, respond1, Json};
 use crate::request_id::{request_id, RequestId};
 use crate::routes::{paths, with_state, Resource};
@@ -56,7 +56,7 @@ pub async fn health(_request_id: RequestId) -> Result<Json<HealthResponse>, ApiE
     tag = "operations",
     responses(
         (status = 200, description = "Every dependency is reachable", body = ReadyResponse),
-        (status = 503, description = "A dependency is not reachable; `detail` says which", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is not reachable; `detail` says which"),
     )
 )]
 pub async fn ready(

@@ -11,7 +11,7 @@ use warp::Filter;
 
 use crate::body::{self, Body};
 use crate::dto::SetStockRequest;
-use crate::problem::{error_chain, ApiError, Problem};
+use crate::problem::{error_chain, ApiError};
 use crate::reply::{respond2, respond3, Json};
 use crate::request_id::{request_id, RequestId};
 use crate::routes::{decode_segment, detached, paths, with_state, Resource};
@@ -50,11 +50,11 @@ fn parse_sku(raw: &str) -> Option<Sku> {
     request_body(content = SetStockRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The SKU's stock after the change", body = StockLevel),
-        (status = 400, description = "Malformed JSON, not an object, or unknown fields", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "A body sent as another media type than JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`available` missing, not an integer or negative, or a SKU that is not valid; one entry per field in `errors`", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The database failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, not an object, or unknown fields"),
+        (status = 413, description = "Body over 64 KiB"),
+        (status = 415, description = "A body sent as another media type than JSON"),
+        (status = 422, description = "`available` missing, not an integer or negative, or a SKU that is not valid; one entry per field in `errors`"),
+        (status = 500, description = "The database failed; the cause is logged, not shown"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, sku = %raw_sku))]
@@ -106,8 +106,8 @@ pub async fn set_stock(
     params(("sku" = String, Path, description = "The SKU")),
     responses(
         (status = 200, description = "The SKU's stock", body = StockLevel),
-        (status = 404, description = "No stock was ever set for this SKU (or it is not a SKU)", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The database failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No stock was ever set for this SKU (or it is not a SKU)"),
+        (status = 500, description = "The database failed; the cause is logged, not shown"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, sku = %raw_sku))]

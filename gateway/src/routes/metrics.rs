@@ -6,7 +6,7 @@ use warp::http::{header, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use crate::problem::{ApiError, Problem};
+use crate::problem::ApiError;
 use crate::reply::respond1;
 use crate::request_id::{request_id, RequestId};
 use crate::routes::{paths, with_state, Resource};
@@ -37,7 +37,7 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
     tag = "operations",
     responses(
         (status = 200, description = "The Prometheus text exposition format", body = String, content_type = "text/plain"),
-        (status = 404, description = "Metrics are off in this gateway", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Metrics are off in this gateway"),
     )
 )]
 pub async fn metrics(state: GatewayState, _request_id: RequestId) -> Result<Response, ApiError> {

@@ -9,7 +9,7 @@ use warp::reply::Response;
 use warp::Filter;
 
 use crate::dto::OrderNotificationsResponse;
-use crate::problem::{ApiError, Problem};
+use crate::problem::ApiError;
 use crate::reply::{respond2, Json};
 use crate::request_id::{request_id, RequestId};
 use crate::routes::{paths, with_state, Resource};
@@ -35,8 +35,8 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
     params(("id" = Uuid, Path, description = "The order id")),
     responses(
         (status = 200, description = "The order's notifications (empty until the worker handled its events)", body = OrderNotificationsResponse),
-        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The database failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order"),
+        (status = 500, description = "The database failed; the cause is logged, not shown"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = %raw_id))]

@@ -19,7 +19,7 @@ use warp::Filter;
 
 use crate::body::{self, Body};
 use crate::dto::{CancelOrderRequest, OrderEventsResponse, OrderResponse, PlaceOrderRequest};
-use crate::problem::{ApiError, Problem};
+use crate::problem::ApiError;
 use crate::reply::{respond2, respond3, Json};
 use crate::request_id::{request_id, RequestId};
 use crate::routes::{detached, paths, query_param, with_state, Resource};
@@ -114,9 +114,9 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
     ),
     responses(
         (status = 200, description = "One page of orders, newest first", body = OrderPage),
-        (status = 400, description = "The query string cannot be parsed", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A parameter has an invalid value, named in `errors`", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The read model failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The query string cannot be parsed"),
+        (status = 422, description = "A parameter has an invalid value, named in `errors`"),
+        (status = 500, description = "The read model failed; the cause is logged, not shown"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id))]
@@ -236,11 +236,11 @@ pub async fn list_page(
          body = OrderResponse,
          headers(("Location" = String, description = "/v1/orders/{id}"),
                  ("X-Request-Id" = String, description = "The request id"))),
-        (status = 400, description = "Malformed JSON, not an object, or unknown fields", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "A body sent as another media type than JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Fields missing, of the wrong JSON type or with invalid values, one entry per field in `errors` (by JSON path, e.g. `lines[0].quantity`); or an Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The event store failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, not an object, or unknown fields"),
+        (status = 413, description = "Body over 64 KiB"),
+        (status = 415, description = "A body sent as another media type than JSON"),
+        (status = 422, description = "Fields missing, of the wrong JSON type or with invalid values, one entry per field in `errors` (by JSON path, e.g. `lines[0].quantity`); or an Idempotency-Key reused with another body"),
+        (status = 500, description = "The event store failed; the cause is logged, not shown"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = tracing::field::Empty))]
@@ -355,8 +355,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     params(("id" = Uuid, Path, description = "The order id")),
     responses(
         (status = 200, description = "The order", body = OrderResponse),
-        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The event store failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order"),
+        (status = 500, description = "The event store failed; the cause is logged, not shown"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = %raw_id))]
@@ -387,13 +387,13 @@ pub async fn get_order(
                  description = "Optional; no body is the same as `{}`"),
     responses(
         (status = 200, description = "The cancelled order", body = OrderResponse),
-        (status = 400, description = "Malformed JSON, not an object, or unknown fields", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The order can no longer be cancelled; `detail` says why, e.g. \"order … has shipped and can no longer be cancelled\"", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "A body sent as another media type than JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field of the wrong JSON type, or a blank or over-long reason or canceller, one entry per field in `errors`", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The event store failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, not an object, or unknown fields"),
+        (status = 404, description = "No such order"),
+        (status = 409, description = "The order can no longer be cancelled; `detail` says why, e.g. \"order … has shipped and can no longer be cancelled\""),
+        (status = 413, description = "Body over 64 KiB"),
+        (status = 415, description = "A body sent as another media type than JSON"),
+        (status = 422, description = "A field of the wrong JSON type, or a blank or over-long reason or canceller, one entry per field in `errors`"),
+        (status = 500, description = "The event store failed; the cause is logged, not shown"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = %raw_id))]
@@ -439,8 +439,8 @@ pub async fn cancel_order(
     params(("id" = Uuid, Path, description = "The order id")),
     responses(
         (status = 200, description = "Every event of the order, by sequence", body = OrderEventsResponse),
-        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The event store failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order"),
+        (status = 500, description = "The event store failed; the cause is logged, not shown"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = %raw_id))]
@@ -468,9 +468,9 @@ pub async fn order_events(
     ),
     responses(
         (status = 200, description = "The order after event `at_sequence`; `version` equals `at_sequence`", body = OrderResponse),
-        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`at_sequence` missing, not an integer, or outside 1 to the order's version", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The event store failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order"),
+        (status = 422, description = "`at_sequence` missing, not an integer, or outside 1 to the order's version"),
+        (status = 500, description = "The event store failed; the cause is logged, not shown"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = %raw_id))]
