@@ -8,13 +8,16 @@
 //! - [`mod@routes`]: one module per resource ([`routes::orders`], [`routes::customers`],
 //!   [`routes::inventory`], [`routes::notifications`], [`routes::analytics`],
 //!   [`routes::admin`], [`routes::metrics`], [`routes::health`]) and the filters they share
-//!   (state, 405 fallbacks, route templates).
+//!   ([`routes::Resource`]: a path, its methods and its 405; [`routes::paths`]: every route
+//!   template).
 //! - [`auth`]: the admin bearer token ([`AdminToken`]) and the filter guarding `/v1/admin/...`.
 //! - [`telemetry`]: the Prometheus recorder and the per-request metrics.
 //! - [`rebuilds`]: projection rebuilds started over HTTP, running as background tasks.
 //! - [`dto`]: request and response bodies, and request -> command conversion.
 //! - [`body`]: size-limited reading of JSON bodies (415 for other media types) and their
 //!   parsing: 400 for what is not JSON, 422 naming every missing or mistyped field.
+//! - [`reply`]: JSON answers, and the one place where a handler's outcome is rendered and
+//!   stamped with its request id.
 //! - [`problem`]: [`ApiError`], problem documents, and the rejection handler.
 //! - [`request_id`]: the `X-Request-Id` of each request.
 //! - [`openapi`]: the OpenAPI document served at `/openapi.json`.
@@ -28,6 +31,7 @@ pub mod dto;
 pub mod openapi;
 pub mod problem;
 pub mod rebuilds;
+pub mod reply;
 pub mod request_id;
 pub mod routes;
 pub mod telemetry;

@@ -16,7 +16,7 @@ use warp::reject::{
     UnsupportedMediaType,
 };
 use warp::reply::Response;
-use warp::{Rejection, Reply};
+use warp::Rejection;
 
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -97,7 +97,7 @@ pub enum ApiError {
     Unavailable(String),
     /// The route exists but not for this method. 405, with an `Allow` header.
     #[error("method not allowed")]
-    MethodNotAllowed { allow: Option<&'static str> },
+    MethodNotAllowed { allow: Option<String> },
     /// The command does not fit the order's current state. 409.
     #[error("{0}")]
     WrongState(String),
@@ -288,7 +288,9 @@ impl ApiError {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         match self {
             ApiError::MethodNotAllowed { allow: Some(allow) } => {
-                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+                if let Ok(allow) = HeaderValue::from_str(&allow) {
+                    headers.insert(header::ALLOW, allow);
+                }
             }
             ApiError::Unauthorized => {
                 headers.insert(
@@ -393,9 +395,4 @@ fn from_rejection(rejection: &Rejection) -> ApiError {
         return ApiError::MalformedBody(e.to_string());
     }
     ApiError::Internal(format!("unhandled rejection: {rejection:?}"))
-}
-
-/// A JSON answer with `status`.
-pub fn json<T: Serialize>(value: &T, status: StatusCode) -> Response {
-    warp::reply::with_status(warp::reply::json(value), status).into_response()
 }

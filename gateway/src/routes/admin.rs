@@ -8,7 +8,6 @@
 //! before anything else, so an unauthorised caller learns nothing about which admin paths
 //! exist.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use orderflow_bus::dlq::{self, DlqError};
@@ -24,9 +23,9 @@ use orderflow_workers::WorkerDeps;
 use tracing::{Instrument, Span};
 use uuid::Uuid;
 use warp::filters::BoxedFilter;
-use warp::http::{header, HeaderValue, StatusCode};
+use warp::http::{header, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
-use warp::Filter;
+use warp::{Filter, Reply};
 
 use crate::auth::require_admin;
 use crate::body::{self, Body};
@@ -35,10 +34,11 @@ use crate::dto::{
     LogBoundRequest, OrderTimelineResponse, ProjectionResponse, ProjectionsResponse,
     RebuildRequest, RedriveResponse, ReplayConsumerRequest, ReplayReportResponse, VerifyResponse,
 };
-use crate::problem::{self, error_chain, ApiError, Problem};
+use crate::problem::{self, error_chain, ApiError};
 use crate::rebuilds::RebuildTask;
+use crate::reply::{respond1, respond2, respond3, Json};
 use crate::request_id::{request_id, RequestId};
-use crate::routes::{detached, into_response, method_not_allowed, query_param, with_state};
+use crate::routes::{detached, paths, query_param, with_state, Resource};
 use crate::telemetry::{tag, RouteTemplate};
 use crate::GatewayState;
 
@@ -49,102 +49,79 @@ pub const MAX_DLQ_LIMIT: usize = 1_000;
 /// Dead letters listed when no `limit` is given.
 pub const DEFAULT_DLQ_LIMIT: usize = 100;
 
-fn ignore_segment(_: String, response: Response) -> Response {
-    response
-}
-
 /// Every admin route, behind the token check, with their 405s.
 pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
     let s = &state;
-    let consumers = warp::path!("consumers")
-        .and(
-            warp::get()
-                .and(with_state(s))
+    let query = warp::query::<Vec<(String, String)>>;
+    let at = |template| Resource::under(paths::ADMIN_PREFIX, template);
+    let consumers = at(paths::ADMIN_CONSUMERS)
+        .on(Method::GET, |path| {
+            path.and(with_state(s))
                 .and(request_id())
-                .and_then(list_consumers)
-                .or(method_not_allowed("GET"))
-                .unify(),
-        )
-        .map(tag("/v1/admin/consumers"));
-    let replay_path = || warp::path!("consumers" / String / "replay");
-    let replay_consumer = replay_path()
-        .and(warp::post())
-        .and(with_state(s))
-        .and(request_id())
-        .and(body::limited())
-        .and_then(replay_consumer)
-        .or(replay_path()
-            .and(method_not_allowed("POST"))
-            .map(ignore_segment))
-        .unify()
-        .map(tag("/v1/admin/consumers/{name}/replay"));
-    let projections = warp::path!("projections")
-        .and(
-            warp::get()
-                .and(with_state(s))
+                .then(respond1(list_consumers))
+                .boxed()
+        })
+        .build();
+    let replay_consumer = at(paths::ADMIN_CONSUMER_REPLAY)
+        .on_param(Method::POST, |path| {
+            path.and(with_state(s))
+                .and(body::limited())
                 .and(request_id())
-                .and_then(list_projections)
-                .or(method_not_allowed("GET"))
-                .unify(),
-        )
-        .map(tag("/v1/admin/projections"));
-    let rebuild_path = || warp::path!("projections" / String / "rebuild");
-    let rebuild = rebuild_path()
-        .and(warp::post())
-        .and(with_state(s))
-        .and(request_id())
-        .and(body::limited())
-        .and_then(rebuild_projection)
-        .or(rebuild_path()
-            .and(method_not_allowed("POST"))
-            .map(ignore_segment))
-        .unify()
-        .map(tag("/v1/admin/projections/{name}/rebuild"));
-    let timeline_path = || warp::path!("orders" / String / "replay");
-    let timeline = timeline_path()
-        .and(warp::get())
-        .and(with_state(s))
-        .and(request_id())
-        .and(warp::query::<Vec<(String, String)>>())
-        .and_then(replay_order)
-        .or(timeline_path()
-            .and(method_not_allowed("GET"))
-            .map(ignore_segment))
-        .unify()
-        .map(tag("/v1/admin/orders/{id}/replay"));
-    let dlq_list = warp::path!("dlq")
-        .and(
-            warp::get()
-                .and(with_state(s))
+                .then(respond3(replay_consumer))
+                .boxed()
+        })
+        .build();
+    let projections = at(paths::ADMIN_PROJECTIONS)
+        .on(Method::GET, |path| {
+            path.and(with_state(s))
                 .and(request_id())
-                .and(warp::query::<Vec<(String, String)>>())
-                .and_then(list_dead_letters)
-                .or(method_not_allowed("GET"))
-                .unify(),
-        )
-        .map(tag("/v1/admin/dlq"));
-    let show_path = || warp::path!("dlq" / String);
-    let dlq_show = show_path()
-        .and(warp::get())
-        .and(with_state(s))
-        .and(request_id())
-        .and_then(show_dead_letter)
-        .or(show_path()
-            .and(method_not_allowed("GET"))
-            .map(ignore_segment))
-        .unify()
-        .map(tag("/v1/admin/dlq/{seq}"));
-    let redrive_path = || warp::path!("dlq" / String / "redrive");
-    let dlq_redrive = redrive_path()
-        .and(warp::post())
-        .and(with_state(s))
-        .and(request_id())
-        .and_then(redrive_dead_letter)
-        .or(redrive_path()
-            .and(method_not_allowed("POST"))
-            .map(ignore_segment))
-        .unify()
-        .map(tag("/v1/admin/dlq/{seq}/redrive"));
+                .then(respond1(list_projections))
+                .boxed()
+        })
+        .build();
+    let rebuild = at(paths::ADMIN_PROJECTION_REBUILD)
+        .on_param(Method::POST, |path| {
+            path.and(with_state(s))
+                .and(body::limited())
+                .and(request_id())
+                .then(respond3(rebuild_projection))
+                .boxed()
+        })
+        .build();
+    let timeline = at(paths::ADMIN_ORDER_REPLAY)
+        .on_param(Method::GET, |path| {
+            path.and(with_state(s))
+                .and(query())
+                .and(request_id())
+                .then(respond3(replay_order))
+                .boxed()
+        })
+        .build();
+    let dlq_list = at(paths::ADMIN_DLQ)
+        .on(Method::GET, |path| {
+            path.and(with_state(s))
+                .and(query())
+                .and(request_id())
+                .then(respond2(list_dead_letters))
+                .boxed()
+        })
+        .build();
+    let dlq_show = at(paths::ADMIN_DLQ_LETTER)
+        .on_param(Method::GET, |path| {
+            path.and(with_state(s))
+                .and(request_id())
+                .then(respond2(show_dead_letter))
+                .boxed()
+        })
+        .build();
+    let dlq_redrive = at(paths::ADMIN_DLQ_REDRIVE)
+        .on_param(Method::POST, |path| {
+            path.and(with_state(s))
+                .and(request_id())
+                .then(respond2(redrive_dead_letter))
+                .boxed()
+        })
+        .build();
     let inner = consumers
         .or(replay_consumer)
         .unify()
@@ -173,7 +150,7 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
             if response.extensions().get::<RouteTemplate>().is_some() {
                 response
             } else {
-                tag("/v1/admin/*")(response)
+                tag(paths::ADMIN_ANY)(response)
             }
         })
         .boxed()
@@ -204,55 +181,48 @@ fn jetstream(error: &dyn std::error::Error) -> ApiError {
 /// The lag of every durable consumer orderflow runs (workers, then projections).
 #[utoipa::path(
     get,
-    path = "/v1/admin/consumers",
+    path = paths::ADMIN_CONSUMERS,
     tag = "admin",
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "Each consumer's pending, ack-pending and redelivered counts and last handled position", body = ConsumersResponse),
-        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "The admin routes are off (no ORDERFLOW_ADMIN_TOKEN)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "This gateway runs without NATS, or JetStream failed (`detail` says which)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token"),
+        (status = 404, description = "The admin routes are off (no ORDERFLOW_ADMIN_TOKEN)"),
+        (status = 503, description = "This gateway runs without NATS, or JetStream failed (`detail` says which)"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id))]
 pub async fn list_consumers(
     state: GatewayState,
     request_id: RequestId,
-) -> Result<Response, Infallible> {
-    let answer = async {
-        let bus = bus(&state)?;
-        let projections = orderflow_projections::all();
-        let mut names: Vec<(&str, ConsumerKind)> = WORKER_NAMES
+) -> Result<Json<ConsumersResponse>, ApiError> {
+    let bus = bus(&state)?;
+    let projections = orderflow_projections::all();
+    let mut names: Vec<(&str, ConsumerKind)> = WORKER_NAMES
+        .iter()
+        .map(|n| (*n, ConsumerKind::Worker))
+        .collect();
+    names.extend(
+        projections
             .iter()
-            .map(|n| (*n, ConsumerKind::Worker))
-            .collect();
-        names.extend(
-            projections
-                .iter()
-                .map(|p| (p.name(), ConsumerKind::Projection)),
-        );
-        let only: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
-        let lags = consumer_info(bus, &only).await.map_err(|e| jetstream(&e))?;
-        let consumers = lags
-            .into_iter()
-            .zip(names.iter())
-            .map(|(lag, (_, kind))| ConsumerLagResponse {
-                name: lag.name,
-                kind: *kind,
-                exists: lag.exists,
-                pending: lag.pending,
-                ack_pending: lag.ack_pending,
-                redelivered: lag.redelivered,
-                last_handled_position: lag.last_handled_position,
-            })
-            .collect();
-        Ok(problem::json(
-            &ConsumersResponse { consumers },
-            StatusCode::OK,
-        ))
-    }
-    .await;
-    Ok(request_id.stamp(into_response(answer)))
+            .map(|p| (p.name(), ConsumerKind::Projection)),
+    );
+    let only: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
+    let lags = consumer_info(bus, &only).await.map_err(|e| jetstream(&e))?;
+    let consumers = lags
+        .into_iter()
+        .zip(names.iter())
+        .map(|(lag, (_, kind))| ConsumerLagResponse {
+            name: lag.name,
+            kind: *kind,
+            exists: lag.exists,
+            pending: lag.pending,
+            ack_pending: lag.ack_pending,
+            redelivered: lag.redelivered,
+            last_handled_position: lag.last_handled_position,
+        })
+        .collect();
+    Ok(Json::ok(ConsumersResponse { consumers }))
 }
 
 fn projection_response(
@@ -276,37 +246,30 @@ fn projection_response(
 /// started.
 #[utoipa::path(
     get,
-    path = "/v1/admin/projections",
+    path = paths::ADMIN_PROJECTIONS,
     tag = "admin",
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "Every projection, by name", body = ProjectionsResponse),
-        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "The admin routes are off (no ORDERFLOW_ADMIN_TOKEN)", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The database failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token"),
+        (status = 404, description = "The admin routes are off (no ORDERFLOW_ADMIN_TOKEN)"),
+        (status = 500, description = "The database failed; the cause is logged, not shown"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id))]
 pub async fn list_projections(
     state: GatewayState,
     request_id: RequestId,
-) -> Result<Response, Infallible> {
-    let answer = async {
-        let projections = orderflow_projections::list(&state.pool)
-            .await?
-            .into_iter()
-            .map(|status| {
-                let task = state.rebuilds.get(&status.name);
-                projection_response(status, task)
-            })
-            .collect();
-        Ok(problem::json(
-            &ProjectionsResponse { projections },
-            StatusCode::OK,
-        ))
-    }
-    .await;
-    Ok(request_id.stamp(into_response(answer)))
+) -> Result<Json<ProjectionsResponse>, ApiError> {
+    let projections = orderflow_projections::list(&state.pool)
+        .await?
+        .into_iter()
+        .map(|status| {
+            let task = state.rebuilds.get(&status.name);
+            projection_response(status, task)
+        })
+        .collect();
+    Ok(Json::ok(ProjectionsResponse { projections }))
 }
 
 /// Rebuild a projection from the event log (in the background), or verify it (inline).
@@ -317,7 +280,7 @@ pub async fn list_projections(
 /// and compared with the live one, nothing is swapped, and the answer is the report.
 #[utoipa::path(
     post,
-    path = "/v1/admin/projections/{name}/rebuild",
+    path = paths::ADMIN_PROJECTION_REBUILD,
     tag = "admin",
     security(("admin_token" = [])),
     params(("name" = String, Path, description = "The projection: order-summary or analytics")),
@@ -326,24 +289,24 @@ pub async fn list_projections(
         (status = 200, description = "The verify report (with `verify: true`)", body = VerifyResponse),
         (status = 202, description = "The rebuild started", body = RebuildTask,
          headers(("Location" = String, description = "/v1/admin/projections"))),
-        (status = 400, description = "Malformed JSON, not an object, or unknown fields", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such projection, or the admin routes are off", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The projection is being rebuilt already", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "A body sent as another media type than JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`verify` is not a boolean", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The database failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, not an object, or unknown fields"),
+        (status = 401, description = "Missing or wrong admin token"),
+        (status = 404, description = "No such projection, or the admin routes are off"),
+        (status = 409, description = "The projection is being rebuilt already"),
+        (status = 413, description = "Body over 64 KiB"),
+        (status = 415, description = "A body sent as another media type than JSON"),
+        (status = 422, description = "`verify` is not a boolean"),
+        (status = 500, description = "The database failed; the cause is logged, not shown"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, projection = %name))]
 pub async fn rebuild_projection(
     name: String,
     state: GatewayState,
-    request_id: RequestId,
     body: Body,
-) -> Result<Response, Infallible> {
-    let answer = detached(
+    request_id: RequestId,
+) -> Result<Response, ApiError> {
+    detached(
         async move {
             let projection =
                 orderflow_projections::by_name(&name).map_err(|_| ApiError::NotFound {
@@ -376,7 +339,7 @@ pub async fn rebuild_projection(
                     differences = report.difference_count(),
                     "projection verified"
                 );
-                return Ok(problem::json(&VerifyResponse::from(report), StatusCode::OK));
+                return Ok(Json::ok(VerifyResponse::from(report)).into_response());
             }
             let running_elsewhere = orderflow_projections::list(&state.pool)
                 .await?
@@ -386,24 +349,23 @@ pub async fn rebuild_projection(
                 return Err(busy());
             }
             let task = state.rebuilds.start(state.pool.clone(), projection)?;
-            let mut response = problem::json(&task, StatusCode::ACCEPTED);
-            response.headers_mut().insert(
-                header::LOCATION,
-                HeaderValue::from_static("/v1/admin/projections"),
-            );
-            Ok(response)
+            Ok(Json::with_status(task, StatusCode::ACCEPTED)
+                .header(
+                    header::LOCATION,
+                    HeaderValue::from_static(paths::ADMIN_PROJECTIONS),
+                )
+                .into_response())
         }
         .instrument(Span::current()),
     )
-    .await;
-    Ok(request_id.stamp(into_response(answer)))
+    .await
 }
 
 /// An order's events, each with the state after it and what it changed (`at` stops after
 /// that sequence).
 #[utoipa::path(
     get,
-    path = "/v1/admin/orders/{id}/replay",
+    path = paths::ADMIN_ORDER_REPLAY,
     tag = "admin",
     security(("admin_token" = [])),
     params(
@@ -412,47 +374,39 @@ pub async fn rebuild_projection(
     ),
     responses(
         (status = 200, description = "The order's timeline", body = OrderTimelineResponse),
-        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order, or the admin routes are off", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`at` is not an integer from 1 to the order's version", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The event store failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token"),
+        (status = 404, description = "No such order, or the admin routes are off"),
+        (status = 422, description = "`at` is not an integer from 1 to the order's version"),
+        (status = 500, description = "The event store failed; the cause is logged, not shown"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = %raw_id))]
 pub async fn replay_order(
     raw_id: String,
     state: GatewayState,
-    request_id: RequestId,
     query: Vec<(String, String)>,
-) -> Result<Response, Infallible> {
-    let answer = async {
-        let order_id =
-            Uuid::parse_str(&raw_id).map_err(|_| ApiError::OrderNotFound(raw_id.clone()))?;
-        let events = state.orders.events(order_id).await?;
-        let Some(last) = events.last().map(|e| e.sequence) else {
-            return Err(ApiError::OrderNotFound(order_id.to_string()));
-        };
-        let at = match query_param(&query, "at") {
-            None => None,
-            Some(raw) => match raw.trim().parse::<i64>() {
-                Ok(n) => Some(n),
-                Err(_) => {
-                    return Err(ApiError::invalid(
-                        "at",
-                        format!("must be an integer from 1 to {last}, the order's current version"),
-                    ))
-                }
-            },
-        };
-        replay::check_at(order_id, at, last).map_err(|e| ApiError::invalid("at", e.to_string()))?;
-        let timeline = replay::timeline(order_id, &events, at)?;
-        Ok(problem::json(
-            &OrderTimelineResponse::from(timeline),
-            StatusCode::OK,
-        ))
-    }
-    .await;
-    Ok(request_id.stamp(into_response(answer)))
+    request_id: RequestId,
+) -> Result<Json<OrderTimelineResponse>, ApiError> {
+    let order_id = Uuid::parse_str(&raw_id).map_err(|_| ApiError::OrderNotFound(raw_id.clone()))?;
+    let events = state.orders.events(order_id).await?;
+    let Some(last) = events.last().map(|e| e.sequence) else {
+        return Err(ApiError::OrderNotFound(order_id.to_string()));
+    };
+    let at = match query_param(&query, "at") {
+        None => None,
+        Some(raw) => match raw.trim().parse::<i64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                return Err(ApiError::invalid(
+                    "at",
+                    format!("must be an integer from 1 to {last}, the order's current version"),
+                ))
+            }
+        },
+    };
+    replay::check_at(order_id, at, last).map_err(|e| ApiError::invalid("at", e.to_string()))?;
+    let timeline = replay::timeline(order_id, &events, at)?;
+    Ok(Json::ok(OrderTimelineResponse::from(timeline)))
 }
 
 /// The handler of consumer `name` (a projection or a worker).
@@ -501,31 +455,31 @@ fn bound(raw: &LogBoundRequest, field: &str) -> Result<LogBound, ApiError> {
 /// instead). At most 10,000 events per request.
 #[utoipa::path(
     post,
-    path = "/v1/admin/consumers/{name}/replay",
+    path = paths::ADMIN_CONSUMER_REPLAY,
     tag = "admin",
     security(("admin_token" = [])),
     params(("name" = String, Path, description = "The consumer: inventory, notifications, shipments, order-summary or analytics")),
     request_body(content = ReplayConsumerRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "What each replayed event did or would do", body = ReplayReportResponse),
-        (status = 400, description = "Malformed JSON, not an object, or unknown fields", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such consumer, or the admin routes are off", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "A body sent as another media type than JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`from` missing, a field of the wrong JSON type, a bound that is neither a position nor a time, `to` before `from`, or a range over 10,000 events", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The event store failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A replay to a worker for real, on a gateway without the workers' configuration", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, not an object, or unknown fields"),
+        (status = 401, description = "Missing or wrong admin token"),
+        (status = 404, description = "No such consumer, or the admin routes are off"),
+        (status = 413, description = "Body over 64 KiB"),
+        (status = 415, description = "A body sent as another media type than JSON"),
+        (status = 422, description = "`from` missing, a field of the wrong JSON type, a bound that is neither a position nor a time, `to` before `from`, or a range over 10,000 events"),
+        (status = 500, description = "The event store failed; the cause is logged, not shown"),
+        (status = 503, description = "A replay to a worker for real, on a gateway without the workers' configuration"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, consumer = %name))]
 pub async fn replay_consumer(
     name: String,
     state: GatewayState,
-    request_id: RequestId,
     body: Body,
-) -> Result<Response, Infallible> {
-    let answer = detached(
+    request_id: RequestId,
+) -> Result<Json<ReplayReportResponse>, ApiError> {
+    detached(
         async move {
             let (request, _): (ReplayConsumerRequest, _) = body::parse_json(&body?)?;
             let handler = consumer_handler(&state, &name, request.dry_run)?;
@@ -554,15 +508,11 @@ pub async fn replay_consumer(
                 force = request.force,
                 "replayed to a consumer"
             );
-            Ok(problem::json(
-                &ReplayReportResponse::from(report),
-                StatusCode::OK,
-            ))
+            Ok(Json::ok(ReplayReportResponse::from(report)))
         }
         .instrument(Span::current()),
     )
-    .await;
-    Ok(request_id.stamp(into_response(answer)))
+    .await
 }
 
 fn dlq_error(error: DlqError) -> ApiError {
@@ -586,7 +536,7 @@ fn dlq_sequence(raw: &str) -> Result<u64, ApiError> {
 /// Parked messages, oldest first, of one consumer or of all.
 #[utoipa::path(
     get,
-    path = "/v1/admin/dlq",
+    path = paths::ADMIN_DLQ,
     tag = "admin",
     security(("admin_token" = [])),
     params(
@@ -595,62 +545,55 @@ fn dlq_sequence(raw: &str) -> Result<u64, ApiError> {
     ),
     responses(
         (status = 200, description = "The dead letters", body = DeadLettersResponse),
-        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "The admin routes are off (no ORDERFLOW_ADMIN_TOKEN)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`limit` is not an integer from 1 to 1000", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "A dead letter cannot be read; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "This gateway runs without NATS, or JetStream failed (`detail` says which)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token"),
+        (status = 404, description = "The admin routes are off (no ORDERFLOW_ADMIN_TOKEN)"),
+        (status = 422, description = "`limit` is not an integer from 1 to 1000"),
+        (status = 500, description = "A dead letter cannot be read; the cause is logged, not shown"),
+        (status = 503, description = "This gateway runs without NATS, or JetStream failed (`detail` says which)"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id))]
 pub async fn list_dead_letters(
     state: GatewayState,
-    request_id: RequestId,
     query: Vec<(String, String)>,
-) -> Result<Response, Infallible> {
-    let answer = async {
-        let limit = match query_param(&query, "limit") {
-            None => DEFAULT_DLQ_LIMIT,
-            Some(raw) => match raw.trim().parse::<usize>() {
-                Ok(n) if (1..=MAX_DLQ_LIMIT).contains(&n) => n,
-                _ => {
-                    return Err(ApiError::invalid(
-                        "limit",
-                        format!("must be an integer from 1 to {MAX_DLQ_LIMIT}"),
-                    ))
-                }
-            },
-        };
-        let bus = bus(&state)?;
-        let consumer = query_param(&query, "consumer").filter(|c| !c.is_empty());
-        let dead_letters = dlq::list(bus, consumer, limit)
-            .await
-            .map_err(dlq_error)?
-            .into_iter()
-            .map(DeadLetterResponse::from)
-            .collect();
-        Ok(problem::json(
-            &DeadLettersResponse { dead_letters },
-            StatusCode::OK,
-        ))
-    }
-    .await;
-    Ok(request_id.stamp(into_response(answer)))
+    request_id: RequestId,
+) -> Result<Json<DeadLettersResponse>, ApiError> {
+    let limit = match query_param(&query, "limit") {
+        None => DEFAULT_DLQ_LIMIT,
+        Some(raw) => match raw.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_DLQ_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::invalid(
+                    "limit",
+                    format!("must be an integer from 1 to {MAX_DLQ_LIMIT}"),
+                ))
+            }
+        },
+    };
+    let bus = bus(&state)?;
+    let consumer = query_param(&query, "consumer").filter(|c| !c.is_empty());
+    let dead_letters = dlq::list(bus, consumer, limit)
+        .await
+        .map_err(dlq_error)?
+        .into_iter()
+        .map(DeadLetterResponse::from)
+        .collect();
+    Ok(Json::ok(DeadLettersResponse { dead_letters }))
 }
 
 /// One parked message, with the error and the original body.
 #[utoipa::path(
     get,
-    path = "/v1/admin/dlq/{seq}",
+    path = paths::ADMIN_DLQ_LETTER,
     tag = "admin",
     security(("admin_token" = [])),
     params(("seq" = u64, Path, description = "The dead letter's sequence in the dead-letter stream")),
     responses(
         (status = 200, description = "The dead letter", body = DeadLetterResponse),
-        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such dead letter (or redriven since), or the admin routes are off", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "A dead letter cannot be read; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "This gateway runs without NATS, or JetStream failed (`detail` says which)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token"),
+        (status = 404, description = "No such dead letter (or redriven since), or the admin routes are off"),
+        (status = 500, description = "A dead letter cannot be read; the cause is logged, not shown"),
+        (status = 503, description = "This gateway runs without NATS, or JetStream failed (`detail` says which)"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, sequence = %raw))]
@@ -658,34 +601,27 @@ pub async fn show_dead_letter(
     raw: String,
     state: GatewayState,
     request_id: RequestId,
-) -> Result<Response, Infallible> {
-    let answer = async {
-        let sequence = dlq_sequence(&raw)?;
-        let bus = bus(&state)?;
-        let parked = dlq::show(bus, sequence).await.map_err(dlq_error)?;
-        Ok(problem::json(
-            &DeadLetterResponse::from(parked),
-            StatusCode::OK,
-        ))
-    }
-    .await;
-    Ok(request_id.stamp(into_response(answer)))
+) -> Result<Json<DeadLetterResponse>, ApiError> {
+    let sequence = dlq_sequence(&raw)?;
+    let bus = bus(&state)?;
+    let parked = dlq::show(bus, sequence).await.map_err(dlq_error)?;
+    Ok(Json::ok(DeadLetterResponse::from(parked)))
 }
 
 /// Send a parked message back to the consumer that gave up on it (only that consumer sees
 /// it), then delete it from the dead-letter stream.
 #[utoipa::path(
     post,
-    path = "/v1/admin/dlq/{seq}/redrive",
+    path = paths::ADMIN_DLQ_REDRIVE,
     tag = "admin",
     security(("admin_token" = [])),
     params(("seq" = u64, Path, description = "The dead letter's sequence in the dead-letter stream")),
     responses(
         (status = 200, description = "What was re-published", body = RedriveResponse),
-        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such dead letter (or redriven already), or the admin routes are off", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "A dead letter cannot be read; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "This gateway runs without NATS, or JetStream failed (`detail` says which)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token"),
+        (status = 404, description = "No such dead letter (or redriven already), or the admin routes are off"),
+        (status = 500, description = "A dead letter cannot be read; the cause is logged, not shown"),
+        (status = 503, description = "This gateway runs without NATS, or JetStream failed (`detail` says which)"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, sequence = %raw))]
@@ -693,19 +629,15 @@ pub async fn redrive_dead_letter(
     raw: String,
     state: GatewayState,
     request_id: RequestId,
-) -> Result<Response, Infallible> {
-    let answer = detached(
+) -> Result<Json<RedriveResponse>, ApiError> {
+    detached(
         async move {
             let sequence = dlq_sequence(&raw)?;
             let bus = bus(&state)?;
             let redriven = dlq::redrive(bus, sequence).await.map_err(dlq_error)?;
-            Ok(problem::json(
-                &RedriveResponse::from(redriven),
-                StatusCode::OK,
-            ))
+            Ok(Json::ok(RedriveResponse::from(redriven)))
         }
         .instrument(Span::current()),
     )
-    .await;
-    Ok(request_id.stamp(into_response(answer)))
+    .await
 }

@@ -1,19 +1,18 @@
 //! Liveness (`GET /health`: the process serves) and readiness (`GET /ready`: the event store
 //! answers and, when the gateway has a NATS client, NATS is connected).
 
-use std::convert::Infallible;
 use std::time::Duration;
 
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
+use warp::http::Method;
 use warp::reply::Response;
 use warp::Filter;
 
 use crate::dto::{HealthResponse, ReadyResponse};
-use crate::problem::{self, ApiError, Problem};
+use crate::problem::{self, ApiError};
+use crate::reply::{respond0, respond1, Json};
 use crate::request_id::{request_id, RequestId};
-use crate::routes::{method_not_allowed, with_state};
-use crate::telemetry::tag;
+use crate::routes::{paths, with_state, Resource};
 use crate::GatewayState;
 
 /// How long a readiness check may take before it counts as failed.
@@ -21,55 +20,49 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `GET /health` and `GET /ready`.
 pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
-    let health = warp::path!("health")
-        .and(
-            warp::get()
+    let health = Resource::new(paths::HEALTH)
+        .on(Method::GET, |path| {
+            path.and(request_id()).then(respond0(health)).boxed()
+        })
+        .build();
+    let ready = Resource::new(paths::READY)
+        .on(Method::GET, |path| {
+            path.and(with_state(&state))
                 .and(request_id())
-                .and_then(health)
-                .or(method_not_allowed("GET"))
-                .unify(),
-        )
-        .map(tag("/health"))
-        .boxed();
-    let ready = warp::path!("ready")
-        .and(
-            warp::get()
-                .and(with_state(&state))
-                .and(request_id())
-                .and_then(ready)
-                .or(method_not_allowed("GET"))
-                .unify(),
-        )
-        .map(tag("/ready"))
-        .boxed();
+                .then(respond1(ready))
+                .boxed()
+        })
+        .build();
     health.or(ready).unify().boxed()
 }
 
 /// Liveness: answers as long as the process serves requests.
 #[utoipa::path(
     get,
-    path = "/health",
+    path = paths::HEALTH,
     tag = "operations",
     responses((status = 200, description = "The process serves requests", body = HealthResponse))
 )]
-pub async fn health(request_id: RequestId) -> Result<Response, Infallible> {
-    let body = HealthResponse {
+pub async fn health(_request_id: RequestId) -> Result<Json<HealthResponse>, ApiError> {
+    Ok(Json::ok(HealthResponse {
         status: "ok".into(),
-    };
-    Ok(request_id.stamp(problem::json(&body, StatusCode::OK)))
+    }))
 }
 
 /// Readiness: the event store answers `SELECT 1` and NATS (if configured) is connected.
 #[utoipa::path(
     get,
-    path = "/ready",
+    path = paths::READY,
     tag = "operations",
     responses(
         (status = 200, description = "Every dependency is reachable", body = ReadyResponse),
-        (status = 503, description = "A dependency is not reachable; `detail` says which", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is not reachable; `detail` says which"),
     )
 )]
-pub async fn ready(state: GatewayState, request_id: RequestId) -> Result<Response, Infallible> {
+pub async fn ready(
+    state: GatewayState,
+    _request_id: RequestId,
+) -> Result<Json<ReadyResponse>, ApiError> {
     let mut failures = Vec::new();
     let database = tokio::time::timeout(
         CHECK_TIMEOUT,
@@ -96,15 +89,13 @@ pub async fn ready(state: GatewayState, request_id: RequestId) -> Result<Respons
             }
         },
     };
-    let response = if failures.is_empty() {
-        let body = ReadyResponse {
+    if failures.is_empty() {
+        Ok(Json::ok(ReadyResponse {
             status: "ready".into(),
             database: "ok".into(),
             nats: nats.into(),
-        };
-        problem::json(&body, StatusCode::OK)
+        }))
     } else {
-        ApiError::NotReady(failures.join("; ")).into_response()
-    };
-    Ok(request_id.stamp(response))
+        Err(ApiError::NotReady(failures.join("; ")))
+    }
 }

@@ -1,6 +1,7 @@
-//! The routes, one module per resource, and the filters and helpers they share. A route that
-//! matches a path but not the method answers 405 with an `Allow` header; every route puts its
-//! template on its answers ([`crate::telemetry::tag`]) for the request metrics.
+//! The routes, one module per resource, and the filters and helpers they share. Every route
+//! is a [`Resource`]: its template from [`paths`], its methods, a 405 with an `Allow` header
+//! for the others, and its template on its answers ([`crate::telemetry::tag`]) for the request
+//! metrics. Handlers return `Result<T, ApiError>`; [`crate::reply`] renders and stamps it.
 
 pub mod admin;
 pub mod analytics;
@@ -10,16 +11,16 @@ pub mod inventory;
 pub mod metrics;
 pub mod notifications;
 pub mod orders;
+pub mod paths;
+mod resource;
+
+pub use resource::Resource;
 
 use std::convert::Infallible;
 
-use warp::filters::BoxedFilter;
-use warp::http::{HeaderMap, Method};
-use warp::reply::Response;
 use warp::Filter;
 
 use crate::problem::ApiError;
-use crate::request_id::RequestId;
 use crate::GatewayState;
 
 /// Hands a clone of the state to a handler.
@@ -28,23 +29,6 @@ pub fn with_state(
 ) -> impl Filter<Extract = (GatewayState,), Error = Infallible> + Clone {
     let state = state.clone();
     warp::any().map(move || state.clone())
-}
-
-/// The fallback of a path: 405 with `Allow: <allow>` for any method not in `allow`
-/// (comma-separated). Methods in `allow` are left to the route (they reach here only when the
-/// route rejected for another reason, which then wins).
-pub fn method_not_allowed(allow: &'static str) -> BoxedFilter<(Response,)> {
-    warp::method()
-        .and(warp::header::headers_cloned())
-        .and_then(move |method: Method, headers: HeaderMap| async move {
-            if allow.split(',').any(|m| m.trim() == method.as_str()) {
-                Err(warp::reject::not_found())
-            } else {
-                let response = ApiError::MethodNotAllowed { allow: Some(allow) }.into_response();
-                Ok(RequestId::from_headers(&headers).stamp(response))
-            }
-        })
-        .boxed()
 }
 
 /// The value of query parameter `name` (the last one when repeated).
@@ -76,16 +60,12 @@ pub fn decode_segment(raw: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// The answer, or its error as a problem.
-pub fn into_response(answer: Result<Response, ApiError>) -> Response {
-    answer.unwrap_or_else(ApiError::into_response)
-}
-
 /// Runs `work` in a task of its own and waits for it: when the client hangs up and warp drops
 /// this future, the work still runs to its end (no transaction is cut in half).
-pub async fn detached<F>(work: F) -> Result<Response, ApiError>
+pub async fn detached<F, T>(work: F) -> Result<T, ApiError>
 where
-    F: std::future::Future<Output = Result<Response, ApiError>> + Send + 'static,
+    F: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+    T: Send + 'static,
 {
     tokio::spawn(work)
         .await

@@ -4,8 +4,6 @@
 //! up cannot cut their database work in half. Handlers never reject: they answer their errors
 //! as problems.
 
-use std::convert::Infallible;
-
 use chrono::{DateTime, Utc};
 use orderflow_domain::{FieldError, OrderCommand, OrderError, OrderStatus};
 use orderflow_projections::order_summary::{self, ListError, OrderFilter, OrderPage};
@@ -14,25 +12,18 @@ use orderflow_store::{CommandError, CommandMetadata};
 use tracing::{Instrument, Span};
 use uuid::Uuid;
 use warp::filters::BoxedFilter;
-use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
+use warp::http::header::HeaderName;
+use warp::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
 use crate::body::{self, Body};
 use crate::dto::{CancelOrderRequest, OrderEventsResponse, OrderResponse, PlaceOrderRequest};
-use crate::problem::{self, ApiError, Problem};
+use crate::problem::ApiError;
+use crate::reply::{respond2, respond3, Json};
 use crate::request_id::{request_id, RequestId};
-use crate::routes::{detached, into_response, method_not_allowed, query_param, with_state};
-use crate::telemetry::tag;
+use crate::routes::{detached, paths, query_param, with_state, Resource};
 use crate::GatewayState;
-
-fn order_path() -> impl Filter<Extract = (String,), Error = warp::Rejection> + Copy {
-    warp::path!("v1" / "orders" / String)
-}
-
-fn ignore_id(_id: String, response: Response) -> Response {
-    response
-}
 
 /// The header that makes `POST /v1/orders` safe to retry.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -41,68 +32,60 @@ pub const IDEMPOTENT_REPLAY_HEADER: &str = "idempotent-replayed";
 
 /// Every order route, each with its own 405 for other methods.
 pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
-    let place = warp::path!("v1" / "orders")
-        .and(
-            warp::post()
-                .and(with_state(&state))
-                .and(request_id())
+    let s = &state;
+    let orders = Resource::new(paths::ORDERS)
+        .on(Method::POST, |path| {
+            path.and(with_state(s))
                 .and(warp::header::headers_cloned())
                 .and(body::limited())
-                .and_then(place_order)
-                .or(warp::get()
-                    .and(with_state(&state))
-                    .and(request_id())
-                    .and(warp::query::<Vec<(String, String)>>())
-                    .and_then(list_orders))
-                .unify()
-                .or(method_not_allowed("GET, POST"))
-                .unify(),
-        )
-        .map(tag("/v1/orders"))
-        .boxed();
-    let get = order_path()
-        .and(warp::get())
-        .and(with_state(&state))
-        .and(request_id())
-        .and_then(get_order)
-        .or(order_path().and(method_not_allowed("GET")).map(ignore_id))
-        .unify()
-        .map(tag("/v1/orders/{id}"))
-        .boxed();
-    let cancel_path = || warp::path!("v1" / "orders" / String / "cancel");
-    let cancel = cancel_path()
-        .and(warp::post())
-        .and(with_state(&state))
-        .and(request_id())
-        .and(body::limited())
-        .and_then(cancel_order)
-        .or(cancel_path().and(method_not_allowed("POST")).map(ignore_id))
-        .unify()
-        .map(tag("/v1/orders/{id}/cancel"))
-        .boxed();
-    let events_path = || warp::path!("v1" / "orders" / String / "events");
-    let events = events_path()
-        .and(warp::get())
-        .and(with_state(&state))
-        .and(request_id())
-        .and_then(order_events)
-        .or(events_path().and(method_not_allowed("GET")).map(ignore_id))
-        .unify()
-        .map(tag("/v1/orders/{id}/events"))
-        .boxed();
-    let at_path = || warp::path!("v1" / "orders" / String / "state");
-    let at = at_path()
-        .and(warp::get())
-        .and(with_state(&state))
-        .and(request_id())
-        .and(warp::query::<Vec<(String, String)>>())
-        .and_then(order_state_at)
-        .or(at_path().and(method_not_allowed("GET")).map(ignore_id))
-        .unify()
-        .map(tag("/v1/orders/{id}/state"))
-        .boxed();
-    place
-        .or(get)
+                .and(request_id())
+                .then(respond3(place_order))
+                .boxed()
+        })
+        .on(Method::GET, |path| {
+            path.and(with_state(s))
+                .and(warp::query::<Vec<(String, String)>>())
+                .and(request_id())
+                .then(respond2(list_orders))
+                .boxed()
+        })
+        .build();
+    let order = Resource::new(paths::ORDER)
+        .on_param(Method::GET, |path| {
+            path.and(with_state(s))
+                .and(request_id())
+                .then(respond2(get_order))
+                .boxed()
+        })
+        .build();
+    let cancel = Resource::new(paths::ORDER_CANCEL)
+        .on_param(Method::POST, |path| {
+            path.and(with_state(s))
+                .and(body::limited())
+                .and(request_id())
+                .then(respond3(cancel_order))
+                .boxed()
+        })
+        .build();
+    let events = Resource::new(paths::ORDER_EVENTS)
+        .on_param(Method::GET, |path| {
+            path.and(with_state(s))
+                .and(request_id())
+                .then(respond2(order_events))
+                .boxed()
+        })
+        .build();
+    let at = Resource::new(paths::ORDER_STATE)
+        .on_param(Method::GET, |path| {
+            path.and(with_state(s))
+                .and(warp::query::<Vec<(String, String)>>())
+                .and(request_id())
+                .then(respond3(order_state_at))
+                .boxed()
+        })
+        .build();
+    orders
+        .or(order)
         .unify()
         .or(cancel)
         .unify()
@@ -120,7 +103,7 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
 /// when the walk began exactly once.
 #[utoipa::path(
     get,
-    path = "/v1/orders",
+    path = paths::ORDERS,
     tag = "orders",
     params(
         ("customer_id" = Option<String>, Query, description = "Only this customer's orders"),
@@ -131,23 +114,19 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
     ),
     responses(
         (status = 200, description = "One page of orders, newest first", body = OrderPage),
-        (status = 400, description = "The query string cannot be parsed", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A parameter has an invalid value, named in `errors`", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The read model failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The query string cannot be parsed"),
+        (status = 422, description = "A parameter has an invalid value, named in `errors`"),
+        (status = 500, description = "The read model failed; the cause is logged, not shown"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id))]
 pub async fn list_orders(
     state: GatewayState,
-    request_id: RequestId,
     query: Vec<(String, String)>,
-) -> Result<Response, Infallible> {
-    let answer = async {
-        let filter = order_filter(&query, None)?;
-        list_page(&state, &filter).await
-    }
-    .await;
-    Ok(request_id.stamp(into_response(answer)))
+    request_id: RequestId,
+) -> Result<Json<OrderPage>, ApiError> {
+    let filter = order_filter(&query, None)?;
+    list_page(&state, &filter).await
 }
 
 /// The filter a list query asks for; `customer_id` from the path wins over the query's.
@@ -221,9 +200,12 @@ pub fn order_filter(
 /// # Errors
 /// [`ApiError::Invalid`] for a limit or cursor the projection refuses, [`ApiError::Internal`]
 /// when the query fails.
-pub async fn list_page(state: &GatewayState, filter: &OrderFilter) -> Result<Response, ApiError> {
+pub async fn list_page(
+    state: &GatewayState,
+    filter: &OrderFilter,
+) -> Result<Json<OrderPage>, ApiError> {
     match order_summary::list_orders(&state.pool, filter).await {
-        Ok(page) => Ok(problem::json(&page, StatusCode::OK)),
+        Ok(page) => Ok(Json::ok(page)),
         Err(ListError::Database(e)) => Err(e.into()),
         Err(ListError::InvalidCursor) => Err(ApiError::invalid(
             "cursor",
@@ -240,7 +222,7 @@ pub async fn list_page(state: &GatewayState, filter: &OrderFilter) -> Result<Res
 /// body is refused (422).
 #[utoipa::path(
     post,
-    path = "/v1/orders",
+    path = paths::ORDERS,
     tag = "orders",
     request_body(content = PlaceOrderRequest, content_type = "application/json"),
     params(
@@ -254,23 +236,22 @@ pub async fn list_page(state: &GatewayState, filter: &OrderFilter) -> Result<Res
          body = OrderResponse,
          headers(("Location" = String, description = "/v1/orders/{id}"),
                  ("X-Request-Id" = String, description = "The request id"))),
-        (status = 400, description = "Malformed JSON, not an object, or unknown fields", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "A body sent as another media type than JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Fields missing, of the wrong JSON type or with invalid values, one entry per field in `errors` (by JSON path, e.g. `lines[0].quantity`); or an Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The event store failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, not an object, or unknown fields"),
+        (status = 413, description = "Body over 64 KiB"),
+        (status = 415, description = "A body sent as another media type than JSON"),
+        (status = 422, description = "Fields missing, of the wrong JSON type or with invalid values, one entry per field in `errors` (by JSON path, e.g. `lines[0].quantity`); or an Idempotency-Key reused with another body"),
+        (status = 500, description = "The event store failed; the cause is logged, not shown"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = tracing::field::Empty))]
 pub async fn place_order(
     state: GatewayState,
-    request_id: RequestId,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, Infallible> {
-    let work = place(state, request_id.clone(), headers, body).instrument(Span::current());
-    let answer = detached(work).await;
-    Ok(request_id.stamp(into_response(answer)))
+    request_id: RequestId,
+) -> Result<Json<OrderResponse>, ApiError> {
+    let work = place(state, request_id, headers, body).instrument(Span::current());
+    detached(work).await
 }
 
 async fn place(
@@ -278,7 +259,7 @@ async fn place(
     request_id: RequestId,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
+) -> Result<Json<OrderResponse>, ApiError> {
     let key = idempotency_key(&headers)?;
     let (request, json): (PlaceOrderRequest, _) = body::parse_json(&body?)?;
     let order_id = Uuid::now_v7();
@@ -335,16 +316,19 @@ async fn place(
     Ok(created(order.into(), replayed))
 }
 
-fn created(order: OrderResponse, replayed: bool) -> Response {
-    let mut response = problem::json(&order, StatusCode::CREATED);
-    let headers = response.headers_mut();
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/orders/{}", order.id)) {
-        headers.insert(header::LOCATION, location);
+fn created(order: OrderResponse, replayed: bool) -> Json<OrderResponse> {
+    let location = HeaderValue::from_str(&format!("/v1/orders/{}", order.id));
+    let mut reply = Json::with_status(order, StatusCode::CREATED);
+    if let Ok(location) = location {
+        reply = reply.header(header::LOCATION, location);
     }
     if replayed {
-        headers.insert(IDEMPOTENT_REPLAY_HEADER, HeaderValue::from_static("true"));
+        reply = reply.header(
+            HeaderName::from_static(IDEMPOTENT_REPLAY_HEADER),
+            HeaderValue::from_static("true"),
+        );
     }
-    response
+    reply
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -366,13 +350,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 /// Read an order as the event log says it is now.
 #[utoipa::path(
     get,
-    path = "/v1/orders/{id}",
+    path = paths::ORDER,
     tag = "orders",
     params(("id" = Uuid, Path, description = "The order id")),
     responses(
         (status = 200, description = "The order", body = OrderResponse),
-        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The event store failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order"),
+        (status = 500, description = "The event store failed; the cause is logged, not shown"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = %raw_id))]
@@ -380,18 +364,14 @@ pub async fn get_order(
     raw_id: String,
     state: GatewayState,
     request_id: RequestId,
-) -> Result<Response, Infallible> {
-    let answer = async {
-        let order_id = parse_order_id(&raw_id)?;
-        let order = state
-            .orders
-            .load(order_id)
-            .await?
-            .ok_or_else(|| ApiError::OrderNotFound(order_id.to_string()))?;
-        Ok(problem::json(&OrderResponse::from(order), StatusCode::OK))
-    }
-    .await;
-    Ok(request_id.stamp(into_response(answer)))
+) -> Result<Json<OrderResponse>, ApiError> {
+    let order_id = parse_order_id(&raw_id)?;
+    let order = state
+        .orders
+        .load(order_id)
+        .await?
+        .ok_or_else(|| ApiError::OrderNotFound(order_id.to_string()))?;
+    Ok(Json::ok(OrderResponse::from(order)))
 }
 
 /// Cancel an order, with a reason or without. Allowed while placed or confirmed; 409 once it
@@ -400,31 +380,31 @@ pub async fn get_order(
 /// The body is optional: none (or `{}`) cancels without a reason, as the customer.
 #[utoipa::path(
     post,
-    path = "/v1/orders/{id}/cancel",
+    path = paths::ORDER_CANCEL,
     tag = "orders",
     params(("id" = Uuid, Path, description = "The order id")),
     request_body(content = CancelOrderRequest, content_type = "application/json",
                  description = "Optional; no body is the same as `{}`"),
     responses(
         (status = 200, description = "The cancelled order", body = OrderResponse),
-        (status = 400, description = "Malformed JSON, not an object, or unknown fields", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The order can no longer be cancelled; `detail` says why, e.g. \"order … has shipped and can no longer be cancelled\"", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "A body sent as another media type than JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field of the wrong JSON type, or a blank or over-long reason or canceller, one entry per field in `errors`", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The event store failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, not an object, or unknown fields"),
+        (status = 404, description = "No such order"),
+        (status = 409, description = "The order can no longer be cancelled; `detail` says why, e.g. \"order … has shipped and can no longer be cancelled\""),
+        (status = 413, description = "Body over 64 KiB"),
+        (status = 415, description = "A body sent as another media type than JSON"),
+        (status = 422, description = "A field of the wrong JSON type, or a blank or over-long reason or canceller, one entry per field in `errors`"),
+        (status = 500, description = "The event store failed; the cause is logged, not shown"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = %raw_id))]
 pub async fn cancel_order(
     raw_id: String,
     state: GatewayState,
-    request_id: RequestId,
     body: Body,
-) -> Result<Response, Infallible> {
+    request_id: RequestId,
+) -> Result<Json<OrderResponse>, ApiError> {
     let metadata = CommandMetadata::from_request(request_id.as_str());
-    let answer = detached(
+    detached(
         async move {
             let order_id = parse_order_id(&raw_id)?;
             let (request, _): (CancelOrderRequest, _) = body::parse_optional_json(&body?)?;
@@ -444,24 +424,23 @@ pub async fn cancel_order(
                 .await?
                 .ok_or_else(|| ApiError::OrderNotFound(order_id.to_string()))?;
             tracing::info!("order cancelled");
-            Ok(problem::json(&OrderResponse::from(order), StatusCode::OK))
+            Ok(Json::ok(OrderResponse::from(order)))
         }
         .instrument(Span::current()),
     )
-    .await;
-    Ok(request_id.stamp(into_response(answer)))
+    .await
 }
 
 /// The order's event history, by sequence.
 #[utoipa::path(
     get,
-    path = "/v1/orders/{id}/events",
+    path = paths::ORDER_EVENTS,
     tag = "orders",
     params(("id" = Uuid, Path, description = "The order id")),
     responses(
         (status = 200, description = "Every event of the order, by sequence", body = OrderEventsResponse),
-        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The event store failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order"),
+        (status = 500, description = "The event store failed; the cause is logged, not shown"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = %raw_id))]
@@ -469,26 +448,19 @@ pub async fn order_events(
     raw_id: String,
     state: GatewayState,
     request_id: RequestId,
-) -> Result<Response, Infallible> {
-    let answer = async {
-        let order_id = parse_order_id(&raw_id)?;
-        let events = state.orders.events(order_id).await?;
-        if events.is_empty() {
-            return Err(ApiError::OrderNotFound(order_id.to_string()));
-        }
-        Ok(problem::json(
-            &OrderEventsResponse { order_id, events },
-            StatusCode::OK,
-        ))
+) -> Result<Json<OrderEventsResponse>, ApiError> {
+    let order_id = parse_order_id(&raw_id)?;
+    let events = state.orders.events(order_id).await?;
+    if events.is_empty() {
+        return Err(ApiError::OrderNotFound(order_id.to_string()));
     }
-    .await;
-    Ok(request_id.stamp(into_response(answer)))
+    Ok(Json::ok(OrderEventsResponse { order_id, events }))
 }
 
 /// The order as it was right after its event number `at_sequence` (time travel).
 #[utoipa::path(
     get,
-    path = "/v1/orders/{id}/state",
+    path = paths::ORDER_STATE,
     tag = "orders",
     params(
         ("id" = Uuid, Path, description = "The order id"),
@@ -496,47 +468,43 @@ pub async fn order_events(
     ),
     responses(
         (status = 200, description = "The order after event `at_sequence`; `version` equals `at_sequence`", body = OrderResponse),
-        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`at_sequence` missing, not an integer, or outside 1 to the order's version", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The event store failed; the cause is logged, not shown", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order"),
+        (status = 422, description = "`at_sequence` missing, not an integer, or outside 1 to the order's version"),
+        (status = 500, description = "The event store failed; the cause is logged, not shown"),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = %raw_id))]
 pub async fn order_state_at(
     raw_id: String,
     state: GatewayState,
-    request_id: RequestId,
     query: Vec<(String, String)>,
-) -> Result<Response, Infallible> {
-    let answer = async {
-        let order_id = parse_order_id(&raw_id)?;
-        let at = query
-            .iter()
-            .find(|(name, _)| name == "at_sequence")
-            .map(|(_, value)| value.as_str());
-        let events = state.orders.events(order_id).await?;
-        let Some(last) = events.last().map(|e| e.sequence) else {
-            return Err(ApiError::OrderNotFound(order_id.to_string()));
-        };
-        let out_of_range = || {
-            ApiError::invalid(
-                "at_sequence",
-                format!("must be an integer from 1 to {last}, the order's current version"),
-            )
-        };
-        let at = match at {
-            None => return Err(ApiError::invalid("at_sequence", "is required")),
-            Some(raw) => raw.trim().parse::<i64>().map_err(|_| out_of_range())?,
-        };
-        if !(1..=last).contains(&at) {
-            return Err(out_of_range());
-        }
-        let order = orderflow_store::orders::fold(&events, Some(at))?
-            .ok_or_else(|| ApiError::OrderNotFound(order_id.to_string()))?;
-        Ok(problem::json(&OrderResponse::from(order), StatusCode::OK))
+    request_id: RequestId,
+) -> Result<Json<OrderResponse>, ApiError> {
+    let order_id = parse_order_id(&raw_id)?;
+    let at = query
+        .iter()
+        .find(|(name, _)| name == "at_sequence")
+        .map(|(_, value)| value.as_str());
+    let events = state.orders.events(order_id).await?;
+    let Some(last) = events.last().map(|e| e.sequence) else {
+        return Err(ApiError::OrderNotFound(order_id.to_string()));
+    };
+    let out_of_range = || {
+        ApiError::invalid(
+            "at_sequence",
+            format!("must be an integer from 1 to {last}, the order's current version"),
+        )
+    };
+    let at = match at {
+        None => return Err(ApiError::invalid("at_sequence", "is required")),
+        Some(raw) => raw.trim().parse::<i64>().map_err(|_| out_of_range())?,
+    };
+    if !(1..=last).contains(&at) {
+        return Err(out_of_range());
     }
-    .await;
-    Ok(request_id.stamp(into_response(answer)))
+    let order = orderflow_store::orders::fold(&events, Some(at))?
+        .ok_or_else(|| ApiError::OrderNotFound(order_id.to_string()))?;
+    Ok(Json::ok(OrderResponse::from(order)))
 }
 
 /// A path id that is not a UUID names no order: 404, not 400.
