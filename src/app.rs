@@ -223,8 +223,7 @@ async fn start_gateway(
     http: &HttpArgs,
     log_format: LogFormat,
 ) -> Result<()> {
-    let metrics = orderflow_gateway::telemetry::install_recorder()
-        .context("installing the metrics recorder")?;
+    let metrics = crate::telemetry::install_metrics().context("installing the metrics recorder")?;
     let mut state = GatewayState::new(pool).with_metrics(metrics);
     if let Some(token) = http.admin_token.as_deref().filter(|t| !t.trim().is_empty()) {
         state = state.with_admin_token(token);
@@ -250,6 +249,41 @@ async fn start_gateway(
         "gateway",
         async move { server.await.context("gateway task") },
     );
+    Ok(())
+}
+
+/// Serves `GET /metrics` on `--metrics-addr` for a role without the gateway, when asked to.
+async fn start_metrics_endpoint(roles: &mut Roles, common: &CommonArgs) -> Result<()> {
+    let handle = crate::telemetry::install_metrics().context("installing the metrics recorder")?;
+    let Some(addr) = common.metrics_addr else {
+        return Ok(());
+    };
+    use warp::Filter;
+    let route = warp::path("metrics")
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(move || {
+            let mut response = warp::reply::Response::new(handle.render().into());
+            response.headers_mut().insert(
+                warp::http::header::CONTENT_TYPE,
+                warp::http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        })
+        .boxed();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    let bound = listener.local_addr()?;
+    let shutdown = roles.shutdown.clone();
+    let server = warp::serve(route)
+        .incoming(listener)
+        .graceful(async move { shutdown.cancelled().await });
+    tracing::info!(address = %bound, "serving GET /metrics");
+    roles.spawn("metrics endpoint", async move {
+        server.run().await;
+        Ok(())
+    });
     Ok(())
 }
 
@@ -345,6 +379,7 @@ pub async fn project(common: &CommonArgs, consumers: &ConsumerArgs, name: &str) 
     let pool = connect_store(common, common.connect_wait()).await?;
     let bus = connect_bus(common, common.connect_wait()).await?;
     let mut roles = Roles::new(shutdown_on_signal());
+    start_metrics_endpoint(&mut roles, common).await?;
     start_projections(&mut roles, &pool, &bus, consumers, vec![projection]).await?;
     roles.wait().await
 }
@@ -384,6 +419,7 @@ pub async fn relay(common: &CommonArgs) -> Result<()> {
     let pool = connect_store(common, common.connect_wait()).await?;
     let bus = connect_bus(common, common.connect_wait()).await?;
     let mut roles = Roles::new(shutdown_on_signal());
+    start_metrics_endpoint(&mut roles, common).await?;
     start_relay(&mut roles, pool, &bus);
     roles.wait().await
 }
@@ -424,6 +460,7 @@ pub async fn worker(common: &CommonArgs, consumers: &ConsumerArgs, name: &str) -
     )?;
     let bus = connect_bus(common, common.connect_wait()).await?;
     let mut roles = Roles::new(shutdown_on_signal());
+    start_metrics_endpoint(&mut roles, common).await?;
     roles.spawn_consumer(handler, &bus, consumers.consumer_options());
     roles.wait().await
 }

@@ -85,6 +85,11 @@ pub struct CommonArgs {
     )]
     pub connect_wait_secs: u64,
 
+    /// Address where the relay, worker and project roles serve `GET /metrics` (Prometheus
+    /// text); unset, they serve none. `serve` and `gateway` answer it on their HTTP address.
+    #[arg(long, env = "ORDERFLOW_METRICS_ADDR", global = true)]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// Log format; the filter comes from RUST_LOG (default `info,sqlx=warn` for the roles,
     /// `warn` for operator commands).
     #[arg(
@@ -103,6 +108,7 @@ impl std::fmt::Debug for CommonArgs {
             .field("database", &self.database())
             .field("bus", &self.bus())
             .field("connect_wait_secs", &self.connect_wait_secs)
+            .field("metrics_addr", &self.metrics_addr)
             .field("log_format", &self.log_format)
             .finish()
     }

@@ -142,7 +142,7 @@ impl GatewayState {
     }
 
     /// The same state, with `/metrics` rendering `handle` (see
-    /// [`telemetry::install_recorder`]).
+    /// the process's Prometheus recorder).
     #[must_use]
     pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
         self.metrics = Some(handle);

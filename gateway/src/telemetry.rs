@@ -4,13 +4,13 @@
 //!
 //! `route` is the route template (`/v1/orders/{id}`), which each route puts on its answer as
 //! a [`RouteTemplate`] extension; answers no route made (unknown paths) count as `unmatched`.
-//! [`install_recorder`] installs the Prometheus recorder once per process and returns the
-//! handle `GET /metrics` renders.
+//! The process installs the recorder (the binary does, for every role) and hands its
+//! handle to [`crate::GatewayState::with_metrics`] for `GET /metrics`.
 
-use std::sync::OnceLock;
 use std::time::Instant;
 
-use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
+
 use warp::http::Method;
 use warp::reply::Response;
 
@@ -38,35 +38,11 @@ pub fn tag(template: &'static str) -> impl Fn(Response) -> Response + Clone + Se
     }
 }
 
-/// Why the recorder could not be installed.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot install the Prometheus recorder: {0}")]
-pub struct MetricsError(String);
+/// Latency buckets of [`REQUEST_DURATION`], in seconds, for the process's recorder.
+pub const REQUEST_DURATION_BUCKETS: [f64; 12] = BUCKETS;
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-
-/// Installs the Prometheus recorder as the process's global `metrics` recorder (once; later
-/// calls return the same handle) with real histogram buckets for the request latency, and
-/// returns its handle for [`crate::GatewayState::with_metrics`].
-///
-/// # Errors
-/// [`MetricsError`] when another recorder is installed already.
-pub fn install_recorder() -> Result<PrometheusHandle, MetricsError> {
-    if let Some(handle) = HANDLE.get() {
-        return Ok(handle.clone());
-    }
-    let recorder = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.to_string()), &BUCKETS)
-        .map_err(|e: BuildError| MetricsError(e.to_string()))?
-        .build_recorder();
-    let handle = recorder.handle();
-    // Two callers racing: only one recorder is installed; the loser gets the winner's handle.
-    if metrics::set_global_recorder(recorder).is_err() {
-        return HANDLE
-            .get()
-            .cloned()
-            .ok_or_else(|| MetricsError("another metrics recorder is installed".into()));
-    }
+/// Gives the request metrics their `# HELP` text. Call once after installing a recorder.
+pub fn describe_metrics() {
     metrics::describe_counter!(
         REQUESTS_TOTAL,
         "HTTP requests answered, by method, route and status"
@@ -76,8 +52,6 @@ pub fn install_recorder() -> Result<PrometheusHandle, MetricsError> {
         metrics::Unit::Seconds,
         "Time to answer an HTTP request, by method and route"
     );
-    orderflow_bus::describe_metrics();
-    Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
 /// Records one answered request.

@@ -17,7 +17,7 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 
 #[tokio::test]
 async fn metrics_count_requests_by_route_template() {
-    let handle = orderflow_gateway::telemetry::install_recorder().expect("a recorder");
+    let handle = orderflow::telemetry::install_metrics().expect("a recorder");
     let app = spawn_app_with(|state| state.with_metrics(handle)).await;
     let unknown = Uuid::now_v7();
     assert_eq!(

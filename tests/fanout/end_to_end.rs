@@ -151,3 +151,44 @@ async fn two_hundred_orders_with_stock_for_150_end_as_the_log_says() {
     assert_eq!((sold.units, sold.revenue), (150, 150 * 1000));
     world.cleanup().await;
 }
+
+/// A worker process records what it does and serves it at `--metrics-addr`.
+#[tokio::test]
+async fn a_worker_role_serves_its_metrics() {
+    let world = World::new().await;
+    world.place(&[("SKU-M", 1)]).await;
+    world.relay().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let _worker = super::support::Process::start(
+        &world,
+        &["worker", "inventory"],
+        &[("ORDERFLOW_METRICS_ADDR", address.as_str())],
+    );
+    let http = reqwest::Client::new();
+    let wanted = "orderflow_consumer_messages_total{consumer=\"inventory\",outcome=\"handled\"} 1";
+    let started = std::time::Instant::now();
+    loop {
+        let text = match http.get(format!("http://{address}/metrics")).send().await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if text.contains(wanted) {
+            assert!(
+                text.contains("# HELP orderflow_consumer_messages_total "),
+                "{text}"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the worker's /metrics never showed {wanted}:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    world.cleanup().await;
+}
