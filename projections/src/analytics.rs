@@ -15,22 +15,22 @@
 //! # Tables
 //! `analytics_orders` remembers each order's contribution (status, day, currency, total,
 //! lines); the counter tables `analytics_revenue`, `analytics_status` and `analytics_skus`
-//! hold the sums. A fold subtracts an order's old contribution and adds its new one; rows
-//! whose counters reach zero are deleted, so a rebuild and the live fold hold the same rows.
+//! hold the sums. The pure fold ([`Fold`]) keeps each order's contribution; writing a batch
+//! subtracts an order's old contribution and adds its new one; rows whose counters reach
+//! zero are deleted, so a rebuild and the live fold hold the same rows. The framework
+//! ([`crate::projection`]) runs the batches.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{NaiveDate, Utc};
 use orderflow_domain::{OrderEvent, OrderStatus};
-use orderflow_store::EventEnvelope;
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool, Row};
-use utoipa::{IntoParams, ToSchema};
+use sqlx::{PgConnection, PgPool};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::order_summary::decode_all;
-use crate::projection::{Projection, ProjectionError, TableSpec, Tables};
+use crate::projection::{Change, Fold, ProjectionError, StatusColumn, TableSpec, Tables};
 
 /// The statuses in which an order counts as revenue.
 pub const REVENUE_STATUSES: [OrderStatus; 3] = [
@@ -107,21 +107,26 @@ impl AnalyticsProjection {
 
 /// One line as analytics remembers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Line {
-    sku: String,
-    units: i64,
-    revenue: i64,
+pub struct Line {
+    pub sku: String,
+    pub units: i64,
+    pub revenue: i64,
 }
 
-/// An order's contribution to the counters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Contribution {
-    status: OrderStatus,
-    day: NaiveDate,
-    currency: String,
-    total: i64,
-    lines: Vec<Line>,
-    version: i64,
+/// An order's contribution to the counters: a row of `analytics_orders`.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Contribution {
+    pub order_id: Uuid,
+    #[sqlx(try_from = "StatusColumn")]
+    pub status: OrderStatus,
+    /// The UTC day the order was placed.
+    pub day: NaiveDate,
+    pub currency: String,
+    pub total: i64,
+    #[sqlx(json)]
+    pub lines: Vec<Line>,
+    /// The sequence of the order's last event folded in.
+    pub version: i64,
 }
 
 impl Contribution {
@@ -131,7 +136,7 @@ impl Contribution {
 }
 
 /// Net changes of the counters, by key.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct Deltas {
     revenue: HashMap<(NaiveDate, String), (i64, i64)>,
     status: HashMap<(NaiveDate, &'static str), i64>,
@@ -139,6 +144,22 @@ struct Deltas {
 }
 
 impl Deltas {
+    /// What `changes` do to the counters: each order's old contribution subtracted, its new
+    /// one added. Keys whose changes cancel out are left out.
+    fn of(changes: &[Change<Contribution>]) -> Self {
+        let mut deltas = Self::default();
+        for change in changes {
+            if let Some(before) = &change.before {
+                deltas.add(before, -1);
+            }
+            deltas.add(&change.after, 1);
+        }
+        deltas.revenue.retain(|_, d| *d != (0, 0));
+        deltas.status.retain(|_, d| *d != 0);
+        deltas.skus.retain(|_, d| *d != (0, 0));
+        deltas
+    }
+
     fn add(&mut self, c: &Contribution, sign: i64) {
         *self.status.entry((c.day, c.status.as_str())).or_default() += sign;
         if c.counts_as_revenue() {
@@ -157,15 +178,18 @@ impl Deltas {
     }
 }
 
+/// The contribution an `OrderPlaced` starts; `None` for any other event.
 fn placed(sequence: i64, event: &OrderEvent) -> Option<Contribution> {
     match event {
         OrderEvent::OrderPlaced {
+            order_id,
             currency,
             lines,
             total,
             placed_at,
             ..
         } => Some(Contribution {
+            order_id: *order_id,
             status: OrderStatus::Placed,
             day: placed_at.with_timezone(&Utc).date_naive(),
             currency: currency.as_str().to_string(),
@@ -196,110 +220,49 @@ fn next_status(event: &OrderEvent) -> Option<OrderStatus> {
 }
 
 #[async_trait]
-impl Projection for AnalyticsProjection {
-    fn name(&self) -> &'static str {
-        Self::NAME
+impl Fold for AnalyticsProjection {
+    const NAME: &'static str = Self::NAME;
+    const VERSION: i32 = 1;
+    const TABLES: &'static [TableSpec] = TABLES;
+    const COLUMNS: &'static str = "order_id, status, day, currency, total, lines, version";
+    type Row = Contribution;
+
+    fn order_id(row: &Contribution) -> Uuid {
+        row.order_id
     }
 
-    fn version(&self) -> i32 {
-        1
+    /// An `OrderPlaced` starts the contribution; later events set its status; events at or
+    /// below its version change nothing.
+    fn fold(
+        &self,
+        row: Option<&Contribution>,
+        sequence: i64,
+        event: &OrderEvent,
+    ) -> Option<Contribution> {
+        let Some(row) = row else {
+            return placed(sequence, event);
+        };
+        if sequence <= row.version {
+            return None;
+        }
+        let mut row = row.clone();
+        if let Some(status) = next_status(event) {
+            row.status = status;
+        }
+        row.version = sequence;
+        Some(row)
     }
 
-    fn tables(&self) -> &'static [TableSpec] {
-        TABLES
-    }
-
-    async fn apply(
+    /// Upserts the changed `analytics_orders` rows, then adds the counters' net changes
+    /// (deleting counters that reach zero).
+    async fn write(
         &self,
         tx: &mut PgConnection,
         tables: &Tables,
-        event: &EventEnvelope,
+        changes: &[Change<Contribution>],
     ) -> Result<(), ProjectionError> {
-        self.apply_batch(tx, tables, std::slice::from_ref(event))
-            .await
-    }
-
-    async fn apply_batch(
-        &self,
-        tx: &mut PgConnection,
-        tables: &Tables,
-        events: &[EventEnvelope],
-    ) -> Result<(), ProjectionError> {
-        let decoded = decode_all(events)?;
-        // Every touched order is read (not only those the batch does not place), so a
-        // repeated `OrderPlaced` can never count an order twice.
-        let mut load: Vec<Uuid> = decoded.iter().map(|(e, _)| e.order_id).collect();
-        load.sort_unstable();
-        load.dedup();
-        let orders_table = tables.name(ORDERS);
-        // Each touched order: what it contributed before the batch, and what it does now.
-        let mut before: HashMap<Uuid, Contribution> = HashMap::new();
-        if !load.is_empty() {
-            let rows = sqlx::query(&format!(
-                "SELECT order_id, status, day, currency, total, lines::text AS lines, version
-                 FROM {orders_table} WHERE order_id = ANY($1)"
-            ))
-            .bind(&load)
-            .fetch_all(&mut *tx)
-            .await?;
-            for row in &rows {
-                let status: String = row.try_get("status")?;
-                let lines: String = row.try_get("lines")?;
-                let contribution = Contribution {
-                    status: OrderStatus::parse(&status).unwrap_or(OrderStatus::Placed),
-                    day: row.try_get("day")?,
-                    currency: row.try_get("currency")?,
-                    total: row.try_get("total")?,
-                    lines: serde_json::from_str(&lines).map_err(|source| {
-                        ProjectionError::Corrupt {
-                            position: None,
-                            event_type: "analytics_orders.lines".into(),
-                            source,
-                        }
-                    })?,
-                    version: row.try_get("version")?,
-                };
-                before.insert(row.try_get("order_id")?, contribution);
-            }
-        }
-        let mut now: HashMap<Uuid, Contribution> = before.clone();
-        let mut changed: Vec<Uuid> = Vec::new();
-        for (envelope, event) in &decoded {
-            let id = envelope.order_id;
-            match now.get_mut(&id) {
-                Some(c) if envelope.sequence > c.version => {
-                    if let Some(status) = next_status(event) {
-                        c.status = status;
-                    }
-                    c.version = envelope.sequence;
-                }
-                Some(_) => continue,
-                None => match placed(envelope.sequence, event) {
-                    Some(c) => {
-                        now.insert(id, c);
-                    }
-                    None => continue,
-                },
-            }
-            changed.push(id);
-        }
-        changed.sort_unstable();
-        changed.dedup();
-        if changed.is_empty() {
-            return Ok(());
-        }
-        let mut deltas = Deltas::default();
-        let mut orders = OrderColumns::default();
-        for id in &changed {
-            if let Some(old) = before.get(id) {
-                deltas.add(old, -1);
-            }
-            if let Some(new) = now.get(id) {
-                deltas.add(new, 1);
-                orders.push(*id, new)?;
-            }
-        }
-        orders.upsert(tx, &orders_table).await?;
+        upsert_orders(tx, &tables.name(ORDERS), changes).await?;
+        let deltas = Deltas::of(changes);
         upsert_revenue(tx, &tables.name(REVENUE), deltas.revenue).await?;
         upsert_status(tx, &tables.name(STATUS), deltas.status).await?;
         upsert_skus(tx, &tables.name(SKUS), deltas.skus).await?;
@@ -307,56 +270,43 @@ impl Projection for AnalyticsProjection {
     }
 }
 
-#[derive(Default)]
-struct OrderColumns {
-    ids: Vec<Uuid>,
-    statuses: Vec<&'static str>,
-    days: Vec<NaiveDate>,
-    currencies: Vec<String>,
-    totals: Vec<i64>,
-    lines: Vec<String>,
-    versions: Vec<i64>,
-}
-
-impl OrderColumns {
-    fn push(&mut self, id: Uuid, c: &Contribution) -> Result<(), ProjectionError> {
-        self.ids.push(id);
-        self.statuses.push(c.status.as_str());
-        self.days.push(c.day);
-        self.currencies.push(c.currency.clone());
-        self.totals.push(c.total);
-        self.lines
-            .push(
-                serde_json::to_string(&c.lines).map_err(|source| ProjectionError::Corrupt {
-                    position: None,
-                    event_type: "analytics_orders.lines".into(),
-                    source,
-                })?,
-            );
-        self.versions.push(c.version);
-        Ok(())
-    }
-
-    async fn upsert(&self, tx: &mut PgConnection, table: &str) -> Result<(), sqlx::Error> {
-        sqlx::query(&format!(
-            "INSERT INTO {table} (order_id, status, day, currency, total, lines, version)
-             SELECT i, s, d, c, t, l::jsonb, v
-             FROM UNNEST($1::uuid[], $2::text[], $3::date[], $4::text[], $5::int8[], $6::text[],
-                         $7::int8[]) AS u(i, s, d, c, t, l, v)
-             ON CONFLICT (order_id) DO UPDATE SET status = excluded.status,
-                version = excluded.version"
-        ))
-        .bind(&self.ids)
-        .bind(&self.statuses)
-        .bind(&self.days)
-        .bind(&self.currencies)
-        .bind(&self.totals)
-        .bind(&self.lines)
-        .bind(&self.versions)
-        .execute(tx)
-        .await?;
-        Ok(())
-    }
+async fn upsert_orders(
+    tx: &mut PgConnection,
+    table: &str,
+    changes: &[Change<Contribution>],
+) -> Result<(), ProjectionError> {
+    let rows = changes.iter().map(|c| &c.after);
+    let lines = rows
+        .clone()
+        .map(|r| serde_json::to_string(&r.lines))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| ProjectionError::Corrupt {
+            position: None,
+            event_type: "analytics_orders.lines".into(),
+            source,
+        })?;
+    sqlx::query(&format!(
+        "INSERT INTO {table} (order_id, status, day, currency, total, lines, version)
+         SELECT i, s, d, c, t, l::jsonb, v
+         FROM UNNEST($1::uuid[], $2::text[], $3::date[], $4::text[], $5::int8[], $6::text[],
+                     $7::int8[]) AS u(i, s, d, c, t, l, v)
+         ON CONFLICT (order_id) DO UPDATE SET status = excluded.status,
+            version = excluded.version"
+    ))
+    .bind(rows.clone().map(|r| r.order_id).collect::<Vec<_>>())
+    .bind(rows.clone().map(|r| r.status.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|r| r.day).collect::<Vec<_>>())
+    .bind(
+        rows.clone()
+            .map(|r| r.currency.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.clone().map(|r| r.total).collect::<Vec<_>>())
+    .bind(&lines)
+    .bind(rows.map(|r| r.version).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 async fn upsert_revenue(
@@ -366,7 +316,7 @@ async fn upsert_revenue(
 ) -> Result<(), sqlx::Error> {
     let (mut days, mut currencies, mut orders, mut revenue) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for ((day, currency), (o, r)) in deltas.into_iter().filter(|(_, d)| *d != (0, 0)) {
+    for ((day, currency), (o, r)) in deltas {
         days.push(day);
         currencies.push(currency);
         orders.push(o);
@@ -404,7 +354,7 @@ async fn upsert_status(
     deltas: HashMap<(NaiveDate, &'static str), i64>,
 ) -> Result<(), sqlx::Error> {
     let (mut days, mut statuses, mut orders) = (Vec::new(), Vec::new(), Vec::new());
-    for ((day, status), o) in deltas.into_iter().filter(|(_, d)| *d != 0) {
+    for ((day, status), o) in deltas {
         days.push(day);
         statuses.push(status);
         orders.push(o);
@@ -440,7 +390,7 @@ async fn upsert_skus(
 ) -> Result<(), sqlx::Error> {
     let (mut days, mut skus, mut currencies, mut units, mut revenue) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for ((day, sku, currency), (u, r)) in deltas.into_iter().filter(|(_, d)| *d != (0, 0)) {
+    for ((day, sku, currency), (u, r)) in deltas {
         days.push(day);
         skus.push(sku);
         currencies.push(currency);
@@ -478,7 +428,7 @@ async fn upsert_skus(
 }
 
 /// Revenue of one day in one currency.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct DailyRevenue {
     pub day: NaiveDate,
     pub currency: String,
@@ -504,7 +454,7 @@ pub struct StatusCount {
 }
 
 /// Units and revenue of one SKU in one currency.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct SkuSales {
     pub sku: String,
     pub currency: String,
@@ -530,16 +480,6 @@ pub struct AnalyticsSummary {
     pub skus: Vec<SkuSales>,
     /// The last global position folded in: the summary is the log up to here.
     pub position: i64,
-}
-
-/// The query string of `GET /v1/analytics/summary`: inclusive UTC days (`2026-11-25`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct SummaryQuery {
-    /// First day (inclusive) of the orders' placement; open when absent.
-    pub from: Option<NaiveDate>,
-    /// Last day (inclusive); open when absent.
-    pub to: Option<NaiveDate>,
 }
 
 /// Why [`summary`] refused or failed.
@@ -572,23 +512,13 @@ pub async fn summary(
         .execute(&mut *tx)
         .await?;
     let range = "($1::date IS NULL OR day >= $1) AND ($2::date IS NULL OR day <= $2)";
-    let revenue_per_day = sqlx::query(&format!(
+    let revenue_per_day: Vec<DailyRevenue> = sqlx::query_as(&format!(
         "SELECT day, currency, orders, revenue FROM {REVENUE} WHERE {range} ORDER BY day, currency"
     ))
     .bind(from)
     .bind(to)
     .fetch_all(&mut *tx)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok(DailyRevenue {
-            day: r.try_get("day")?,
-            currency: r.try_get("currency")?,
-            orders: r.try_get("orders")?,
-            revenue: r.try_get("revenue")?,
-        })
-    })
-    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    .await?;
     let mut totals: Vec<CurrencyRevenue> = Vec::new();
     for day in &revenue_per_day {
         match totals.iter_mut().find(|t| t.currency == day.currency) {
@@ -604,16 +534,15 @@ pub async fn summary(
         }
     }
     totals.sort_by(|a, b| a.currency.cmp(&b.currency));
-    let counts: HashMap<String, i64> = sqlx::query(&format!(
+    let counts: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(&format!(
         "SELECT status, sum(orders)::int8 AS orders FROM {STATUS} WHERE {range} GROUP BY status"
     ))
     .bind(from)
     .bind(to)
     .fetch_all(&mut *tx)
     .await?
-    .iter()
-    .map(|r| Ok((r.try_get("status")?, r.try_get("orders")?)))
-    .collect::<Result<_, sqlx::Error>>()?;
+    .into_iter()
+    .collect();
     let orders_by_status = OrderStatus::ALL
         .into_iter()
         .map(|status| StatusCount {
@@ -621,7 +550,7 @@ pub async fn summary(
             orders: counts.get(status.as_str()).copied().unwrap_or(0),
         })
         .collect();
-    let skus = sqlx::query(&format!(
+    let skus: Vec<SkuSales> = sqlx::query_as(&format!(
         "SELECT sku, currency, sum(units)::int8 AS units, sum(revenue)::int8 AS revenue
          FROM {SKUS} WHERE {range}
          GROUP BY sku, currency ORDER BY revenue DESC, sku, currency"
@@ -629,17 +558,7 @@ pub async fn summary(
     .bind(from)
     .bind(to)
     .fetch_all(&mut *tx)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok(SkuSales {
-            sku: r.try_get("sku")?,
-            currency: r.try_get("currency")?,
-            units: r.try_get("units")?,
-            revenue: r.try_get("revenue")?,
-        })
-    })
-    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    .await?;
     let position: i64 = sqlx::query_scalar(
         "SELECT coalesce(max(position), 0) FROM projection_checkpoints WHERE name = $1",
     )
