@@ -577,3 +577,113 @@ pub async fn summary(
         position,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::projection::fixtures::{cancelled, confirmed, placed, shipped};
+
+    const P: AnalyticsProjection = AnalyticsProjection;
+
+    fn day() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, 25).unwrap()
+    }
+
+    #[test]
+    fn placed_remembers_the_contribution_and_later_events_its_status() {
+        let id = Uuid::from_u128(1);
+        let row = P.fold(None, 1, &placed(id, "EUR")).unwrap();
+        assert_eq!(
+            (row.status, row.day, row.total),
+            (OrderStatus::Placed, day(), 2250)
+        );
+        assert_eq!(
+            row.lines,
+            vec![
+                Line {
+                    sku: "A".into(),
+                    units: 2,
+                    revenue: 2000
+                },
+                Line {
+                    sku: "B".into(),
+                    units: 1,
+                    revenue: 250
+                },
+            ]
+        );
+        let row = P.fold(Some(&row), 2, &confirmed()).unwrap();
+        assert_eq!((row.status, row.version), (OrderStatus::Confirmed, 2));
+        assert_eq!(P.fold(Some(&row), 2, &shipped("T")), None);
+        assert_eq!(P.fold(None, 3, &shipped("T")), None);
+    }
+
+    #[test]
+    fn a_confirmation_moves_the_order_into_revenue() {
+        let id = Uuid::from_u128(1);
+        let before = P.fold(None, 1, &placed(id, "EUR")).unwrap();
+        let after = P.fold(Some(&before), 2, &confirmed()).unwrap();
+        let deltas = Deltas::of(&[Change {
+            before: Some(before),
+            after,
+        }]);
+        assert_eq!(
+            deltas.status,
+            HashMap::from([((day(), "placed"), -1), ((day(), "confirmed"), 1)])
+        );
+        assert_eq!(
+            deltas.revenue,
+            HashMap::from([((day(), "EUR".into()), (1, 2250))])
+        );
+        assert_eq!(
+            deltas.skus,
+            HashMap::from([
+                ((day(), "A".into(), "EUR".into()), (2, 2000)),
+                ((day(), "B".into(), "EUR".into()), (1, 250)),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_cancellation_after_the_confirmation_leaves_the_revenue() {
+        let id = Uuid::from_u128(1);
+        let confirmed_row = P
+            .fold(
+                Some(&P.fold(None, 1, &placed(id, "USD")).unwrap()),
+                2,
+                &confirmed(),
+            )
+            .unwrap();
+        let after = P.fold(Some(&confirmed_row), 3, &cancelled()).unwrap();
+        let deltas = Deltas::of(&[Change {
+            before: Some(confirmed_row),
+            after,
+        }]);
+        assert_eq!(
+            deltas.revenue,
+            HashMap::from([((day(), "USD".into()), (-1, -2250))])
+        );
+        assert_eq!(deltas.skus.len(), 2);
+        assert!(deltas
+            .skus
+            .values()
+            .all(|(units, revenue)| *units < 0 && *revenue < 0));
+    }
+
+    #[test]
+    fn changes_that_cancel_out_leave_no_delta() {
+        let id = Uuid::from_u128(1);
+        let row = P.fold(None, 1, &placed(id, "EUR")).unwrap();
+        let bumped = Contribution {
+            version: 2,
+            ..row.clone()
+        };
+        assert_eq!(
+            Deltas::of(&[Change {
+                before: Some(row),
+                after: bumped
+            }]),
+            Deltas::default()
+        );
+    }
+}

@@ -351,3 +351,63 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fold_tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::projection::fixtures::{cancelled, confirmed, placed, shipped};
+    use crate::projection::fold_events;
+
+    const P: OrderSummaryProjection = OrderSummaryProjection;
+
+    #[test]
+    fn placed_starts_the_row_and_later_events_move_it() {
+        let id = Uuid::from_u128(1);
+        let row = P.fold(None, 1, &placed(id, "EUR")).unwrap();
+        assert_eq!(
+            (row.id, row.status, row.total, row.line_count, row.version),
+            (id, OrderStatus::Placed, 2250, 2, 1)
+        );
+        assert_eq!(row.currency, "EUR");
+        let row = P.fold(Some(&row), 2, &confirmed()).unwrap();
+        assert_eq!((row.status, row.version), (OrderStatus::Confirmed, 2));
+        let row = P.fold(Some(&row), 3, &shipped("TRK-1")).unwrap();
+        assert_eq!(row.status, OrderStatus::Shipped);
+        assert_eq!(row.tracking_number.as_deref(), Some("TRK-1"));
+    }
+
+    #[test]
+    fn old_events_and_events_of_unknown_orders_change_nothing() {
+        let id = Uuid::from_u128(1);
+        let row = P.fold(None, 1, &placed(id, "EUR")).unwrap();
+        let row = P.fold(Some(&row), 2, &confirmed()).unwrap();
+        assert_eq!(P.fold(Some(&row), 2, &cancelled()), None);
+        assert_eq!(P.fold(Some(&row), 1, &placed(id, "EUR")), None);
+        assert_eq!(P.fold(None, 2, &confirmed()), None);
+    }
+
+    #[test]
+    fn a_batch_folds_in_memory_into_one_change_per_order() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let stored = P.fold(None, 1, &placed(a, "EUR")).unwrap();
+        let current = HashMap::from([(a, stored.clone())]);
+        let events = [
+            (b, 1, placed(b, "USD")),
+            (a, 2, confirmed()),
+            (b, 2, cancelled()),
+            (a, 2, confirmed()),
+            (a, 3, shipped("TRK-9")),
+        ];
+        let changes = fold_events(&P, current, events.iter().map(|(i, s, e)| (*i, *s, e)));
+        assert_eq!(changes.len(), 2);
+        assert_eq!(changes[0].before, Some(stored));
+        assert_eq!(
+            (changes[0].after.status, changes[0].after.version),
+            (OrderStatus::Shipped, 3)
+        );
+        assert_eq!(changes[1].before, None);
+        assert_eq!(changes[1].after.status, OrderStatus::Cancelled);
+    }
+}

@@ -505,3 +505,50 @@ pub async fn apply_live(
     }
     Ok(LiveOutcome::Applied { position })
 }
+
+/// Events for the unit tests of the folds.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use orderflow_domain::OrderEvent;
+    use serde_json::json;
+    use uuid::Uuid;
+
+    /// An `OrderPlaced` of `order` on 2026-11-25 at 23:30 UTC: 2 x `A` at 1000 and
+    /// 1 x `B` at 250 in `currency` (total 2250).
+    pub fn placed(order: Uuid, currency: &str) -> OrderEvent {
+        OrderEvent::from_parts(
+            "OrderPlaced",
+            json!({
+                "order_id": order, "customer_id": "c-1", "customer_email": "c1@example.com",
+                "currency": currency,
+                "lines": [{"sku": "A", "quantity": 2, "unit_price": 1000},
+                          {"sku": "B", "quantity": 1, "unit_price": 250}],
+                "shipping_address": {"name": "Ada", "line1": "1 Main St", "city": "Berlin",
+                                     "postal_code": "10115", "country": "DE"},
+                "total": 2250, "placed_at": "2026-11-25T23:30:00Z"
+            }),
+        )
+        .unwrap()
+    }
+
+    pub fn confirmed() -> OrderEvent {
+        OrderEvent::from_parts("OrderConfirmed", json!({"reservation_id": Uuid::nil()})).unwrap()
+    }
+
+    pub fn cancelled() -> OrderEvent {
+        OrderEvent::from_parts(
+            "OrderCancelled",
+            json!({"reason": "", "cancelled_by": "c-1"}),
+        )
+        .unwrap()
+    }
+
+    pub fn shipped(tracking_number: &str) -> OrderEvent {
+        OrderEvent::from_parts(
+            "ShipmentStarted",
+            json!({"shipment_id": Uuid::nil(), "carrier": "DHL",
+                   "tracking_number": tracking_number}),
+        )
+        .unwrap()
+    }
+}
