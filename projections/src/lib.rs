@@ -16,6 +16,8 @@
 #![forbid(unsafe_code)]
 
 pub mod analytics;
+#[cfg(test)]
+mod ddl_drift;
 pub mod handler;
 pub mod order_summary;
 pub mod projection;

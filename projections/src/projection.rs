@@ -17,7 +17,7 @@
 //! The [`TableSpec`] templates are the DDL: a rebuild creates its shadow tables from them and
 //! swaps them in as the live tables. The migration `20261125000300_projections.sql` creates
 //! the version-1 live tables once, so queries answer before any rebuild; being an applied
-//! migration it cannot change.
+//! migration it cannot change, so a test (`ddl_drift`) checks that it matches the templates.
 
 use std::collections::HashMap;
 
