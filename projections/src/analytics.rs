@@ -19,18 +19,26 @@
 //! subtracts an order's old contribution and adds its new one; rows whose counters reach
 //! zero are deleted, so a rebuild and the live fold hold the same rows. The framework
 //! ([`crate::projection`]) runs the batches.
-
-use std::collections::HashMap;
+//!
+//! Here: the tables, the row ([`Contribution`]) and the pure fold; the counters' deltas and
+//! writes in `counters`; the read query ([`summary`]) in `query`.
 
 use async_trait::async_trait;
 use chrono::{NaiveDate, Utc};
 use orderflow_domain::{OrderEvent, OrderStatus};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool};
-use utoipa::ToSchema;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::projection::{Change, Fold, ProjectionError, StatusColumn, TableSpec, Tables};
+
+mod counters;
+mod query;
+
+use counters::{upsert_revenue, upsert_skus, upsert_status, Deltas};
+pub use query::{
+    summary, AnalyticsSummary, CurrencyRevenue, DailyRevenue, SkuSales, StatusCount, SummaryError,
+};
 
 /// The statuses in which an order counts as revenue.
 pub const REVENUE_STATUSES: [OrderStatus; 3] = [
@@ -132,49 +140,6 @@ pub struct Contribution {
 impl Contribution {
     fn counts_as_revenue(&self) -> bool {
         REVENUE_STATUSES.contains(&self.status)
-    }
-}
-
-/// Net changes of the counters, by key.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Deltas {
-    revenue: HashMap<(NaiveDate, String), (i64, i64)>,
-    status: HashMap<(NaiveDate, &'static str), i64>,
-    skus: HashMap<(NaiveDate, String, String), (i64, i64)>,
-}
-
-impl Deltas {
-    /// What `changes` do to the counters: each order's old contribution subtracted, its new
-    /// one added. Keys whose changes cancel out are left out.
-    fn of(changes: &[Change<Contribution>]) -> Self {
-        let mut deltas = Self::default();
-        for change in changes {
-            if let Some(before) = &change.before {
-                deltas.add(before, -1);
-            }
-            deltas.add(&change.after, 1);
-        }
-        deltas.revenue.retain(|_, d| *d != (0, 0));
-        deltas.status.retain(|_, d| *d != 0);
-        deltas.skus.retain(|_, d| *d != (0, 0));
-        deltas
-    }
-
-    fn add(&mut self, c: &Contribution, sign: i64) {
-        *self.status.entry((c.day, c.status.as_str())).or_default() += sign;
-        if c.counts_as_revenue() {
-            let r = self.revenue.entry((c.day, c.currency.clone())).or_default();
-            r.0 += sign;
-            r.1 += sign * c.total;
-            for line in &c.lines {
-                let s = self
-                    .skus
-                    .entry((c.day, line.sku.clone(), c.currency.clone()))
-                    .or_default();
-                s.0 += sign * line.units;
-                s.1 += sign * line.revenue;
-            }
-        }
     }
 }
 
@@ -309,277 +274,10 @@ async fn upsert_orders(
     Ok(())
 }
 
-async fn upsert_revenue(
-    tx: &mut PgConnection,
-    table: &str,
-    deltas: HashMap<(NaiveDate, String), (i64, i64)>,
-) -> Result<(), sqlx::Error> {
-    let (mut days, mut currencies, mut orders, mut revenue) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for ((day, currency), (o, r)) in deltas {
-        days.push(day);
-        currencies.push(currency);
-        orders.push(o);
-        revenue.push(r);
-    }
-    if days.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(&format!(
-        "INSERT INTO {table} AS t (day, currency, orders, revenue)
-         SELECT * FROM UNNEST($1::date[], $2::text[], $3::int8[], $4::int8[])
-         ON CONFLICT (day, currency) DO UPDATE SET orders = t.orders + excluded.orders,
-            revenue = t.revenue + excluded.revenue"
-    ))
-    .bind(&days)
-    .bind(&currencies)
-    .bind(&orders)
-    .bind(&revenue)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(&format!(
-        "DELETE FROM {table} t USING UNNEST($1::date[], $2::text[]) AS k(day, currency)
-         WHERE t.day = k.day AND t.currency = k.currency AND t.orders = 0 AND t.revenue = 0"
-    ))
-    .bind(&days)
-    .bind(&currencies)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-async fn upsert_status(
-    tx: &mut PgConnection,
-    table: &str,
-    deltas: HashMap<(NaiveDate, &'static str), i64>,
-) -> Result<(), sqlx::Error> {
-    let (mut days, mut statuses, mut orders) = (Vec::new(), Vec::new(), Vec::new());
-    for ((day, status), o) in deltas {
-        days.push(day);
-        statuses.push(status);
-        orders.push(o);
-    }
-    if days.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(&format!(
-        "INSERT INTO {table} AS t (day, status, orders)
-         SELECT * FROM UNNEST($1::date[], $2::text[], $3::int8[])
-         ON CONFLICT (day, status) DO UPDATE SET orders = t.orders + excluded.orders"
-    ))
-    .bind(&days)
-    .bind(&statuses)
-    .bind(&orders)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(&format!(
-        "DELETE FROM {table} t USING UNNEST($1::date[], $2::text[]) AS k(day, status)
-         WHERE t.day = k.day AND t.status = k.status AND t.orders = 0"
-    ))
-    .bind(&days)
-    .bind(&statuses)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-async fn upsert_skus(
-    tx: &mut PgConnection,
-    table: &str,
-    deltas: HashMap<(NaiveDate, String, String), (i64, i64)>,
-) -> Result<(), sqlx::Error> {
-    let (mut days, mut skus, mut currencies, mut units, mut revenue) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for ((day, sku, currency), (u, r)) in deltas {
-        days.push(day);
-        skus.push(sku);
-        currencies.push(currency);
-        units.push(u);
-        revenue.push(r);
-    }
-    if days.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(&format!(
-        "INSERT INTO {table} AS t (day, sku, currency, units, revenue)
-         SELECT * FROM UNNEST($1::date[], $2::text[], $3::text[], $4::int8[], $5::int8[])
-         ON CONFLICT (day, sku, currency) DO UPDATE SET units = t.units + excluded.units,
-            revenue = t.revenue + excluded.revenue"
-    ))
-    .bind(&days)
-    .bind(&skus)
-    .bind(&currencies)
-    .bind(&units)
-    .bind(&revenue)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(&format!(
-        "DELETE FROM {table} t USING UNNEST($1::date[], $2::text[], $3::text[])
-             AS k(day, sku, currency)
-         WHERE t.day = k.day AND t.sku = k.sku AND t.currency = k.currency
-           AND t.units = 0 AND t.revenue = 0"
-    ))
-    .bind(&days)
-    .bind(&skus)
-    .bind(&currencies)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-/// Revenue of one day in one currency.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct DailyRevenue {
-    pub day: NaiveDate,
-    pub currency: String,
-    /// Orders placed that day that count as revenue.
-    pub orders: i64,
-    /// In the currency's minor unit.
-    pub revenue: i64,
-}
-
-/// Revenue of the whole range in one currency.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct CurrencyRevenue {
-    pub currency: String,
-    pub orders: i64,
-    pub revenue: i64,
-}
-
-/// How many orders are in one status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct StatusCount {
-    pub status: OrderStatus,
-    pub orders: i64,
-}
-
-/// Units and revenue of one SKU in one currency.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct SkuSales {
-    pub sku: String,
-    pub currency: String,
-    pub units: i64,
-    pub revenue: i64,
-}
-
-/// The answer of `GET /v1/analytics/summary`: orders placed between `from` and `to`
-/// (inclusive UTC days; open when absent).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct AnalyticsSummary {
-    pub from: Option<NaiveDate>,
-    pub to: Option<NaiveDate>,
-    /// The statuses counted as revenue: confirmed, shipped, delivered.
-    pub revenue_statuses: Vec<OrderStatus>,
-    /// Per day and currency, by day then currency.
-    pub revenue_per_day: Vec<DailyRevenue>,
-    /// Per currency over the range.
-    pub revenue_totals: Vec<CurrencyRevenue>,
-    /// Every status with its count (zero included), in lifecycle order.
-    pub orders_by_status: Vec<StatusCount>,
-    /// Per SKU and currency, by revenue (highest first), then SKU.
-    pub skus: Vec<SkuSales>,
-    /// The last global position folded in: the summary is the log up to here.
-    pub position: i64,
-}
-
-/// Why [`summary`] refused or failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SummaryError {
-    /// `from` is after `to` (the caller's mistake, 400).
-    #[error("from ({from}) is after to ({to})")]
-    InvalidRange { from: NaiveDate, to: NaiveDate },
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-}
-
-/// The analytics of orders placed from `from` to `to` (inclusive, UTC days; either open).
-///
-/// # Errors
-/// [`SummaryError::InvalidRange`] when `from > to`, [`SummaryError::Database`] on failure.
-pub async fn summary(
-    pool: &PgPool,
-    from: Option<NaiveDate>,
-    to: Option<NaiveDate>,
-) -> Result<AnalyticsSummary, SummaryError> {
-    if let (Some(from), Some(to)) = (from, to) {
-        if from > to {
-            return Err(SummaryError::InvalidRange { from, to });
-        }
-    }
-    // One snapshot, so the parts agree with each other and with the position.
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .execute(&mut *tx)
-        .await?;
-    let range = "($1::date IS NULL OR day >= $1) AND ($2::date IS NULL OR day <= $2)";
-    let revenue_per_day: Vec<DailyRevenue> = sqlx::query_as(&format!(
-        "SELECT day, currency, orders, revenue FROM {REVENUE} WHERE {range} ORDER BY day, currency"
-    ))
-    .bind(from)
-    .bind(to)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut totals: Vec<CurrencyRevenue> = Vec::new();
-    for day in &revenue_per_day {
-        match totals.iter_mut().find(|t| t.currency == day.currency) {
-            Some(t) => {
-                t.orders += day.orders;
-                t.revenue += day.revenue;
-            }
-            None => totals.push(CurrencyRevenue {
-                currency: day.currency.clone(),
-                orders: day.orders,
-                revenue: day.revenue,
-            }),
-        }
-    }
-    totals.sort_by(|a, b| a.currency.cmp(&b.currency));
-    let counts: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(&format!(
-        "SELECT status, sum(orders)::int8 AS orders FROM {STATUS} WHERE {range} GROUP BY status"
-    ))
-    .bind(from)
-    .bind(to)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .collect();
-    let orders_by_status = OrderStatus::ALL
-        .into_iter()
-        .map(|status| StatusCount {
-            status,
-            orders: counts.get(status.as_str()).copied().unwrap_or(0),
-        })
-        .collect();
-    let skus: Vec<SkuSales> = sqlx::query_as(&format!(
-        "SELECT sku, currency, sum(units)::int8 AS units, sum(revenue)::int8 AS revenue
-         FROM {SKUS} WHERE {range}
-         GROUP BY sku, currency ORDER BY revenue DESC, sku, currency"
-    ))
-    .bind(from)
-    .bind(to)
-    .fetch_all(&mut *tx)
-    .await?;
-    let position: i64 = sqlx::query_scalar(
-        "SELECT coalesce(max(position), 0) FROM projection_checkpoints WHERE name = $1",
-    )
-    .bind(AnalyticsProjection::NAME)
-    .fetch_one(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(AnalyticsSummary {
-        from,
-        to,
-        revenue_statuses: REVENUE_STATUSES.to_vec(),
-        revenue_per_day,
-        revenue_totals: totals,
-        orders_by_status,
-        skus,
-        position,
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
     use crate::projection::fixtures::{cancelled, confirmed, placed, shipped};
 
