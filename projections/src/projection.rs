@@ -4,7 +4,7 @@
 //! rows. The framework owns the rest: the batch loop ([`fold_batch`]: read the current rows of
 //! the orders a batch touches, fold the batch in memory, write back), the live path
 //! ([`apply_live`]) and, through [`Projection::apply_batch`], the rebuild
-//! ([`crate::rebuild`]); both run the same loop, so they produce the same rows.
+//! ([`mod@crate::rebuild`]); both run the same loop, so they produce the same rows.
 //!
 //! Where its tables live ([`Tables`]: the live ones, or the shadow ones a rebuild fills) is
 //! the caller's choice. The checkpoint (`projection_checkpoints`: name, version, position,
