@@ -276,6 +276,8 @@ async fn upsert_orders(
 
 #[cfg(test)]
 mod tests {
+    //! The pure fold and the counter deltas, without a database.
+
     use std::collections::HashMap;
 
     use super::*;

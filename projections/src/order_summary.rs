@@ -334,6 +334,8 @@ pub async fn get_order(pool: &PgPool, id: Uuid) -> Result<Option<OrderSummary>, 
 
 #[cfg(test)]
 mod tests {
+    //! The list cursor.
+
     use super::*;
 
     #[test]
@@ -354,6 +356,8 @@ mod tests {
 
 #[cfg(test)]
 mod fold_tests {
+    //! The pure fold and the in-memory batch fold, without a database.
+
     use std::collections::HashMap;
 
     use super::*;

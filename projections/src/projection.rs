@@ -506,9 +506,10 @@ pub async fn apply_live(
     Ok(LiveOutcome::Applied { position })
 }
 
-/// Events for the unit tests of the folds.
 #[cfg(test)]
 pub(crate) mod fixtures {
+    //! Events for the unit tests of the folds.
+
     use orderflow_domain::OrderEvent;
     use serde_json::json;
     use uuid::Uuid;
