@@ -114,7 +114,8 @@ impl ProjectionError {
 /// A read model folded from the event log, in global-position order.
 ///
 /// Implementations must be deterministic functions of the events (no wall-clock columns),
-/// so a rebuild yields exactly the rows the live fold produced.
+/// so a rebuild yields exactly the rows the live fold produced. A projection implements
+/// [`Fold`]; every [`Fold`] is a `Projection`.
 #[async_trait]
 pub trait Projection: Send + Sync + 'static {
     /// The projection's name (`order-summary`); also its durable consumer's name.
