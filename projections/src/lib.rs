@@ -3,8 +3,10 @@
 //! guarantees 6 and 7: rebuildable views, order-independent handlers).
 //!
 //! # Layout
-//! - [`projection`]: the [`Projection`] trait, live/shadow [`Tables`], the checkpoint written
-//!   in the same transaction as the rows, and [`projection::apply_live`].
+//! - [`projection`]: the framework. A projection supplies its tables, row type, pure fold and
+//!   batch writes ([`Fold`]); the framework runs the batch loop for the live path
+//!   ([`projection::apply_live`], checkpoint in the same transaction) and the rebuild, and
+//!   makes every [`Fold`] a [`Projection`]. Also live/shadow [`Tables`].
 //! - [`handler`]: [`ProjectionHandler`], a projection as a workers' [`orderflow_bus::Handler`]
 //!   (one message in flight; a position gap asks for a retry).
 //! - [`order_summary`]: one row per order and [`order_summary::list_orders`] (cursor pages).
@@ -14,6 +16,8 @@
 #![forbid(unsafe_code)]
 
 pub mod analytics;
+#[cfg(test)]
+mod ddl_drift;
 pub mod handler;
 pub mod order_summary;
 pub mod projection;
@@ -24,7 +28,7 @@ use std::sync::Arc;
 pub use analytics::AnalyticsProjection;
 pub use handler::ProjectionHandler;
 pub use order_summary::OrderSummaryProjection;
-pub use projection::{Projection, ProjectionError, TableSpec, Tables};
+pub use projection::{Fold, Projection, ProjectionError, TableSpec, Tables};
 pub use rebuild::{ensure_current, list, rebuild, Progress, RebuildOptions, RebuildReport};
 
 /// Every projection orderflow runs, in a stable order.

@@ -1,20 +1,18 @@
 //! The `order-summary` projection: one row per order (id, customer, status, total, currency,
 //! line count, placed time, tracking number, version), and [`list_orders`], the query behind
 //! `GET /v1/orders` and `GET /v1/customers/{id}/orders`: newest first, with a stable opaque
-//! cursor.
-
-use std::collections::HashMap;
+//! cursor. It supplies its table, row, pure fold and upsert ([`Fold`]); the framework
+//! ([`crate::projection`]) runs the batches.
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use orderflow_domain::{OrderEvent, OrderStatus};
-use orderflow_store::EventEnvelope;
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::projection::{Projection, ProjectionError, TableSpec, Tables};
+use crate::projection::{Change, Fold, ProjectionError, StatusColumn, TableSpec, Tables};
 
 /// The live table.
 pub const TABLE: &str = "order_summary";
@@ -49,10 +47,11 @@ impl OrderSummaryProjection {
 }
 
 /// One order as the order-summary projection holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct OrderSummary {
     pub id: Uuid,
     pub customer_id: String,
+    #[sqlx(try_from = "StatusColumn")]
     pub status: OrderStatus,
     /// In the currency's minor unit.
     pub total: i64,
@@ -68,198 +67,59 @@ pub struct OrderSummary {
 const COLUMNS: &str =
     "id, customer_id, status, total, currency, line_count, placed_at, tracking_number, version";
 
-impl OrderSummary {
-    fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
-        let status: String = row.try_get("status")?;
-        Ok(Self {
-            id: row.try_get("id")?,
-            customer_id: row.try_get("customer_id")?,
-            status: OrderStatus::parse(&status).ok_or_else(|| sqlx::Error::ColumnDecode {
-                index: "status".into(),
-                source: format!("unknown order status {status:?}").into(),
-            })?,
-            total: row.try_get("total")?,
-            currency: row.try_get("currency")?,
-            line_count: row.try_get("line_count")?,
-            placed_at: row.try_get("placed_at")?,
-            tracking_number: row.try_get("tracking_number")?,
-            version: row.try_get("version")?,
-        })
+#[async_trait]
+impl Fold for OrderSummaryProjection {
+    const NAME: &'static str = Self::NAME;
+    const VERSION: i32 = 1;
+    const TABLES: &'static [TableSpec] = TABLES;
+    const COLUMNS: &'static str = COLUMNS;
+    type Row = OrderSummary;
+
+    fn order_id(row: &OrderSummary) -> Uuid {
+        row.id
     }
 
-    /// Folds one event of this order in. Events at or below `version` change nothing.
-    fn apply(&mut self, sequence: i64, event: &OrderEvent) {
-        if sequence <= self.version {
-            return;
+    /// An `OrderPlaced` starts the row; later events set the status (and the tracking
+    /// number); events at or below the row's version change nothing.
+    fn fold(
+        &self,
+        row: Option<&OrderSummary>,
+        sequence: i64,
+        event: &OrderEvent,
+    ) -> Option<OrderSummary> {
+        let Some(row) = row else {
+            return placed(sequence, event);
+        };
+        if sequence <= row.version {
+            return None;
         }
+        let mut row = row.clone();
         match event {
             OrderEvent::OrderPlaced { .. } => {}
-            OrderEvent::OrderConfirmed { .. } => self.status = OrderStatus::Confirmed,
-            OrderEvent::OrderRejected { .. } => self.status = OrderStatus::Rejected,
-            OrderEvent::OrderCancelled { .. } => self.status = OrderStatus::Cancelled,
+            OrderEvent::OrderConfirmed { .. } => row.status = OrderStatus::Confirmed,
+            OrderEvent::OrderRejected { .. } => row.status = OrderStatus::Rejected,
+            OrderEvent::OrderCancelled { .. } => row.status = OrderStatus::Cancelled,
             OrderEvent::ShipmentStarted {
                 tracking_number, ..
             } => {
-                self.status = OrderStatus::Shipped;
-                self.tracking_number = Some(tracking_number.clone());
+                row.status = OrderStatus::Shipped;
+                row.tracking_number = Some(tracking_number.clone());
             }
-            OrderEvent::OrderDelivered {} => self.status = OrderStatus::Delivered,
+            OrderEvent::OrderDelivered {} => row.status = OrderStatus::Delivered,
         }
-        self.version = sequence;
+        row.version = sequence;
+        Some(row)
     }
 
-    fn placed(sequence: i64, event: &OrderEvent) -> Option<Self> {
-        match event {
-            OrderEvent::OrderPlaced {
-                order_id,
-                customer_id,
-                currency,
-                lines,
-                total,
-                placed_at,
-                ..
-            } => Some(Self {
-                id: *order_id,
-                customer_id: customer_id.clone(),
-                status: OrderStatus::Placed,
-                total: total.minor_units(),
-                currency: currency.as_str().to_string(),
-                line_count: i32::try_from(lines.len()).unwrap_or(i32::MAX),
-                placed_at: *placed_at,
-                tracking_number: None,
-                version: sequence,
-            }),
-            _ => None,
-        }
-    }
-}
-
-/// Decodes a batch of events, failing on the first unreadable one.
-pub(crate) fn decode_all(
-    events: &[EventEnvelope],
-) -> Result<Vec<(&EventEnvelope, OrderEvent)>, ProjectionError> {
-    events
-        .iter()
-        .map(|e| {
-            e.decode()
-                .map(|decoded| (e, decoded))
-                .map_err(|source| ProjectionError::corrupt(e, source))
-        })
-        .collect()
-}
-
-/// The ids of orders touched by `events` whose first event in the batch is not their
-/// `OrderPlaced`: their rows must be read before folding.
-pub(crate) fn ids_to_load(decoded: &[(&EventEnvelope, OrderEvent)]) -> Vec<Uuid> {
-    let mut seen = std::collections::HashSet::new();
-    let mut load = Vec::new();
-    for (envelope, event) in decoded {
-        if seen.insert(envelope.order_id) && !matches!(event, OrderEvent::OrderPlaced { .. }) {
-            load.push(envelope.order_id);
-        }
-    }
-    load
-}
-
-#[async_trait]
-impl Projection for OrderSummaryProjection {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
-    fn version(&self) -> i32 {
-        1
-    }
-
-    fn tables(&self) -> &'static [TableSpec] {
-        TABLES
-    }
-
-    async fn apply(
+    /// One multi-row upsert of the changed rows.
+    async fn write(
         &self,
         tx: &mut PgConnection,
         tables: &Tables,
-        event: &EventEnvelope,
-    ) -> Result<(), ProjectionError> {
-        self.apply_batch(tx, tables, std::slice::from_ref(event))
-            .await
-    }
-
-    /// Reads the rows of the orders the batch continues (one query), folds the batch in
-    /// memory, and writes every changed row with one multi-row upsert.
-    async fn apply_batch(
-        &self,
-        tx: &mut PgConnection,
-        tables: &Tables,
-        events: &[EventEnvelope],
+        changes: &[Change<OrderSummary>],
     ) -> Result<(), ProjectionError> {
         let table = tables.name(TABLE);
-        let decoded = decode_all(events)?;
-        let load = ids_to_load(&decoded);
-        let mut rows: HashMap<Uuid, OrderSummary> = HashMap::with_capacity(decoded.len());
-        if !load.is_empty() {
-            let existing =
-                sqlx::query(&format!("SELECT {COLUMNS} FROM {table} WHERE id = ANY($1)"))
-                    .bind(&load)
-                    .fetch_all(&mut *tx)
-                    .await?;
-            for row in &existing {
-                let summary = OrderSummary::from_row(row)?;
-                rows.insert(summary.id, summary);
-            }
-        }
-        let mut changed: Vec<Uuid> = Vec::new();
-        for (envelope, event) in &decoded {
-            let id = envelope.order_id;
-            match rows.get_mut(&id) {
-                Some(row) if envelope.sequence > row.version => {
-                    row.apply(envelope.sequence, event);
-                }
-                Some(_) => continue,
-                None => match OrderSummary::placed(envelope.sequence, event) {
-                    Some(row) => {
-                        rows.insert(id, row);
-                    }
-                    None => {
-                        tracing::warn!(order_id = %id, event_type = %envelope.event_type,
-                            "order-summary: event for an order that was never placed, ignored");
-                        continue;
-                    }
-                },
-            }
-            changed.push(id);
-        }
-        changed.sort_unstable();
-        changed.dedup();
-        if changed.is_empty() {
-            return Ok(());
-        }
-        let n = changed.len();
-        let (mut ids, mut customers, mut statuses, mut totals) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut currencies, mut line_counts, mut placed, mut tracking, mut versions) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for id in &changed {
-            let Some(row) = rows.remove(id) else { continue };
-            ids.push(row.id);
-            customers.push(row.customer_id);
-            statuses.push(row.status.as_str());
-            totals.push(row.total);
-            currencies.push(row.currency);
-            line_counts.push(row.line_count);
-            placed.push(row.placed_at);
-            tracking.push(row.tracking_number);
-            versions.push(row.version);
-        }
+        let rows = changes.iter().map(|c| &c.after);
         sqlx::query(&format!(
             "INSERT INTO {table} ({COLUMNS})
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[],
@@ -269,18 +129,56 @@ impl Projection for OrderSummaryProjection {
                 version = excluded.version
              WHERE {table}.version < excluded.version"
         ))
-        .bind(&ids)
-        .bind(&customers)
-        .bind(&statuses)
-        .bind(&totals)
-        .bind(&currencies)
-        .bind(&line_counts)
-        .bind(&placed)
-        .bind(&tracking)
-        .bind(&versions)
+        .bind(rows.clone().map(|r| r.id).collect::<Vec<_>>())
+        .bind(
+            rows.clone()
+                .map(|r| r.customer_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.clone().map(|r| r.status.as_str()).collect::<Vec<_>>())
+        .bind(rows.clone().map(|r| r.total).collect::<Vec<_>>())
+        .bind(
+            rows.clone()
+                .map(|r| r.currency.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.clone().map(|r| r.line_count).collect::<Vec<_>>())
+        .bind(rows.clone().map(|r| r.placed_at).collect::<Vec<_>>())
+        .bind(
+            rows.clone()
+                .map(|r| r.tracking_number.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.map(|r| r.version).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
         Ok(())
+    }
+}
+
+/// The row an `OrderPlaced` starts; `None` for any other event.
+fn placed(sequence: i64, event: &OrderEvent) -> Option<OrderSummary> {
+    match event {
+        OrderEvent::OrderPlaced {
+            order_id,
+            customer_id,
+            currency,
+            lines,
+            total,
+            placed_at,
+            ..
+        } => Some(OrderSummary {
+            id: *order_id,
+            customer_id: customer_id.clone(),
+            status: OrderStatus::Placed,
+            total: total.minor_units(),
+            currency: currency.as_str().to_string(),
+            line_count: i32::try_from(lines.len()).unwrap_or(i32::MAX),
+            placed_at: *placed_at,
+            tracking_number: None,
+            version: sequence,
+        }),
+        _ => None,
     }
 }
 
@@ -388,7 +286,7 @@ pub async fn list_orders(pool: &PgPool, filter: &OrderFilter) -> Result<OrderPag
         Some(c) => (Some(c.placed_at()?), Some(c.id)),
         None => (None, None),
     };
-    let rows = sqlx::query(&format!(
+    let mut orders: Vec<OrderSummary> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM {TABLE}
          WHERE ($1::text IS NULL OR customer_id = $1)
            AND ($2::text IS NULL OR status = $2)
@@ -405,10 +303,6 @@ pub async fn list_orders(pool: &PgPool, filter: &OrderFilter) -> Result<OrderPag
     .bind(i64::from(limit) + 1)
     .fetch_all(pool)
     .await?;
-    let mut orders = rows
-        .iter()
-        .map(OrderSummary::from_row)
-        .collect::<Result<Vec<_>, _>>()?;
     let more = orders.len() > limit as usize;
     orders.truncate(limit as usize);
     let next_cursor = match orders.last() {
@@ -432,17 +326,16 @@ pub async fn list_orders(pool: &PgPool, filter: &OrderFilter) -> Result<OrderPag
 /// # Errors
 /// The database error.
 pub async fn get_order(pool: &PgPool, id: Uuid) -> Result<Option<OrderSummary>, sqlx::Error> {
-    sqlx::query(&format!("SELECT {COLUMNS} FROM {TABLE} WHERE id = $1"))
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM {TABLE} WHERE id = $1"))
         .bind(id)
         .fetch_optional(pool)
-        .await?
-        .as_ref()
-        .map(OrderSummary::from_row)
-        .transpose()
+        .await
 }
 
 #[cfg(test)]
 mod tests {
+    //! The list cursor.
+
     use super::*;
 
     #[test]
@@ -458,5 +351,67 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod fold_tests {
+    //! The pure fold and the in-memory batch fold, without a database.
+
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::projection::fixtures::{cancelled, confirmed, placed, shipped};
+    use crate::projection::fold_events;
+
+    const P: OrderSummaryProjection = OrderSummaryProjection;
+
+    #[test]
+    fn placed_starts_the_row_and_later_events_move_it() {
+        let id = Uuid::from_u128(1);
+        let row = P.fold(None, 1, &placed(id, "EUR")).unwrap();
+        assert_eq!(
+            (row.id, row.status, row.total, row.line_count, row.version),
+            (id, OrderStatus::Placed, 2250, 2, 1)
+        );
+        assert_eq!(row.currency, "EUR");
+        let row = P.fold(Some(&row), 2, &confirmed()).unwrap();
+        assert_eq!((row.status, row.version), (OrderStatus::Confirmed, 2));
+        let row = P.fold(Some(&row), 3, &shipped("TRK-1")).unwrap();
+        assert_eq!(row.status, OrderStatus::Shipped);
+        assert_eq!(row.tracking_number.as_deref(), Some("TRK-1"));
+    }
+
+    #[test]
+    fn old_events_and_events_of_unknown_orders_change_nothing() {
+        let id = Uuid::from_u128(1);
+        let row = P.fold(None, 1, &placed(id, "EUR")).unwrap();
+        let row = P.fold(Some(&row), 2, &confirmed()).unwrap();
+        assert_eq!(P.fold(Some(&row), 2, &cancelled()), None);
+        assert_eq!(P.fold(Some(&row), 1, &placed(id, "EUR")), None);
+        assert_eq!(P.fold(None, 2, &confirmed()), None);
+    }
+
+    #[test]
+    fn a_batch_folds_in_memory_into_one_change_per_order() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let stored = P.fold(None, 1, &placed(a, "EUR")).unwrap();
+        let current = HashMap::from([(a, stored.clone())]);
+        let events = [
+            (b, 1, placed(b, "USD")),
+            (a, 2, confirmed()),
+            (b, 2, cancelled()),
+            (a, 2, confirmed()),
+            (a, 3, shipped("TRK-9")),
+        ];
+        let changes = fold_events(&P, current, events.iter().map(|(i, s, e)| (*i, *s, e)));
+        assert_eq!(changes.len(), 2);
+        assert_eq!(changes[0].before, Some(stored));
+        assert_eq!(
+            (changes[0].after.status, changes[0].after.version),
+            (OrderStatus::Shipped, 3)
+        );
+        assert_eq!(changes[1].before, None);
+        assert_eq!(changes[1].after.status, OrderStatus::Cancelled);
     }
 }

@@ -1,19 +1,35 @@
-//! The projection framework: what a projection is ([`Projection`]: a name, a version, the
-//! tables it owns and a fold from events into them), where its tables live ([`Tables`]: the
-//! live ones, or the shadow ones a rebuild fills), and its checkpoint.
+//! The projection framework. A projection supplies only what is its own ([`Fold`]): its
+//! tables, its row type (one row per order, decoded with `sqlx::FromRow`), a pure fold
+//! (event + current row -> new row, no I/O) and the statements that write a batch's changed
+//! rows. The framework owns the rest: the batch loop ([`fold_batch`]: read the current rows of
+//! the orders a batch touches, fold the batch in memory, write back), the live path
+//! ([`apply_live`]) and, through [`Projection::apply_batch`], the rebuild
+//! ([`mod@crate::rebuild`]); both run the same loop, so they produce the same rows.
 //!
-//! The checkpoint (`projection_checkpoints`: name, version, position, state, updated_at) holds
-//! the last global position folded into the live tables. It is written in the same
-//! transaction as the rows ([`apply_live`]), so a process killed at any point neither skips
-//! nor double-applies an event: an event at or below the checkpoint is skipped, and one more
-//! than one past it means an earlier event is missing.
+//! Where its tables live ([`Tables`]: the live ones, or the shadow ones a rebuild fills) is
+//! the caller's choice. The checkpoint (`projection_checkpoints`: name, version, position,
+//! state, updated_at) holds the last global position folded into the live tables. It is
+//! written in the same transaction as the rows ([`apply_live`]), so a process killed at any
+//! point neither skips nor double-applies an event: an event at or below the checkpoint is
+//! skipped, and one more than one past it means an earlier event is missing.
+//!
+//! # Where the DDL lives
+//! The [`TableSpec`] templates are the DDL: a rebuild creates its shadow tables from them and
+//! swaps them in as the live tables. The migration `20261125000300_projections.sql` creates
+//! the version-1 live tables once, so queries answer before any rebuild; being an applied
+//! migration it cannot change, so a test (`ddl_drift`) checks that it matches the templates.
+
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use orderflow_domain::{OrderEvent, OrderStatus};
 use orderflow_store::{log, EventEnvelope, StoreError};
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 /// The suffix of the shadow tables a rebuild fills before the swap.
 pub const SHADOW_SUFFIX: &str = "_rebuild";
@@ -31,16 +47,6 @@ pub struct TableSpec {
     pub indexes: &'static [&'static str],
     /// The primary-key columns: how a verify tells a differing row from a missing one.
     pub key: &'static [&'static str],
-}
-
-impl TableSpec {
-    /// The DDL of this table for the physical name `table`, indexes included.
-    pub fn ddl(&self, table: &str) -> Vec<String> {
-        std::iter::once(self.create)
-            .chain(self.indexes.iter().copied())
-            .map(|template| template.replace("{table}", table))
-            .collect()
-    }
 }
 
 /// Which physical tables a fold writes to: the live ones, or a rebuild's shadow ones.
@@ -108,7 +114,8 @@ impl ProjectionError {
 /// A read model folded from the event log, in global-position order.
 ///
 /// Implementations must be deterministic functions of the events (no wall-clock columns),
-/// so a rebuild yields exactly the rows the live fold produced.
+/// so a rebuild yields exactly the rows the live fold produced. A projection implements
+/// [`Fold`]; every [`Fold`] is a `Projection`.
 #[async_trait]
 pub trait Projection: Send + Sync + 'static {
     /// The projection's name (`order-summary`); also its durable consumer's name.
@@ -121,38 +128,205 @@ pub trait Projection: Send + Sync + 'static {
     /// The tables this projection owns.
     fn tables(&self) -> &'static [TableSpec];
 
-    /// Folds one event into `tables`, inside the caller's transaction.
+    /// Folds consecutive events (in position order) into `tables`, inside the caller's
+    /// transaction: the live fold and the rebuild both call this.
     ///
     /// # Errors
     /// A database error, or [`ProjectionError::Corrupt`] for an unreadable event.
+    async fn apply_batch(
+        &self,
+        tx: &mut PgConnection,
+        tables: &Tables,
+        events: &[EventEnvelope],
+    ) -> Result<(), ProjectionError>;
+
+    /// Folds one event into `tables`, inside the caller's transaction.
+    ///
+    /// # Errors
+    /// As [`Projection::apply_batch`].
     async fn apply(
         &self,
         tx: &mut PgConnection,
         tables: &Tables,
         event: &EventEnvelope,
-    ) -> Result<(), ProjectionError>;
+    ) -> Result<(), ProjectionError> {
+        self.apply_batch(tx, tables, std::slice::from_ref(event))
+            .await
+    }
+}
 
-    /// Folds consecutive events (in position order) into `tables`, inside the caller's
-    /// transaction. The default applies them one by one; projections override it to fold in
-    /// memory and write with a few multi-row statements.
+/// What a projection supplies; the framework makes it a [`Projection`].
+///
+/// Its first table ([`Fold::TABLES`]`[0]`) holds [`Fold::Row`]s, one per order, keyed by the
+/// order id alone; further tables (counters, say) are written by [`Fold::write`] from the
+/// rows' changes.
+#[async_trait]
+pub trait Fold: Send + Sync + 'static {
+    /// The projection's name (`order-summary`); also its durable consumer's name.
+    const NAME: &'static str;
+    /// Bumped whenever the tables or the fold change (see [`Projection::version`]).
+    const VERSION: i32;
+    /// The tables it owns, the row table first.
+    const TABLES: &'static [TableSpec];
+    /// The columns of the row table that [`Fold::Row`] decodes from.
+    const COLUMNS: &'static str;
+
+    /// One row of the row table.
+    type Row: for<'r> sqlx::FromRow<'r, PgRow> + Clone + Send + Sync + Unpin;
+
+    /// The order a row belongs to.
+    fn order_id(row: &Self::Row) -> Uuid;
+
+    /// The pure fold: the row of an order after its event number `sequence`, given its
+    /// current row (`None`: the projection has none yet). `None` when the event changes
+    /// nothing (an event at or below the row's version, or one that cannot start a row).
+    fn fold(&self, row: Option<&Self::Row>, sequence: i64, event: &OrderEvent)
+        -> Option<Self::Row>;
+
+    /// Writes a batch's changes (by order id) into `tables`, inside the caller's transaction.
     ///
     /// # Errors
-    /// As [`Projection::apply`].
+    /// The database error.
+    async fn write(
+        &self,
+        tx: &mut PgConnection,
+        tables: &Tables,
+        changes: &[Change<Self::Row>],
+    ) -> Result<(), ProjectionError>;
+}
+
+#[async_trait]
+impl<F: Fold> Projection for F {
+    fn name(&self) -> &'static str {
+        F::NAME
+    }
+
+    fn version(&self) -> i32 {
+        F::VERSION
+    }
+
+    fn tables(&self) -> &'static [TableSpec] {
+        F::TABLES
+    }
+
     async fn apply_batch(
         &self,
         tx: &mut PgConnection,
         tables: &Tables,
         events: &[EventEnvelope],
     ) -> Result<(), ProjectionError> {
-        for event in events {
-            self.apply(tx, tables, event).await?;
+        fold_batch(self, tx, tables, events).await
+    }
+}
+
+/// How one order's row changed in a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change<R> {
+    /// The row before the batch (`None`: the batch created it).
+    pub before: Option<R>,
+    /// The row after the batch.
+    pub after: R,
+}
+
+/// The batch loop: decodes `events`, reads the current rows of every order they touch (one
+/// query; every touched order, so a repeated event can never count twice), folds the batch
+/// in memory ([`fold_events`]) and hands the changed rows to [`Fold::write`].
+///
+/// # Errors
+/// [`ProjectionError::Corrupt`] for an unreadable event, or a database error.
+pub async fn fold_batch<F: Fold>(
+    fold: &F,
+    tx: &mut PgConnection,
+    tables: &Tables,
+    events: &[EventEnvelope],
+) -> Result<(), ProjectionError> {
+    let decoded = events
+        .iter()
+        .map(|e| {
+            e.decode()
+                .map(|event| (e.order_id, e.sequence, event))
+                .map_err(|source| ProjectionError::corrupt(e, source))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut ids: Vec<Uuid> = decoded.iter().map(|(id, _, _)| *id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let rows = &F::TABLES[0];
+    let current: HashMap<Uuid, F::Row> = sqlx::query_as::<_, F::Row>(&format!(
+        "SELECT {} FROM {} WHERE {} = ANY($1)",
+        F::COLUMNS,
+        tables.name(rows.name),
+        rows.key[0]
+    ))
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|row| (F::order_id(&row), row))
+    .collect();
+    let changes = fold_events(
+        fold,
+        current,
+        decoded
+            .iter()
+            .map(|(id, sequence, event)| (*id, *sequence, event)),
+    );
+    if changes.is_empty() {
+        return Ok(());
+    }
+    fold.write(tx, tables, &changes).await
+}
+
+/// Folds events (order id, sequence, event; in position order) into the current rows, in
+/// memory: the changed rows by order id, each with its row before the batch. Pure.
+pub fn fold_events<'e, F: Fold>(
+    fold: &F,
+    mut current: HashMap<Uuid, F::Row>,
+    events: impl IntoIterator<Item = (Uuid, i64, &'e OrderEvent)>,
+) -> Vec<Change<F::Row>> {
+    let mut after: HashMap<Uuid, F::Row> = HashMap::new();
+    for (id, sequence, event) in events {
+        let row = after.get(&id).or_else(|| current.get(&id));
+        match fold.fold(row, sequence, event) {
+            Some(new) => {
+                after.insert(id, new);
+            }
+            None if row.is_none() => {
+                tracing::warn!(name = F::NAME, order_id = %id, sequence,
+                    "event for an order that was never placed, ignored");
+            }
+            None => {}
         }
-        Ok(())
+    }
+    let mut changes: Vec<Change<F::Row>> = after
+        .into_iter()
+        .map(|(id, after)| Change {
+            before: current.remove(&id),
+            after,
+        })
+        .collect();
+    changes.sort_unstable_by_key(|c| F::order_id(&c.after));
+    changes
+}
+
+/// An `OrderStatus` column (`text`), for `#[sqlx(try_from = "StatusColumn")]`.
+#[derive(Debug, sqlx::Type)]
+#[sqlx(transparent)]
+pub struct StatusColumn(String);
+
+impl TryFrom<StatusColumn> for OrderStatus {
+    type Error = String;
+
+    fn try_from(column: StatusColumn) -> Result<Self, String> {
+        OrderStatus::parse(&column.0).ok_or_else(|| format!("unknown order status {:?}", column.0))
     }
 }
 
 /// What the checkpoint row says about a projection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Checkpoint {
     pub name: String,
     /// The version of the code that built the live tables.
@@ -162,18 +336,6 @@ pub struct Checkpoint {
     /// `live`, or `rebuilding` while a rebuild runs (or after one was interrupted).
     pub state: String,
     pub updated_at: DateTime<Utc>,
-}
-
-impl Checkpoint {
-    fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            name: row.try_get("name")?,
-            version: row.try_get("version")?,
-            position: row.try_get("position")?,
-            state: row.try_get("state")?,
-            updated_at: row.try_get("updated_at")?,
-        })
-    }
 }
 
 const CHECKPOINT_COLUMNS: &str = "name, version, position, state, updated_at";
@@ -207,15 +369,12 @@ pub async fn lock_checkpoint(
     conn: &mut PgConnection,
     name: &str,
 ) -> Result<Option<Checkpoint>, sqlx::Error> {
-    sqlx::query(&format!(
+    sqlx::query_as(&format!(
         "SELECT {CHECKPOINT_COLUMNS} FROM projection_checkpoints WHERE name = $1 FOR UPDATE"
     ))
     .bind(name)
     .fetch_optional(conn)
-    .await?
-    .as_ref()
-    .map(Checkpoint::from_row)
-    .transpose()
+    .await
 }
 
 /// The checkpoint of `name`, without locking it.
@@ -223,15 +382,12 @@ pub async fn lock_checkpoint(
 /// # Errors
 /// The database error.
 pub async fn checkpoint(pool: &PgPool, name: &str) -> Result<Option<Checkpoint>, sqlx::Error> {
-    sqlx::query(&format!(
+    sqlx::query_as(&format!(
         "SELECT {CHECKPOINT_COLUMNS} FROM projection_checkpoints WHERE name = $1"
     ))
     .bind(name)
     .fetch_optional(pool)
-    .await?
-    .as_ref()
-    .map(Checkpoint::from_row)
-    .transpose()
+    .await
 }
 
 /// Every checkpoint row, by name.
@@ -239,14 +395,11 @@ pub async fn checkpoint(pool: &PgPool, name: &str) -> Result<Option<Checkpoint>,
 /// # Errors
 /// The database error.
 pub async fn checkpoints(pool: &PgPool) -> Result<Vec<Checkpoint>, sqlx::Error> {
-    sqlx::query(&format!(
+    sqlx::query_as(&format!(
         "SELECT {CHECKPOINT_COLUMNS} FROM projection_checkpoints ORDER BY name"
     ))
     .fetch_all(pool)
-    .await?
-    .iter()
-    .map(Checkpoint::from_row)
-    .collect()
+    .await
 }
 
 /// What [`apply_live`] did with one event.
@@ -313,7 +466,7 @@ pub async fn apply_live(
     if dry_run {
         return Ok(LiveOutcome::WouldApply { position });
     }
-    let mut from_log = 0;
+    let mut batch = Vec::new();
     if position > checkpoint.position + 1 {
         let gap = Ok(LiveOutcome::Gap {
             position,
@@ -322,24 +475,24 @@ pub async fn apply_live(
         if !heal_gaps {
             return gap;
         }
-        let missing =
+        batch =
             log::events_after(&mut *tx, checkpoint.position, Some(position - 1), i64::MAX).await?;
-        if i64::try_from(missing.len()).ok() != Some(position - 1 - checkpoint.position) {
+        if i64::try_from(batch.len()).ok() != Some(position - 1 - checkpoint.position) {
             return gap;
         }
         tracing::warn!(
             name = projection.name(),
             checkpoint = checkpoint.position,
             position,
-            missing = missing.len(),
+            missing = batch.len(),
             "projection gap: folding the missing events from the log"
         );
-        projection
-            .apply_batch(&mut tx, &Tables::live(), &missing)
-            .await?;
-        from_log = missing.len();
     }
-    projection.apply(&mut tx, &Tables::live(), event).await?;
+    let from_log = batch.len();
+    batch.push(event.clone());
+    projection
+        .apply_batch(&mut tx, &Tables::live(), &batch)
+        .await?;
     sqlx::query(
         "UPDATE projection_checkpoints SET position = $2, updated_at = now() WHERE name = $1",
     )
@@ -352,4 +505,52 @@ pub async fn apply_live(
         return Ok(LiveOutcome::Healed { position, from_log });
     }
     Ok(LiveOutcome::Applied { position })
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    //! Events for the unit tests of the folds.
+
+    use orderflow_domain::OrderEvent;
+    use serde_json::json;
+    use uuid::Uuid;
+
+    /// An `OrderPlaced` of `order` on 2026-11-25 at 23:30 UTC: 2 x `A` at 1000 and
+    /// 1 x `B` at 250 in `currency` (total 2250).
+    pub fn placed(order: Uuid, currency: &str) -> OrderEvent {
+        OrderEvent::from_parts(
+            "OrderPlaced",
+            json!({
+                "order_id": order, "customer_id": "c-1", "customer_email": "c1@example.com",
+                "currency": currency,
+                "lines": [{"sku": "A", "quantity": 2, "unit_price": 1000},
+                          {"sku": "B", "quantity": 1, "unit_price": 250}],
+                "shipping_address": {"name": "Ada", "line1": "1 Main St", "city": "Berlin",
+                                     "postal_code": "10115", "country": "DE"},
+                "total": 2250, "placed_at": "2026-11-25T23:30:00Z"
+            }),
+        )
+        .unwrap()
+    }
+
+    pub fn confirmed() -> OrderEvent {
+        OrderEvent::from_parts("OrderConfirmed", json!({"reservation_id": Uuid::nil()})).unwrap()
+    }
+
+    pub fn cancelled() -> OrderEvent {
+        OrderEvent::from_parts(
+            "OrderCancelled",
+            json!({"reason": "", "cancelled_by": "c-1"}),
+        )
+        .unwrap()
+    }
+
+    pub fn shipped(tracking_number: &str) -> OrderEvent {
+        OrderEvent::from_parts(
+            "ShipmentStarted",
+            json!({"shipment_id": Uuid::nil(), "carrier": "DHL",
+                   "tracking_number": tracking_number}),
+        )
+        .unwrap()
+    }
 }
