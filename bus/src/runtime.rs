@@ -153,6 +153,9 @@ impl ConsumerOptions {
 /// How long a [`Consumer::step`] pull may wait for the server's answer.
 const STEP_EXPIRES: Duration = Duration::from_millis(500);
 
+/// How long after a pull's expiry the client stops waiting for the server to end it.
+const PULL_MARGIN: Duration = Duration::from_millis(500);
+
 /// The nak delay of a message given back on shutdown: long enough that the stopping
 /// process's open pull does not get it back, short enough for another process to take it
 /// soon.
@@ -482,10 +485,19 @@ impl Consumer {
             tokio::time::sleep(self.options.shutdown_grace).await;
         };
         tokio::pin!(grace_over);
+        // The server ends the pull at `fetch_wait`; an end that never arrives (seen on 2.9
+        // under load) must not leave a consumer with a backlog idle, so the client gives the
+        // pull up a little after its expiry, as `step` does.
+        let pull_given_up = tokio::time::sleep(self.options.fetch_wait + PULL_MARGIN);
+        tokio::pin!(pull_given_up);
         loop {
             tokio::select! {
                 Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
                     tracing::trace!(consumer = self.name(), ?outcome, "message done");
+                }
+                () = &mut pull_given_up, if !batch_done && !shutdown.is_cancelled() => {
+                    tracing::debug!(consumer = self.name(), "the pull did not end on time; pulling again");
+                    batch_done = true;
                 }
                 next = batch.next(), if !batch_done && in_flight.len() < limit => match next {
                     None => batch_done = true,
