@@ -12,7 +12,7 @@ use orderflow_domain::{
     ShippingAddress, Sku, MAX_LINES,
 };
 use orderflow_operations::replay::{OrderTimeline, ReplayOutcome, ReplayReport};
-use orderflow_projections::RebuildReport;
+use orderflow_projections::{ProjectionState, RebuildReport};
 use orderflow_store::{EventEnvelope, LoadedOrder};
 use orderflow_workers::notifications::NotificationRecord;
 use serde::{Deserialize, Serialize};
@@ -355,8 +355,7 @@ pub struct ProjectionResponse {
     pub head_position: i64,
     /// Events not folded yet.
     pub lag: i64,
-    /// `live`, `rebuilding`, `interrupted` or `new`.
-    pub state: String,
+    pub state: ProjectionState,
     pub updated_at: Option<DateTime<Utc>>,
     /// The last rebuild this gateway started, if any.
     pub rebuild: Option<RebuildTask>,

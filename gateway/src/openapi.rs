@@ -91,6 +91,8 @@ use crate::routes::{
         dto::DeadLettersResponse,
         dto::RedriveResponse,
         RebuildState,
+        orderflow_projections::ProjectionState,
+        orderflow_projections::Phase,
         RebuildTask,
         orderflow_workers::inventory::StockLevel,
         orderflow_workers::notifications::NotificationRecord,

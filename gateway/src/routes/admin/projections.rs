@@ -1,8 +1,7 @@
 //! `GET /v1/admin/projections` (every projection's state and its last rebuild started here)
 //! and `POST /v1/admin/projections/{name}/rebuild` (rebuild in the background, or verify).
 
-use orderflow_projections::rebuild::ProjectionStatus;
-use orderflow_projections::{ProjectionError, RebuildOptions};
+use orderflow_projections::{ProjectionError, ProjectionState, ProjectionStatus, RebuildOptions};
 use tracing::{Instrument, Span};
 use warp::filters::BoxedFilter;
 use warp::http::{header, HeaderValue, Method, StatusCode};
@@ -160,7 +159,7 @@ pub async fn rebuild_projection(
             let running_elsewhere = orderflow_projections::list(&state.pool)
                 .await?
                 .iter()
-                .any(|s| s.name == name && s.state == "rebuilding");
+                .any(|s| s.name == name && s.state == ProjectionState::Rebuilding);
             if running_elsewhere {
                 return Err(busy());
             }
