@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use orderflow_bus::dlq::{ParkedMessage, Redriven};
 use orderflow_domain::aggregate::OrderState;
 use orderflow_domain::{
-    Currency, Email, FieldError, Money, OrderLine, OrderStatus, PlaceOrder, Quantity,
+    Currency, CustomerId, Email, FieldError, Money, OrderLine, OrderStatus, PlaceOrder, Quantity,
     ShippingAddress, Sku, MAX_LINES,
 };
 use orderflow_operations::replay::{OrderTimeline, ReplayOutcome, ReplayReport};
@@ -31,7 +31,10 @@ use crate::rebuilds::RebuildTask;
                          "postal_code": "10115", "country": "DE"}
 }))]
 pub struct PlaceOrderRequest {
-    /// The customer's id in the shop, 1 to 100 characters.
+    /// The customer's id in the shop.
+    // A plain string, parsed into a `CustomerId` in `into_command`, so that a bad one is
+    // reported with the other fields' errors.
+    #[schema(value_type = CustomerId)]
     pub customer_id: String,
     pub customer_email: String,
     /// ISO 4217 code, three capital letters.
@@ -127,12 +130,8 @@ impl PlaceOrderRequest {
             _ => {
                 // Some value was refused, so the domain's whole-order rules cannot run; check
                 // the ones that need no parsed values here, so that every field is reported.
-                let customer_id = self.customer_id.trim();
-                if customer_id.is_empty() || customer_id.len() > 100 {
-                    errors.push(FieldError::new(
-                        "customer_id",
-                        "must be 1 to 100 characters",
-                    ));
+                if let Err(error) = CustomerId::parse(&self.customer_id) {
+                    errors.push(error);
                 }
                 if self.lines.is_empty() || self.lines.len() > MAX_LINES {
                     errors.push(FieldError::new(

@@ -61,6 +61,7 @@ use crate::routes::{
     ),
     components(schemas(
         dto::PlaceOrderRequest,
+        orderflow_domain::CustomerId,
         dto::OrderLineRequest,
         dto::ShippingAddressRequest,
         dto::CancelOrderRequest,
