@@ -88,15 +88,7 @@ pub async fn list_consumers(
     let consumers = lags
         .into_iter()
         .zip(names.iter())
-        .map(|(lag, (_, kind))| ConsumerLagResponse {
-            name: lag.name,
-            kind: *kind,
-            exists: lag.exists,
-            pending: lag.pending,
-            ack_pending: lag.ack_pending,
-            redelivered: lag.redelivered,
-            last_handled_position: lag.last_handled_position,
-        })
+        .map(|(lag, (_, kind))| ConsumerLagResponse::new(lag, *kind))
         .collect();
     Ok(Json::ok(ConsumersResponse { consumers }))
 }

@@ -1,7 +1,7 @@
 //! The dead-letter stream: `GET /v1/admin/dlq` (list), `GET /v1/admin/dlq/{seq}` (show) and
 //! `POST /v1/admin/dlq/{seq}/redrive`.
 
-use orderflow_bus::dlq::{self, DlqError};
+use orderflow_bus::dlq::{self, DlqError, Redriven};
 use tracing::{Instrument, Span};
 use warp::filters::BoxedFilter;
 use warp::http::Method;
@@ -9,7 +9,7 @@ use warp::reply::Response;
 use warp::Filter;
 
 use super::{at, bus, internal, jetstream};
-use crate::dto::{DeadLetterResponse, DeadLettersResponse, RedriveResponse};
+use crate::dto::{DeadLetterResponse, DeadLettersResponse};
 use crate::problem::ApiError;
 use crate::reply::{respond2, Json};
 use crate::request_id::{request_id, RequestId};
@@ -159,7 +159,7 @@ pub async fn show_dead_letter(
     security(("admin_token" = [])),
     params(("seq" = u64, Path, description = "The dead letter's sequence in the dead-letter stream")),
     responses(
-        (status = 200, description = "What was re-published", body = RedriveResponse),
+        (status = 200, description = "What was re-published", body = Redriven),
         (status = 401, description = "Missing or wrong admin token"),
         (status = 404, description = "No such dead letter (or redriven already), or the admin routes are off"),
         (status = 500, description = "A dead letter cannot be read; the cause is logged, not shown"),
@@ -171,13 +171,13 @@ pub async fn redrive_dead_letter(
     raw: String,
     state: GatewayState,
     request_id: RequestId,
-) -> Result<Json<RedriveResponse>, ApiError> {
+) -> Result<Json<Redriven>, ApiError> {
     detached(
         async move {
             let sequence = dlq_sequence(&raw)?;
             let bus = bus(&state)?;
             let redriven = dlq::redrive(bus, sequence).await.map_err(dlq_error)?;
-            Ok(Json::ok(RedriveResponse::from(redriven)))
+            Ok(Json::ok(redriven))
         }
         .instrument(Span::current()),
     )

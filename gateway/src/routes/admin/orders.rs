@@ -1,6 +1,6 @@
 //! `GET /v1/admin/orders/{id}/replay`: an order's events, each with the state after it.
 
-use orderflow_operations::replay;
+use orderflow_operations::replay::{self, OrderTimeline};
 use uuid::Uuid;
 use warp::filters::BoxedFilter;
 use warp::http::Method;
@@ -8,7 +8,6 @@ use warp::reply::Response;
 use warp::Filter;
 
 use super::at;
-use crate::dto::OrderTimelineResponse;
 use crate::problem::ApiError;
 use crate::reply::{respond3, Json};
 use crate::request_id::{request_id, RequestId};
@@ -42,7 +41,7 @@ pub(super) fn routes(s: &GatewayState) -> BoxedFilter<(Response,)> {
         ("at" = Option<i64>, Query, description = "Last sequence to show, from 1 to the order's version (default: all)"),
     ),
     responses(
-        (status = 200, description = "The order's timeline", body = OrderTimelineResponse),
+        (status = 200, description = "The order's timeline", body = OrderTimeline),
         (status = 401, description = "Missing or wrong admin token"),
         (status = 404, description = "No such order, or the admin routes are off"),
         (status = 422, description = "`at` is not an integer from 1 to the order's version"),
@@ -55,7 +54,7 @@ pub async fn replay_order(
     state: GatewayState,
     query: Vec<(String, String)>,
     request_id: RequestId,
-) -> Result<Json<OrderTimelineResponse>, ApiError> {
+) -> Result<Json<OrderTimeline>, ApiError> {
     let order_id = Uuid::parse_str(&raw_id).map_err(|_| ApiError::OrderNotFound(raw_id.clone()))?;
     let events = state.orders.events(order_id).await?;
     let Some(last) = events.last().map(|e| e.sequence) else {
@@ -75,5 +74,5 @@ pub async fn replay_order(
     };
     replay::check_at(order_id, at, last).map_err(|e| ApiError::invalid("at", e.to_string()))?;
     let timeline = replay::timeline(order_id, &events, at)?;
-    Ok(Json::ok(OrderTimelineResponse::from(timeline)))
+    Ok(Json::ok(timeline))
 }

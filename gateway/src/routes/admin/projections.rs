@@ -1,7 +1,7 @@
 //! `GET /v1/admin/projections` (every projection's state and its last rebuild started here)
 //! and `POST /v1/admin/projections/{name}/rebuild` (rebuild in the background, or verify).
 
-use orderflow_projections::{ProjectionError, ProjectionState, ProjectionStatus, RebuildOptions};
+use orderflow_projections::{ProjectionError, ProjectionState, RebuildOptions};
 use tracing::{Instrument, Span};
 use warp::filters::BoxedFilter;
 use warp::http::{header, HeaderValue, Method, StatusCode};
@@ -40,23 +40,6 @@ pub(super) fn routes(s: &GatewayState) -> BoxedFilter<(Response,)> {
     projections.or(rebuild).unify().boxed()
 }
 
-fn projection_response(
-    status: ProjectionStatus,
-    rebuild: Option<RebuildTask>,
-) -> ProjectionResponse {
-    ProjectionResponse {
-        name: status.name,
-        version: status.version,
-        code_version: status.code_version,
-        position: status.position,
-        head_position: status.head_position,
-        lag: status.lag,
-        state: status.state,
-        updated_at: status.updated_at,
-        rebuild,
-    }
-}
-
 /// Every projection: its version, position, lag and state, and the last rebuild this gateway
 /// started.
 #[utoipa::path(
@@ -81,7 +64,7 @@ pub async fn list_projections(
         .into_iter()
         .map(|status| {
             let task = state.rebuilds.get(&status.name);
-            projection_response(status, task)
+            ProjectionResponse::new(status, task)
         })
         .collect();
     Ok(Json::ok(ProjectionsResponse { projections }))
