@@ -17,6 +17,7 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::connection::{Bus, BusError};
 
@@ -66,12 +67,16 @@ pub struct ParkedMessage {
     pub letter: DeadLetter,
 }
 
-/// What a redrive sent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// What a redrive sent back to the consumer that parked it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Redriven {
+    /// The dead letter's sequence (now deleted from the dead-letter stream).
     pub sequence: u64,
+    /// The consumer that parked it, the only one that sees the re-publish.
     pub consumer: String,
+    /// The subject it was re-published to.
     pub subject: String,
+    /// The `Nats-Msg-Id` of the re-publish.
     pub message_id: String,
 }
 

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::values::{
-    Currency, Email, FieldError, Money, OrderLine, ShippingAddress, Sku, MAX_LINES,
+    Currency, CustomerId, Email, FieldError, Money, OrderLine, ShippingAddress, Sku, MAX_LINES,
 };
 
 /// Every command the Order aggregate understands.
@@ -54,7 +54,7 @@ impl OrderCommand {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlaceOrder {
     order_id: Uuid,
-    customer_id: String,
+    customer_id: CustomerId,
     customer_email: Email,
     currency: Currency,
     lines: Vec<OrderLine>,
@@ -65,8 +65,8 @@ pub struct PlaceOrder {
 
 impl PlaceOrder {
     /// # Errors
-    /// One [`FieldError`] for each rule broken: a blank or over-long `customer_id`, no lines
-    /// or more than [`MAX_LINES`], or a total that overflows.
+    /// One [`FieldError`] for each rule broken: a `customer_id` that [`CustomerId::parse`]
+    /// refuses, no lines or more than [`MAX_LINES`], or a total that overflows.
     pub fn new(
         order_id: Uuid,
         customer_id: &str,
@@ -77,13 +77,9 @@ impl PlaceOrder {
         placed_at: DateTime<Utc>,
     ) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
-        let customer_id = customer_id.trim();
-        if customer_id.is_empty() || customer_id.len() > 100 {
-            errors.push(FieldError::new(
-                "customer_id",
-                "must be 1 to 100 characters",
-            ));
-        }
+        let customer_id = CustomerId::parse(customer_id)
+            .map_err(|e| errors.push(e))
+            .ok();
         if lines.is_empty() || lines.len() > MAX_LINES {
             errors.push(FieldError::new(
                 "lines",
@@ -99,10 +95,10 @@ impl PlaceOrder {
                 "the order total is too large to represent",
             ));
         }
-        match total {
-            Some(total) if errors.is_empty() => Ok(Self {
+        match (customer_id, total) {
+            (Some(customer_id), Some(total)) if errors.is_empty() => Ok(Self {
                 order_id,
-                customer_id: customer_id.to_string(),
+                customer_id,
                 customer_email,
                 currency,
                 lines,
@@ -125,7 +121,7 @@ impl PlaceOrder {
     pub(crate) fn into_event(self) -> crate::events::OrderEvent {
         crate::events::OrderEvent::OrderPlaced {
             order_id: self.order_id,
-            customer_id: self.customer_id,
+            customer_id: self.customer_id.into_string(),
             customer_email: self.customer_email,
             currency: self.currency,
             lines: self.lines,

@@ -1,8 +1,8 @@
 //! The Order domain of orderflow: pure rules, no I/O.
 //!
 //! # Layout
-//! - [`values`]: parsed value types (`Sku`, `Quantity`, `Money`, `Currency`, `Email`,
-//!   `ShippingAddress`, `OrderLine`) whose constructors reject invalid input.
+//! - [`values`]: parsed value types (`CustomerId`, `Sku`, `Quantity`, `Money`, `Currency`,
+//!   `Email`, `ShippingAddress`, `OrderLine`) whose constructors reject invalid input.
 //! - [`commands`]: what a caller asks an order to do (`OrderCommand`).
 //! - [`events`]: what happened to an order (`OrderEvent`), with type names and versions.
 //! - [`aggregate`]: the `Order` aggregate (cqrs-es), its states and its rules.
@@ -19,5 +19,6 @@ pub use aggregate::{Order, OrderError, OrderStatus};
 pub use commands::{OrderCommand, PlaceOrder};
 pub use events::OrderEvent;
 pub use values::{
-    Currency, Email, FieldError, Money, OrderLine, Quantity, ShippingAddress, Sku, MAX_LINES,
+    Currency, CustomerId, Email, FieldError, Money, OrderLine, Quantity, ShippingAddress, Sku,
+    MAX_CUSTOMER_ID_CHARS, MAX_LINES,
 };

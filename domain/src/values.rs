@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 
 /// Most lines one order may have.
@@ -39,6 +41,84 @@ impl FieldError {
             format!("{parent}.{}", self.field)
         };
         self
+    }
+}
+
+/// Most characters of a [`CustomerId`], counted after trimming.
+pub const MAX_CUSTOMER_ID_CHARS: usize = 100;
+
+/// The shop's id of a customer: 1 to [`MAX_CUSTOMER_ID_CHARS`] characters once surrounding
+/// whitespace is trimmed (the trimmed text is what is kept).
+///
+/// Characters are Unicode scalar values (`char`s), not UTF-8 bytes: that is what JSON Schema's
+/// `maxLength` counts, so the OpenAPI document states the same limit the server checks, and
+/// an id in a non-Latin script gets the same 100 characters as an ASCII one. The schema's
+/// `pattern` is the "not blank" half of the rule.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CustomerId(String);
+
+/// Written by hand, not derived, so that the limits come from [`MAX_CUSTOMER_ID_CHARS`].
+impl utoipa::PartialSchema for CustomerId {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(format!(
+                "The customer's id in the shop: 1 to {MAX_CUSTOMER_ID_CHARS} characters (Unicode \
+                 code points) once surrounding whitespace is trimmed, not blank"
+            )))
+            .min_length(Some(1))
+            .max_length(Some(MAX_CUSTOMER_ID_CHARS))
+            .pattern(Some(r"\S"))
+            .examples(["c-42"])
+            .into()
+    }
+}
+
+impl ToSchema for CustomerId {}
+
+impl CustomerId {
+    /// # Errors
+    /// A [`FieldError`] on field `customer_id` when blank, or longer than
+    /// [`MAX_CUSTOMER_ID_CHARS`] characters after trimming.
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let trimmed = raw.trim();
+        let chars = trimmed.chars().count();
+        if chars == 0 || chars > MAX_CUSTOMER_ID_CHARS {
+            return Err(FieldError::new(
+                "customer_id",
+                format!("must be 1 to {MAX_CUSTOMER_ID_CHARS} characters"),
+            ));
+        }
+        Ok(Self(trimmed.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl TryFrom<String> for CustomerId {
+    type Error = FieldError;
+
+    fn try_from(raw: String) -> Result<Self, FieldError> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<CustomerId> for String {
+    fn from(id: CustomerId) -> Self {
+        id.0
+    }
+}
+
+impl fmt::Display for CustomerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -272,6 +352,37 @@ impl OrderLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn customer_id_is_one_to_a_hundred_characters_after_trimming() {
+        assert_eq!(CustomerId::parse(" c-42 ").unwrap().as_str(), "c-42");
+        assert!(CustomerId::parse("").is_err());
+        assert!(CustomerId::parse(" \t ").is_err());
+        let hundred = "x".repeat(100);
+        assert!(CustomerId::parse(&format!("  {hundred}  ")).is_ok());
+        assert!(CustomerId::parse(&"x".repeat(101)).is_err());
+        // Characters, not bytes: 100 two-byte characters are 200 bytes and still fit.
+        assert!(CustomerId::parse(&"ü".repeat(100)).is_ok());
+        assert!(CustomerId::parse(&"ü".repeat(101)).is_err());
+        assert_eq!(
+            CustomerId::parse("").unwrap_err().field,
+            "customer_id".to_string()
+        );
+    }
+
+    #[test]
+    fn customer_id_deserializes_only_when_valid() {
+        let id: CustomerId = serde_json::from_str(r#"" c-42""#).unwrap();
+        assert_eq!(serde_json::to_string(&id).unwrap(), r#""c-42""#);
+        assert!(serde_json::from_str::<CustomerId>(r#""  ""#).is_err());
+    }
+
+    #[test]
+    fn customer_id_schema_states_the_limits_parse_checks() {
+        let schema = serde_json::to_value(<CustomerId as utoipa::PartialSchema>::schema()).unwrap();
+        assert_eq!(schema["minLength"], 1);
+        assert_eq!(schema["maxLength"], MAX_CUSTOMER_ID_CHARS);
+    }
 
     #[test]
     fn quantity_accepts_only_one_to_a_thousand() {

@@ -5,14 +5,16 @@
 //! then refused as values (422), not as malformed bodies (400).
 
 use chrono::{DateTime, Utc};
-use orderflow_bus::dlq::{ParkedMessage, Redriven};
+use orderflow_bus::dlq::ParkedMessage;
+use orderflow_bus::runtime::ConsumerLag;
 use orderflow_domain::aggregate::OrderState;
 use orderflow_domain::{
-    Currency, Email, FieldError, Money, OrderLine, OrderStatus, PlaceOrder, Quantity,
+    Currency, CustomerId, Email, FieldError, Money, OrderLine, OrderStatus, PlaceOrder, Quantity,
     ShippingAddress, Sku, MAX_LINES,
 };
-use orderflow_operations::replay::{OrderTimeline, ReplayOutcome, ReplayReport};
-use orderflow_projections::RebuildReport;
+use orderflow_operations::replay::{ReplayOutcome, ReplayReport};
+use orderflow_projections::rebuild::TableDifferences;
+use orderflow_projections::{ProjectionState, ProjectionStatus, RebuildReport};
 use orderflow_store::{EventEnvelope, LoadedOrder};
 use orderflow_workers::notifications::NotificationRecord;
 use serde::{Deserialize, Serialize};
@@ -31,7 +33,10 @@ use crate::rebuilds::RebuildTask;
                          "postal_code": "10115", "country": "DE"}
 }))]
 pub struct PlaceOrderRequest {
-    /// The customer's id in the shop, 1 to 100 characters.
+    /// The customer's id in the shop.
+    // A plain string, parsed into a `CustomerId` in `into_command`, so that a bad one is
+    // reported with the other fields' errors.
+    #[schema(value_type = CustomerId)]
     pub customer_id: String,
     pub customer_email: String,
     /// ISO 4217 code, three capital letters.
@@ -127,12 +132,8 @@ impl PlaceOrderRequest {
             _ => {
                 // Some value was refused, so the domain's whole-order rules cannot run; check
                 // the ones that need no parsed values here, so that every field is reported.
-                let customer_id = self.customer_id.trim();
-                if customer_id.is_empty() || customer_id.len() > 100 {
-                    errors.push(FieldError::new(
-                        "customer_id",
-                        "must be 1 to 100 characters",
-                    ));
+                if let Err(error) = CustomerId::parse(&self.customer_id) {
+                    errors.push(error);
                 }
                 if self.lines.is_empty() || self.lines.len() > MAX_LINES {
                     errors.push(FieldError::new(
@@ -318,6 +319,9 @@ pub enum ConsumerKind {
 }
 
 /// The lag of one durable consumer.
+// `ConsumerLag` and `kind`, which the bus does not know (to it every consumer is a
+// consumer). `#[serde(flatten)]` would give the same JSON, but the document would describe
+// it as an `allOf` of two open objects instead of one object with every member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ConsumerLagResponse {
     pub name: String,
@@ -335,6 +339,21 @@ pub struct ConsumerLagResponse {
     pub last_handled_position: Option<i64>,
 }
 
+impl ConsumerLagResponse {
+    /// The lag of a consumer of kind `kind`.
+    pub fn new(lag: ConsumerLag, kind: ConsumerKind) -> Self {
+        Self {
+            name: lag.name,
+            kind,
+            exists: lag.exists,
+            pending: lag.pending,
+            ack_pending: lag.ack_pending,
+            redelivered: lag.redelivered,
+            last_handled_position: lag.last_handled_position,
+        }
+    }
+}
+
 /// Answer of `GET /v1/admin/consumers`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ConsumersResponse {
@@ -342,6 +361,8 @@ pub struct ConsumersResponse {
 }
 
 /// One projection's state, and its last rebuild started over HTTP.
+// `ProjectionStatus` and `rebuild`, which only this gateway knows; kept one flat object
+// for the same reason as `ConsumerLagResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ProjectionResponse {
     pub name: String,
@@ -355,11 +376,27 @@ pub struct ProjectionResponse {
     pub head_position: i64,
     /// Events not folded yet.
     pub lag: i64,
-    /// `live`, `rebuilding`, `interrupted` or `new`.
-    pub state: String,
+    pub state: ProjectionState,
     pub updated_at: Option<DateTime<Utc>>,
     /// The last rebuild this gateway started, if any.
     pub rebuild: Option<RebuildTask>,
+}
+
+impl ProjectionResponse {
+    /// The state of a projection, and the last rebuild this gateway started of it.
+    pub fn new(status: ProjectionStatus, rebuild: Option<RebuildTask>) -> Self {
+        Self {
+            name: status.name,
+            version: status.version,
+            code_version: status.code_version,
+            position: status.position,
+            head_position: status.head_position,
+            lag: status.lag,
+            state: status.state,
+            updated_at: status.updated_at,
+            rebuild,
+        }
+    }
 }
 
 /// Answer of `GET /v1/admin/projections`.
@@ -380,29 +417,12 @@ pub struct RebuildRequest {
     pub verify: bool,
 }
 
-/// A row that differs between the live table and the rebuilt one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct DifferenceSampleResponse {
-    /// The row's primary key.
-    pub key: serde_json::Value,
-    /// The live row (`null` when the live table lacks it).
-    pub live: serde_json::Value,
-    /// The rebuilt row (`null` when the log does not produce it).
-    pub rebuilt: serde_json::Value,
-}
-
-/// How one live table differs from the log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct TableDifferencesResponse {
-    pub table: String,
-    pub missing: u64,
-    pub extra: u64,
-    pub differing: u64,
-    pub samples: Vec<DifferenceSampleResponse>,
-}
-
 /// Answer of a verify: how the live projection differs from a rebuild of the log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+// Not `RebuildReport` itself: that one serializes its elapsed time as serde's `Duration`
+// (`{"secs", "nanos"}`), carries `swapped` (always false for a verify) and leaves the total
+// to be summed by the reader; here it is `elapsed_seconds`, and `differences` is the total.
+// The per-table part is the library's own `TableDifferences`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct VerifyResponse {
     pub name: String,
     pub version: i32,
@@ -414,7 +434,7 @@ pub struct VerifyResponse {
     pub per_second: f64,
     /// Rows that differ, over all tables (0: the live projection is exactly the log's).
     pub differences: u64,
-    pub tables: Vec<TableDifferencesResponse>,
+    pub tables: Vec<TableDifferences>,
 }
 
 impl From<RebuildReport> for VerifyResponse {
@@ -428,102 +448,7 @@ impl From<RebuildReport> for VerifyResponse {
             elapsed_seconds: report.elapsed.as_secs_f64(),
             per_second: report.per_second,
             differences,
-            tables: report
-                .differences
-                .unwrap_or_default()
-                .into_iter()
-                .map(|t| TableDifferencesResponse {
-                    table: t.table,
-                    missing: t.missing,
-                    extra: t.extra,
-                    differing: t.differing,
-                    samples: t
-                        .samples
-                        .into_iter()
-                        .map(|s| DifferenceSampleResponse {
-                            key: s.key,
-                            live: s.live.unwrap_or(serde_json::Value::Null),
-                            rebuilt: s.rebuilt.unwrap_or(serde_json::Value::Null),
-                        })
-                        .collect(),
-                })
-                .collect(),
-        }
-    }
-}
-
-/// One field an event changed (`path` dotted; `before` absent for a new field, `after` for a
-/// removed one).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct FieldChangeResponse {
-    pub path: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub before: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after: Option<serde_json::Value>,
-}
-
-/// One event of an order and the order right after it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct TimelineEntryResponse {
-    pub sequence: i64,
-    /// The global position (`null` until the relay numbered the event).
-    pub position: Option<i64>,
-    pub recorded_at: DateTime<Utc>,
-    #[serde(rename = "type")]
-    pub event_type: String,
-    pub version: String,
-    pub payload: serde_json::Value,
-    pub correlation_id: Option<String>,
-    pub causation_id: Option<String>,
-    /// The order after this event.
-    pub state: serde_json::Value,
-    /// What this event changed.
-    pub changes: Vec<FieldChangeResponse>,
-}
-
-/// Answer of `GET /v1/admin/orders/{id}/replay`: the order's events up to `at`, each with
-/// the state after it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct OrderTimelineResponse {
-    pub order_id: Uuid,
-    /// The last sequence shown.
-    pub version: i64,
-    pub entries: Vec<TimelineEntryResponse>,
-    /// The order after the last entry shown.
-    pub state: serde_json::Value,
-}
-
-impl From<OrderTimeline> for OrderTimelineResponse {
-    fn from(t: OrderTimeline) -> Self {
-        Self {
-            order_id: t.order_id,
-            version: t.version,
-            state: serde_json::to_value(&t.state).unwrap_or(serde_json::Value::Null),
-            entries: t
-                .entries
-                .into_iter()
-                .map(|e| TimelineEntryResponse {
-                    sequence: e.sequence,
-                    position: e.position,
-                    recorded_at: e.recorded_at,
-                    event_type: e.event_type,
-                    version: e.version,
-                    payload: e.payload,
-                    correlation_id: e.correlation_id,
-                    causation_id: e.causation_id,
-                    state: e.state,
-                    changes: e
-                        .changes
-                        .into_iter()
-                        .map(|c| FieldChangeResponse {
-                            path: c.path,
-                            before: c.before,
-                            after: c.after,
-                        })
-                        .collect(),
-                })
-                .collect(),
+            tables: report.differences.unwrap_or_default(),
         }
     }
 }
@@ -585,6 +510,11 @@ pub struct ReplayedEventResponse {
 }
 
 /// Answer of `POST /v1/admin/consumers/{name}/replay`.
+// Not `ReplayReport` itself: there each event's outcome is an internally tagged enum
+// flattened into the event, so its other members change with the outcome (`reason`,
+// `effects` or `error`). Over HTTP every event has the same members, `effects` (empty but
+// for `done`) and `error` (`null` but for `retry` and `give_up`), which clients can read
+// without switching on `outcome` and which the document describes as one plain object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ReplayReportResponse {
     pub consumer: String,
@@ -638,6 +568,9 @@ impl From<ReplayReport> for ReplayReportResponse {
 }
 
 /// A message a consumer gave up on, parked in the dead-letter stream.
+// Not `ParkedMessage` itself: that one nests the stored letter under `letter` and keeps the
+// original body as a string; here the letter's members sit next to `sequence` and `subject`,
+// and the body is decoded, so an operator reads the event envelope as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DeadLetterResponse {
     /// Its sequence in the dead-letter stream: what `GET /v1/admin/dlq/{seq}` and redrive take.
@@ -682,29 +615,6 @@ impl From<ParkedMessage> for DeadLetterResponse {
 pub struct DeadLettersResponse {
     /// Oldest first.
     pub dead_letters: Vec<DeadLetterResponse>,
-}
-
-/// Answer of `POST /v1/admin/dlq/{seq}/redrive`: what was sent back to the consumer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct RedriveResponse {
-    /// The dead letter's sequence (now deleted from the dead-letter stream).
-    pub sequence: u64,
-    pub consumer: String,
-    /// The subject it was re-published to.
-    pub subject: String,
-    /// The `Nats-Msg-Id` of the re-publish.
-    pub message_id: String,
-}
-
-impl From<Redriven> for RedriveResponse {
-    fn from(r: Redriven) -> Self {
-        Self {
-            sequence: r.sequence,
-            consumer: r.consumer,
-            subject: r.subject,
-            message_id: r.message_id,
-        }
-    }
 }
 
 #[cfg(test)]

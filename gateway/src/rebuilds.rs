@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
-use orderflow_projections::{Progress, Projection, RebuildOptions};
+use orderflow_projections::{Phase, Progress, Projection, RebuildOptions};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::ToSchema;
@@ -33,8 +33,8 @@ pub struct RebuildTask {
     pub state: RebuildState,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// `folding`, `indexing`, `catching_up`, `swapping` or `done`, once reported.
-    pub phase: Option<String>,
+    /// The phase the rebuild last reported (`null` until its first report).
+    pub phase: Option<Phase>,
     /// Events folded so far.
     pub done: u64,
     /// Events to fold as known now.
@@ -99,11 +99,8 @@ impl Rebuilds {
         let rebuilds = self.clone();
         tokio::spawn(async move {
             let progress = |p: Progress| {
-                let phase = serde_json::to_value(p.phase)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string));
                 rebuilds.update(&name, |t| {
-                    t.phase = phase;
+                    t.phase = Some(p.phase);
                     t.done = p.done;
                     t.total = p.total;
                 });
@@ -124,7 +121,7 @@ impl Rebuilds {
                             position = report.position, "rebuild done");
                         t.state = RebuildState::Done;
                         t.position = Some(report.position);
-                        t.phase = Some("done".into());
+                        t.phase = Some(Phase::Done);
                     }
                     Err(error) => {
                         let cause = error_chain(&error);

@@ -20,11 +20,11 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct FieldChange {
     pub path: String,
+    /// The field's value before the event: any JSON value.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
     pub before: Option<Value>,
+    /// The field's value after the event: any JSON value.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
     pub after: Option<Value>,
 }
 
@@ -32,7 +32,7 @@ pub struct FieldChange {
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct TimelineEntry {
     pub sequence: i64,
-    /// The global position (`None` until the relay numbered the event).
+    /// The global position (`null` until the relay numbered the event).
     pub position: Option<i64>,
     pub recorded_at: DateTime<Utc>,
     #[serde(rename = "type")]
@@ -56,8 +56,8 @@ pub struct OrderTimeline {
     /// The last sequence shown.
     pub version: i64,
     pub entries: Vec<TimelineEntry>,
-    /// The state after the last entry shown.
-    #[schema(value_type = Object)]
+    /// The state after the last entry shown (`null` only for an order without events).
+    #[schema(value_type = Option<Object>)]
     pub state: Option<OrderState>,
 }
 

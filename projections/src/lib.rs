@@ -29,7 +29,10 @@ pub use analytics::AnalyticsProjection;
 pub use handler::ProjectionHandler;
 pub use order_summary::OrderSummaryProjection;
 pub use projection::{Fold, Projection, ProjectionError, TableSpec, Tables};
-pub use rebuild::{ensure_current, list, rebuild, Progress, RebuildOptions, RebuildReport};
+pub use rebuild::{
+    ensure_current, list, rebuild, Phase, Progress, ProjectionState, ProjectionStatus,
+    RebuildOptions, RebuildReport,
+};
 
 /// Every projection orderflow runs, in a stable order.
 pub fn all() -> Vec<Arc<dyn Projection>> {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use orderflow_store::log;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 
@@ -56,7 +56,7 @@ impl Default for RebuildOptions {
 }
 
 /// What a rebuild is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Folding the log into the shadow tables.
@@ -621,6 +621,40 @@ async fn compare(
     Ok(all)
 }
 
+/// Where a projection stands, as `GET /v1/admin/projections` and `orderflow projections list`
+/// show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectionState {
+    /// Its live tables serve queries and its consumer folds new events.
+    Live,
+    /// A rebuild is running (a process holds the projection's rebuild lock).
+    Rebuilding,
+    /// A rebuild died before finishing; the live tables still serve, and the next rebuild
+    /// starts over.
+    Interrupted,
+    /// Known to the code but never ran (no checkpoint yet).
+    New,
+}
+
+impl ProjectionState {
+    /// The state as JSON and the CLI name it: `live`, `rebuilding`, `interrupted` or `new`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Rebuilding => "rebuilding",
+            Self::Interrupted => "interrupted",
+            Self::New => "new",
+        }
+    }
+}
+
+impl std::fmt::Display for ProjectionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A projection's state, as `orderflow projections list` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ProjectionStatus {
@@ -635,8 +669,7 @@ pub struct ProjectionStatus {
     pub head_position: i64,
     /// `head_position - position`: events not folded yet.
     pub lag: i64,
-    /// `live`, `rebuilding`, `interrupted` (a rebuild died before finishing) or `new`.
-    pub state: String,
+    pub state: ProjectionState,
     pub updated_at: Option<DateTime<Utc>>,
 }
 
@@ -659,10 +692,12 @@ pub async fn list(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
         .bind(&checkpoint.name)
         .fetch_one(pool)
         .await?;
-        let state = match (checkpoint.state.as_str(), running) {
-            ("rebuilding", false) => "interrupted".to_string(),
-            (_, true) => "rebuilding".to_string(),
-            (other, false) => other.to_string(),
+        // The checkpoint row stores `live`, or `rebuilding` from the start of a rebuild to
+        // its swap; only the lock tells a running rebuild from one that died.
+        let state = match (checkpoint.state == "rebuilding", running) {
+            (_, true) => ProjectionState::Rebuilding,
+            (true, false) => ProjectionState::Interrupted,
+            (false, false) => ProjectionState::Live,
         };
         statuses.push(ProjectionStatus {
             code_version: known
@@ -687,7 +722,7 @@ pub async fn list(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
                 position: 0,
                 head_position: head,
                 lag: head,
-                state: "new".into(),
+                state: ProjectionState::New,
                 updated_at: None,
             });
         }
@@ -771,4 +806,20 @@ async fn rebuild_reason(
         (Some(_), Some(table)) => Some(format!("table {table} is missing")),
         (Some(_), None) => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn projection_states_print_as_they_serialize() {
+        use ProjectionState::*;
+        for state in [Live, Rebuilding, Interrupted, New] {
+            assert_eq!(
+                serde_json::to_value(state).unwrap(),
+                serde_json::json!(state.as_str())
+            );
+        }
+    }
 }

@@ -50,7 +50,7 @@ pub async fn run(common: &CommonArgs, command: ProjectionsCommand) -> Result<()>
                         s.code_version.map_or_else(|| "-".into(), |v| v.to_string()),
                         s.position.to_string(),
                         s.lag.to_string(),
-                        s.state.clone(),
+                        s.state.to_string(),
                         s.updated_at.map_or_else(
                             || "-".into(),
                             |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),

@@ -9,7 +9,9 @@ use std::time::Duration;
 use orderflow_bus::{Delivery, Handler, HandlerError};
 use orderflow_projections::order_summary::{list_orders, OrderFilter};
 use orderflow_projections::projection::{checkpoint, Tables};
-use orderflow_projections::rebuild::{ensure_current, list, rebuild, RebuildOptions};
+use orderflow_projections::rebuild::{
+    ensure_current, list, rebuild, ProjectionState, RebuildOptions,
+};
 use orderflow_projections::{
     AnalyticsProjection, OrderSummaryProjection, ProjectionError, ProjectionHandler,
 };
@@ -423,7 +425,8 @@ async fn a_projection_whose_version_changed_is_rebuilt_at_start_and_one_rebuild_
     let analytics = statuses.iter().find(|s| s.name == "analytics").unwrap();
     assert_eq!(analytics.lag, head, "nothing folded into analytics yet");
     assert_eq!(
-        analytics.state, "rebuilding",
+        analytics.state,
+        ProjectionState::Rebuilding,
         "the lock holder counts as a running rebuild"
     );
     drop(holder);
@@ -468,21 +471,20 @@ async fn an_interrupted_rebuild_leaves_the_live_projection_serving_and_the_next_
 
     // The live table is whole and still answers; the lock died with the rebuild.
     assert_eq!(count(&pool, "order_summary").await, 200);
-    let mut state = String::new();
+    let mut state = ProjectionState::Rebuilding;
     for _ in 0..100 {
         let statuses = list(&pool).await.unwrap();
         state = statuses
             .iter()
             .find(|s| s.name == "order-summary")
             .unwrap()
-            .state
-            .clone();
-        if state == "interrupted" {
+            .state;
+        if state == ProjectionState::Interrupted {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(state, "interrupted");
+    assert_eq!(state, ProjectionState::Interrupted);
     let report = rebuild(
         &pool,
         &OrderSummaryProjection,

@@ -1,6 +1,7 @@
 //! `GET /v1/customers/{id}/orders`: one customer's orders from the order-summary projection,
 //! newest first, with the same filters and cursor as `GET /v1/orders`.
 
+use orderflow_domain::CustomerId;
 use orderflow_projections::order_summary::OrderPage;
 use warp::filters::BoxedFilter;
 use warp::http::Method;
@@ -34,7 +35,7 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
     path = paths::CUSTOMER_ORDERS,
     tag = "orders",
     params(
-        ("id" = String, Path, description = "The customer id, 1 to 100 characters"),
+        ("id" = CustomerId, Path, description = "The customer id (percent-encoded; trimmed, as when the order was placed)"),
         ("status" = Option<orderflow_domain::OrderStatus>, Query, description = "Only orders in this status"),
         ("placed_after" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Only orders placed strictly after this RFC 3339 time"),
         ("limit" = Option<u32>, Query, description = "Orders per page, 1 to 500 (default 50)"),

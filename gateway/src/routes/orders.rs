@@ -5,7 +5,7 @@
 //! as problems.
 
 use chrono::{DateTime, Utc};
-use orderflow_domain::{FieldError, OrderCommand, OrderError, OrderStatus};
+use orderflow_domain::{CustomerId, FieldError, OrderCommand, OrderError, OrderStatus};
 use orderflow_projections::order_summary::{self, ListError, OrderFilter, OrderPage};
 use orderflow_store::idempotency::{self, KeyClaim};
 use orderflow_store::{CommandError, CommandMetadata};
@@ -106,7 +106,7 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
     path = paths::ORDERS,
     tag = "orders",
     params(
-        ("customer_id" = Option<String>, Query, description = "Only this customer's orders"),
+        ("customer_id" = Option<CustomerId>, Query, description = "Only this customer's orders (trimmed, as when the order was placed)"),
         ("status" = Option<OrderStatus>, Query, description = "Only orders in this status"),
         ("placed_after" = Option<DateTime<Utc>>, Query, description = "Only orders placed strictly after this RFC 3339 time"),
         ("limit" = Option<u32>, Query, description = "Orders per page, 1 to 500 (default 50)"),
@@ -138,16 +138,10 @@ pub fn order_filter(
     customer_id: Option<String>,
 ) -> Result<OrderFilter, ApiError> {
     let mut errors = Vec::new();
-    let customer_id = customer_id.or_else(|| query_param(query, "customer_id").map(str::to_string));
-    if customer_id
+    let customer_id = customer_id
         .as_deref()
-        .is_some_and(|c| c.trim().is_empty() || c.len() > 100)
-    {
-        errors.push(FieldError::new(
-            "customer_id",
-            "must be 1 to 100 characters",
-        ));
-    }
+        .or_else(|| query_param(query, "customer_id"))
+        .and_then(|raw| CustomerId::parse(raw).map_err(|e| errors.push(e)).ok());
     let status = query_param(query, "status").and_then(|raw| {
         OrderStatus::parse(raw).or_else(|| {
             let known: Vec<&str> = OrderStatus::ALL.iter().map(|s| s.as_str()).collect();
@@ -187,7 +181,7 @@ pub fn order_filter(
         return Err(ApiError::Invalid(errors));
     }
     Ok(OrderFilter {
-        customer_id,
+        customer_id: customer_id.map(CustomerId::into_string),
         status,
         placed_after,
         limit,
