@@ -8,8 +8,8 @@ use orderflow_domain::values::{Currency, Email, Money, OrderLine, Quantity, Ship
 use orderflow_domain::{OrderCommand, PlaceOrder};
 use orderflow_gateway::GatewayState;
 use orderflow_projections::ProjectionHandler;
-use orderflow_store::testing::TestDatabase;
 use orderflow_store::{log, CommandMetadata, EventEnvelope, OrderStore};
+use orderflow_testkit::TestDatabase;
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;

@@ -5,11 +5,11 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use orderflow_bus::runtime::ConsumerOptions;
-use orderflow_bus::testing::TestBus;
 use orderflow_domain::values::{Currency, Email, Money, OrderLine, Quantity, ShippingAddress, Sku};
 use orderflow_domain::{OrderCommand, PlaceOrder};
-use orderflow_store::testing::TestDatabase;
 use orderflow_store::{CommandMetadata, OrderStore};
+use orderflow_testkit::TestBus;
+use orderflow_testkit::TestDatabase;
 use uuid::Uuid;
 
 /// One test's world: its own database, its own streams, the order store.

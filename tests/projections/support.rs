@@ -10,8 +10,8 @@ use orderflow_bus::{Delivery, Handler};
 use orderflow_domain::values::{Currency, Email, Money, OrderLine, Quantity, ShippingAddress, Sku};
 use orderflow_domain::{OrderCommand, PlaceOrder};
 use orderflow_projections::{Projection, ProjectionHandler};
-use orderflow_store::testing::TestDatabase;
 use orderflow_store::{log, CommandError, CommandMetadata, EventEnvelope, OrderStore};
+use orderflow_testkit::TestDatabase;
 use sqlx::PgPool;
 use uuid::Uuid;
 

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orderflow_bus::runtime::{Consumer, ConsumerOptions};
-use orderflow_bus::testing::TestBus;
 use orderflow_bus::Handler;
 use orderflow_projections::rebuild::{rebuild, RebuildOptions};
 use orderflow_projections::ProjectionHandler;
+use orderflow_testkit::TestBus;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{stream, StreamExt};
-use orderflow_bus::testing::TestBus;
-use orderflow_store::testing::TestDatabase;
+use orderflow_testkit::TestBus;
+use orderflow_testkit::TestDatabase;
 use serde_json::{json, Value};
 
 mod startup;

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use orderflow_domain::{Money, OrderLine, Quantity, ShippingAddress, Sku};
+use orderflow_testkit::fixture::{address, order_line};
 use orderflow_workers::notifications::{
     Channel, Notification, SendError, SmtpChannel, WebhookChannel,
 };
@@ -81,12 +81,8 @@ fn request() -> ShipmentRequest {
     ShipmentRequest {
         shipment_id: Uuid::new_v4(),
         order_id: Uuid::new_v4(),
-        address: ShippingAddress::parse("Ada", "1 Main St", None, "Berlin", "10115", "DE").unwrap(),
-        lines: vec![OrderLine {
-            sku: Sku::parse("SKU-1").unwrap(),
-            quantity: Quantity::parse(1).unwrap(),
-            unit_price: Money::parse(100).unwrap(),
-        }],
+        address: address(),
+        lines: vec![order_line("SKU-1", 1, 100)],
     }
 }
 
