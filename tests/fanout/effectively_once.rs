@@ -18,7 +18,10 @@ use orderflow_workers::WORKER_NAMES;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::support::{place_many, sku, wait_until_settled, Process, Recorder, World};
+use super::checks::wait_until_settled;
+use orderflow_testkit::fixture::sku;
+use orderflow_testkit::http::Recorder;
+use orderflow_testkit::{orderflow, World};
 
 async fn count(world: &World, sql: &str) -> i64 {
     sqlx::query_scalar(sql)
@@ -37,17 +40,17 @@ fn repeats(keys: &[String]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workers_killed_mid_batch_and_restarted_apply_no_effect_twice() {
-    let world = World::new().await;
+    let world = World::builder().max_connections(12).build().await;
     inventory::set_stock(&world.db.pool, &sku("SKU-K"), 100)
         .await
         .unwrap();
     let webhook = Recorder::start().await;
     let carrier = Recorder::start().await;
-    let ids = place_many(&world, "SKU-K", 150).await;
+    let ids = world.place_many("SKU-K", 150).await;
     let shutdown = CancellationToken::new();
     let relay = tokio::spawn(run_relay(
         world.db.pool.clone(),
-        world.bus.bus.clone(),
+        world.bus().bus.clone(),
         RelayOptions::default(),
         shutdown.clone(),
     ));
@@ -62,7 +65,7 @@ async fn workers_killed_mid_batch_and_restarted_apply_no_effect_twice() {
     let start_all = || {
         WORKER_NAMES
             .iter()
-            .map(|name| Process::start(&world, &["worker", name], &env))
+            .map(|name| orderflow!(&world).envs(&env).start(&["worker", name]))
             .collect::<Vec<_>>()
     };
     let mut workers = start_all();
@@ -204,7 +207,7 @@ async fn workers_killed_mid_batch_and_restarted_apply_no_effect_twice() {
 
 #[tokio::test]
 async fn a_redelivered_event_changes_nothing_in_any_worker() {
-    let world = World::new().await;
+    let world = World::builder().max_connections(12).build().await;
     inventory::set_stock(&world.db.pool, &sku("SKU-R"), 5)
         .await
         .unwrap();
