@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::checks::wait_until_settled;
 use orderflow_testkit::fixture::sku;
 use orderflow_testkit::http::Recorder;
-use orderflow_testkit::{orderflow, World};
+use orderflow_testkit::{orderflow, Process, World};
 
 async fn count(world: &World, sql: &str) -> i64 {
     sqlx::query_scalar(sql)
@@ -36,6 +36,139 @@ fn repeats(keys: &[String]) -> usize {
         *seen.entry(key.as_str()).or_default() += 1;
     }
     seen.values().map(|n| n - 1).sum()
+}
+
+/// Waits until the inventory worker has handled something, then SIGKILLs every worker.
+async fn kill_every_worker_once_under_way(world: &World, mut workers: Vec<Process>) {
+    // Kill every worker as soon as it is under way.
+    let started = Instant::now();
+    loop {
+        let handled = count(
+            world,
+            "SELECT count(*) FROM inbox WHERE consumer = 'inventory'",
+        )
+        .await;
+        if handled > 0 {
+            break;
+        }
+        for worker in &mut workers {
+            worker.assert_running();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the workers never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for worker in workers.drain(..) {
+        worker.kill();
+    }
+    let at_kill = count(
+        world,
+        "SELECT count(*) FROM inbox WHERE consumer = 'inventory'",
+    )
+    .await;
+    assert!(
+        at_kill < 150,
+        "killed too late to prove anything ({at_kill} handled)"
+    );
+}
+
+async fn assert_stock_taken_once(world: &World) {
+    // Stock: taken once per confirmed order, never twice.
+    let stock = inventory::get_stock(&world.db.pool, &sku("SKU-K"))
+        .await
+        .unwrap()
+        .unwrap();
+    // Every order was confirmed and shipped, so its reserved units were deducted for good.
+    assert_eq!((stock.available, stock.reserved), (0, 0));
+    assert_eq!(
+        count(
+            world,
+            "SELECT count(*) FROM inventory_reservations WHERE status = 'shipped'"
+        )
+        .await,
+        100
+    );
+}
+
+async fn assert_each_order_has_its_events_once(world: &World, ids: &[Uuid]) {
+    // Commands: each order got exactly its events (no second confirmation or shipment).
+    for id in ids {
+        let types: Vec<_> = world
+            .store
+            .events(*id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event_type)
+            .collect();
+        assert!(
+            types == ["OrderPlaced", "OrderConfirmed", "ShipmentStarted"]
+                || types == ["OrderPlaced", "OrderRejected"],
+            "order {id}: {types:?}"
+        );
+    }
+}
+
+async fn assert_each_notification_sent_once(world: &World, webhook: &Recorder) {
+    // Notifications: one record per notifiable event, each sent; the webhook saw every
+    // notification id, and repeats only of messages in hand at the kill.
+    let notifiable = count(
+        world,
+        "SELECT count(*) FROM events WHERE event_type IN
+           ('OrderPlaced','OrderConfirmed','OrderRejected','OrderCancelled','ShipmentStarted')",
+    )
+    .await;
+    assert_eq!(notifiable, 150 + 100 + 50 + 100);
+    assert_eq!(
+        count(
+            world,
+            "SELECT count(*) FROM notifications WHERE status = 'sent'"
+        )
+        .await,
+        notifiable
+    );
+    let ids_sent: Vec<Uuid> = sqlx::query_scalar("SELECT notification_id FROM notifications")
+        .fetch_all(&world.db.pool)
+        .await
+        .unwrap();
+    let hooks = webhook.keys();
+    let distinct: HashSet<_> = hooks.iter().cloned().collect();
+    let expected: HashSet<_> = ids_sent.iter().map(Uuid::to_string).collect();
+    assert_eq!(
+        distinct, expected,
+        "the webhook got exactly the recorded notifications"
+    );
+    // A repeat (a message in hand at the kill) carries the same key, so the receiver drops it.
+    eprintln!(
+        "webhook: {} requests, {} repeats of a key",
+        hooks.len(),
+        repeats(&hooks)
+    );
+}
+
+async fn assert_each_shipment_booked_once(world: &World, ids: &[Uuid], carrier: &Recorder) {
+    // Shipments: one booking per confirmed order (same key on a repeat), its tracking number
+    // on the order.
+    let bookings = carrier.keys();
+    let booked: HashSet<_> = bookings.iter().cloned().collect();
+    assert_eq!(booked.len(), 100);
+    eprintln!(
+        "carrier: {} requests, {} repeats of a key",
+        bookings.len(),
+        repeats(&bookings)
+    );
+    for id in ids {
+        if let Some(shipment) = world.store.load(*id).await.unwrap().unwrap().state.shipment {
+            assert!(booked.contains(&shipment.shipment_id.to_string()));
+            assert_eq!(
+                shipment.tracking_number,
+                format!("HTTP-{}", shipment.shipment_id)
+            );
+            assert_eq!(shipment.carrier, "http");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -68,40 +201,7 @@ async fn workers_killed_mid_batch_and_restarted_apply_no_effect_twice() {
             .map(|name| orderflow!(&world).envs(&env).start(&["worker", name]))
             .collect::<Vec<_>>()
     };
-    let mut workers = start_all();
-
-    // Kill every worker as soon as it is under way.
-    let started = Instant::now();
-    loop {
-        let handled = count(
-            &world,
-            "SELECT count(*) FROM inbox WHERE consumer = 'inventory'",
-        )
-        .await;
-        if handled > 0 {
-            break;
-        }
-        for worker in &mut workers {
-            worker.assert_running();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the workers never started"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    for worker in workers.drain(..) {
-        worker.kill();
-    }
-    let at_kill = count(
-        &world,
-        "SELECT count(*) FROM inbox WHERE consumer = 'inventory'",
-    )
-    .await;
-    assert!(
-        at_kill < 150,
-        "killed too late to prove anything ({at_kill} handled)"
-    );
+    kill_every_worker_once_under_way(&world, start_all()).await;
 
     // Restarted as two processes per worker, competing for the same durable consumers.
     let _workers = (start_all(), start_all());
@@ -117,91 +217,10 @@ async fn workers_killed_mid_batch_and_restarted_apply_no_effect_twice() {
     shutdown.cancel();
     relay.await.unwrap().unwrap();
 
-    // Stock: taken once per confirmed order, never twice.
-    let stock = inventory::get_stock(&world.db.pool, &sku("SKU-K"))
-        .await
-        .unwrap()
-        .unwrap();
-    // Every order was confirmed and shipped, so its reserved units were deducted for good.
-    assert_eq!((stock.available, stock.reserved), (0, 0));
-    assert_eq!(
-        count(
-            &world,
-            "SELECT count(*) FROM inventory_reservations WHERE status = 'shipped'"
-        )
-        .await,
-        100
-    );
-    // Commands: each order got exactly its events (no second confirmation or shipment).
-    for id in &ids {
-        let types: Vec<_> = world
-            .store
-            .events(*id)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| e.event_type)
-            .collect();
-        assert!(
-            types == ["OrderPlaced", "OrderConfirmed", "ShipmentStarted"]
-                || types == ["OrderPlaced", "OrderRejected"],
-            "order {id}: {types:?}"
-        );
-    }
-    // Notifications: one record per notifiable event, each sent; the webhook saw every
-    // notification id, and repeats only of messages in hand at the kill.
-    let notifiable = count(
-        &world,
-        "SELECT count(*) FROM events WHERE event_type IN
-           ('OrderPlaced','OrderConfirmed','OrderRejected','OrderCancelled','ShipmentStarted')",
-    )
-    .await;
-    assert_eq!(notifiable, 150 + 100 + 50 + 100);
-    assert_eq!(
-        count(
-            &world,
-            "SELECT count(*) FROM notifications WHERE status = 'sent'"
-        )
-        .await,
-        notifiable
-    );
-    let ids_sent: Vec<Uuid> = sqlx::query_scalar("SELECT notification_id FROM notifications")
-        .fetch_all(&world.db.pool)
-        .await
-        .unwrap();
-    let hooks = webhook.keys();
-    let distinct: HashSet<_> = hooks.iter().cloned().collect();
-    let expected: HashSet<_> = ids_sent.iter().map(Uuid::to_string).collect();
-    assert_eq!(
-        distinct, expected,
-        "the webhook got exactly the recorded notifications"
-    );
-    // A repeat (a message in hand at the kill) carries the same key, so the receiver drops it.
-    eprintln!(
-        "webhook: {} requests, {} repeats of a key",
-        hooks.len(),
-        repeats(&hooks)
-    );
-    // Shipments: one booking per confirmed order (same key on a repeat), its tracking number
-    // on the order.
-    let bookings = carrier.keys();
-    let booked: HashSet<_> = bookings.iter().cloned().collect();
-    assert_eq!(booked.len(), 100);
-    eprintln!(
-        "carrier: {} requests, {} repeats of a key",
-        bookings.len(),
-        repeats(&bookings)
-    );
-    for id in &ids {
-        if let Some(shipment) = world.store.load(*id).await.unwrap().unwrap().state.shipment {
-            assert!(booked.contains(&shipment.shipment_id.to_string()));
-            assert_eq!(
-                shipment.tracking_number,
-                format!("HTTP-{}", shipment.shipment_id)
-            );
-            assert_eq!(shipment.carrier, "http");
-        }
-    }
+    assert_stock_taken_once(&world).await;
+    assert_each_order_has_its_events_once(&world, &ids).await;
+    assert_each_notification_sent_once(&world, &webhook).await;
+    assert_each_shipment_booked_once(&world, &ids, &carrier).await;
     world.cleanup().await;
 }
 

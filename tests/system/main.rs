@@ -66,13 +66,8 @@ async fn statuses(world: &World) -> Vec<(String, i64)> {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_thousand_orders_then_a_rebuild_that_serves_throughout_and_verifies_clean() {
-    let world = World::new().await;
-    let orderflow = orderflow_over(&world);
-    let (served, base) = orderflow.serve(&[]);
-    let http = reqwest::Client::new();
-
+/// Puts `STOCK` units of SKU-SYS in stock, then places `ORDERS` orders, 16 at a time.
+async fn place_orders_over_http(http: &reqwest::Client, base: &str) {
     let put = http
         .put(format!("{base}/v1/inventory/SKU-SYS"))
         .json(&json!({"available": STOCK}))
@@ -83,7 +78,7 @@ async fn two_thousand_orders_then_a_rebuild_that_serves_throughout_and_verifies_
 
     let placed = stream::iter(0..ORDERS)
         .map(|i| {
-            let (http, base) = (http.clone(), base.clone());
+            let (http, base) = (http.clone(), base.to_string());
             async move {
                 http.post(format!("{base}/v1/orders"))
                     .json(&order_body(i))
@@ -99,16 +94,19 @@ async fn two_thousand_orders_then_a_rebuild_that_serves_throughout_and_verifies_
         placed.iter().all(|s| matches!(s, Ok(201))),
         "every order placed"
     );
+}
 
+/// Waits until every order is shipped or rejected and every consumer has drained.
+async fn wait_until_every_consumer_drained(world: &World, http: &reqwest::Client, base: &str) {
     // Every consumer (inventory, notifications, shipments, order-summary, analytics) drains.
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
-        let summary = statuses(&world).await;
+        let summary = statuses(world).await;
         let done = summary.iter().map(|(_, n)| n).sum::<i64>() == ORDERS as i64
             && !summary
                 .iter()
                 .any(|(s, _)| s == "placed" || s == "confirmed");
-        if done && consumers_caught_up(&http, &base).await {
+        if done && consumers_caught_up(http, base).await {
             break;
         }
         assert!(
@@ -117,7 +115,11 @@ async fn two_thousand_orders_then_a_rebuild_that_serves_throughout_and_verifies_
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // The process's metrics count what the relay and the consumers did.
+}
+
+/// The metrics of the `serve` process.
+async fn assert_metrics_count_the_work(http: &reqwest::Client, base: &str) {
+    // They count what the relay and the consumers did.
     let metrics = http
         .get(format!("{base}/metrics"))
         .send()
@@ -147,21 +149,16 @@ async fn two_thousand_orders_then_a_rebuild_that_serves_throughout_and_verifies_
             );
         }
     }
+}
 
-    let before = statuses(&world).await;
-    assert_eq!(
-        before,
-        [
-            ("rejected".to_string(), ORDERS as i64 - STOCK),
-            ("shipped".to_string(), STOCK)
-        ]
-    );
-
+/// Rebuilds order-summary with the binary while `GET /v1/orders` is asked for a page again
+/// and again.
+async fn rebuild_while_the_list_answers(orderflow: &Orderflow, http: &reqwest::Client, base: &str) {
     // GET /v1/orders is polled for the whole rebuild; every answer must be a full page.
     let rebuilding = Arc::new(AtomicBool::new(true));
     let answered = Arc::new(AtomicUsize::new(0));
     let poller = {
-        let (http, base) = (http.clone(), base.clone());
+        let (http, base) = (http.clone(), base.to_string());
         let (rebuilding, answered) = (Arc::clone(&rebuilding), Arc::clone(&answered));
         tokio::spawn(async move {
             while rebuilding.load(Ordering::SeqCst) {
@@ -204,6 +201,30 @@ async fn two_thousand_orders_then_a_rebuild_that_serves_throughout_and_verifies_
         answered.load(Ordering::SeqCst) > 0,
         "the list was asked during the rebuild"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_thousand_orders_then_a_rebuild_that_serves_throughout_and_verifies_clean() {
+    let world = World::new().await;
+    let orderflow = orderflow_over(&world);
+    let (served, base) = orderflow.serve(&[]);
+    let http = reqwest::Client::new();
+
+    place_orders_over_http(&http, &base).await;
+
+    wait_until_every_consumer_drained(&world, &http, &base).await;
+    assert_metrics_count_the_work(&http, &base).await;
+
+    let before = statuses(&world).await;
+    assert_eq!(
+        before,
+        [
+            ("rejected".to_string(), ORDERS as i64 - STOCK),
+            ("shipped".to_string(), STOCK)
+        ]
+    );
+
+    rebuild_while_the_list_answers(&orderflow, &http, &base).await;
     assert_eq!(
         statuses(&world).await,
         before,
