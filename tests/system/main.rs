@@ -5,13 +5,12 @@
 //! zero differences), and `GET /v1/orders` keeps answering throughout. Also: operator commands
 //! fail with one line.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{stream, StreamExt};
-use orderflow_testkit::{orderflow, OrderFixture, Orderflow, TestDatabase, World};
+use orderflow_testkit::{orderflow, OrderFixture, Orderflow, World};
 use serde_json::{json, Value};
 
 mod startup;
@@ -243,7 +242,7 @@ async fn two_thousand_orders_then_a_rebuild_that_serves_throughout_and_verifies_
 /// An operator command that cannot do its work exits non-zero with one readable line.
 #[tokio::test]
 async fn operator_commands_fail_with_one_readable_line() {
-    let db = TestDatabase::fresh().await;
+    let world = World::without_nats().await;
     let unknown_order = uuid::Uuid::now_v7().to_string();
     let cases: [(&[&str], &str); 3] = [
         (
@@ -254,12 +253,7 @@ async fn operator_commands_fail_with_one_readable_line() {
         (&["worker", "nope"], "unknown worker \"nope\""),
     ];
     for (args, expected) in cases {
-        let output = Command::new(env!("CARGO_BIN_EXE_orderflow"))
-            .args(args)
-            .env("ORDERFLOW_DATABASE_URL", &db.options.url)
-            .env("RUST_LOG", "off")
-            .output()
-            .unwrap();
+        let output = orderflow!(&world).env("RUST_LOG", "off").output(args);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
@@ -275,7 +269,6 @@ async fn operator_commands_fail_with_one_readable_line() {
 #[tokio::test]
 async fn impossible_replays_are_refused_with_one_line() {
     let world = World::without_nats().await;
-    let db = &world.db;
     let id = world
         .place_order(OrderFixture::new().line("SKU-1", 1))
         .await;
@@ -311,12 +304,7 @@ async fn impossible_replays_are_refused_with_one_line() {
         ),
     ];
     for (args, expected) in cases {
-        let output = Command::new(env!("CARGO_BIN_EXE_orderflow"))
-            .args(args)
-            .env("ORDERFLOW_DATABASE_URL", &db.options.url)
-            .env("RUST_LOG", "off")
-            .output()
-            .unwrap();
+        let output = orderflow!(&world).env("RUST_LOG", "off").output(args);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
