@@ -1,6 +1,6 @@
 //! Valid orders for tests, with defaults for everything a test does not care about.
 //!
-//! ```no_run
+//! ```
 //! use orderflow_testkit::OrderFixture;
 //!
 //! let place = OrderFixture::new()
@@ -8,6 +8,7 @@
 //!     .line("SKU-1", 2)
 //!     .priced_line("SKU-2", 1, 500)
 //!     .build();
+//! assert_eq!(place.total().minor_units(), 2 * 1000 + 500);
 //! ```
 
 use chrono::{DateTime, Utc};
@@ -160,4 +161,48 @@ pub fn order_line(sku: &str, quantity: i64, unit_price: i64) -> OrderLine {
 /// When `raw` is not one.
 pub fn sku(raw: &str) -> Sku {
     Sku::parse(raw).expect("a valid SKU")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn as_json(place: &PlaceOrder) -> Value {
+        serde_json::to_value(place).expect("a PlaceOrder serializes")
+    }
+
+    #[test]
+    fn the_default_order_is_one_sku_1_by_c_1_in_eur() {
+        let order = OrderFixture::new();
+        let id = order.order_id();
+        let place = order.build();
+        assert_eq!(place.order_id(), id);
+        let place = as_json(&place);
+        assert_eq!(place["customer_id"], "c-1");
+        assert_eq!(place["currency"], "EUR");
+        assert_eq!(
+            place["lines"],
+            json!([{"sku": "SKU-1", "quantity": 1, "unit_price": DEFAULT_UNIT_PRICE}])
+        );
+    }
+
+    #[test]
+    fn lines_keep_their_order_and_prices() {
+        let place = OrderFixture::new()
+            .line("SKU-1", 2)
+            .priced_line("SKU-2", 1, 500)
+            .customer("c-7")
+            .currency("USD")
+            .build();
+        assert_eq!(
+            place.total(),
+            Money::parse(2 * DEFAULT_UNIT_PRICE + 500).unwrap()
+        );
+        let place = as_json(&place);
+        assert_eq!(place["customer_id"], "c-7");
+        assert_eq!(place["currency"], "USD");
+        assert_eq!(place["lines"][1]["sku"], "SKU-2");
+    }
 }
