@@ -14,13 +14,14 @@
 //! # Why a crate of its own
 //!
 //! The tests of several packages need the same helpers: the root package's integration test
-//! binaries (`tests/api`, `tests/fanout`, `tests/projections`, `tests/system`) and the tests
-//! of `orderflow-store`, `orderflow-bus` and `orderflow-workers`. Integration test binaries
-//! cannot share modules across packages, and a `testing` module inside a production crate
-//! would ship test code in its public API. So the kit is a crate that nothing depends on
-//! except as a dev-dependency, and that is never published. It depends on `orderflow-store`
-//! and `orderflow-bus` like any user; they use it only for their own tests, a cycle cargo
-//! allows for dev-dependencies.
+//! binaries (`tests/api`, `tests/fanout`, `tests/projections`, `tests/system`), the tests of
+//! `orderflow-store`, `orderflow-bus` and `orderflow-workers`, and the benchmarks. Test
+//! binaries cannot share modules across packages, and a `testing` module inside a production
+//! crate would ship test code in its public API. So the kit is a crate of its own that nothing
+//! depends on except as a dev-dependency, and that is never published. It depends on
+//! `orderflow-store`, `orderflow-bus` and `orderflow-projections` like any user does; they in
+//! turn use the kit only for their own tests and benchmarks, a cycle cargo allows for
+//! dev-dependencies.
 //!
 //! # Services
 //!
