@@ -17,9 +17,8 @@ use std::time::{Duration, Instant};
 
 use futures::{stream, StreamExt};
 use orderflow_bus::relay::{relay_status, run_relay, RelayOptions};
-use orderflow_bus::testing::TestBus;
 use orderflow_gateway::GatewayState;
-use orderflow_store::testing::{server_url, TestDatabase};
+use orderflow_testkit::{TestBus, TestDatabase};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -133,13 +132,5 @@ async fn main() {
     let _ = server.await;
     let _ = relay.await;
     bus.cleanup().await.expect("removing the streams");
-    db.pool.close().await;
-    let admin = sqlx::PgPool::connect(&server_url()).await.unwrap();
-    sqlx::query(&format!(
-        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-        db.name
-    ))
-    .execute(&admin)
-    .await
-    .unwrap();
+    db.drop_database().await;
 }

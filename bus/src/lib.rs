@@ -12,7 +12,6 @@
 //! - [`relay`]: the relay from the event log to the stream (lock, checkpoint, pipelining).
 //! - [`runtime`]: durable pull consumers: retries, dead letters, graceful stop, step/drain, lag.
 //! - [`dlq`]: the dead-letter stream: park, list, show, redrive.
-//! - [`testing`]: a stream pair of its own per test, and a reader of whole streams.
 //!
 //! # Entry points
 //! - `orderflow relay`: [`relay::run_relay`] (`relay::relay_once`, `relay::publish_range` to
@@ -27,7 +26,6 @@ pub mod dlq;
 pub mod handler;
 pub mod relay;
 pub mod runtime;
-pub mod testing;
 
 pub use connection::{redact_nats_url, Bus, BusError, BusOptions};
 pub use handler::{Delivery, Effects, Handler, HandlerError};

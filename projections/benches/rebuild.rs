@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use orderflow_projections::rebuild::{rebuild, RebuildOptions};
 use orderflow_projections::{AnalyticsProjection, OrderSummaryProjection, Projection};
-use orderflow_store::testing::TestDatabase;
+use orderflow_testkit::TestDatabase;
 use sqlx::PgPool;
 
 fn env(name: &str, default: i64) -> i64 {
@@ -143,14 +143,5 @@ async fn main() {
     }
 
     pool.close().await;
-    let admin = PgPool::connect(&orderflow_store::testing::server_url())
-        .await
-        .unwrap();
-    sqlx::query(&format!(
-        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-        db.name
-    ))
-    .execute(&admin)
-    .await
-    .unwrap();
+    db.drop_database().await;
 }

@@ -4,7 +4,7 @@
 //! table from its templates under a scratch name and compares the catalog (columns, types,
 //! nullability, defaults, constraints, indexes) with the migration's table.
 
-use orderflow_store::testing::TestDatabase;
+use orderflow_testkit::database::TestDatabase;
 use sqlx::PgPool;
 
 /// The definition of `table` as the catalog holds it, with the table's name replaced by

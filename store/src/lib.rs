@@ -13,7 +13,6 @@
 //! - [`orders`]: [`OrderStore`], which runs commands on the Order aggregate and loads orders.
 //! - [`idempotency`]: idempotency keys for `POST /v1/orders`.
 //! - [`inbox`]: the consumers' record of handled events.
-//! - [`testing`]: a fresh database per test, for the tests of every crate.
 #![forbid(unsafe_code)]
 
 pub mod database;
@@ -21,7 +20,6 @@ pub mod idempotency;
 pub mod inbox;
 pub mod log;
 pub mod orders;
-pub mod testing;
 
 pub use database::{connect, migrate, DatabaseOptions, StoreError};
 pub use log::{EventEnvelope, EventMetadata};

@@ -2,30 +2,16 @@
 //! orderflow's own readers agree on, migrations re-apply cleanly, and positions are assigned
 //! only once a transaction is final.
 
-use chrono::Utc;
-use orderflow_domain::values::{Currency, Email, Money, OrderLine, Quantity, ShippingAddress, Sku};
-use orderflow_domain::{OrderCommand, OrderError, OrderStatus, PlaceOrder};
-use orderflow_store::testing::TestDatabase;
+use orderflow_domain::{OrderCommand, OrderError, OrderStatus};
 use orderflow_store::{log, migrate, CommandError, CommandMetadata, OrderStore};
+use orderflow_testkit::{OrderFixture, TestDatabase};
 use uuid::Uuid;
 
 fn place(order_id: Uuid) -> OrderCommand {
-    OrderCommand::PlaceOrder(
-        PlaceOrder::new(
-            order_id,
-            "c-1",
-            Email::parse("ada@example.com").unwrap(),
-            Currency::parse("EUR").unwrap(),
-            vec![OrderLine {
-                sku: Sku::parse("SKU-1").unwrap(),
-                quantity: Quantity::parse(2).unwrap(),
-                unit_price: Money::parse(1299).unwrap(),
-            }],
-            ShippingAddress::parse("Ada", "1 Main St", None, "Berlin", "10115", "DE").unwrap(),
-            Utc::now(),
-        )
-        .unwrap(),
-    )
+    OrderFixture::new()
+        .id(order_id)
+        .priced_line("SKU-1", 2, 1299)
+        .command()
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use orderflow_store::log;
-use orderflow_store::testing::TestDatabase;
+use orderflow_testkit::TestDatabase;
 use rand::Rng;
 use uuid::Uuid;
 

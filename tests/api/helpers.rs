@@ -1,30 +1,38 @@
-//! `spawn_app()`: the gateway on a free port over a fresh database, and a typed client for it.
+//! `spawn_app()`: the gateway on a free port over a test world of its own (the kit's
+//! [`World`], without streams), and a typed client for it.
 
 use std::net::SocketAddr;
 use std::sync::Once;
 
-use orderflow_bus::{Delivery, Handler};
-use orderflow_domain::values::{Currency, Email, Money, OrderLine, Quantity, ShippingAddress, Sku};
-use orderflow_domain::{OrderCommand, PlaceOrder};
+use orderflow_domain::OrderCommand;
 use orderflow_gateway::GatewayState;
-use orderflow_projections::ProjectionHandler;
-use orderflow_store::testing::TestDatabase;
-use orderflow_store::{log, CommandMetadata, EventEnvelope, OrderStore};
+use orderflow_store::{CommandMetadata, OrderStore};
+use orderflow_testkit::{OrderFixture, World};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// A running gateway and what a test needs around it. Stops the gateway when dropped.
+/// A running gateway and what a test needs around it. Stops the gateway when dropped. Derefs
+/// to its [`World`]: `app.db`, `app.number_events()`, `app.project()`, ...
 pub struct TestApp {
     /// `http://127.0.0.1:<port>`
     pub address: String,
     pub client: reqwest::Client,
-    pub db: TestDatabase,
+    pub world: World,
+    /// The gateway's store (the world's, unless `adjust` gave the gateway another).
     pub store: OrderStore,
     pub shutdown: CancellationToken,
     pub server: Option<JoinHandle<()>>,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = World;
+
+    fn deref(&self) -> &World {
+        &self.world
+    }
 }
 
 impl Drop for TestApp {
@@ -55,8 +63,8 @@ pub async fn spawn_app() -> TestApp {
 /// As [`spawn_app`], with the state changed by `adjust` (a NATS client, ...).
 pub async fn spawn_app_with(adjust: impl FnOnce(GatewayState) -> GatewayState) -> TestApp {
     init_tracing();
-    let db = TestDatabase::fresh().await;
-    let state = adjust(GatewayState::new(db.pool.clone()));
+    let world = World::without_nats().await;
+    let state = adjust(GatewayState::new(world.db.pool.clone()));
     let store = state.orders.clone();
     let shutdown = CancellationToken::new();
     let addr: SocketAddr = "127.0.0.1:0".parse().expect("an address");
@@ -69,7 +77,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(GatewayState) -> GatewayState) -
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("a client"),
-        db,
+        world,
         store,
         shutdown,
         server: Some(server),
@@ -182,10 +190,7 @@ impl TestApp {
 
     /// Rows in the events table of this test's database.
     pub async fn event_count(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM events")
-            .fetch_one(&self.db.pool)
-            .await
-            .expect("count events")
+        self.world.stored_events().await
     }
 }
 
@@ -326,27 +331,13 @@ impl TestApp {
         sku: &str,
         placed_at: chrono::DateTime<chrono::Utc>,
     ) -> Uuid {
-        let id = Uuid::now_v7();
-        let command = PlaceOrder::new(
-            id,
-            customer,
-            Email::parse("ada@example.com").unwrap(),
-            Currency::parse("EUR").unwrap(),
-            vec![OrderLine {
-                sku: Sku::parse(sku).unwrap(),
-                quantity: Quantity::parse(2).unwrap(),
-                unit_price: Money::parse(1000).unwrap(),
-            }],
-            ShippingAddress::parse("Ada", "1 Main St", None, "Berlin", "10115", "DE").unwrap(),
-            placed_at,
-        )
-        .expect("a valid order");
+        let order = OrderFixture::new()
+            .customer(customer)
+            .line(sku, 2)
+            .placed_at(placed_at);
+        let id = order.order_id();
         self.store
-            .execute(
-                id,
-                OrderCommand::PlaceOrder(command),
-                &CommandMetadata::from_request("test"),
-            )
+            .execute(id, order.command(), &CommandMetadata::from_request("test"))
             .await
             .expect("the store places it");
         id
@@ -358,46 +349,5 @@ impl TestApp {
             .execute(id, command, &CommandMetadata::from_request("test-driver"))
             .await
             .expect("the store accepts the command");
-    }
-
-    /// Numbers every committed event, as the relay does before publishing; returns the head.
-    pub async fn number_events(&self) -> i64 {
-        while log::assign_positions(&self.db.pool, 10_000).await.unwrap() > 0 {}
-        log::head_position(&self.db.pool).await.unwrap()
-    }
-
-    /// Every numbered event after position `after`, in order.
-    pub async fn events_after(&self, after: i64) -> Vec<EventEnvelope> {
-        let mut all = Vec::new();
-        let mut next = after;
-        loop {
-            let batch = log::events_after(&self.db.pool, next, None, 1_000)
-                .await
-                .unwrap();
-            let Some(last) = batch.last() else { break };
-            next = last.position.unwrap();
-            all.extend(batch);
-        }
-        all
-    }
-
-    /// Numbers the log and folds it into every projection, one event at a time in position
-    /// order, as their consumers do.
-    pub async fn project(&self) {
-        self.number_events().await;
-        for projection in orderflow_projections::all() {
-            let name = projection.name();
-            let at = orderflow_projections::projection::checkpoint(&self.db.pool, name)
-                .await
-                .unwrap()
-                .map_or(0, |c| c.position);
-            let handler = ProjectionHandler::new(self.db.pool.clone(), projection);
-            for event in self.events_after(at).await {
-                handler
-                    .handle(&event, Delivery::live(1))
-                    .await
-                    .unwrap_or_else(|e| panic!("{name} failed at {:?}: {e}", event.position));
-            }
-        }
     }
 }

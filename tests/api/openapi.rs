@@ -12,9 +12,9 @@ use uuid::Uuid;
 use std::sync::Arc;
 
 use orderflow_bus::dlq::{self, DeadLetter};
-use orderflow_bus::testing::TestBus;
 use orderflow_bus::{Delivery, Handler};
 use orderflow_domain::OrderCommand;
+use orderflow_testkit::TestBus;
 use orderflow_workers::notifications::{LogChannel, NotificationsWorker};
 
 use crate::helpers::{spawn_admin_app, spawn_app, valid_order, TestApp, ADMIN_TOKEN};

@@ -18,7 +18,10 @@ use orderflow_workers::WORKER_NAMES;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::support::{place_many, sku, wait_until_settled, Process, Recorder, World};
+use super::checks::wait_until_settled;
+use orderflow_testkit::fixture::sku;
+use orderflow_testkit::http::Recorder;
+use orderflow_testkit::{orderflow, Process, World};
 
 async fn count(world: &World, sql: &str) -> i64 {
     sqlx::query_scalar(sql)
@@ -35,43 +38,13 @@ fn repeats(keys: &[String]) -> usize {
     seen.values().map(|n| n - 1).sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn workers_killed_mid_batch_and_restarted_apply_no_effect_twice() {
-    let world = World::new().await;
-    inventory::set_stock(&world.db.pool, &sku("SKU-K"), 100)
-        .await
-        .unwrap();
-    let webhook = Recorder::start().await;
-    let carrier = Recorder::start().await;
-    let ids = place_many(&world, "SKU-K", 150).await;
-    let shutdown = CancellationToken::new();
-    let relay = tokio::spawn(run_relay(
-        world.db.pool.clone(),
-        world.bus.bus.clone(),
-        RelayOptions::default(),
-        shutdown.clone(),
-    ));
-    let env = [
-        ("ORDERFLOW_ACK_WAIT_SECS", "2"),
-        ("ORDERFLOW_WORKER_CONCURRENCY", "8"),
-        ("ORDERFLOW_NOTIFY_CHANNEL", "webhook"),
-        ("ORDERFLOW_NOTIFY_WEBHOOK_URL", webhook.url.as_str()),
-        ("ORDERFLOW_CARRIER", "http"),
-        ("ORDERFLOW_CARRIER_URL", carrier.url.as_str()),
-    ];
-    let start_all = || {
-        WORKER_NAMES
-            .iter()
-            .map(|name| Process::start(&world, &["worker", name], &env))
-            .collect::<Vec<_>>()
-    };
-    let mut workers = start_all();
-
+/// Waits until the inventory worker has handled something, then SIGKILLs every worker.
+async fn kill_every_worker_once_under_way(world: &World, mut workers: Vec<Process>) {
     // Kill every worker as soon as it is under way.
     let started = Instant::now();
     loop {
         let handled = count(
-            &world,
+            world,
             "SELECT count(*) FROM inbox WHERE consumer = 'inventory'",
         )
         .await;
@@ -91,7 +64,7 @@ async fn workers_killed_mid_batch_and_restarted_apply_no_effect_twice() {
         worker.kill();
     }
     let at_kill = count(
-        &world,
+        world,
         "SELECT count(*) FROM inbox WHERE consumer = 'inventory'",
     )
     .await;
@@ -99,21 +72,9 @@ async fn workers_killed_mid_batch_and_restarted_apply_no_effect_twice() {
         at_kill < 150,
         "killed too late to prove anything ({at_kill} handled)"
     );
+}
 
-    // Restarted as two processes per worker, competing for the same durable consumers.
-    let _workers = (start_all(), start_all());
-    wait_until_settled(
-        &world,
-        &ids,
-        100,
-        50,
-        &WORKER_NAMES,
-        Duration::from_secs(50),
-    )
-    .await;
-    shutdown.cancel();
-    relay.await.unwrap().unwrap();
-
+async fn assert_stock_taken_once(world: &World) {
     // Stock: taken once per confirmed order, never twice.
     let stock = inventory::get_stock(&world.db.pool, &sku("SKU-K"))
         .await
@@ -123,14 +84,17 @@ async fn workers_killed_mid_batch_and_restarted_apply_no_effect_twice() {
     assert_eq!((stock.available, stock.reserved), (0, 0));
     assert_eq!(
         count(
-            &world,
+            world,
             "SELECT count(*) FROM inventory_reservations WHERE status = 'shipped'"
         )
         .await,
         100
     );
+}
+
+async fn assert_each_order_has_its_events_once(world: &World, ids: &[Uuid]) {
     // Commands: each order got exactly its events (no second confirmation or shipment).
-    for id in &ids {
+    for id in ids {
         let types: Vec<_> = world
             .store
             .events(*id)
@@ -145,10 +109,13 @@ async fn workers_killed_mid_batch_and_restarted_apply_no_effect_twice() {
             "order {id}: {types:?}"
         );
     }
+}
+
+async fn assert_each_notification_sent_once(world: &World, webhook: &Recorder) {
     // Notifications: one record per notifiable event, each sent; the webhook saw every
     // notification id, and repeats only of messages in hand at the kill.
     let notifiable = count(
-        &world,
+        world,
         "SELECT count(*) FROM events WHERE event_type IN
            ('OrderPlaced','OrderConfirmed','OrderRejected','OrderCancelled','ShipmentStarted')",
     )
@@ -156,7 +123,7 @@ async fn workers_killed_mid_batch_and_restarted_apply_no_effect_twice() {
     assert_eq!(notifiable, 150 + 100 + 50 + 100);
     assert_eq!(
         count(
-            &world,
+            world,
             "SELECT count(*) FROM notifications WHERE status = 'sent'"
         )
         .await,
@@ -179,6 +146,9 @@ async fn workers_killed_mid_batch_and_restarted_apply_no_effect_twice() {
         hooks.len(),
         repeats(&hooks)
     );
+}
+
+async fn assert_each_shipment_booked_once(world: &World, ids: &[Uuid], carrier: &Recorder) {
     // Shipments: one booking per confirmed order (same key on a repeat), its tracking number
     // on the order.
     let bookings = carrier.keys();
@@ -189,7 +159,7 @@ async fn workers_killed_mid_batch_and_restarted_apply_no_effect_twice() {
         bookings.len(),
         repeats(&bookings)
     );
-    for id in &ids {
+    for id in ids {
         if let Some(shipment) = world.store.load(*id).await.unwrap().unwrap().state.shipment {
             assert!(booked.contains(&shipment.shipment_id.to_string()));
             assert_eq!(
@@ -199,12 +169,64 @@ async fn workers_killed_mid_batch_and_restarted_apply_no_effect_twice() {
             assert_eq!(shipment.carrier, "http");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_killed_mid_batch_and_restarted_apply_no_effect_twice() {
+    let world = World::builder().max_connections(12).build().await;
+    inventory::set_stock(&world.db.pool, &sku("SKU-K"), 100)
+        .await
+        .unwrap();
+    let webhook = Recorder::start().await;
+    let carrier = Recorder::start().await;
+    let ids = world.place_many("SKU-K", 150).await;
+    let shutdown = CancellationToken::new();
+    let relay = tokio::spawn(run_relay(
+        world.db.pool.clone(),
+        world.bus().bus.clone(),
+        RelayOptions::default(),
+        shutdown.clone(),
+    ));
+    let env = [
+        ("ORDERFLOW_ACK_WAIT_SECS", "2"),
+        ("ORDERFLOW_WORKER_CONCURRENCY", "8"),
+        ("ORDERFLOW_NOTIFY_CHANNEL", "webhook"),
+        ("ORDERFLOW_NOTIFY_WEBHOOK_URL", webhook.url.as_str()),
+        ("ORDERFLOW_CARRIER", "http"),
+        ("ORDERFLOW_CARRIER_URL", carrier.url.as_str()),
+    ];
+    let start_all = || {
+        WORKER_NAMES
+            .iter()
+            .map(|name| orderflow!(&world).envs(&env).start(&["worker", name]))
+            .collect::<Vec<_>>()
+    };
+    kill_every_worker_once_under_way(&world, start_all()).await;
+
+    // Restarted as two processes per worker, competing for the same durable consumers.
+    let _workers = (start_all(), start_all());
+    wait_until_settled(
+        &world,
+        &ids,
+        100,
+        50,
+        &WORKER_NAMES,
+        Duration::from_secs(50),
+    )
+    .await;
+    shutdown.cancel();
+    relay.await.unwrap().unwrap();
+
+    assert_stock_taken_once(&world).await;
+    assert_each_order_has_its_events_once(&world, &ids).await;
+    assert_each_notification_sent_once(&world, &webhook).await;
+    assert_each_shipment_booked_once(&world, &ids, &carrier).await;
     world.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_redelivered_event_changes_nothing_in_any_worker() {
-    let world = World::new().await;
+    let world = World::builder().max_connections(12).build().await;
     inventory::set_stock(&world.db.pool, &sku("SKU-R"), 5)
         .await
         .unwrap();

@@ -16,11 +16,13 @@ use orderflow_workers::inventory;
 use orderflow_workers::registry::{build_worker, WorkerDeps, WORKER_NAMES};
 use tokio_util::sync::CancellationToken;
 
-use super::support::{fast_consumer, place_many, sku, wait_until_settled, World};
+use super::checks::wait_until_settled;
+use orderflow_testkit::fixture::sku;
+use orderflow_testkit::{fast_consumer, orderflow, World};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_orders_with_stock_for_150_end_as_the_log_says() {
-    let world = World::new().await;
+    let world = World::builder().max_connections(12).build().await;
     inventory::set_stock(&world.db.pool, &sku("SKU-E"), 150)
         .await
         .unwrap();
@@ -28,7 +30,7 @@ async fn two_hundred_orders_with_stock_for_150_end_as_the_log_says() {
     let mut roles = vec![tokio::spawn({
         let (pool, bus, stop) = (
             world.db.pool.clone(),
-            world.bus.bus.clone(),
+            world.bus().bus.clone(),
             shutdown.clone(),
         );
         async move {
@@ -48,7 +50,7 @@ async fn two_hundred_orders_with_stock_for_150_end_as_the_log_says() {
     let consumers: Vec<String> = handlers.iter().map(|h| h.name().to_string()).collect();
     let consumers: Vec<&str> = consumers.iter().map(String::as_str).collect();
     for handler in handlers {
-        let (bus, stop) = (world.bus.bus.clone(), shutdown.clone());
+        let (bus, stop) = (world.bus().bus.clone(), shutdown.clone());
         roles.push(tokio::spawn(async move {
             run_consumer(handler, bus, fast_consumer(), stop)
                 .await
@@ -56,7 +58,7 @@ async fn two_hundred_orders_with_stock_for_150_end_as_the_log_says() {
         }));
     }
 
-    let ids = place_many(&world, "SKU-E", 200).await;
+    let ids = world.place_many("SKU-E", 200).await;
     wait_until_settled(&world, &ids, 150, 50, &consumers, Duration::from_secs(50)).await;
     shutdown.cancel();
     for role in roles {
@@ -155,7 +157,7 @@ async fn two_hundred_orders_with_stock_for_150_end_as_the_log_says() {
 /// A worker process records what it does and serves it at `--metrics-addr`.
 #[tokio::test]
 async fn a_worker_role_serves_its_metrics() {
-    let world = World::new().await;
+    let world = World::builder().max_connections(12).build().await;
     world.place(&[("SKU-M", 1)]).await;
     world.relay().await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -164,11 +166,9 @@ async fn a_worker_role_serves_its_metrics() {
         .unwrap()
         .port();
     let address = format!("127.0.0.1:{port}");
-    let _worker = super::support::Process::start(
-        &world,
-        &["worker", "inventory"],
-        &[("ORDERFLOW_METRICS_ADDR", address.as_str())],
-    );
+    let _worker = orderflow!(&world)
+        .envs(&[("ORDERFLOW_METRICS_ADDR", address.as_str())])
+        .start(&["worker", "inventory"]);
     let http = reqwest::Client::new();
     let wanted = "orderflow_consumer_messages_total{consumer=\"inventory\",outcome=\"handled\"} 1";
     let started = std::time::Instant::now();

@@ -18,7 +18,10 @@ use orderflow_workers::WORKER_NAMES;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::support::{place_command, sku, wait_until_settled, Process, Recorder, World};
+use super::checks::wait_until_settled;
+use orderflow_testkit::fixture::sku;
+use orderflow_testkit::http::Recorder;
+use orderflow_testkit::{orderflow, OrderFixture, Process, World};
 
 const SKU: &str = "SKU-STOP";
 const STOCK: i64 = 1_000_000;
@@ -153,7 +156,7 @@ async fn assert_every_order_done_once(
         repeated_keys(&hooks),
         repeated_keys(&bookings)
     );
-    let parked = world.bus.dead_letters().await.unwrap();
+    let parked = world.bus().dead_letters().await.unwrap();
     assert!(
         parked.is_empty(),
         "a graceful stop parked {} message(s)",
@@ -249,7 +252,7 @@ fn store_load(
             store
                 .execute(
                     id,
-                    place_command(id, &[(SKU, 1)]),
+                    OrderFixture::new().id(id).line(SKU, 1).command(),
                     &orderflow_store::CommandMetadata::from_request("load"),
                 )
                 .await
@@ -262,7 +265,7 @@ fn store_load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn serve_stopped_with_sigterm_under_load_three_times_loses_nothing() {
-    let world = World::new().await;
+    let world = World::builder().max_connections(12).build().await;
     inventory::set_stock(&world.db.pool, &sku(SKU), STOCK)
         .await
         .unwrap();
@@ -275,14 +278,14 @@ async fn serve_stopped_with_sigterm_under_load_three_times_loses_nothing() {
     let args = ["serve", "--http-addr", &format!("127.0.0.1:{port}")];
     let http = reqwest::Client::new();
 
-    let mut served = Process::start(&world, &args, &env);
+    let mut served = orderflow!(&world).envs(&env).start(&args);
     wait_until_healthy(&http, &base).await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = http_load(base.clone(), Duration::from_millis(10), Arc::clone(&stop));
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         served.terminate(STOP_WITHIN).await;
-        served = Process::start(&world, &args, &env);
+        served = orderflow!(&world).envs(&env).start(&args);
         wait_until_healthy(&http, &base).await;
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -297,7 +300,7 @@ async fn serve_stopped_with_sigterm_under_load_three_times_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_single_role_restarted_with_sigterm_under_load_loses_nothing() {
-    let world = World::new().await;
+    let world = World::builder().max_connections(12).build().await;
     inventory::set_stock(&world.db.pool, &sku(SKU), STOCK)
         .await
         .unwrap();
@@ -309,7 +312,7 @@ async fn every_single_role_restarted_with_sigterm_under_load_loses_nothing() {
     roles.extend(CONSUMERS[3..].iter().map(|name| vec!["project", *name]));
     let mut running: Vec<Process> = roles
         .iter()
-        .map(|args| Process::start(&world, args, &env))
+        .map(|args| orderflow!(&world).envs(&env).start(args))
         .collect();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -318,7 +321,10 @@ async fn every_single_role_restarted_with_sigterm_under_load_loses_nothing() {
     for _ in 0..3 {
         for (slot, args) in roles.iter().enumerate() {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let old = std::mem::replace(&mut running[slot], Process::start(&world, args, &env));
+            let old = std::mem::replace(
+                &mut running[slot],
+                orderflow!(&world).envs(&env).start(args),
+            );
             old.terminate(STOP_WITHIN).await;
         }
     }

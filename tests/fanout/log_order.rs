@@ -4,14 +4,16 @@
 use orderflow_domain::Order;
 use uuid::Uuid;
 
-use super::support::{assert_stream_matches_log, place_command, write_load, World};
+use super::checks::assert_stream_matches_log;
+use orderflow_testkit::world::write_load;
+use orderflow_testkit::{OrderFixture, World};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_late_committing_transaction_is_published_after_what_committed_before_it() {
-    let world = World::new().await;
+    let world = World::builder().max_connections(12).build().await;
     let late = Uuid::now_v7();
     let event = Order::default()
-        .decide(place_command(late, &[("SKU-1", 1)]))
+        .decide(OrderFixture::new().id(late).line("SKU-1", 1).command())
         .unwrap()
         .remove(0);
     // A writer that inserts first but commits last.
@@ -35,7 +37,7 @@ async fn a_late_committing_transaction_is_published_after_what_committed_before_
         "the late commit is published once it commits"
     );
     assert_stream_matches_log(&world).await;
-    let messages = world.bus.messages().await.unwrap();
+    let messages = world.bus().messages().await.unwrap();
     let last = messages.last().unwrap().envelope().unwrap();
     assert_eq!(
         last.order_id, late,
@@ -46,7 +48,7 @@ async fn a_late_committing_transaction_is_published_after_what_committed_before_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn relaying_while_writers_commit_keeps_every_order_in_sequence_order() {
-    let world = World::new().await;
+    let world = World::builder().max_connections(12).build().await;
     let store = world.store.clone();
     let writers = tokio::spawn(async move { write_load(&store, 16, 250).await });
     let mut published = 0;

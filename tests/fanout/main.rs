@@ -2,7 +2,7 @@
 //! PostgreSQL and the real NATS JetStream (each test with its own database and streams).
 //! Start both with `scripts/services up`.
 
-mod support;
+mod checks;
 
 mod effectively_once;
 mod end_to_end;

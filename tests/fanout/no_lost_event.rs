@@ -6,7 +6,9 @@ use std::time::Duration;
 use orderflow_bus::relay::{self, run_relay, RelayOptions};
 use tokio_util::sync::CancellationToken;
 
-use super::support::{assert_stream_matches_log, write_load, Process, World};
+use super::checks::assert_stream_matches_log;
+use orderflow_testkit::world::write_load;
+use orderflow_testkit::{orderflow, World};
 
 fn quick_relay() -> RelayOptions {
     RelayOptions {
@@ -19,11 +21,11 @@ fn quick_relay() -> RelayOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_writers_5000_events_reach_the_stream_exactly_once_in_log_order() {
-    let world = World::new().await;
+    let world = World::builder().max_connections(12).build().await;
     let shutdown = CancellationToken::new();
     let relay = tokio::spawn(run_relay(
         world.db.pool.clone(),
-        world.bus.bus.clone(),
+        world.bus().bus.clone(),
         quick_relay(),
         shutdown.clone(),
     ));
@@ -38,13 +40,13 @@ async fn sixty_four_writers_5000_events_reach_the_stream_exactly_once_in_log_ord
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_relay_sigkilled_during_the_64_writer_load_is_replaced_and_every_event_is_there_once() {
-    let world = World::new().await;
+    let world = World::builder().max_connections(12).build().await;
     // The real binary, as deployed: relay A publishes, relay B stands by.
-    let a = Process::start(&world, &["relay"], &[]);
+    let a = orderflow!(&world).start(&["relay"]);
     let store = world.store.clone();
     let writers = tokio::spawn(async move { write_load(&store, 64, 1250).await });
     world.wait_for_stream(100, Duration::from_secs(30)).await;
-    let mut b = Process::start(&world, &["relay"], &[]);
+    let mut b = orderflow!(&world).start(&["relay"]);
     world.wait_for_stream(1000, Duration::from_secs(30)).await;
     // SIGKILL mid-load: no shutdown code runs; its lock session dies with it.
     assert!(
@@ -52,7 +54,7 @@ async fn a_relay_sigkilled_during_the_64_writer_load_is_replaced_and_every_event
         "the load was over before the kill"
     );
     a.kill();
-    let mut restarted = Process::start(&world, &["relay"], &[]);
+    let mut restarted = orderflow!(&world).start(&["relay"]);
     writers.await.unwrap();
     assert_eq!(world.stored_events().await, 5000);
     world.wait_for_stream(5000, Duration::from_secs(30)).await;
@@ -65,16 +67,18 @@ async fn a_relay_sigkilled_during_the_64_writer_load_is_replaced_and_every_event
 
 #[tokio::test]
 async fn events_jetstream_lost_are_published_again_from_the_store() {
-    let world = World::new().await;
+    let world = World::builder().max_connections(12).build().await;
     for _ in 0..20 {
         world.place(&[("SKU-1", 1)]).await;
     }
     assert_eq!(world.relay().await, 20);
     // JetStream loses acknowledged messages (here: the whole stream, as after a lost disk).
-    let js = world.bus.bus.jetstream();
-    js.delete_stream(world.bus.bus.stream_name()).await.unwrap();
-    world.bus.bus.ensure_streams().await.unwrap();
-    let summary = relay::publish_range(&world.db.pool, &world.bus.bus, 0, None, 7)
+    let js = world.bus().bus.jetstream();
+    js.delete_stream(world.bus().bus.stream_name())
+        .await
+        .unwrap();
+    world.bus().bus.ensure_streams().await.unwrap();
+    let summary = relay::publish_range(&world.db.pool, &world.bus().bus, 0, None, 7)
         .await
         .unwrap();
     assert_eq!(summary.published, 20);
@@ -86,11 +90,11 @@ async fn events_jetstream_lost_are_published_again_from_the_store() {
 
 #[tokio::test]
 async fn the_relay_wakes_on_commit_instead_of_waiting_for_its_tick() {
-    let world = World::new().await;
+    let world = World::builder().max_connections(12).build().await;
     let shutdown = CancellationToken::new();
     let relay = tokio::spawn(run_relay(
         world.db.pool.clone(),
-        world.bus.bus.clone(),
+        world.bus().bus.clone(),
         RelayOptions {
             fallback_tick: Duration::from_secs(600),
             ..RelayOptions::default()

@@ -7,11 +7,13 @@ use orderflow_bus::{Delivery, Handler};
 use orderflow_domain::OrderStatus;
 use orderflow_workers::inventory::{self, InventoryWorker};
 
-use super::support::{bind, sku, status_counts, World};
+use super::checks::status_counts;
+use orderflow_testkit::fixture::sku;
+use orderflow_testkit::{OrderFixture, World};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stock_10_and_50_concurrent_orders_confirm_exactly_10_and_cancel_returns_stock_once() {
-    let world = World::new().await;
+    let world = World::builder().max_connections(12).build().await;
     inventory::set_stock(&world.db.pool, &sku("SKU-A"), 10)
         .await
         .unwrap();
@@ -23,7 +25,7 @@ async fn stock_10_and_50_concurrent_orders_confirm_exactly_10_and_cancel_returns
             store
                 .execute(
                     id,
-                    super::support::place_command(id, &[("SKU-A", 1)]),
+                    OrderFixture::new().id(id).line("SKU-A", 1).command(),
                     &orderflow_store::CommandMetadata::from_request("test"),
                 )
                 .await
@@ -39,8 +41,8 @@ async fn stock_10_and_50_concurrent_orders_confirm_exactly_10_and_cancel_returns
 
     // Two processes share the durable consumer and race each other.
     let worker: Arc<dyn Handler> = Arc::new(InventoryWorker::new(world.db.pool.clone()));
-    let first = bind(&world, Arc::clone(&worker)).await;
-    let second = bind(&world, Arc::clone(&worker)).await;
+    let first = world.bind(Arc::clone(&worker)).await;
+    let second = world.bind(Arc::clone(&worker)).await;
     let (a, b) = tokio::join!(first.drain(), second.drain());
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.handled + b.handled, 50, "{a:?} {b:?}");
@@ -88,7 +90,7 @@ async fn stock_10_and_50_concurrent_orders_confirm_exactly_10_and_cancel_returns
 
 #[tokio::test]
 async fn an_order_short_on_one_line_is_rejected_and_reserves_nothing() {
-    let world = World::new().await;
+    let world = World::builder().max_connections(12).build().await;
     inventory::set_stock(&world.db.pool, &sku("SKU-A"), 5)
         .await
         .unwrap();
@@ -99,11 +101,9 @@ async fn an_order_short_on_one_line_is_rejected_and_reserves_nothing() {
         .place(&[("SKU-A", 2), ("SKU-B", 2), ("SKU-C", 1)])
         .await;
     world.relay().await;
-    let consumer = bind(
-        &world,
-        Arc::new(InventoryWorker::new(world.db.pool.clone())),
-    )
-    .await;
+    let consumer = world
+        .bind(Arc::new(InventoryWorker::new(world.db.pool.clone())))
+        .await;
     assert_eq!(consumer.drain().await.unwrap().handled, 1);
     let order = world.store.load(id).await.unwrap().unwrap().state;
     assert_eq!(order.status, OrderStatus::Rejected);

@@ -11,7 +11,8 @@ use orderflow_workers::notifications::{self, LogChannel, NotificationsWorker};
 use orderflow_workers::shipments::{self, ShipmentsWorker, SimulatedCarrier};
 use uuid::Uuid;
 
-use super::support::{sku, World};
+use orderflow_testkit::fixture::sku;
+use orderflow_testkit::World;
 
 async fn events(world: &World, id: Uuid) -> Vec<EventEnvelope> {
     world.store.events(id).await.unwrap()
@@ -23,7 +24,7 @@ fn of_type<'a>(events: &'a [EventEnvelope], event_type: &str) -> &'a EventEnvelo
 
 #[tokio::test]
 async fn a_cancellation_seen_before_the_placement_leaves_nothing_reserved() {
-    let world = World::new().await;
+    let world = World::builder().max_connections(12).build().await;
     inventory::set_stock(&world.db.pool, &sku("SKU-A"), 3)
         .await
         .unwrap();
@@ -63,7 +64,7 @@ async fn a_cancellation_seen_before_the_placement_leaves_nothing_reserved() {
 
 #[tokio::test]
 async fn a_reservation_made_for_an_order_cancelled_meanwhile_is_released() {
-    let world = World::new().await;
+    let world = World::builder().max_connections(12).build().await;
     inventory::set_stock(&world.db.pool, &sku("SKU-A"), 3)
         .await
         .unwrap();
@@ -106,7 +107,7 @@ async fn a_reservation_made_for_an_order_cancelled_meanwhile_is_released() {
 
 #[tokio::test]
 async fn no_shipment_is_requested_for_an_order_cancelled_after_its_confirmation() {
-    let world = World::new().await;
+    let world = World::builder().max_connections(12).build().await;
     inventory::set_stock(&world.db.pool, &sku("SKU-A"), 3)
         .await
         .unwrap();
@@ -144,7 +145,7 @@ async fn no_shipment_is_requested_for_an_order_cancelled_after_its_confirmation(
 
 #[tokio::test]
 async fn notifications_arriving_out_of_order_are_each_sent_once_with_the_state_of_their_time() {
-    let world = World::new().await;
+    let world = World::builder().max_connections(12).build().await;
     inventory::set_stock(&world.db.pool, &sku("SKU-A"), 3)
         .await
         .unwrap();

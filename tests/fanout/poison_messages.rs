@@ -11,7 +11,9 @@ use orderflow_bus::{dlq, Delivery, Effects, Handler, HandlerError};
 use orderflow_store::EventEnvelope;
 use uuid::Uuid;
 
-use super::support::{bind, run_binary, World};
+use orderflow_testkit::fixture::sku;
+use orderflow_testkit::http::Recorder;
+use orderflow_testkit::{fast_consumer, orderflow, World};
 
 /// Fails every event of one order (with Retry or GiveUp) until healed; counts calls.
 struct Flaky {
@@ -64,7 +66,7 @@ impl Handler for Flaky {
 
 #[tokio::test]
 async fn an_always_failing_message_is_parked_after_the_attempts_and_redriven_to_its_consumer() {
-    let world = World::new().await;
+    let world = World::builder().max_connections(12).build().await;
     let poison = world.place(&[("SKU-1", 1)]).await;
     let mut others = Vec::new();
     for _ in 0..4 {
@@ -73,8 +75,8 @@ async fn an_always_failing_message_is_parked_after_the_attempts_and_redriven_to_
     world.relay().await;
     let flaky = Flaky::new("flaky", poison, false);
     let bystander = Flaky::new("bystander", Uuid::nil(), false);
-    let consumer = bind(&world, flaky.clone()).await;
-    let other_consumer = bind(&world, bystander.clone()).await;
+    let consumer = world.bind(flaky.clone()).await;
+    let other_consumer = world.bind(bystander.clone()).await;
 
     let report = consumer.drain().await.unwrap();
     assert_eq!(report.handled, 4, "the later messages flowed: {report:?}");
@@ -85,30 +87,32 @@ async fn an_always_failing_message_is_parked_after_the_attempts_and_redriven_to_
         assert_eq!(flaky.calls(*id), 1);
     }
 
-    let parked = dlq::list(&world.bus.bus, None, 100).await.unwrap();
+    let parked = dlq::list(&world.bus().bus, None, 100).await.unwrap();
     assert_eq!(parked.len(), 1);
     let letter = &parked[0].letter;
     assert_eq!(letter.consumer, "flaky");
     assert_eq!(letter.attempts, 3);
     assert_eq!(letter.error, "the downstream is down");
     assert!(letter.original_subject.contains(&poison.to_string()));
-    let shown = dlq::show(&world.bus.bus, parked[0].sequence).await.unwrap();
+    let shown = dlq::show(&world.bus().bus, parked[0].sequence)
+        .await
+        .unwrap();
     assert_eq!(&shown, &parked[0]);
-    assert!(dlq::list(&world.bus.bus, Some("bystander"), 100)
+    assert!(dlq::list(&world.bus().bus, Some("bystander"), 100)
         .await
         .unwrap()
         .is_empty());
     assert_eq!(other_consumer.drain().await.unwrap().handled, 5);
 
     // The operator sees it with the real binary, as in production.
-    let listed = run_binary(&world, &["dlq", "list", "--json"]);
+    let listed = orderflow!(&world).run(&["dlq", "list", "--json"]);
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed[0]["sequence"], parked[0].sequence);
     assert_eq!(listed[0]["letter"]["consumer"], "flaky");
 
     // Fixed downstream: the operator redrives; only the parking consumer handles it again.
     flaky.healed.store(true, Ordering::SeqCst);
-    let out = run_binary(&world, &["dlq", "redrive", &parked[0].sequence.to_string()]);
+    let out = orderflow!(&world).run(&["dlq", "redrive", &parked[0].sequence.to_string()]);
     assert!(out.contains("1 message(s) redriven"), "{out}");
     let report = consumer.drain().await.unwrap();
     assert_eq!((report.handled, report.dead_lettered), (1, 0), "{report:?}");
@@ -120,12 +124,12 @@ async fn an_always_failing_message_is_parked_after_the_attempts_and_redriven_to_
         "{bystanders:?}"
     );
     assert_eq!(bystander.calls(poison), 1);
-    assert!(dlq::list(&world.bus.bus, None, 100)
+    assert!(dlq::list(&world.bus().bus, None, 100)
         .await
         .unwrap()
         .is_empty());
     assert!(matches!(
-        dlq::show(&world.bus.bus, parked[0].sequence).await,
+        dlq::show(&world.bus().bus, parked[0].sequence).await,
         Err(dlq::DlqError::NotFound(_))
     ));
     world.cleanup().await;
@@ -133,18 +137,18 @@ async fn an_always_failing_message_is_parked_after_the_attempts_and_redriven_to_
 
 #[tokio::test]
 async fn give_up_and_malformed_bodies_are_parked_at_once() {
-    let world = World::new().await;
+    let world = World::builder().max_connections(12).build().await;
     let poison = world.place(&[("SKU-1", 1)]).await;
     let fine = world.place(&[("SKU-1", 1)]).await;
     world.relay().await;
     world
-        .bus
+        .bus()
         .bus
         .jetstream()
         .publish(
             format!(
                 "{}.{}.OrderPlaced",
-                world.bus.options.subject_prefix,
+                world.bus().options.subject_prefix,
                 Uuid::nil()
             ),
             "not json".into(),
@@ -154,7 +158,7 @@ async fn give_up_and_malformed_bodies_are_parked_at_once() {
         .await
         .unwrap();
     let flaky = Flaky::new("strict", poison, true);
-    let consumer = bind(&world, flaky.clone()).await;
+    let consumer = world.bind(flaky.clone()).await;
     let report = consumer.drain().await.unwrap();
     assert_eq!(
         (report.handled, report.dead_lettered, report.retried),
@@ -163,7 +167,7 @@ async fn give_up_and_malformed_bodies_are_parked_at_once() {
     );
     assert_eq!(flaky.calls(poison), 1);
     assert_eq!(flaky.calls(fine), 1);
-    let parked = dlq::list(&world.bus.bus, Some("strict"), 100)
+    let parked = dlq::list(&world.bus().bus, Some("strict"), 100)
         .await
         .unwrap();
     assert_eq!(parked.len(), 2);
@@ -173,7 +177,7 @@ async fn give_up_and_malformed_bodies_are_parked_at_once() {
         "{parked:?}"
     );
     assert_eq!(parked[1].letter.body, "not json");
-    let lag = orderflow_bus::consumer_info(&world.bus.bus, &["strict", "nobody"])
+    let lag = orderflow_bus::consumer_info(&world.bus().bus, &["strict", "nobody"])
         .await
         .unwrap();
     assert_eq!((lag[0].pending, lag[0].ack_pending), (0, 0), "{lag:?}");
@@ -186,24 +190,22 @@ async fn a_carrier_that_refuses_parks_the_confirmation_and_records_the_refusal()
     use orderflow_workers::inventory::{self, InventoryWorker};
     use orderflow_workers::shipments::{self, HttpCarrier, ShipmentsWorker};
 
-    let world = World::new().await;
-    let refusing = super::support::Recorder::answering(422).await;
-    inventory::set_stock(&world.db.pool, &super::support::sku("SKU-1"), 5)
+    let world = World::builder().max_connections(12).build().await;
+    let refusing = Recorder::answering(422).await;
+    inventory::set_stock(&world.db.pool, &sku("SKU-1"), 5)
         .await
         .unwrap();
     let id = world.place(&[("SKU-1", 1)]).await;
     world.relay().await;
-    let inventory = bind(
-        &world,
-        Arc::new(InventoryWorker::new(world.db.pool.clone())),
-    )
-    .await;
+    let inventory = world
+        .bind(Arc::new(InventoryWorker::new(world.db.pool.clone())))
+        .await;
     inventory.drain().await.unwrap();
     world.relay().await;
     let carrier =
         HttpCarrier::new("acme", &refusing.url, std::time::Duration::from_secs(2), 3).unwrap();
     let worker = ShipmentsWorker::new(world.db.pool.clone(), Arc::new(carrier));
-    let consumer = bind(&world, Arc::new(worker)).await;
+    let consumer = world.bind(Arc::new(worker)).await;
     let report = consumer.drain().await.unwrap();
     assert_eq!((report.dead_lettered, report.retried), (1, 0), "{report:?}");
     assert_eq!(refusing.keys().len(), 1, "a refusal is not retried");
@@ -213,7 +215,7 @@ async fn a_carrier_that_refuses_parks_the_confirmation_and_records_the_refusal()
         .unwrap();
     assert_eq!(record.status, "refused");
     assert_eq!(refusing.keys(), [record.shipment_id.to_string()]);
-    let parked = dlq::list(&world.bus.bus, Some("shipments"), 10)
+    let parked = dlq::list(&world.bus().bus, Some("shipments"), 10)
         .await
         .unwrap();
     assert_eq!(parked.len(), 1);
@@ -235,15 +237,15 @@ async fn a_message_naked_past_the_delivery_limit_from_outside_is_parked_not_drop
     use futures::StreamExt;
     use std::time::Duration;
 
-    let world = World::new().await;
+    let world = World::builder().max_connections(12).build().await;
     let id = world.place(&[("SKU-1", 1)]).await;
     world.relay().await;
     let counter = Flaky::new("limited", Uuid::nil(), false);
-    let consumer = Arc::new(bind(&world, counter.clone()).await);
-    let max_deliver = super::support::fast_consumer().max_deliver();
+    let consumer = Arc::new(world.bind(counter.clone()).await);
+    let max_deliver = fast_consumer().max_deliver();
 
     let durable = world
-        .bus
+        .bus()
         .bus
         .stream()
         .await
@@ -267,7 +269,7 @@ async fn a_message_naked_past_the_delivery_limit_from_outside_is_parked_not_drop
         assert_eq!(message.info().unwrap().delivered, delivery as i64);
         message.double_ack_with(AckKind::Nak(None)).await.unwrap();
     }
-    assert!(dlq::list(&world.bus.bus, None, 10)
+    assert!(dlq::list(&world.bus().bus, None, 10)
         .await
         .unwrap()
         .is_empty());
@@ -280,7 +282,7 @@ async fn a_message_naked_past_the_delivery_limit_from_outside_is_parked_not_drop
     });
     let started = std::time::Instant::now();
     let parked = loop {
-        let parked = dlq::list(&world.bus.bus, Some("limited"), 10)
+        let parked = dlq::list(&world.bus().bus, Some("limited"), 10)
             .await
             .unwrap();
         if !parked.is_empty() {

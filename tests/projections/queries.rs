@@ -10,9 +10,11 @@ use orderflow_domain::OrderStatus;
 use orderflow_projections::analytics::{summary, SummaryError, REVENUE_STATUSES};
 use orderflow_projections::order_summary::{list_orders, ListError, OrderFilter};
 use orderflow_projections::{AnalyticsProjection, OrderSummaryProjection, ProjectionHandler};
+use orderflow_testkit::log::*;
+use orderflow_testkit::World;
 use uuid::Uuid;
 
-use crate::support::*;
+use crate::lives::*;
 
 async fn walk(
     pool: &sqlx::PgPool,
@@ -33,7 +35,7 @@ async fn walk(
 
 #[tokio::test]
 async fn cursor_pages_are_stable_and_complete_and_filters_apply() {
-    let world = World::new().await;
+    let world = World::without_nats().await;
     let pool = world.pool().clone();
     // Placed times tie in threes, so the id breaks ties.
     let ids: Vec<Uuid> = stream::iter(0..120usize)
@@ -47,7 +49,7 @@ async fn cursor_pages_are_stable_and_complete_and_filters_apply() {
         .buffer_unordered(8)
         .collect()
         .await;
-    number(&pool).await;
+    number_events(&pool).await;
     let summary_handler = ProjectionHandler::new(pool.clone(), Arc::new(OrderSummaryProjection));
     drain(&pool, &summary_handler).await;
 
@@ -67,7 +69,7 @@ async fn cursor_pages_are_stable_and_complete_and_filters_apply() {
             for i in 500..505 {
                 live_an_order(&world.store, i, base_time() + Duration::days(30)).await;
             }
-            number(&pool).await;
+            number_events(&pool).await;
             drain(&pool, &summary_handler).await;
         }
         match page.next_cursor {
@@ -215,7 +217,7 @@ async fn expected_from_log(
 
 #[tokio::test]
 async fn analytics_totals_equal_what_the_log_says() {
-    let world = World::new().await;
+    let world = World::without_nats().await;
     let pool = world.pool().clone();
     // Orders over about five days, 40 minutes apart.
     let ids: Vec<Uuid> = stream::iter(0..180usize)
@@ -229,7 +231,7 @@ async fn analytics_totals_equal_what_the_log_says() {
         .buffer_unordered(8)
         .collect()
         .await;
-    let head = number(&pool).await;
+    let head = number_events(&pool).await;
     let analytics = ProjectionHandler::new(pool.clone(), Arc::new(AnalyticsProjection));
     drain(&pool, &analytics).await;
 

@@ -15,8 +15,10 @@ use orderflow_projections::rebuild::{
 use orderflow_projections::{
     AnalyticsProjection, OrderSummaryProjection, ProjectionError, ProjectionHandler,
 };
+use orderflow_testkit::log::*;
+use orderflow_testkit::World;
 
-use crate::support::*;
+use crate::lives::*;
 
 const VERIFY: RebuildOptions = RebuildOptions {
     verify_only: true,
@@ -32,10 +34,10 @@ async fn count(pool: &sqlx::PgPool, table: &str) -> i64 {
 
 #[tokio::test]
 async fn a_rebuild_reproduces_the_live_rows_exactly_and_verify_finds_tampering() {
-    let world = World::new().await;
+    let world = World::without_nats().await;
     let pool = world.pool();
     let ids = live_orders(&world.store, 0..1200).await;
-    let head = number(pool).await;
+    let head = number_events(pool).await;
     assert!(head > 2500, "a few thousand events, got {head}");
     for handler in handlers(pool) {
         assert_eq!(drain(pool, &handler).await as i64, head);
@@ -161,10 +163,10 @@ async fn a_rebuild_reproduces_the_live_rows_exactly_and_verify_finds_tampering()
 
 #[tokio::test]
 async fn the_live_projection_answers_during_a_rebuild_and_later_orders_appear_after_the_swap() {
-    let world = World::new().await;
+    let world = World::without_nats().await;
     let pool = world.pool().clone();
     let before = live_orders(&world.store, 0..400).await;
-    number(&pool).await;
+    number_events(&pool).await;
     let summary = ProjectionHandler::new(pool.clone(), Arc::new(OrderSummaryProjection));
     drain(&pool, &summary).await;
 
@@ -199,7 +201,7 @@ async fn the_live_projection_answers_during_a_rebuild_and_later_orders_appear_af
     while rebuilding.load(Ordering::SeqCst) {
         during.extend(live_orders(&world.store, i..i + 5).await);
         i += 5;
-        number(&pool).await;
+        number_events(&pool).await;
         drain(&pool, &summary).await;
         let page = list_orders(
             &pool,
@@ -225,7 +227,7 @@ async fn the_live_projection_answers_during_a_rebuild_and_later_orders_appear_af
 
     // Orders placed while the rebuild ran (and after it) are all in the swapped table.
     during.extend(live_orders(&world.store, i..i + 5).await);
-    number(&pool).await;
+    number_events(&pool).await;
     drain(&pool, &summary).await;
     let expected = before.len() + during.len();
     assert_eq!(count(&pool, "order_summary").await as usize, expected);
@@ -246,10 +248,10 @@ async fn the_live_projection_answers_during_a_rebuild_and_later_orders_appear_af
 
 #[tokio::test]
 async fn a_fold_killed_mid_batch_resumes_with_no_missing_and_no_doubled_rows() {
-    let world = World::new().await;
+    let world = World::without_nats().await;
     let pool = world.pool().clone();
     live_orders(&world.store, 0..300).await;
-    let head = number(&pool).await;
+    let head = number_events(&pool).await;
     let events = events_after(&pool, 0).await;
 
     // A transaction dropped halfway (the process died before commit) leaves nothing behind.
@@ -305,10 +307,10 @@ async fn a_fold_killed_mid_batch_resumes_with_no_missing_and_no_doubled_rows() {
 
 #[tokio::test]
 async fn a_gap_asks_for_a_retry_then_heals_from_the_log_and_a_repeat_changes_nothing() {
-    let world = World::new().await;
+    let world = World::without_nats().await;
     let pool = world.pool().clone();
     live_orders(&world.store, 0..3).await;
-    number(&pool).await;
+    number_events(&pool).await;
     let events = events_after(&pool, 0).await;
     let handler = ProjectionHandler::new(pool.clone(), Arc::new(AnalyticsProjection));
     assert_eq!(handler.max_ack_pending(), 1);
@@ -372,10 +374,10 @@ async fn a_gap_asks_for_a_retry_then_heals_from_the_log_and_a_repeat_changes_not
 
 #[tokio::test]
 async fn a_projection_whose_version_changed_is_rebuilt_at_start_and_one_rebuild_runs_at_a_time() {
-    let world = World::new().await;
+    let world = World::without_nats().await;
     let pool = world.pool().clone();
     live_orders(&world.store, 0..50).await;
-    let head = number(&pool).await;
+    let head = number_events(&pool).await;
     let all = orderflow_projections::all();
     assert!(
         ensure_current(&pool, &all).await.unwrap().is_empty(),
@@ -434,10 +436,10 @@ async fn a_projection_whose_version_changed_is_rebuilt_at_start_and_one_rebuild_
 
 #[tokio::test]
 async fn an_interrupted_rebuild_leaves_the_live_projection_serving_and_the_next_one_succeeds() {
-    let world = World::new().await;
+    let world = World::without_nats().await;
     let pool = world.pool().clone();
     live_orders(&world.store, 0..200).await;
-    let head = number(&pool).await;
+    let head = number_events(&pool).await;
     let summary = ProjectionHandler::new(pool.clone(), Arc::new(OrderSummaryProjection));
     drain(&pool, &summary).await;
 

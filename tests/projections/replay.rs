@@ -10,18 +10,20 @@ use orderflow_bus::{Delivery, Effects, Handler, HandlerError};
 use orderflow_operations::replay::{order_timeline, replay_consumer, LogBound, ReplayOutcome};
 use orderflow_projections::{OrderSummaryProjection, ProjectionHandler};
 use orderflow_store::{inbox, EventEnvelope};
+use orderflow_testkit::log::*;
+use orderflow_testkit::World;
 use orderflow_workers::notifications::{Channel, Notification, NotificationsWorker, SendError};
 use sqlx::PgPool;
 
-use crate::support::*;
+use crate::lives::*;
 
 #[tokio::test]
 async fn the_timeline_ends_where_the_store_does_and_starts_placed() {
-    let world = World::new().await;
+    let world = World::without_nats().await;
     // Order 2 is delivered: placed, confirmed, shipped, delivered.
     assert_eq!(Life::of(2), Life::Delivered);
     let id = live_an_order(&world.store, 2, base_time()).await;
-    number(world.pool()).await;
+    number_events(world.pool()).await;
 
     let timeline = order_timeline(&world.store, id, None)
         .await
@@ -120,10 +122,10 @@ async fn count(pool: &PgPool, table: &str) -> i64 {
 
 #[tokio::test]
 async fn replaying_to_a_consumer_dry_run_changes_nothing_and_the_inbox_stops_repeats() {
-    let world = World::new().await;
+    let world = World::without_nats().await;
     let pool = world.pool().clone();
     live_orders(&world.store, 0..20).await;
-    let head = number(&pool).await;
+    let head = number_events(&pool).await;
     sqlx::query("CREATE TABLE replay_effects (event_id uuid NOT NULL)")
         .execute(&pool)
         .await
@@ -199,10 +201,10 @@ impl Channel for CountingChannel {
 
 #[tokio::test]
 async fn replaying_notifications_dry_run_sends_and_records_nothing() {
-    let world = World::new().await;
+    let world = World::without_nats().await;
     let pool = world.pool().clone();
     live_orders(&world.store, 0..12).await;
-    let head = number(&pool).await;
+    let head = number_events(&pool).await;
     let channel = Arc::new(CountingChannel(AtomicUsize::new(0)));
     let worker = NotificationsWorker::new(pool.clone(), channel.clone());
 
@@ -263,10 +265,10 @@ fn kind(outcome: &ReplayOutcome) -> &'static str {
 
 #[tokio::test]
 async fn a_dry_run_says_event_by_event_what_the_real_run_then_does() {
-    let world = World::new().await;
+    let world = World::without_nats().await;
     let pool = world.pool().clone();
     live_orders(&world.store, 0..12).await;
-    let head = number(&pool).await;
+    let head = number_events(&pool).await;
     let channel = Arc::new(CountingChannel(AtomicUsize::new(0)));
     let worker = NotificationsWorker::new(pool.clone(), channel.clone());
     // The first half was handled live before; the second half never was.

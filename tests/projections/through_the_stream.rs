@@ -6,18 +6,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orderflow_bus::runtime::{Consumer, ConsumerOptions};
-use orderflow_bus::testing::TestBus;
 use orderflow_bus::Handler;
 use orderflow_projections::rebuild::{rebuild, RebuildOptions};
 use orderflow_projections::ProjectionHandler;
+use orderflow_testkit::log::*;
+use orderflow_testkit::World;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::*;
+use crate::lives::*;
 
 #[tokio::test]
 async fn projections_consume_the_stream_and_match_a_rebuild() {
     let world = World::new().await;
-    let bus = TestBus::fresh().await;
+    let bus = world.bus();
     let pool = world.pool().clone();
     live_orders(&world.store, 0..60).await;
     let published = orderflow_bus::relay::relay_once(&pool, &bus.bus, 500)
@@ -83,5 +84,5 @@ async fn projections_consume_the_stream_and_match_a_rebuild() {
         assert_eq!(verify.difference_count(), 0, "{:#?}", verify.differences);
     }
     assert!(bus.dead_letters().await.unwrap().is_empty());
-    bus.cleanup().await.unwrap();
+    world.cleanup().await;
 }

@@ -5,15 +5,12 @@
 //! zero differences), and `GET /v1/orders` keeps answering throughout. Also: operator commands
 //! fail with one line.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{stream, StreamExt};
-use orderflow_bus::testing::TestBus;
-use orderflow_store::testing::TestDatabase;
+use orderflow_testkit::{orderflow, OrderFixture, Orderflow, World};
 use serde_json::{json, Value};
 
 mod startup;
@@ -22,55 +19,13 @@ const ORDERS: usize = 2_000;
 const STOCK: i64 = 1_500;
 const ADMIN_TOKEN: &str = "system-test-token";
 
-/// `orderflow serve` on a free port, SIGKILLed when dropped.
-struct Served {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn binary_env(db: &TestDatabase, bus: &TestBus) -> Vec<(&'static str, String)> {
-    vec![
-        ("ORDERFLOW_DATABASE_URL", db.options.url.clone()),
-        ("ORDERFLOW_DATABASE_MAX_CONNECTIONS", "8".into()),
-        ("ORDERFLOW_NATS_URL", bus.options.nats_url.clone()),
-        ("ORDERFLOW_STREAM", bus.options.stream.clone()),
-        (
-            "ORDERFLOW_SUBJECT_PREFIX",
-            bus.options.subject_prefix.clone(),
-        ),
-        ("ORDERFLOW_ADMIN_TOKEN", ADMIN_TOKEN.into()),
-        // The simulated carrier books at once: tests do not wait for a person.
-        ("ORDERFLOW_CARRIER_BOOKING_DELAY_MS", "0".into()),
-        ("RUST_LOG", "warn".into()),
-    ]
-}
-
-fn serve(db: &TestDatabase, bus: &TestBus) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_orderflow"))
-        .args(["serve", "--http-addr", "127.0.0.1:0"])
-        .envs(binary_env(db, bus))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting `orderflow serve`");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("reading the serve banner");
-    let base = line
-        .trim()
-        .strip_prefix("orderflow gateway listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line of `orderflow serve`: {line:?}"))
-        .to_string();
-    Served { child, base }
+/// The binary over `world`, with room for a whole system in one process and the admin
+/// routes on.
+fn orderflow_over(world: &World) -> Orderflow {
+    orderflow!(world)
+        .env("ORDERFLOW_DATABASE_MAX_CONNECTIONS", "8")
+        .env("ORDERFLOW_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("RUST_LOG", "warn")
 }
 
 fn order_body(i: usize) -> Value {
@@ -103,21 +58,15 @@ async fn consumers_caught_up(http: &reqwest::Client, base: &str) -> bool {
             .all(|c| c["exists"] == json!(true) && c["pending"] == 0 && c["ack_pending"] == 0)
 }
 
-async fn statuses(db: &TestDatabase) -> Vec<(String, i64)> {
+async fn statuses(world: &World) -> Vec<(String, i64)> {
     sqlx::query_as("SELECT status, count(*) FROM order_summary GROUP BY status ORDER BY status")
-        .fetch_all(&db.pool)
+        .fetch_all(world.pool())
         .await
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_thousand_orders_then_a_rebuild_that_serves_throughout_and_verifies_clean() {
-    let db = TestDatabase::fresh().await;
-    let bus = TestBus::fresh().await;
-    let served = serve(&db, &bus);
-    let base = served.base.clone();
-    let http = reqwest::Client::new();
-
+/// Puts `STOCK` units of SKU-SYS in stock, then places `ORDERS` orders, 16 at a time.
+async fn place_orders_over_http(http: &reqwest::Client, base: &str) {
     let put = http
         .put(format!("{base}/v1/inventory/SKU-SYS"))
         .json(&json!({"available": STOCK}))
@@ -128,7 +77,7 @@ async fn two_thousand_orders_then_a_rebuild_that_serves_throughout_and_verifies_
 
     let placed = stream::iter(0..ORDERS)
         .map(|i| {
-            let (http, base) = (http.clone(), base.clone());
+            let (http, base) = (http.clone(), base.to_string());
             async move {
                 http.post(format!("{base}/v1/orders"))
                     .json(&order_body(i))
@@ -144,16 +93,19 @@ async fn two_thousand_orders_then_a_rebuild_that_serves_throughout_and_verifies_
         placed.iter().all(|s| matches!(s, Ok(201))),
         "every order placed"
     );
+}
 
+/// Waits until every order is shipped or rejected and every consumer has drained.
+async fn wait_until_every_consumer_drained(world: &World, http: &reqwest::Client, base: &str) {
     // Every consumer (inventory, notifications, shipments, order-summary, analytics) drains.
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
-        let summary = statuses(&db).await;
+        let summary = statuses(world).await;
         let done = summary.iter().map(|(_, n)| n).sum::<i64>() == ORDERS as i64
             && !summary
                 .iter()
                 .any(|(s, _)| s == "placed" || s == "confirmed");
-        if done && consumers_caught_up(&http, &base).await {
+        if done && consumers_caught_up(http, base).await {
             break;
         }
         assert!(
@@ -162,7 +114,11 @@ async fn two_thousand_orders_then_a_rebuild_that_serves_throughout_and_verifies_
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // The process's metrics count what the relay and the consumers did.
+}
+
+/// The metrics of the `serve` process.
+async fn assert_metrics_count_the_work(http: &reqwest::Client, base: &str) {
+    // They count what the relay and the consumers did.
     let metrics = http
         .get(format!("{base}/metrics"))
         .send()
@@ -192,21 +148,16 @@ async fn two_thousand_orders_then_a_rebuild_that_serves_throughout_and_verifies_
             );
         }
     }
+}
 
-    let before = statuses(&db).await;
-    assert_eq!(
-        before,
-        [
-            ("rejected".to_string(), ORDERS as i64 - STOCK),
-            ("shipped".to_string(), STOCK)
-        ]
-    );
-
+/// Rebuilds order-summary with the binary while `GET /v1/orders` is asked for a page again
+/// and again.
+async fn rebuild_while_the_list_answers(orderflow: &Orderflow, http: &reqwest::Client, base: &str) {
     // GET /v1/orders is polled for the whole rebuild; every answer must be a full page.
     let rebuilding = Arc::new(AtomicBool::new(true));
     let answered = Arc::new(AtomicUsize::new(0));
     let poller = {
-        let (http, base) = (http.clone(), base.clone());
+        let (http, base) = (http.clone(), base.to_string());
         let (rebuilding, answered) = (Arc::clone(&rebuilding), Arc::clone(&answered));
         tokio::spawn(async move {
             while rebuilding.load(Ordering::SeqCst) {
@@ -222,19 +173,15 @@ async fn two_thousand_orders_then_a_rebuild_that_serves_throughout_and_verifies_
             }
         })
     };
-    let env = binary_env(&db, &bus);
+    let rebuilder = orderflow.clone();
     let rebuild = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_orderflow"))
-            .args([
-                "projections",
-                "rebuild",
-                "order-summary",
-                "--batch-size",
-                "500",
-            ])
-            .envs(env)
-            .output()
-            .expect("running `orderflow projections rebuild`")
+        rebuilder.output(&[
+            "projections",
+            "rebuild",
+            "order-summary",
+            "--batch-size",
+            "500",
+        ])
     })
     .await
     .unwrap();
@@ -253,29 +200,49 @@ async fn two_thousand_orders_then_a_rebuild_that_serves_throughout_and_verifies_
         answered.load(Ordering::SeqCst) > 0,
         "the list was asked during the rebuild"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_thousand_orders_then_a_rebuild_that_serves_throughout_and_verifies_clean() {
+    let world = World::new().await;
+    let orderflow = orderflow_over(&world);
+    let (served, base) = orderflow.serve(&[]);
+    let http = reqwest::Client::new();
+
+    place_orders_over_http(&http, &base).await;
+
+    wait_until_every_consumer_drained(&world, &http, &base).await;
+    assert_metrics_count_the_work(&http, &base).await;
+
+    let before = statuses(&world).await;
     assert_eq!(
-        statuses(&db).await,
+        before,
+        [
+            ("rejected".to_string(), ORDERS as i64 - STOCK),
+            ("shipped".to_string(), STOCK)
+        ]
+    );
+
+    rebuild_while_the_list_answers(&orderflow, &http, &base).await;
+    assert_eq!(
+        statuses(&world).await,
         before,
         "the swapped-in rows are the live ones"
     );
 
-    let verify = Command::new(env!("CARGO_BIN_EXE_orderflow"))
-        .args(["projections", "rebuild", "order-summary", "--verify"])
-        .envs(binary_env(&db, &bus))
-        .output()
-        .unwrap();
+    let verify = orderflow.output(&["projections", "rebuild", "order-summary", "--verify"]);
     let stdout = String::from_utf8_lossy(&verify.stdout);
     assert!(verify.status.success(), "verify failed: {stdout}");
     assert!(stdout.contains("; 0 differences"), "{stdout}");
 
     drop(served);
-    bus.cleanup().await.unwrap();
+    world.cleanup().await;
 }
 
 /// An operator command that cannot do its work exits non-zero with one readable line.
 #[tokio::test]
 async fn operator_commands_fail_with_one_readable_line() {
-    let db = TestDatabase::fresh().await;
+    let world = World::without_nats().await;
     let unknown_order = uuid::Uuid::now_v7().to_string();
     let cases: [(&[&str], &str); 3] = [
         (
@@ -286,12 +253,7 @@ async fn operator_commands_fail_with_one_readable_line() {
         (&["worker", "nope"], "unknown worker \"nope\""),
     ];
     for (args, expected) in cases {
-        let output = Command::new(env!("CARGO_BIN_EXE_orderflow"))
-            .args(args)
-            .env("ORDERFLOW_DATABASE_URL", &db.options.url)
-            .env("RUST_LOG", "off")
-            .output()
-            .unwrap();
+        let output = orderflow!(&world).env("RUST_LOG", "off").output(args);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
@@ -306,36 +268,10 @@ async fn operator_commands_fail_with_one_readable_line() {
 /// route (tests/api).
 #[tokio::test]
 async fn impossible_replays_are_refused_with_one_line() {
-    use orderflow_domain::values::{
-        Currency, Email, Money, OrderLine, Quantity, ShippingAddress, Sku,
-    };
-    use orderflow_domain::{OrderCommand, PlaceOrder};
-
-    let db = TestDatabase::fresh().await;
-    let store = orderflow_store::OrderStore::new(db.pool.clone());
-    let id = uuid::Uuid::now_v7();
-    let place = PlaceOrder::new(
-        id,
-        "c-1",
-        Email::parse("ada@example.com").unwrap(),
-        Currency::parse("EUR").unwrap(),
-        vec![OrderLine {
-            sku: Sku::parse("SKU-1").unwrap(),
-            quantity: Quantity::parse(1).unwrap(),
-            unit_price: Money::parse(1000).unwrap(),
-        }],
-        ShippingAddress::parse("Ada L", "1 Main St", None, "Berlin", "10115", "DE").unwrap(),
-        chrono::Utc::now(),
-    )
-    .unwrap();
-    store
-        .execute(
-            id,
-            OrderCommand::PlaceOrder(place),
-            &orderflow_store::CommandMetadata::from_request("test"),
-        )
-        .await
-        .unwrap();
+    let world = World::without_nats().await;
+    let id = world
+        .place_order(OrderFixture::new().line("SKU-1", 1))
+        .await;
     let id = id.to_string();
     let cases: [(&[&str], String); 3] = [
         (
@@ -368,12 +304,7 @@ async fn impossible_replays_are_refused_with_one_line() {
         ),
     ];
     for (args, expected) in cases {
-        let output = Command::new(env!("CARGO_BIN_EXE_orderflow"))
-            .args(args)
-            .env("ORDERFLOW_DATABASE_URL", &db.options.url)
-            .env("RUST_LOG", "off")
-            .output()
-            .unwrap();
+        let output = orderflow!(&world).env("RUST_LOG", "off").output(args);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");

@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use orderflow_store::testing::TestDatabase;
+use orderflow_testkit::TestDatabase;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -2,91 +2,23 @@
 //! small local servers. Each call carries the idempotency key derived from the event; 5xx and
 //! timeouts are retried, 4xx is final.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use orderflow_domain::{Money, OrderLine, Quantity, ShippingAddress, Sku};
+use orderflow_testkit::fixture::{address, order_line};
+use orderflow_testkit::http::{Answer, Recorder};
 use orderflow_workers::notifications::{
     Channel, Notification, SendError, SmtpChannel, WebhookChannel,
 };
 use orderflow_workers::shipments::{Carrier, CarrierError, HttpCarrier, ShipmentRequest};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use uuid::Uuid;
-
-#[derive(Clone, Copy)]
-enum Answer {
-    Status(u16),
-    Hang,
-}
-
-/// An HTTP server that answers each request with the next scripted answer (then 200), and
-/// records each request's `Idempotency-Key`.
-async fn scripted(script: Vec<Answer>) -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    let keys = Arc::new(Mutex::new(Vec::new()));
-    let seen = Arc::clone(&keys);
-    let script = Arc::new(Mutex::new(script.into_iter()));
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let (seen, script) = (Arc::clone(&seen), Arc::clone(&script));
-            tokio::spawn(async move {
-                let mut reader = BufReader::new(socket);
-                let mut length = 0;
-                let mut key = String::new();
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let line = line.trim_end().to_string();
-                    if line.is_empty() {
-                        break;
-                    }
-                    if let Some((name, value)) = line.split_once(':') {
-                        match name.to_ascii_lowercase().as_str() {
-                            "content-length" => length = value.trim().parse().unwrap_or(0),
-                            "idempotency-key" => key = value.trim().to_string(),
-                            _ => {}
-                        }
-                    }
-                }
-                let mut body = vec![0u8; length];
-                let _ = reader.read_exact(&mut body).await;
-                seen.lock().unwrap().push(key.clone());
-                let answer = script.lock().unwrap().next().unwrap_or(Answer::Status(200));
-                let status = match answer {
-                    Answer::Hang => {
-                        tokio::time::sleep(Duration::from_secs(5)).await;
-                        200
-                    }
-                    Answer::Status(status) => status,
-                };
-                let body = format!("{{\"tracking_number\":\"TN-{key}\"}}");
-                let response = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n\
-                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let mut socket = reader.into_inner();
-                let _ = socket.write_all(response.as_bytes()).await;
-                let _ = socket.shutdown().await;
-            });
-        }
-    });
-    (url, keys)
-}
 
 fn request() -> ShipmentRequest {
     ShipmentRequest {
         shipment_id: Uuid::new_v4(),
         order_id: Uuid::new_v4(),
-        address: ShippingAddress::parse("Ada", "1 Main St", None, "Berlin", "10115", "DE").unwrap(),
-        lines: vec![OrderLine {
-            sku: Sku::parse("SKU-1").unwrap(),
-            quantity: Quantity::parse(1).unwrap(),
-            unit_price: Money::parse(100).unwrap(),
-        }],
+        address: address(),
+        lines: vec![order_line("SKU-1", 1, 100)],
     }
 }
 
@@ -103,7 +35,11 @@ fn notification() -> Notification {
 
 #[tokio::test]
 async fn the_http_carrier_retries_5xx_and_timeouts_with_one_idempotency_key() {
-    let (url, keys) = scripted(vec![Answer::Status(503), Answer::Hang, Answer::Status(200)]).await;
+    let Recorder { url, keys } = Recorder::scripted(
+        vec![Answer::Status(503), Answer::Hang, Answer::Status(200)],
+        "TN-",
+    )
+    .await;
     let carrier = HttpCarrier::new("acme", &url, Duration::from_millis(500), 3).unwrap();
     let request = request();
     let booking = carrier.book(&request).await.unwrap();
@@ -114,7 +50,7 @@ async fn the_http_carrier_retries_5xx_and_timeouts_with_one_idempotency_key() {
 
 #[tokio::test]
 async fn the_http_carrier_gives_up_on_4xx_and_reports_exhausted_retries_as_transient() {
-    let (url, keys) = scripted(vec![Answer::Status(422)]).await;
+    let Recorder { url, keys } = Recorder::scripted(vec![Answer::Status(422)], "TN-").await;
     let carrier = HttpCarrier::new("acme", &url, Duration::from_secs(2), 3).unwrap();
     assert!(matches!(
         carrier.book(&request()).await,
@@ -122,7 +58,7 @@ async fn the_http_carrier_gives_up_on_4xx_and_reports_exhausted_retries_as_trans
     ));
     assert_eq!(keys.lock().unwrap().len(), 1, "a refusal is not retried");
 
-    let (url, keys) = scripted(vec![Answer::Status(500); 3]).await;
+    let Recorder { url, keys } = Recorder::scripted(vec![Answer::Status(500); 3], "TN-").await;
     let carrier = HttpCarrier::new("acme", &url, Duration::from_secs(2), 3).unwrap();
     assert!(matches!(
         carrier.book(&request()).await,
@@ -133,14 +69,14 @@ async fn the_http_carrier_gives_up_on_4xx_and_reports_exhausted_retries_as_trans
 
 #[tokio::test]
 async fn the_webhook_posts_with_the_notification_id_as_key_and_classifies_failures() {
-    let (url, keys) = scripted(vec![Answer::Status(502)]).await;
+    let Recorder { url, keys } = Recorder::scripted(vec![Answer::Status(502)], "TN-").await;
     let webhook = WebhookChannel::new(&url, Duration::from_secs(2), 3).unwrap();
     let n = notification();
     webhook.send(&n).await.unwrap();
     let id = n.notification_id.to_string();
     assert_eq!(*keys.lock().unwrap(), [id.clone(), id]);
 
-    let (url, _) = scripted(vec![Answer::Status(404)]).await;
+    let Recorder { url, .. } = Recorder::scripted(vec![Answer::Status(404)], "TN-").await;
     let webhook = WebhookChannel::new(&url, Duration::from_secs(2), 3).unwrap();
     assert!(matches!(
         webhook.send(&n).await,

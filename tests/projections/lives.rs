@@ -1,36 +1,13 @@
-//! Shared helpers: a fresh database per test, orders with varied lives placed through the
-//! real store, the log numbered as the relay would, and a live projection driven the way the
-//! consumer runtime drives it (one event at a time, in position order).
-
-use std::sync::Arc;
+//! Orders with varied lives (placed, confirmed, rejected, cancelled, shipped, delivered),
+//! seeded through the real store over several days, for the projection tests.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use futures::{stream, StreamExt};
-use orderflow_bus::{Delivery, Handler};
-use orderflow_domain::values::{Currency, Email, Money, OrderLine, Quantity, ShippingAddress, Sku};
-use orderflow_domain::{OrderCommand, PlaceOrder};
-use orderflow_projections::{Projection, ProjectionHandler};
-use orderflow_store::testing::TestDatabase;
-use orderflow_store::{log, CommandError, CommandMetadata, EventEnvelope, OrderStore};
-use sqlx::PgPool;
+use orderflow_domain::values::Sku;
+use orderflow_domain::OrderCommand;
+use orderflow_store::{CommandError, CommandMetadata, OrderStore};
+use orderflow_testkit::OrderFixture;
 use uuid::Uuid;
-
-pub struct World {
-    pub db: TestDatabase,
-    pub store: OrderStore,
-}
-
-impl World {
-    pub async fn new() -> Self {
-        let db = TestDatabase::fresh().await;
-        let store = OrderStore::new(db.pool.clone());
-        Self { db, store }
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.db.pool
-    }
-}
 
 /// How an order's life goes, chosen from its index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,25 +41,19 @@ pub fn customer(i: usize) -> String {
 
 /// A valid `PlaceOrder` with 1 to 3 lines over 5 SKUs, in EUR or USD, placed at `placed_at`.
 pub fn place_command(id: Uuid, i: usize, placed_at: DateTime<Utc>) -> OrderCommand {
-    let lines = (0..=(i % 3))
-        .map(|l| OrderLine {
-            sku: Sku::parse(&format!("SKU-{}", (i + l * 2) % 5)).unwrap(),
-            quantity: Quantity::parse(((i + l) % 4 + 1) as i64).unwrap(),
-            unit_price: Money::parse(((i * 37 + l * 101) % 5000 + 99) as i64).unwrap(),
+    (0..=(i % 3))
+        .fold(OrderFixture::new(), |order, l| {
+            order.priced_line(
+                &format!("SKU-{}", (i + l * 2) % 5),
+                ((i + l) % 4 + 1) as i64,
+                ((i * 37 + l * 101) % 5000 + 99) as i64,
+            )
         })
-        .collect();
-    OrderCommand::PlaceOrder(
-        PlaceOrder::new(
-            id,
-            &customer(i),
-            Email::parse("ada@example.com").unwrap(),
-            Currency::parse(if i % 4 == 0 { "USD" } else { "EUR" }).unwrap(),
-            lines,
-            ShippingAddress::parse("Ada", "1 Main St", None, "Berlin", "10115", "DE").unwrap(),
-            placed_at,
-        )
-        .unwrap(),
-    )
+        .id(id)
+        .customer(&customer(i))
+        .currency(if i % 4 == 0 { "USD" } else { "EUR" })
+        .placed_at(placed_at)
+        .command()
 }
 
 /// A fixed base time, so days and ordering are reproducible.
@@ -160,49 +131,3 @@ pub async fn live_orders(store: &OrderStore, range: std::ops::Range<usize>) -> V
         .collect()
         .await
 }
-
-/// Numbers every committed event, as the relay does before publishing.
-pub async fn number(pool: &PgPool) -> i64 {
-    while log::assign_positions(pool, 10_000).await.unwrap() > 0 {}
-    log::head_position(pool).await.unwrap()
-}
-
-/// Every numbered event after `after`, in position order.
-pub async fn events_after(pool: &PgPool, after: i64) -> Vec<EventEnvelope> {
-    let mut all = Vec::new();
-    let mut next = after;
-    loop {
-        let batch = log::events_after(pool, next, None, 1_000).await.unwrap();
-        let Some(last) = batch.last() else { break };
-        next = last.position.unwrap();
-        all.extend(batch);
-    }
-    all
-}
-
-/// Delivers every event after the projection's checkpoint to its handler, in order, as the
-/// runtime does with one message in flight. Returns how many were delivered.
-pub async fn drain(pool: &PgPool, handler: &ProjectionHandler) -> usize {
-    let name = handler.projection().name();
-    let at = orderflow_projections::projection::checkpoint(pool, name)
-        .await
-        .unwrap()
-        .map_or(0, |c| c.position);
-    let events = events_after(pool, at).await;
-    for event in &events {
-        handler
-            .handle(event, Delivery::live(1))
-            .await
-            .unwrap_or_else(|e| panic!("{name} failed at {:?}: {e}", event.position));
-    }
-    events.len()
-}
-
-pub fn handlers(pool: &PgPool) -> Vec<ProjectionHandler> {
-    orderflow_projections::all()
-        .into_iter()
-        .map(|p: Arc<dyn Projection>| ProjectionHandler::new(pool.clone(), p))
-        .collect()
-}
-
-pub fn no_progress(_: orderflow_projections::Progress) {}

@@ -1,5 +1,5 @@
-//! Test support: a pair of streams of its own per test on the real NATS server, and a reader
-//! that returns everything a stream holds.
+//! A pair of streams of its own per test on the real NATS server, a reader that returns
+//! everything a stream holds, and consumer settings for tests.
 //!
 //! The server comes from `ORDERFLOW_TEST_NATS_URL` (default `nats://127.0.0.1:4222`). When it
 //! cannot be reached the test fails with the command that starts it; it never skips.
@@ -11,7 +11,8 @@ use futures::StreamExt;
 use orderflow_store::EventEnvelope;
 use uuid::Uuid;
 
-use crate::connection::{Bus, BusError, BusOptions};
+use orderflow_bus::runtime::{Consumer, ConsumerOptions};
+use orderflow_bus::{Bus, BusError, BusOptions, Handler};
 
 /// One message read back from a stream.
 #[derive(Debug, Clone)]
@@ -88,10 +89,10 @@ impl TestBus {
         let js = self.bus.jetstream();
         js.delete_stream(&self.options.stream)
             .await
-            .map_err(|e| BusError::js("deleting the test stream", e))?;
+            .map_err(|e| jetstream_error("deleting the test stream", e))?;
         js.delete_stream(self.bus.dlq_stream_name())
             .await
-            .map_err(|e| BusError::js("deleting the test dead-letter stream", e))?;
+            .map_err(|e| jetstream_error("deleting the test dead-letter stream", e))?;
         Ok(())
     }
 }
@@ -105,11 +106,11 @@ pub async fn read_stream(bus: &Bus, stream: &str) -> Result<Vec<StoredMessage>, 
     let mut handle = js
         .get_stream(stream)
         .await
-        .map_err(|e| BusError::js("looking up a stream", e))?;
+        .map_err(|e| jetstream_error("looking up a stream", e))?;
     let total = handle
         .info()
         .await
-        .map_err(|e| BusError::js("reading stream info", e))?
+        .map_err(|e| jetstream_error("reading stream info", e))?
         .state
         .messages;
     let mut out = Vec::new();
@@ -124,7 +125,7 @@ pub async fn read_stream(bus: &Bus, stream: &str) -> Result<Vec<StoredMessage>, 
             ..Default::default()
         })
         .await
-        .map_err(|e| BusError::js("creating a reader", e))?;
+        .map_err(|e| jetstream_error("creating a reader", e))?;
     let mut idle_rounds = 0;
     while (out.len() as u64) < total && idle_rounds < 3 {
         let mut batch = consumer
@@ -133,10 +134,10 @@ pub async fn read_stream(bus: &Bus, stream: &str) -> Result<Vec<StoredMessage>, 
             .expires(Duration::from_millis(500))
             .messages()
             .await
-            .map_err(|e| BusError::js("reading a batch", e))?;
+            .map_err(|e| jetstream_error("reading a batch", e))?;
         let before = out.len();
         while let Some(message) = batch.next().await {
-            let message = message.map_err(|e| BusError::js("reading a message", e))?;
+            let message = message.map_err(|e| jetstream_error("reading a message", e))?;
             let stream_sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
             out.push(StoredMessage {
                 stream_sequence,
@@ -156,4 +157,35 @@ pub async fn read_stream(bus: &Bus, stream: &str) -> Result<Vec<StoredMessage>, 
         };
     }
     Ok(out)
+}
+
+fn jetstream_error(operation: &'static str, error: impl std::fmt::Display) -> BusError {
+    BusError::JetStream {
+        operation,
+        reason: error.to_string(),
+    }
+}
+
+/// Consumer options for tests: short delays, quick drains.
+pub fn fast_consumer() -> ConsumerOptions {
+    ConsumerOptions {
+        max_attempts: 3,
+        retry_delays: vec![Duration::from_millis(50), Duration::from_millis(100)],
+        ack_wait: Duration::from_secs(2),
+        batch_size: 64,
+        concurrency: 8,
+        fetch_wait: Duration::from_millis(200),
+        drain_timeout: Duration::from_secs(30),
+        ..ConsumerOptions::default()
+    }
+}
+
+/// Binds `handler` to its durable consumer on `bus` with [`fast_consumer`].
+///
+/// # Panics
+/// When binding fails.
+pub async fn bind(bus: &Bus, handler: std::sync::Arc<dyn Handler>) -> Consumer {
+    Consumer::bind(handler, bus.clone(), fast_consumer())
+        .await
+        .expect("binding a consumer")
 }

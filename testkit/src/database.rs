@@ -1,0 +1,81 @@
+//! A fresh, uniquely named database per test on the real PostgreSQL, so tests run in
+//! parallel and re-run on a dirty machine.
+
+use orderflow_store::{connect, DatabaseOptions};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// How many connections a test's pool may open unless it asks for another budget. The server
+/// allows 100, and tests of a binary run side by side.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 30;
+
+/// The server tests use, without a database name: `ORDERFLOW_TEST_DATABASE_URL`, by default
+/// `postgres://postgres@127.0.0.1:5432/postgres`.
+pub fn server_url() -> String {
+    std::env::var("ORDERFLOW_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh database of its own, migrated. Its name starts with `orderflow_test_`, so
+/// `scripts/services clean` drops leftovers of earlier runs.
+pub struct TestDatabase {
+    pub name: String,
+    /// How to connect to it (the pool's budget included), for a second pool or a process.
+    pub options: DatabaseOptions,
+    pub pool: PgPool,
+}
+
+impl TestDatabase {
+    /// A fresh database with a pool of at most [`DEFAULT_MAX_CONNECTIONS`].
+    ///
+    /// # Panics
+    /// When PostgreSQL is unreachable, with the command that starts it.
+    pub async fn fresh() -> Self {
+        Self::with_max_connections(DEFAULT_MAX_CONNECTIONS).await
+    }
+
+    /// A fresh database with a pool of at most `max_connections`.
+    ///
+    /// # Panics
+    /// When PostgreSQL is unreachable, with the command that starts it.
+    pub async fn with_max_connections(max_connections: u32) -> Self {
+        let name = format!("orderflow_test_{}", Uuid::new_v4().simple());
+        let mut url = url::Url::parse(&server_url()).expect("ORDERFLOW_TEST_DATABASE_URL is a URL");
+        url.set_path(&name);
+        let options = DatabaseOptions {
+            url: url.to_string(),
+            max_connections,
+            ..DatabaseOptions::default()
+        };
+        let pool = connect(&options).await.unwrap_or_else(|e| {
+            panic!(
+                "tests need PostgreSQL ({e}). Start it with `scripts/services up`, \
+                 or point ORDERFLOW_TEST_DATABASE_URL at a server"
+            )
+        });
+        Self {
+            name,
+            options,
+            pool,
+        }
+    }
+
+    /// Closes the pool and drops the database, whoever is still connected to it.
+    ///
+    /// # Panics
+    /// When the server refuses.
+    pub async fn drop_database(self) {
+        self.pool.close().await;
+        let admin = PgPool::connect(&server_url())
+            .await
+            .expect("connecting to drop a test database");
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        ))
+        .execute(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("dropping {}: {e}", self.name));
+        admin.close().await;
+    }
+}

@@ -1,0 +1,46 @@
+//! orderflow's test kit: everything the tests of the workspace share.
+//!
+//! - [`World`]: one test's world on the real services: a fresh database named
+//!   `orderflow_test_<uuid>` with a connection budget ([`TestDatabase`]), a stream pair and
+//!   subject prefix of its own ([`TestBus`]), the order store, and [`World::cleanup`].
+//! - [`OrderFixture`]: valid orders (`PlaceOrder`) with defaults for everything a test does
+//!   not care about.
+//! - [`log`]: numbering the event log as the relay does, reading it back, and draining it into
+//!   projections as their consumers do.
+//! - [`bus`]: reading back whole streams, and consumer settings for tests.
+//! - [`process`]: the `orderflow` binary as a child process over a world ([`orderflow!`]).
+//! - [`http`]: a small HTTP server that records the idempotency keys of what it is sent.
+//!
+//! # Why a crate of its own
+//!
+//! The tests of several packages need the same helpers: the root package's integration test
+//! binaries (`tests/api`, `tests/fanout`, `tests/projections`, `tests/system`), the tests of
+//! `orderflow-store`, `orderflow-bus` and `orderflow-workers`, and the benchmarks. Test
+//! binaries cannot share modules across packages, and a `testing` module inside a production
+//! crate would ship test code in its public API. So the kit is a crate of its own that nothing
+//! depends on except as a dev-dependency, and that is never published. It depends on
+//! `orderflow-store`, `orderflow-bus` and `orderflow-projections` like any user does; they in
+//! turn use the kit only for their own tests and benchmarks, a cycle cargo allows for
+//! dev-dependencies.
+//!
+//! # Services
+//!
+//! Tests run against the real PostgreSQL (`ORDERFLOW_TEST_DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`) and NATS with JetStream
+//! (`ORDERFLOW_TEST_NATS_URL`, default `nats://127.0.0.1:4222`). When one cannot be reached,
+//! the test fails with a message saying how to start it (`scripts/services up`); it never
+//! skips.
+
+pub mod bus;
+pub mod database;
+pub mod fixture;
+pub mod http;
+pub mod log;
+pub mod process;
+pub mod world;
+
+pub use bus::{fast_consumer, read_stream, StoredMessage, TestBus};
+pub use database::{server_url, TestDatabase};
+pub use fixture::OrderFixture;
+pub use process::{binary_env, Orderflow, Process};
+pub use world::World;
