@@ -238,15 +238,51 @@ pub async fn serve(
         .await
         .map_err(bind_error)?;
     let bound = listener.local_addr().map_err(bind_error)?;
-    let server = warp::serve(routes(state))
-        .incoming(listener)
-        .graceful(async move { shutdown.cancelled().await });
     let task = tokio::spawn(async move {
-        server.run().await;
+        run_server(listener, routes(state), shutdown).await;
         tracing::info!("gateway stopped");
     });
     tracing::info!(address = %bound, "gateway listening");
     Ok((bound, task))
+}
+
+/// Accepts connections until `shutdown`, serves each with hyper (HTTP/1), then waits for the
+/// requests in flight. The same loop as warp's own graceful server, except that a connection
+/// that ends in an error (nearly always a client that hung up mid-request, as every load test
+/// ends) is logged at debug, where warp logs each one as an error.
+async fn run_server<F>(listener: tokio::net::TcpListener, filter: F, shutdown: CancellationToken)
+where
+    F: Filter + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (io, remote) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let service = hyper_util::service::TowerToHyperService::new(warp::service(filter.clone()));
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let connection =
+                builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), service);
+            if let Err(error) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(%remote, error = %error, "connection ended early");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 #[cfg(test)]

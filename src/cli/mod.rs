@@ -100,18 +100,14 @@ pub enum Command {
 impl Command {
     /// Long-running roles log what they do; operator commands only warnings, so that their
     /// output reads cleanly. `RUST_LOG` overrides both.
-    ///
-    /// warp reports every connection that ends early (a client that hangs up mid-request,
-    /// which every load test ends with) as an error of target `warp::server`, the only thing
-    /// that target logs; it is off by default, and `RUST_LOG=info,warp::server=error` shows it.
     pub fn default_log_filter(&self) -> &'static str {
         match self {
             Command::Serve { .. }
             | Command::Gateway { .. }
             | Command::Relay
             | Command::Worker { .. }
-            | Command::Project { .. } => "info,sqlx=warn,warp::server=off",
-            _ => "warn,warp::server=off",
+            | Command::Project { .. } => "info,sqlx=warn",
+            _ => "warn",
         }
     }
 }
