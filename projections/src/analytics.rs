@@ -110,27 +110,36 @@ const TABLES: &[TableSpec] = &[
 pub struct AnalyticsProjection;
 
 impl AnalyticsProjection {
+    /// The projection's name (`analytics`): its checkpoint row and durable consumer.
     pub const NAME: &'static str = "analytics";
 }
 
 /// One line as analytics remembers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Line {
+    /// The SKU ordered.
     pub sku: String,
+    /// How many units of it were ordered.
     pub units: i64,
+    /// Units times unit price, in the currency's minor units (`i64::MAX` on overflow).
     pub revenue: i64,
 }
 
 /// An order's contribution to the counters: a row of `analytics_orders`.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Contribution {
+    /// The order this contribution is of; one per order.
     pub order_id: Uuid,
+    /// The order's current status: it decides whether the order counts as revenue.
     #[sqlx(try_from = "StatusColumn")]
     pub status: OrderStatus,
     /// The UTC day the order was placed.
     pub day: NaiveDate,
+    /// The order's ISO 4217 currency code; every amount here is in it.
     pub currency: String,
+    /// The order's total, in the currency's minor units.
     pub total: i64,
+    /// The order's lines, for the per-SKU counters.
     #[sqlx(json)]
     pub lines: Vec<Line>,
     /// The sequence of the order's last event folded in.

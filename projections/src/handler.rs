@@ -24,10 +24,13 @@ pub struct ProjectionHandler {
 }
 
 impl ProjectionHandler {
+    /// The handler folding into `projection`'s live tables in `pool`; its consumer name is
+    /// the projection's name.
     pub fn new(pool: PgPool, projection: Arc<dyn Projection>) -> Self {
         Self { pool, projection }
     }
 
+    /// The projection this handler folds into.
     pub fn projection(&self) -> &Arc<dyn Projection> {
         &self.projection
     }

@@ -43,21 +43,29 @@ const TABLES: &[TableSpec] = &[TableSpec {
 pub struct OrderSummaryProjection;
 
 impl OrderSummaryProjection {
+    /// The projection's name (`order-summary`): its checkpoint row and durable consumer.
     pub const NAME: &'static str = "order-summary";
 }
 
 /// One order as the order-summary projection holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct OrderSummary {
+    /// The order's id.
     pub id: Uuid,
+    /// The customer who placed it.
     pub customer_id: String,
+    /// The order's status after its last event folded in.
     #[sqlx(try_from = "StatusColumn")]
     pub status: OrderStatus,
     /// In the currency's minor unit.
     pub total: i64,
+    /// The order's ISO 4217 currency code.
     pub currency: String,
+    /// How many lines the order has (not units).
     pub line_count: i32,
+    /// When the order was placed: the listing's sort key, with `id`.
     pub placed_at: DateTime<Utc>,
+    /// The carrier's tracking number, once the shipment started; absent before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracking_number: Option<String>,
     /// The sequence of the order's last event folded in.
@@ -208,6 +216,7 @@ pub struct OrderFilter {
 /// One page of orders, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OrderPage {
+    /// At most `limit` orders, newest first.
     pub orders: Vec<OrderSummary>,
     /// Pass as `cursor` to get the next page; absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -217,10 +226,13 @@ pub struct OrderPage {
 /// Why [`list_orders`] refused or failed. The first two are the caller's mistake (400).
 #[derive(Debug, thiserror::Error)]
 pub enum ListError {
+    /// The page size asked for (given here) is outside 1..=500.
     #[error("limit must be between 1 and {MAX_LIMIT}, got {0}")]
     InvalidLimit(u32),
+    /// The cursor does not decode: it was not a `next_cursor` of [`list_orders`].
     #[error("cursor is not one this server handed out")]
     InvalidCursor,
+    /// PostgreSQL failed or could not be reached (500).
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }

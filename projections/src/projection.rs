@@ -77,15 +77,20 @@ impl Tables {
 /// Why a projection could not fold, rebuild or answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
+    /// PostgreSQL failed or could not be reached; the transaction was rolled back.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The event log could not be read (while healing a gap or rebuilding).
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A stored event does not fit its type: the projection cannot go past it.
     #[error("event {event_type} at position {position:?} cannot be read: {source}")]
     Corrupt {
+        /// The event's global position; `None` when the relay has not numbered it yet.
         position: Option<i64>,
+        /// The type the event is stored under, e.g. `OrderPlaced`.
         event_type: String,
+        /// Why its body does not decode into that type.
         #[source]
         source: serde_json::Error,
     },
@@ -328,6 +333,7 @@ impl TryFrom<StatusColumn> for OrderStatus {
 /// What the checkpoint row says about a projection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Checkpoint {
+    /// The projection's name, e.g. `order-summary`.
     pub name: String,
     /// The version of the code that built the live tables.
     pub version: i32,
@@ -335,6 +341,7 @@ pub struct Checkpoint {
     pub position: i64,
     /// `live`, or `rebuilding` while a rebuild runs (or after one was interrupted).
     pub state: String,
+    /// When the row last changed: an event folded, or a rebuild started or swapped.
     pub updated_at: DateTime<Utc>,
 }
 
@@ -406,19 +413,45 @@ pub async fn checkpoints(pool: &PgPool) -> Result<Vec<Checkpoint>, sqlx::Error> 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LiveOutcome {
     /// Folded into the live tables; the checkpoint moved to the event's position.
-    Applied { position: i64 },
+    Applied {
+        /// The event's global position, now the checkpoint.
+        position: i64,
+    },
     /// A dry run: it would have been folded; nothing changed.
-    WouldApply { position: i64 },
+    WouldApply {
+        /// The event's global position.
+        position: i64,
+    },
     /// At or below the checkpoint: folded before, skipped.
-    AlreadyApplied { position: i64, checkpoint: i64 },
+    AlreadyApplied {
+        /// The event's global position.
+        position: i64,
+        /// The checkpoint, at or past `position`.
+        checkpoint: i64,
+    },
     /// An earlier event is missing (`position > checkpoint + 1`): nothing changed.
-    Gap { position: i64, checkpoint: i64 },
+    Gap {
+        /// The event's global position.
+        position: i64,
+        /// The checkpoint; the events from `checkpoint + 1` to `position - 1` are missing.
+        checkpoint: i64,
+    },
     /// An earlier event was missing and `heal_gaps` was set: the missing events were read
     /// from the event log and folded first, then this one, in one transaction.
-    Healed { position: i64, from_log: usize },
+    Healed {
+        /// The event's global position, now the checkpoint.
+        position: i64,
+        /// How many missing events were read from the log and folded before it.
+        from_log: usize,
+    },
     /// The live tables were built by another version of the code; a rebuild must swap in
     /// tables of this version first. Nothing changed.
-    VersionMismatch { stored: i32, code: i32 },
+    VersionMismatch {
+        /// The version in the checkpoint row (that of the live tables).
+        stored: i32,
+        /// The running code's [`Projection::version`].
+        code: i32,
+    },
 }
 
 /// Folds one event into the live tables of `projection` and moves its checkpoint, in one
@@ -517,7 +550,7 @@ pub(crate) mod fixtures {
 
     /// An `OrderPlaced` of `order` on 2026-11-25 at 23:30 UTC: 2 x `A` at 1000 and
     /// 1 x `B` at 250 in `currency` (total 2250).
-    pub fn placed(order: Uuid, currency: &str) -> OrderEvent {
+    pub(crate) fn placed(order: Uuid, currency: &str) -> OrderEvent {
         OrderEvent::from_parts(
             "OrderPlaced",
             json!({
@@ -533,11 +566,13 @@ pub(crate) mod fixtures {
         .unwrap()
     }
 
-    pub fn confirmed() -> OrderEvent {
+    /// An `OrderConfirmed` with the nil reservation id.
+    pub(crate) fn confirmed() -> OrderEvent {
         OrderEvent::from_parts("OrderConfirmed", json!({"reservation_id": Uuid::nil()})).unwrap()
     }
 
-    pub fn cancelled() -> OrderEvent {
+    /// An `OrderCancelled` by customer `c-1`, without a reason.
+    pub(crate) fn cancelled() -> OrderEvent {
         OrderEvent::from_parts(
             "OrderCancelled",
             json!({"reason": "", "cancelled_by": "c-1"}),
@@ -545,7 +580,8 @@ pub(crate) mod fixtures {
         .unwrap()
     }
 
-    pub fn shipped(tracking_number: &str) -> OrderEvent {
+    /// A `ShipmentStarted` with DHL under `tracking_number` (nil shipment id).
+    pub(crate) fn shipped(tracking_number: &str) -> OrderEvent {
         OrderEvent::from_parts(
             "ShipmentStarted",
             json!({"shipment_id": Uuid::nil(), "carrier": "DHL",

@@ -108,6 +108,7 @@ impl std::fmt::Display for Phase {
 /// Progress of a rebuild, reported after every batch and at each phase change.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
 pub struct Progress {
+    /// The step the rebuild is in.
     pub phase: Phase,
     /// Events folded so far.
     pub done: u64,
@@ -137,6 +138,7 @@ pub struct DifferenceSample {
 /// How one table of the live projection differs from the log.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct TableDifferences {
+    /// The live name of the table compared.
     pub table: String,
     /// Rows the log produces that the live table lacks.
     pub missing: u64,
@@ -149,6 +151,7 @@ pub struct TableDifferences {
 }
 
 impl TableDifferences {
+    /// Missing, extra and differing rows together: 0 when the table matches the log.
     pub fn total(&self) -> u64 {
         self.missing + self.extra + self.differing
     }
@@ -160,14 +163,18 @@ pub const MAX_SAMPLES: usize = 10;
 /// What a rebuild did.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct RebuildReport {
+    /// The projection rebuilt or verified.
     pub name: String,
+    /// The code's version of it, which the rebuilt tables now have.
     pub version: i32,
     /// The position the rebuilt tables hold (the live checkpoint for a verify).
     pub position: i64,
     /// Events folded.
     pub events: u64,
+    /// Wall-clock time from start to end (swap or verify included).
     #[schema(value_type = f64)]
     pub elapsed: Duration,
+    /// Events folded per second over `elapsed`.
     pub per_second: f64,
     /// Whether the rebuilt tables replaced the live ones.
     pub swapped: bool,
@@ -658,6 +665,7 @@ impl std::fmt::Display for ProjectionState {
 /// A projection's state, as `orderflow projections list` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ProjectionStatus {
+    /// The projection's name, e.g. `order-summary`.
     pub name: String,
     /// The version that built the live tables (`None`: never ran).
     pub version: Option<i32>,
@@ -669,7 +677,9 @@ pub struct ProjectionStatus {
     pub head_position: i64,
     /// `head_position - position`: events not folded yet.
     pub lag: i64,
+    /// Live, rebuilding, interrupted or new (see [`ProjectionState`]).
     pub state: ProjectionState,
+    /// When the checkpoint row last changed (`None`: there is none yet).
     pub updated_at: Option<DateTime<Utc>>,
 }
 

@@ -40,8 +40,10 @@ const RESERVATION_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6465_7266_6c6f_0000_0
 /// Errors of the stock functions the HTTP edge calls.
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
+    /// A stock level below zero was asked for (the amount asked, in units); nothing changed.
     #[error("available stock cannot be negative (got {0})")]
     Negative(i64),
+    /// PostgreSQL failed or could not be reached.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -49,8 +51,11 @@ pub enum InventoryError {
 /// The stock of one SKU: what can still be reserved, and what is held by reservations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StockLevel {
+    /// The SKU this stock is of.
     pub sku: String,
+    /// Units on hand that new reservations can still take; never negative.
     pub available: i64,
+    /// Units held by live reservations (status `reserved`), already taken out of `available`.
     pub reserved: i64,
 }
 
@@ -106,10 +111,14 @@ pub async fn get_stock(pool: &PgPool, sku: &Sku) -> Result<Option<StockLevel>, s
 /// What inventory decided for an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Reservation {
+    /// The order the decision is for (one decision per order).
     pub order_id: Uuid,
+    /// The id sent with `ConfirmOrder`, derived from the `OrderPlaced` event id so that a
+    /// redelivery yields the same one; `None` when the order was rejected or cancelled first.
     pub reservation_id: Option<Uuid>,
     /// `reserved`, `rejected`, `released`, `cancelled` or `shipped` (see the migrations).
     pub status: String,
+    /// The SKUs that were short when the order was rejected; empty otherwise.
     pub unavailable_skus: Vec<String>,
 }
 
@@ -150,6 +159,7 @@ pub struct InventoryWorker {
 }
 
 impl InventoryWorker {
+    /// The worker over `pool`, which holds both the stock tables and the order store.
     pub fn new(pool: PgPool) -> Self {
         let store = OrderStore::new(pool.clone());
         Self { pool, store }

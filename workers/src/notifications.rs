@@ -49,11 +49,15 @@ pub const NOTIFIABLE: [&str; 5] = [
 pub struct Notification {
     /// Also the idempotency key.
     pub notification_id: Uuid,
+    /// The order the message is about.
     pub order_id: Uuid,
+    /// The type of the event that caused it, one of [`NOTIFIABLE`].
     pub event_type: String,
     /// The customer's e-mail address.
     pub to: String,
+    /// The one-line subject (the e-mail's `Subject`).
     pub subject: String,
+    /// The plain-text body; amounts in major units with the currency code.
     pub text: String,
 }
 
@@ -218,16 +222,25 @@ impl Channel for SmtpChannel {
 /// Which channel to use. `Default` is `log`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum ChannelOptions {
+    /// [`LogChannel`]: only a tracing line, nothing leaves the process.
     #[default]
     Log,
+    /// [`WebhookChannel`]: POST each notification as JSON.
     Webhook {
+        /// The endpoint the notifications are POSTed to.
         url: String,
+        /// The limit for one HTTP request, response included.
         timeout: Duration,
+        /// Requests per notification before a transient failure is reported (at least 1).
         attempts: u32,
     },
+    /// [`SmtpChannel`]: send each notification as an e-mail.
     Smtp {
+        /// The SMTP server, as [`SmtpChannel::new`] accepts it.
         url: String,
+        /// The sender address (`From`), e.g. `orders@example.com`.
         from: String,
+        /// The limit for one SMTP conversation.
         timeout: Duration,
     },
 }
@@ -235,6 +248,7 @@ pub enum ChannelOptions {
 /// How the notifications worker sends. `Default` logs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NotificationOptions {
+    /// The channel every notification is sent through.
     pub channel: ChannelOptions,
 }
 
@@ -261,19 +275,31 @@ impl NotificationOptions {
 /// One recorded notification, as `GET /v1/orders/{id}/notifications` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
 pub struct NotificationRecord {
+    /// The idempotency key handed to the channel (a v5 uuid of `event_id`).
     pub notification_id: Uuid,
+    /// The event that caused it; at most one notification per event.
     pub event_id: Uuid,
+    /// The order the message is about.
     pub order_id: Uuid,
+    /// The type of the causing event, one of [`NOTIFIABLE`].
     pub event_type: String,
+    /// The name of the channel it went through ([`Channel::name`]).
     pub channel: String,
+    /// The customer's e-mail address at the time of the event.
     pub recipient: String,
+    /// The subject as rendered.
     pub subject: String,
+    /// The plain-text body as rendered.
     pub body: String,
     /// `pending`, `sent` or `failed` (failed ones are retried, then parked).
     pub status: String,
+    /// How many times the channel was called for it so far.
     pub attempts: i32,
+    /// The error of the latest failed attempt; `None` once sent.
     pub last_error: Option<String>,
+    /// When it was recorded as `pending`, before the first attempt.
     pub created_at: DateTime<Utc>,
+    /// When the channel accepted it; `None` unless the status is `sent`.
     pub sent_at: Option<DateTime<Utc>>,
 }
 
@@ -382,6 +408,8 @@ pub struct NotificationsWorker {
 }
 
 impl NotificationsWorker {
+    /// The worker over `pool` (order store and `notifications` table), sending through
+    /// `channel`.
     pub fn new(pool: PgPool, channel: Arc<dyn Channel>) -> Self {
         let store = OrderStore::new(pool.clone());
         Self {

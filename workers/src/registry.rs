@@ -16,8 +16,11 @@ pub const WORKER_NAMES: [&str; 3] = [inventory::NAME, notifications::NAME, shipm
 /// What the workers need.
 #[derive(Clone)]
 pub struct WorkerDeps {
+    /// The database holding the event log, the inbox and the workers' own tables.
     pub pool: PgPool,
+    /// The channel the notifications worker sends through.
     pub notifications: NotificationOptions,
+    /// The carrier the shipments worker books with.
     pub shipments: ShipmentOptions,
 }
 
@@ -35,10 +38,17 @@ impl WorkerDeps {
 /// Why no worker was built.
 #[derive(Debug, thiserror::Error)]
 pub enum UnknownWorker {
+    /// The name (given here) is not one of [`WORKER_NAMES`].
     #[error("unknown worker {0:?}; known: inventory, notifications, shipments")]
     Unknown(String),
+    /// The worker is known but its channel or carrier options cannot be built.
     #[error("worker {worker} is misconfigured: {reason}")]
-    Misconfigured { worker: String, reason: String },
+    Misconfigured {
+        /// The worker's name.
+        worker: String,
+        /// Why its channel or carrier could not be built.
+        reason: String,
+    },
 }
 
 /// The handler of worker `name`.

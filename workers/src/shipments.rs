@@ -38,14 +38,18 @@ const SHIPMENT_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6465_7266_6c6f_0000_0000
 pub struct ShipmentRequest {
     /// Also the idempotency key.
     pub shipment_id: Uuid,
+    /// The confirmed order to ship.
     pub order_id: Uuid,
+    /// Where the parcel goes, as the order recorded it.
     pub address: ShippingAddress,
+    /// What goes in the parcel: the order's lines (SKU, quantity, unit price).
     pub lines: Vec<OrderLine>,
 }
 
 /// A carrier's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Booking {
+    /// The carrier's reference for the parcel, passed on to the order in `StartShipment`.
     pub tracking_number: String,
 }
 
@@ -189,14 +193,20 @@ impl Carrier for HttpCarrier {
 /// Which carrier to use. `Default` is `simulated`, booking at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CarrierOptions {
+    /// [`SimulatedCarrier`]: books in process, nothing leaves it.
     Simulated {
         /// How long each booking takes.
         booking_delay: Duration,
     },
+    /// [`HttpCarrier`]: books by POSTing to a carrier's endpoint.
     Http {
+        /// The carrier's name, as recorded on the shipment and the order.
         name: String,
+        /// The booking endpoint.
         url: String,
+        /// The limit for one HTTP request, response included.
         timeout: Duration,
+        /// Requests per booking before a transient failure is reported (at least 1).
         attempts: u32,
     },
 }
@@ -212,6 +222,7 @@ impl Default for CarrierOptions {
 /// How the shipments worker books. `Default` uses the simulated carrier.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShipmentOptions {
+    /// The carrier every shipment is booked with.
     pub carrier: CarrierOptions,
 }
 
@@ -238,12 +249,18 @@ impl ShipmentOptions {
 /// The shipment recorded for an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct ShipmentRecord {
+    /// The order shipped; at most one shipment per order.
     pub order_id: Uuid,
+    /// The idempotency key sent to the carrier (a v5 uuid of the `OrderConfirmed` event id).
     pub shipment_id: Uuid,
     /// `requested`, `booked`, `started`, `skipped` or `refused` (see the migration).
     pub status: String,
+    /// The name of the carrier that booked it; `None` until booked.
     pub carrier: Option<String>,
+    /// The carrier's tracking number; `None` until booked.
     pub tracking_number: Option<String>,
+    /// Why the latest step failed (carrier unreachable or refusing, or the order refusing
+    /// `StartShipment`); `None` after a step that succeeded.
     pub last_error: Option<String>,
 }
 
@@ -273,6 +290,7 @@ pub struct ShipmentsWorker {
 }
 
 impl ShipmentsWorker {
+    /// The worker over `pool` (order store and `shipments` table), booking with `carrier`.
     pub fn new(pool: PgPool, carrier: Arc<dyn Carrier>) -> Self {
         let store = OrderStore::new(pool.clone());
         Self {

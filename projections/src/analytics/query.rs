@@ -14,7 +14,9 @@ use super::{AnalyticsProjection, REVENUE, REVENUE_STATUSES, SKUS, STATUS};
 /// Revenue of one day in one currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct DailyRevenue {
+    /// The UTC day the orders were placed.
     pub day: NaiveDate,
+    /// The ISO 4217 currency code of the orders and of `revenue`.
     pub currency: String,
     /// Orders placed that day that count as revenue.
     pub orders: i64,
@@ -25,24 +27,33 @@ pub struct DailyRevenue {
 /// Revenue of the whole range in one currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CurrencyRevenue {
+    /// The ISO 4217 currency code of the orders and of `revenue`.
     pub currency: String,
+    /// Orders placed in the range that count as revenue.
     pub orders: i64,
+    /// Their totals summed, in the currency's minor unit.
     pub revenue: i64,
 }
 
 /// How many orders are in one status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StatusCount {
+    /// The status.
     pub status: OrderStatus,
+    /// Orders placed in the range whose current status it is.
     pub orders: i64,
 }
 
 /// Units and revenue of one SKU in one currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct SkuSales {
+    /// The SKU sold.
     pub sku: String,
+    /// The ISO 4217 currency code of `revenue`; a SKU sold in two currencies has two rows.
     pub currency: String,
+    /// Units of it in orders that count as revenue.
     pub units: i64,
+    /// Those lines' totals summed, in the currency's minor unit.
     pub revenue: i64,
 }
 
@@ -50,7 +61,9 @@ pub struct SkuSales {
 /// (inclusive UTC days; open when absent).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AnalyticsSummary {
+    /// The first UTC day included, as asked; `None`: from the first order on.
     pub from: Option<NaiveDate>,
+    /// The last UTC day included, as asked; `None`: up to the latest order.
     pub to: Option<NaiveDate>,
     /// The statuses counted as revenue: confirmed, shipped, delivered.
     pub revenue_statuses: Vec<OrderStatus>,
@@ -71,7 +84,13 @@ pub struct AnalyticsSummary {
 pub enum SummaryError {
     /// `from` is after `to` (the caller's mistake, 400).
     #[error("from ({from}) is after to ({to})")]
-    InvalidRange { from: NaiveDate, to: NaiveDate },
+    InvalidRange {
+        /// The first day asked for.
+        from: NaiveDate,
+        /// The last day asked for, before `from`.
+        to: NaiveDate,
+    },
+    /// PostgreSQL failed or could not be reached (500).
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
