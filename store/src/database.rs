@@ -10,23 +10,34 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("invalid database URL: {0}")]
+    /// The URL could not be parsed as PostgreSQL connection options; holds the parser's message.
     InvalidUrl(String),
     #[error("cannot reach PostgreSQL at {url}: {source}")]
+    /// The first connection failed; [`StoreError::is_transient_connect`] tells whether a retry may help.
     Unreachable {
+        /// The URL tried, with its password redacted.
         url: String,
         #[source]
+        /// Why the connection failed.
         source: sqlx::Error,
     },
     #[error("applying migrations failed: {0}")]
+    /// Applying the embedded migrations failed.
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
+    /// A query failed.
     Database(#[from] sqlx::Error),
     #[error("stored event {event_type} {version} of order {order_id} cannot be read: {source}")]
+    /// A stored event does not decode into its domain type, even after upcasting.
     Corrupt {
+        /// The event's aggregate id as stored (normally a UUID).
         order_id: String,
+        /// The stored event type name, for example `OrderPlaced`.
         event_type: String,
+        /// The stored event version, for example `1.0`.
         version: String,
         #[source]
+        /// Why the body did not decode.
         source: serde_json::Error,
     },
 }
@@ -51,7 +62,9 @@ impl StoreError {
 /// How to connect. `Default` is the local development database.
 #[derive(Clone)]
 pub struct DatabaseOptions {
+    /// The PostgreSQL connection URL (`postgres://user:password@host:port/database`).
     pub url: String,
+    /// Most connections the pool opens at once.
     pub max_connections: u32,
     /// Longest any statement may run before PostgreSQL cancels it.
     pub statement_timeout: Duration,
