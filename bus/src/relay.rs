@@ -34,17 +34,24 @@ pub const EVENTS_CHANNEL: &str = "orderflow_events";
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error(transparent)]
+    /// Reading the event log failed.
     Store(#[from] StoreError),
     #[error("database error: {0}")]
+    /// A PostgreSQL query failed (taking the lock, listening for commits, numbering positions).
     Database(#[from] sqlx::Error),
     #[error(transparent)]
+    /// Publishing to NATS failed.
     Bus(#[from] BusError),
     #[error("another relay holds the relay lock")]
+    /// Another relay holds the lock; only one relay publishes at a time.
     LockHeld,
     #[error("event {message_id} cannot be serialized: {source}")]
+    /// An event could not be turned into JSON for publishing.
     Serialize {
+        /// The `Nats-Msg-Id` the event would have been published with.
         message_id: String,
         #[source]
+        /// Why serialization failed.
         source: serde_json::Error,
     },
 }
