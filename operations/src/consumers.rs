@@ -11,11 +11,13 @@ use orderflow_workers::registry::{build_worker, UnknownWorker, WorkerDeps, WORKE
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
     #[error("unknown consumer {0:?}; known: {known}", known = consumer_names().join(", "))]
+    /// No worker or projection has this name.
     Unknown(String),
     /// A worker was asked for without the workers' configuration (channel, carrier).
     #[error("the workers' configuration is needed to run {0}")]
     NeedsWorkerDeps(String),
     #[error(transparent)]
+    /// The worker's channel or carrier cannot be built from the configuration given.
     Misconfigured(UnknownWorker),
 }
 
