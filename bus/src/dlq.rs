@@ -29,19 +29,19 @@ pub const CONSUMER_HEADER: &str = "Orderflow-Consumer";
 /// Why a dead-letter operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
-    #[error(transparent)]
     /// Talking to NATS failed.
+    #[error(transparent)]
     Bus(#[from] BusError),
-    #[error("no dead letter with sequence {0}")]
     /// The DLQ stream holds no message with this sequence (never parked, or already redriven).
+    #[error("no dead letter with sequence {0}")]
     NotFound(u64),
-    #[error("dead letter {sequence} is not readable: {source}")]
     /// The message at this sequence is not a [`DeadLetter`].
+    #[error("dead letter {sequence} is not readable: {source}")]
     Unreadable {
         /// Its sequence in the DLQ stream.
         sequence: u64,
-        #[source]
         /// Why its body did not decode.
+        #[source]
         source: serde_json::Error,
     },
 }

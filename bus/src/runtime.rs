@@ -51,11 +51,11 @@ use crate::handler::{Delivery, Handler, HandlerError};
 /// Why the runtime could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error(transparent)]
     /// Talking to NATS failed.
+    #[error(transparent)]
     Bus(#[from] BusError),
-    #[error("consumer {consumer} did not drain within {waited:?} ({pending} pending, {ack_pending} in flight)")]
     /// A drain gave up before the consumer had caught up.
+    #[error("consumer {consumer} did not drain within {waited:?} ({pending} pending, {ack_pending} in flight)")]
     DrainTimeout {
         /// The durable consumer's name.
         consumer: String,

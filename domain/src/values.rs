@@ -286,15 +286,15 @@ pub struct ShippingAddress {
     pub name: String,
     /// Street and number (at most 200 characters).
     pub line1: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     /// Optional second address line; never blank when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line2: Option<String>,
     /// City or town (at most 100 characters).
     pub city: String,
     /// Postal code (at most 20 characters).
     pub postal_code: String,
-    #[schema(pattern = "^[A-Z]{2}$", example = "DE")]
     /// ISO 3166-1 alpha-2 country code, two capital letters such as `DE`.
+    #[schema(pattern = "^[A-Z]{2}$", example = "DE")]
     pub country: String,
 }
 

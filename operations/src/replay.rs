@@ -38,13 +38,13 @@ pub struct TimelineEntry {
     pub position: Option<i64>,
     /// When the event was stored (UTC).
     pub recorded_at: DateTime<Utc>,
-    #[serde(rename = "type")]
     /// The event type name, for example `OrderPlaced`; serialized as `type`.
+    #[serde(rename = "type")]
     pub event_type: String,
     /// The event's version after upcasting.
     pub version: String,
-    #[schema(value_type = Object)]
     /// The event's body as JSON.
+    #[schema(value_type = Object)]
     pub payload: Value,
     /// The id shared by everything the originating request set in motion.
     pub correlation_id: Option<String>,
@@ -271,11 +271,11 @@ pub struct ReplayedEvent {
     pub order_id: Uuid,
     /// The event's number within its order, from 1.
     pub sequence: i64,
-    #[serde(rename = "type")]
     /// The event type name; serialized as `type`.
+    #[serde(rename = "type")]
     pub event_type: String,
-    #[serde(flatten)]
     /// What the handler reported, flattened into this object.
+    #[serde(flatten)]
     pub outcome: ReplayOutcome,
 }
 

@@ -9,26 +9,26 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 /// Errors of the PostgreSQL side.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("invalid database URL: {0}")]
     /// The URL could not be parsed as PostgreSQL connection options; holds the parser's message.
+    #[error("invalid database URL: {0}")]
     InvalidUrl(String),
-    #[error("cannot reach PostgreSQL at {url}: {source}")]
     /// The first connection failed; [`StoreError::is_transient_connect`] tells whether a retry may help.
+    #[error("cannot reach PostgreSQL at {url}: {source}")]
     Unreachable {
         /// The URL tried, with its password redacted.
         url: String,
-        #[source]
         /// Why the connection failed.
+        #[source]
         source: sqlx::Error,
     },
-    #[error("applying migrations failed: {0}")]
     /// Applying the embedded migrations failed.
+    #[error("applying migrations failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
-    #[error("database error: {0}")]
     /// A query failed.
+    #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("stored event {event_type} {version} of order {order_id} cannot be read: {source}")]
     /// A stored event does not decode into its domain type, even after upcasting.
+    #[error("stored event {event_type} {version} of order {order_id} cannot be read: {source}")]
     Corrupt {
         /// The event's aggregate id as stored (normally a UUID).
         order_id: String,
@@ -36,8 +36,8 @@ pub enum StoreError {
         event_type: String,
         /// The stored event version, for example `1.0`.
         version: String,
-        #[source]
         /// Why the body did not decode.
+        #[source]
         source: serde_json::Error,
     },
 }

@@ -58,13 +58,13 @@ pub struct EventEnvelope {
     pub sequence: i64,
     /// Commit-ordered position in the whole log; `None` until the relay numbered it.
     pub position: Option<i64>,
-    #[serde(rename = "type")]
     /// The event type name, for example `OrderPlaced`; serialized as `type`.
+    #[serde(rename = "type")]
     pub event_type: String,
     /// The version of `payload`, always the current one after upcasting.
     pub version: String,
-    #[schema(value_type = Object)]
     /// The event's body as JSON, without a type tag.
+    #[schema(value_type = Object)]
     pub payload: serde_json::Value,
     /// What caused the event.
     pub metadata: EventMetadata,
