@@ -1,5 +1,5 @@
-// Rebuild the crate when a migration is added, so `sqlx::migrate!` embeds it (the macro alone
-// only watches files that existed at the last build).
+//! Rebuild the crate when a migration is added, so `sqlx::migrate!` embeds it (the macro alone
+//! only watches files that existed at the last build).
 fn main() {
     println!("cargo:rerun-if-changed=migrations");
 }

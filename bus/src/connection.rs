@@ -19,7 +19,9 @@ pub enum BusError {
     /// The server could not be reached at all. `url` is redacted ([`redact_nats_url`]).
     #[error("cannot reach NATS at {url}: {reason}")]
     Unreachable {
+        /// The server URL tried, redacted.
         url: String,
+        /// The client's error, in words.
         reason: String,
         /// The server refused or did not answer the connection (it may be starting): worth
         /// waiting for. False for a malformed URL, wrong credentials, a TLS mismatch.
@@ -28,7 +30,9 @@ pub enum BusError {
     /// A JetStream request (stream, consumer, publish, ...) failed.
     #[error("JetStream {operation} failed: {reason}")]
     JetStream {
+        /// What was attempted, for example `publishing an event`.
         operation: &'static str,
+        /// The server's or client's error, in words.
         reason: String,
     },
 }
@@ -135,6 +139,7 @@ fn split_credentials(
 /// `Debug` shows the URL redacted.
 #[derive(Clone, PartialEq, Eq)]
 pub struct BusOptions {
+    /// The NATS server URL, possibly with credentials (`nats://user:password@host:4222`).
     pub nats_url: String,
     /// The main stream's name (`ORDERS`); the dead-letter stream is `<stream>_DLQ`.
     pub stream: String,
@@ -246,14 +251,17 @@ impl Bus {
         Ok(bus)
     }
 
+    /// The plain NATS client, for core publish and subscribe.
     pub fn client(&self) -> &async_nats::Client {
         &self.client
     }
 
+    /// The JetStream context, for streams and consumers.
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.jetstream
     }
 
+    /// The options the bus was connected with.
     pub fn options(&self) -> &BusOptions {
         &self.options
     }

@@ -29,13 +29,18 @@ pub const CONSUMER_HEADER: &str = "Orderflow-Consumer";
 /// Why a dead-letter operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
+    /// Talking to NATS failed.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The DLQ stream holds no message with this sequence (never parked, or already redriven).
     #[error("no dead letter with sequence {0}")]
     NotFound(u64),
+    /// The message at this sequence is not a [`DeadLetter`].
     #[error("dead letter {sequence} is not readable: {source}")]
     Unreadable {
+        /// Its sequence in the DLQ stream.
         sequence: u64,
+        /// Why its body did not decode.
         #[source]
         source: serde_json::Error,
     },
@@ -50,9 +55,13 @@ pub struct DeadLetter {
     pub error: String,
     /// How many times the message was delivered to the consumer.
     pub attempts: u64,
+    /// The subject the message had in the main stream; a redrive publishes there again.
     pub original_subject: String,
+    /// The message's sequence in the main stream.
     pub original_stream_sequence: u64,
+    /// The message's `Nats-Msg-Id`, when it had one.
     pub original_message_id: Option<String>,
+    /// When the consumer gave up (UTC).
     pub parked_at: DateTime<Utc>,
     /// The original body (an event envelope as JSON, unless it was malformed).
     pub body: String,
@@ -63,7 +72,9 @@ pub struct DeadLetter {
 pub struct ParkedMessage {
     /// The sequence in the DLQ stream: what `show` and `redrive` take.
     pub sequence: u64,
+    /// The subject it is stored under in the DLQ stream.
     pub subject: String,
+    /// What was parked.
     pub letter: DeadLetter,
 }
 
@@ -91,6 +102,7 @@ pub enum Parked {
 }
 
 impl Parked {
+    /// True when this call stored the letter, false when it was already there.
     pub fn is_new(self) -> bool {
         self == Self::New
     }

@@ -34,18 +34,22 @@ impl Delivery {
 pub struct Effects(pub Vec<String>);
 
 impl Effects {
+    /// No effects.
     pub fn none() -> Self {
         Self::default()
     }
 
+    /// A single effect.
     pub fn one(effect: impl Into<String>) -> Self {
         Self(vec![effect.into()])
     }
 
+    /// Adds one effect line.
     pub fn push(&mut self, effect: impl Into<String>) {
         self.0.push(effect.into());
     }
 
+    /// True when the handler did nothing.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -63,10 +67,12 @@ pub enum HandlerError {
 }
 
 impl HandlerError {
+    /// A [`HandlerError::Retry`] carrying `error`'s text.
     pub fn retry(error: impl std::fmt::Display) -> Self {
         Self::Retry(error.to_string())
     }
 
+    /// A [`HandlerError::GiveUp`] carrying `error`'s text.
     pub fn give_up(error: impl std::fmt::Display) -> Self {
         Self::GiveUp(error.to_string())
     }

@@ -33,17 +33,24 @@ pub const EVENTS_CHANNEL: &str = "orderflow_events";
 /// Why the relay stopped or a publish failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
+    /// Reading the event log failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A PostgreSQL query failed (taking the lock, listening for commits, numbering positions).
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// Publishing to NATS failed.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// Another relay holds the lock; only one relay publishes at a time.
     #[error("another relay holds the relay lock")]
     LockHeld,
+    /// An event could not be turned into JSON for publishing.
     #[error("event {message_id} cannot be serialized: {source}")]
     Serialize {
+        /// The `Nats-Msg-Id` the event would have been published with.
         message_id: String,
+        /// Why serialization failed.
         #[source]
         source: serde_json::Error,
     },

@@ -51,13 +51,19 @@ use crate::handler::{Delivery, Handler, HandlerError};
 /// Why the runtime could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// Talking to NATS failed.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// A drain gave up before the consumer had caught up.
     #[error("consumer {consumer} did not drain within {waited:?} ({pending} pending, {ack_pending} in flight)")]
     DrainTimeout {
+        /// The durable consumer's name.
         consumer: String,
+        /// How long the drain waited.
         waited: Duration,
+        /// Messages not yet delivered to the consumer when it gave up.
         pending: u64,
+        /// Messages delivered but not yet acked when it gave up.
         ack_pending: usize,
     },
 }
@@ -169,9 +175,19 @@ pub enum Outcome {
     /// A redrive for another consumer: acked unseen.
     Skipped,
     /// Naked, to come back after the delay.
-    Retried { attempt: u64, delay: Duration },
+    Retried {
+        /// The delivery count of the failed attempt (1 for the first delivery).
+        attempt: u64,
+        /// How long until the message is redelivered.
+        delay: Duration,
+    },
     /// Parked in the DLQ stream and acked.
-    DeadLettered { attempt: u64, error: String },
+    DeadLettered {
+        /// The delivery count of the last attempt.
+        attempt: u64,
+        /// The handler's last error.
+        error: String,
+    },
     /// Still unstarted when the shutdown grace ran out: naked with a delay.
     Released,
 }
@@ -179,11 +195,17 @@ pub enum Outcome {
 /// What one [`Consumer::step`] (or a whole drain) did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct StepReport {
+    /// Messages fetched from the stream.
     pub fetched: usize,
+    /// Messages handled and acked.
     pub handled: usize,
+    /// Redrives meant for another consumer, acked unseen.
     pub skipped: usize,
+    /// Messages naked to come back later.
     pub retried: usize,
+    /// Messages parked in the DLQ stream.
     pub dead_lettered: usize,
+    /// Messages released unstarted at shutdown.
     pub released: usize,
     /// The handlers' effects, one line each.
     pub effects: Vec<String>,
@@ -253,6 +275,7 @@ impl Consumer {
         })
     }
 
+    /// The durable consumer's name, which is its handler's name.
     pub fn name(&self) -> &str {
         self.handler.name()
     }
@@ -726,6 +749,7 @@ pub async fn run_consumer(
 /// The lag of one durable consumer, for `GET /v1/admin/consumers`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConsumerLag {
+    /// The durable consumer's name.
     pub name: String,
     /// False when the durable consumer does not exist (never started).
     pub exists: bool,

@@ -26,15 +26,22 @@ use crate::values::{Currency, Email, Money, OrderLine, ShippingAddress, Sku};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
+    /// Placed and waiting for inventory to reserve its lines.
     Placed,
+    /// Inventory reserved every line; the order can ship.
     Confirmed,
+    /// Inventory could not reserve it; final.
     Rejected,
+    /// Cancelled before it shipped; final.
     Cancelled,
+    /// Handed to a carrier.
     Shipped,
+    /// Received by the customer; final.
     Delivered,
 }
 
 impl OrderStatus {
+    /// Every status, in life-cycle order.
     pub const ALL: [OrderStatus; 6] = [
         OrderStatus::Placed,
         OrderStatus::Confirmed,
@@ -44,6 +51,7 @@ impl OrderStatus {
         OrderStatus::Delivered,
     ];
 
+    /// The snake_case name, as serialized and stored (`placed`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             OrderStatus::Placed => "placed",
@@ -81,14 +89,19 @@ pub enum OrderError {
     /// be shown as it is; `command` is the command's name ([`OrderCommand::name`]).
     #[error("{}", refusal(*order_id, command, *status))]
     WrongState {
+        /// The order the command was sent to.
         order_id: Uuid,
+        /// The refused command's name ([`OrderCommand::name`]).
         command: &'static str,
+        /// The order's status when the command arrived.
         status: OrderStatus,
     },
     /// A second, different reservation or shipment for the same order.
     #[error("order is already {status} with another {what}")]
     Conflicting {
+        /// What conflicts: `"reservation"` or `"shipment"`.
         what: &'static str,
+        /// The order's current status, which already has a different one.
         status: OrderStatus,
     },
 }
@@ -125,27 +138,44 @@ fn refusal(order_id: Uuid, command: &str, status: OrderStatus) -> String {
 /// The shipment of an order, once started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shipment {
+    /// Id of the shipment; a repeated `StartShipment` with this id changes nothing.
     pub shipment_id: Uuid,
+    /// Name of the carrier that took the parcel.
     pub carrier: String,
+    /// The carrier's tracking number for the parcel.
     pub tracking_number: String,
 }
 
 /// Everything known about a placed order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderState {
+    /// The order's id, also its aggregate id in the event store.
     pub id: Uuid,
+    /// Where the order is in its life.
     pub status: OrderStatus,
+    /// The shop's id of the customer who placed it.
     pub customer_id: String,
+    /// Where confirmations and shipping notices go.
     pub customer_email: Email,
+    /// The currency of every price in the order.
     pub currency: Currency,
+    /// The ordered lines, 1 to [`crate::values::MAX_LINES`].
     pub lines: Vec<OrderLine>,
+    /// Sum of the line totals, in minor units of `currency`.
     pub total: Money,
+    /// Where the order is shipped.
     pub shipping_address: ShippingAddress,
+    /// When the order was placed (UTC).
     pub placed_at: DateTime<Utc>,
+    /// The inventory reservation, set once the order is confirmed.
     pub reservation_id: Option<Uuid>,
+    /// The shipment, set once it started.
     pub shipment: Option<Shipment>,
+    /// Why inventory rejected the order, set only when rejected.
     pub rejection_reason: Option<String>,
+    /// The SKUs inventory could not reserve; empty unless rejected.
     pub unavailable_skus: Vec<Sku>,
+    /// Why the order was cancelled, set only when cancelled (may be empty).
     pub cancellation_reason: Option<String>,
 }
 

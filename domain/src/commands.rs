@@ -14,24 +14,37 @@ use crate::values::{
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum OrderCommand {
+    /// Places a new order; see [`PlaceOrder`].
     PlaceOrder(PlaceOrder),
+    /// Confirms a placed order once inventory reserved its lines.
     ConfirmOrder {
+        /// The inventory reservation that holds the lines.
         reservation_id: Uuid,
     },
+    /// Rejects a placed order that inventory could not reserve.
     RejectOrder {
+        /// Why, in words, for the customer.
         reason: String,
+        /// The SKUs that were short.
         unavailable_skus: Vec<Sku>,
     },
+    /// Cancels an order that has not shipped yet.
     CancelOrder {
         /// Empty when none was given.
         reason: String,
+        /// Who cancelled it, for example `customer`.
         cancelled_by: String,
     },
+    /// Hands a confirmed order to a carrier.
     StartShipment {
+        /// Id of the shipment; repeating the same id is a no-op, another id conflicts.
         shipment_id: Uuid,
+        /// Name of the carrier.
         carrier: String,
+        /// The carrier's tracking number.
         tracking_number: String,
     },
+    /// Records that a shipped order reached the customer.
     MarkDelivered,
 }
 
@@ -110,10 +123,12 @@ impl PlaceOrder {
         }
     }
 
+    /// The id of the order to place.
     pub fn order_id(&self) -> Uuid {
         self.order_id
     }
 
+    /// Sum of all line totals, in minor units of the order's currency.
     pub fn total(&self) -> Money {
         self.total
     }

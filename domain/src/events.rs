@@ -18,33 +18,54 @@ pub const CURRENT_EVENT_VERSION: &str = "1.0";
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum OrderEvent {
+    /// An order was placed; carries the whole order.
     OrderPlaced {
+        /// The order's id.
         order_id: Uuid,
+        /// The shop's id of the customer.
         customer_id: String,
+        /// Where confirmations and shipping notices go.
         customer_email: Email,
+        /// The currency of every price in the order.
         currency: Currency,
+        /// The ordered lines, 1 to [`crate::values::MAX_LINES`].
         lines: Vec<OrderLine>,
+        /// Where the order is shipped.
         shipping_address: ShippingAddress,
+        /// Sum of the line totals, in minor units of `currency`.
         total: Money,
+        /// When the order was placed (UTC).
         placed_at: DateTime<Utc>,
     },
+    /// Inventory reserved every line.
     OrderConfirmed {
+        /// The inventory reservation that holds the lines.
         reservation_id: Uuid,
     },
+    /// Inventory could not reserve the order.
     OrderRejected {
+        /// Why, in words, for the customer.
         reason: String,
+        /// The SKUs that were short.
         unavailable_skus: Vec<Sku>,
     },
+    /// The order was cancelled before it shipped.
     OrderCancelled {
         /// Empty when none was given.
         reason: String,
+        /// Who cancelled it, for example `customer`.
         cancelled_by: String,
     },
+    /// A carrier took the order.
     ShipmentStarted {
+        /// Id of the shipment.
         shipment_id: Uuid,
+        /// Name of the carrier.
         carrier: String,
+        /// The carrier's tracking number.
         tracking_number: String,
     },
+    /// The customer received the order.
     OrderDelivered {},
 }
 

@@ -25,6 +25,7 @@ pub struct FieldError {
 }
 
 impl FieldError {
+    /// An error on `field` (a JSON path) with `message` saying what is wrong.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
@@ -93,10 +94,12 @@ impl CustomerId {
         Ok(Self(trimmed.to_string()))
     }
 
+    /// The id, trimmed.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// The id as an owned string, trimmed.
     pub fn into_string(self) -> String {
         self.0
     }
@@ -143,6 +146,7 @@ impl Sku {
         Ok(Self(raw.to_string()))
     }
 
+    /// The SKU as given.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -173,6 +177,7 @@ impl Quantity {
         }
     }
 
+    /// The number of units, 1 to [`MAX_QUANTITY`].
     pub fn get(self) -> u32 {
         self.0
     }
@@ -187,6 +192,7 @@ impl Quantity {
 pub struct Money(i64);
 
 impl Money {
+    /// No money: the start of a sum.
     pub const ZERO: Money = Money(0);
 
     /// # Errors
@@ -198,6 +204,7 @@ impl Money {
         Ok(Self(minor_units))
     }
 
+    /// The amount in minor units of its currency (cents for EUR), never negative.
     pub fn minor_units(self) -> i64 {
         self.0
     }
@@ -233,6 +240,7 @@ impl Currency {
         }
     }
 
+    /// The three-letter ISO 4217 code.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -264,6 +272,7 @@ impl Email {
         Ok(Self(raw.to_string()))
     }
 
+    /// The address as given.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -273,12 +282,18 @@ impl Email {
 /// ISO 3166-1 alpha-2 code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ShippingAddress {
+    /// Who receives the parcel (at most 200 characters).
     pub name: String,
+    /// Street and number (at most 200 characters).
     pub line1: String,
+    /// Optional second address line; never blank when present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line2: Option<String>,
+    /// City or town (at most 100 characters).
     pub city: String,
+    /// Postal code (at most 20 characters).
     pub postal_code: String,
+    /// ISO 3166-1 alpha-2 country code, two capital letters such as `DE`.
     #[schema(pattern = "^[A-Z]{2}$", example = "DE")]
     pub country: String,
 }
@@ -336,7 +351,9 @@ impl ShippingAddress {
 /// One line of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OrderLine {
+    /// The product ordered.
     pub sku: Sku,
+    /// Units ordered, 1 to [`MAX_QUANTITY`].
     pub quantity: Quantity,
     /// Price of one unit in minor units.
     pub unit_price: Money,

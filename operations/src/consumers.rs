@@ -10,11 +10,13 @@ use orderflow_workers::registry::{build_worker, UnknownWorker, WorkerDeps, WORKE
 /// Why no handler was built for a consumer name.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
+    /// No worker or projection has this name.
     #[error("unknown consumer {0:?}; known: {known}", known = consumer_names().join(", "))]
     Unknown(String),
     /// A worker was asked for without the workers' configuration (channel, carrier).
     #[error("the workers' configuration is needed to run {0}")]
     NeedsWorkerDeps(String),
+    /// The worker's channel or carrier cannot be built from the configuration given.
     #[error(transparent)]
     Misconfigured(UnknownWorker),
 }

@@ -19,6 +19,7 @@ use uuid::Uuid;
 /// compared whole. `before` is absent for a new field, `after` for a removed one.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct FieldChange {
+    /// Dotted path of the field in the order's state, for example `shipment.tracking_number`.
     pub path: String,
     /// The field's value before the event: any JSON value.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -31,16 +32,23 @@ pub struct FieldChange {
 /// One event of an order and the order right after it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct TimelineEntry {
+    /// The event's number within its order, from 1.
     pub sequence: i64,
     /// The global position (`null` until the relay numbered the event).
     pub position: Option<i64>,
+    /// When the event was stored (UTC).
     pub recorded_at: DateTime<Utc>,
+    /// The event type name, for example `OrderPlaced`; serialized as `type`.
     #[serde(rename = "type")]
     pub event_type: String,
+    /// The event's version after upcasting.
     pub version: String,
+    /// The event's body as JSON.
     #[schema(value_type = Object)]
     pub payload: Value,
+    /// The id shared by everything the originating request set in motion.
     pub correlation_id: Option<String>,
+    /// The id of the event whose handling caused this one (absent for client requests).
     pub causation_id: Option<String>,
     /// The order after this event (as `GET /v1/orders/{id}` would fold it).
     #[schema(value_type = Object)]
@@ -52,9 +60,11 @@ pub struct TimelineEntry {
 /// An order's events up to a sequence, each with the state after it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct OrderTimeline {
+    /// The order shown.
     pub order_id: Uuid,
     /// The last sequence shown.
     pub version: i64,
+    /// The order's events up to `version`, oldest first.
     pub entries: Vec<TimelineEntry>,
     /// The state after the last entry shown (`null` only for an order without events).
     #[schema(value_type = Option<Object>)]
@@ -170,7 +180,9 @@ pub fn diff(path: &str, before: &Value, after: &Value, out: &mut Vec<FieldChange
 /// Where a replay starts or stops: a global position or a time (RFC 3339).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogBound {
+    /// A global log position.
     Position(i64),
+    /// A point in time: from the first event recorded at or after it, to the last at or before it.
     Time(DateTime<Utc>),
 }
 
@@ -226,25 +238,43 @@ impl LogBound {
 pub enum ReplayOutcome {
     /// Not handed to the handler: the consumer's inbox says it handled the event before, so
     /// the real run changes nothing (`--force` hands it over anyway).
-    Skipped { reason: String },
+    Skipped {
+        /// Why the event was not handed over.
+        reason: String,
+    },
     /// It finished; `effects` says what it did (or would do, on a dry run). Empty when there
     /// was nothing to do, e.g. the inbox says it was handled before.
-    Done { effects: Vec<String> },
+    Done {
+        /// The handler's effects, one line each.
+        effects: Vec<String>,
+    },
     /// It asked to be retried later.
-    Retry { error: String },
+    Retry {
+        /// The handler's error.
+        error: String,
+    },
     /// It gave up on the event.
-    GiveUp { error: String },
+    GiveUp {
+        /// The handler's error.
+        error: String,
+    },
 }
 
 /// One replayed event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ReplayedEvent {
+    /// The event's global position in the log.
     pub position: i64,
+    /// The event's own id.
     pub event_id: Uuid,
+    /// The order the event belongs to.
     pub order_id: Uuid,
+    /// The event's number within its order, from 1.
     pub sequence: i64,
+    /// The event type name; serialized as `type`.
     #[serde(rename = "type")]
     pub event_type: String,
+    /// What the handler reported, flattened into this object.
     #[serde(flatten)]
     pub outcome: ReplayOutcome,
 }
@@ -252,13 +282,17 @@ pub struct ReplayedEvent {
 /// The result of [`replay_consumer`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ReplayReport {
+    /// The consumer whose handler the events were replayed to.
     pub consumer: String,
     /// First position replayed (inclusive).
     pub from: i64,
     /// Last position replayed (inclusive): the `to` asked for, or the head when the replay began.
     pub to: i64,
+    /// True when the handler only said what it would do and changed nothing.
     pub dry_run: bool,
+    /// True when events the consumer's inbox already holds were handed over anyway.
     pub force: bool,
+    /// Every event replayed, in position order.
     pub events: Vec<ReplayedEvent>,
 }
 
@@ -271,13 +305,26 @@ pub const MAX_REPLAY_EVENTS: i64 = 10_000;
 pub enum ReplayRangeError {
     /// A negative position.
     #[error("from ({from}) must not be negative")]
-    Negative { from: i64 },
+    Negative {
+        /// The first position asked for.
+        from: i64,
+    },
     /// `to` lies before `from`.
     #[error("to ({to}) is before from ({from}): nothing to replay")]
-    Backwards { from: i64, to: i64 },
+    Backwards {
+        /// The first position asked for.
+        from: i64,
+        /// The last position asked for.
+        to: i64,
+    },
     /// More than [`MAX_REPLAY_EVENTS`] positions.
     #[error("the range {from}..={to} is over {MAX_REPLAY_EVENTS} events; replay it in parts")]
-    TooLong { from: i64, to: i64 },
+    TooLong {
+        /// The first position asked for.
+        from: i64,
+        /// The last position asked for (or the head).
+        to: i64,
+    },
 }
 
 /// Checks a range of positions resolved from `--from`/`--to` (`to` defaults to the head).
@@ -302,8 +349,11 @@ pub fn check_range(from: i64, to: i64, to_given: bool) -> Result<(), ReplayRange
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("order {order_id} has events 1 to {last}; there is no event {at}")]
 pub struct NoSuchEvent {
+    /// The order asked about.
     pub order_id: Uuid,
+    /// The sequence asked for.
     pub at: i64,
+    /// The order's last sequence.
     pub last: i64,
 }
 

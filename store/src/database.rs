@@ -9,23 +9,34 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 /// Errors of the PostgreSQL side.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The URL could not be parsed as PostgreSQL connection options; holds the parser's message.
     #[error("invalid database URL: {0}")]
     InvalidUrl(String),
+    /// The first connection failed; [`StoreError::is_transient_connect`] tells whether a retry may help.
     #[error("cannot reach PostgreSQL at {url}: {source}")]
     Unreachable {
+        /// The URL tried, with its password redacted.
         url: String,
+        /// Why the connection failed.
         #[source]
         source: sqlx::Error,
     },
+    /// Applying the embedded migrations failed.
     #[error("applying migrations failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// A query failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A stored event does not decode into its domain type, even after upcasting.
     #[error("stored event {event_type} {version} of order {order_id} cannot be read: {source}")]
     Corrupt {
+        /// The event's aggregate id as stored (normally a UUID).
         order_id: String,
+        /// The stored event type name, for example `OrderPlaced`.
         event_type: String,
+        /// The stored event version, for example `1.0`.
         version: String,
+        /// Why the body did not decode.
         #[source]
         source: serde_json::Error,
     },
@@ -51,7 +62,9 @@ impl StoreError {
 /// How to connect. `Default` is the local development database.
 #[derive(Clone)]
 pub struct DatabaseOptions {
+    /// The PostgreSQL connection URL (`postgres://user:password@host:port/database`).
     pub url: String,
+    /// Most connections the pool opens at once.
     pub max_connections: u32,
     /// Longest any statement may run before PostgreSQL cancels it.
     pub statement_timeout: Duration,

@@ -50,18 +50,25 @@ pub struct EventMetadata {
 /// version and carries no type tag.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct EventEnvelope {
+    /// The event's own id, unique in the log.
     pub event_id: Uuid,
+    /// The order the event belongs to.
     pub order_id: Uuid,
     /// The event's number within its order, from 1.
     pub sequence: i64,
     /// Commit-ordered position in the whole log; `None` until the relay numbered it.
     pub position: Option<i64>,
+    /// The event type name, for example `OrderPlaced`; serialized as `type`.
     #[serde(rename = "type")]
     pub event_type: String,
+    /// The version of `payload`, always the current one after upcasting.
     pub version: String,
+    /// The event's body as JSON, without a type tag.
     #[schema(value_type = Object)]
     pub payload: serde_json::Value,
+    /// What caused the event.
     pub metadata: EventMetadata,
+    /// When the event was stored (UTC).
     pub recorded_at: DateTime<Utc>,
 }
 

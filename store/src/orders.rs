@@ -82,7 +82,9 @@ impl CommandMetadata {
 /// An order read from the log, with the sequence of its last event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadedOrder {
+    /// The order as folded from its events.
     pub state: OrderState,
+    /// The sequence of its last event: the order's version, from 1.
     pub version: i64,
 }
 
@@ -94,6 +96,7 @@ pub struct OrderStore {
 }
 
 impl OrderStore {
+    /// A store on `pool`, with the domain's upcasters for older event versions.
     pub fn new(pool: PgPool) -> Self {
         let repository = PostgresEventRepository::new(pool.clone());
         let store =
@@ -104,6 +107,7 @@ impl OrderStore {
         }
     }
 
+    /// The connection pool the store runs on.
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

@@ -17,10 +17,13 @@ use orderflow_bus::{Bus, BusError, BusOptions, Handler};
 /// One message read back from a stream.
 #[derive(Debug, Clone)]
 pub struct StoredMessage {
+    /// The message's sequence in its stream.
     pub stream_sequence: u64,
+    /// The subject it was published to.
     pub subject: String,
     /// The `Nats-Msg-Id` header, if any.
     pub message_id: Option<String>,
+    /// The raw body.
     pub payload: bytes::Bytes,
 }
 
@@ -37,7 +40,9 @@ impl StoredMessage {
 /// A unique stream pair (`T_<uuid>` and `T_<uuid>_DLQ`, prefix `t_<uuid>`) whose messages
 /// expire after an hour, so leftovers of crashed tests go away by themselves.
 pub struct TestBus {
+    /// A bus connected to the test's own streams, which exist already.
     pub bus: Bus,
+    /// The options naming those streams and the subject prefix, for a second connection or a process.
     pub options: BusOptions,
 }
 

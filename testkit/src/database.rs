@@ -19,9 +19,11 @@ pub fn server_url() -> String {
 /// A fresh database of its own, migrated. Its name starts with `orderflow_test_`, so
 /// `scripts/services clean` drops leftovers of earlier runs.
 pub struct TestDatabase {
+    /// The database's name, `orderflow_test_<uuid>`.
     pub name: String,
     /// How to connect to it (the pool's budget included), for a second pool or a process.
     pub options: DatabaseOptions,
+    /// A pool on the database.
     pub pool: PgPool,
 }
 

@@ -56,11 +56,13 @@ impl OrderFixture {
         self
     }
 
+    /// The shop's customer id (default `c-1`).
     pub fn customer(mut self, customer: &str) -> Self {
         self.customer = customer.into();
         self
     }
 
+    /// The customer's email address (default `ada@example.com`).
     pub fn email(mut self, email: &str) -> Self {
         self.email = email.into();
         self

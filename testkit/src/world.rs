@@ -16,8 +16,10 @@ use crate::TestBus;
 /// A fresh database (`orderflow_test_<uuid>`), a stream pair and subject prefix of its own,
 /// and the order store. [`World::cleanup`] removes both.
 pub struct World {
+    /// The world's own database.
     pub db: TestDatabase,
     bus: Option<TestBus>,
+    /// The order store on that database.
     pub store: OrderStore,
 }
 
@@ -72,6 +74,7 @@ impl World {
         Self::builder().without_nats().build().await
     }
 
+    /// A builder for a world with a database and streams, and the default pool budget.
     pub fn builder() -> WorldBuilder {
         WorldBuilder {
             nats: true,
@@ -79,6 +82,7 @@ impl World {
         }
     }
 
+    /// The pool on the world's database.
     pub fn pool(&self) -> &PgPool {
         &self.db.pool
     }
