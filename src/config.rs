@@ -120,6 +120,7 @@ impl CommonArgs {
         Duration::from_secs(self.connect_wait_secs)
     }
 
+    /// Options for the PostgreSQL pool: the URL and pool size from these settings.
     pub fn database(&self) -> DatabaseOptions {
         DatabaseOptions {
             url: self.database_url.clone(),
@@ -128,6 +129,8 @@ impl CommonArgs {
         }
     }
 
+    /// Options for the NATS connection and JetStream stream from these settings (at least
+    /// one replica).
     pub fn bus(&self) -> BusOptions {
         BusOptions {
             nats_url: self.nats_url.clone(),

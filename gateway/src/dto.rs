@@ -38,11 +38,13 @@ pub struct PlaceOrderRequest {
     // reported with the other fields' errors.
     #[schema(value_type = CustomerId)]
     pub customer_id: String,
+    /// Where order e-mails go: `local@domain.tld`, at most 254 characters, no spaces.
     pub customer_email: String,
     /// ISO 4217 code, three capital letters.
     pub currency: String,
     /// 1 to 100 lines.
     pub lines: Vec<OrderLineRequest>,
+    /// Where the order is shipped.
     pub shipping_address: ShippingAddressRequest,
 }
 
@@ -50,6 +52,7 @@ pub struct PlaceOrderRequest {
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderLineRequest {
+    /// The stock-keeping unit: 1 to 64 characters of letters, digits, `-`, `_` and `.`.
     pub sku: String,
     /// 1 to 1000.
     pub quantity: i64,
@@ -61,11 +64,16 @@ pub struct OrderLineRequest {
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShippingAddressRequest {
+    /// The recipient; 1 to 200 bytes (UTF-8) after trimming.
     pub name: String,
+    /// First address line; 1 to 200 bytes (UTF-8) after trimming.
     pub line1: String,
+    /// Optional second address line; if given, 1 to 200 bytes (UTF-8) after trimming.
     #[serde(default)]
     pub line2: Option<String>,
+    /// 1 to 100 bytes (UTF-8) after trimming.
     pub city: String,
+    /// 1 to 20 bytes (UTF-8) after trimming.
     pub postal_code: String,
     /// ISO 3166-1 alpha-2, two capital letters.
     pub country: String,
@@ -189,33 +197,46 @@ impl CancelOrderRequest {
 /// An order as the event log says it is (now, or after a given event).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct OrderResponse {
+    /// The order's id (UUID v7, assigned when it was placed).
     pub id: Uuid,
+    /// Where the order is in its life cycle.
     pub status: OrderStatus,
+    /// The customer's id in the shop, as given when the order was placed.
     pub customer_id: String,
+    /// Where order e-mails go.
     pub customer_email: Email,
+    /// ISO 4217 code of every amount in the order.
     pub currency: Currency,
+    /// The ordered lines, in the order they were given.
     pub lines: Vec<OrderLine>,
     /// Sum of the lines in minor units.
     pub total: Money,
+    /// Where the order is shipped.
     pub shipping_address: ShippingAddress,
     /// Sequence of the order's last event (the one this view includes).
     pub version: i64,
+    /// When the order was placed.
     pub placed_at: DateTime<Utc>,
     /// The stock reservation, once confirmed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reservation_id: Option<Uuid>,
+    /// The shipment, once the order has shipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shipment_id: Option<Uuid>,
+    /// The carrier that ships the order, once shipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub carrier: Option<String>,
+    /// The carrier's tracking number, once shipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracking_number: Option<String>,
+    /// Why the order was rejected, when its status is `rejected`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejection_reason: Option<String>,
     /// SKUs that were short when the order was rejected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<String>>)]
     pub unavailable_skus: Option<Vec<Sku>>,
+    /// Why the order was cancelled, when it was cancelled with a reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancellation_reason: Option<String>,
 }
@@ -271,7 +292,9 @@ impl From<LoadedOrder> for OrderResponse {
 /// The event history of one order, by sequence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct OrderEventsResponse {
+    /// The order's id.
     pub order_id: Uuid,
+    /// Every event of the order, oldest (sequence 1) first.
     pub events: Vec<EventEnvelope>,
 }
 
@@ -305,6 +328,7 @@ pub struct SetStockRequest {
 /// Answer of `GET /v1/orders/{id}/notifications`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct OrderNotificationsResponse {
+    /// The order's id.
     pub order_id: Uuid,
     /// Oldest first; one per notifiable event.
     pub notifications: Vec<NotificationRecord>,
@@ -314,7 +338,9 @@ pub struct OrderNotificationsResponse {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsumerKind {
+    /// A worker (inventory, notifications, shipments): it acts on events.
     Worker,
+    /// A projection (order-summary, analytics): it folds events into a read model.
     Projection,
 }
 
@@ -324,7 +350,9 @@ pub enum ConsumerKind {
 // it as an `allOf` of two open objects instead of one object with every member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ConsumerLagResponse {
+    /// The durable consumer's name.
     pub name: String,
+    /// Whether it is a worker or a projection.
     pub kind: ConsumerKind,
     /// False when the durable consumer does not exist yet (never started).
     pub exists: bool,
@@ -357,6 +385,7 @@ impl ConsumerLagResponse {
 /// Answer of `GET /v1/admin/consumers`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ConsumersResponse {
+    /// The consumer of every worker and projection this code runs, whether it exists yet or not.
     pub consumers: Vec<ConsumerLagResponse>,
 }
 
@@ -365,6 +394,7 @@ pub struct ConsumersResponse {
 // for the same reason as `ConsumerLagResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ProjectionResponse {
+    /// The projection's name (`order-summary`, `analytics`).
     pub name: String,
     /// The version that built the live tables (`null`: never ran).
     pub version: Option<i32>,
@@ -376,7 +406,9 @@ pub struct ProjectionResponse {
     pub head_position: i64,
     /// Events not folded yet.
     pub lag: i64,
+    /// Whether the live tables serve, are being rebuilt, or were left by an interrupted rebuild.
     pub state: ProjectionState,
+    /// When the checkpoint last changed (`null`: never ran).
     pub updated_at: Option<DateTime<Utc>>,
     /// The last rebuild this gateway started, if any.
     pub rebuild: Option<RebuildTask>,
@@ -402,6 +434,7 @@ impl ProjectionResponse {
 /// Answer of `GET /v1/admin/projections`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ProjectionsResponse {
+    /// Every projection this code knows, plus any other one with a checkpoint, by name.
     pub projections: Vec<ProjectionResponse>,
 }
 
@@ -424,16 +457,21 @@ pub struct RebuildRequest {
 // The per-table part is the library's own `TableDifferences`.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct VerifyResponse {
+    /// The projection's name.
     pub name: String,
+    /// The projection version the rebuild ran with (the running code's).
     pub version: i32,
     /// The live checkpoint the comparison was made at.
     pub position: i64,
     /// Events folded.
     pub events: u64,
+    /// Wall-clock time the rebuild took, in seconds.
     pub elapsed_seconds: f64,
+    /// Events folded per second.
     pub per_second: f64,
     /// Rows that differ, over all tables (0: the live projection is exactly the log's).
     pub differences: u64,
+    /// The differences of each of the projection's tables.
     pub tables: Vec<TableDifferences>,
 }
 
@@ -457,7 +495,9 @@ impl From<RebuildReport> for VerifyResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum LogBoundRequest {
+    /// A global position in the event log (a JSON number).
     Position(i64),
+    /// An RFC 3339 time (a JSON string), such as `2026-11-25T12:00:00Z`.
     Time(String),
 }
 
@@ -498,14 +538,22 @@ pub enum ReplayOutcomeKind {
 /// One replayed event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ReplayedEventResponse {
+    /// The event's global position in the log.
     pub position: i64,
+    /// The event's id.
     pub event_id: Uuid,
+    /// The order the event belongs to.
     pub order_id: Uuid,
+    /// The event's sequence within its order, from 1.
     pub sequence: i64,
+    /// The event type, such as `OrderPlaced`.
     #[serde(rename = "type")]
     pub event_type: String,
+    /// What the handler reported.
     pub outcome: ReplayOutcomeKind,
+    /// What the handler did (or, in a dry run, would do); empty unless `outcome` is `done`.
     pub effects: Vec<String>,
+    /// The handler's error; `null` unless `outcome` is `retry` or `give_up`.
     pub error: Option<String>,
 }
 
@@ -517,13 +565,17 @@ pub struct ReplayedEventResponse {
 // without switching on `outcome` and which the document describes as one plain object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ReplayReportResponse {
+    /// The durable consumer the events were replayed to.
     pub consumer: String,
     /// First position replayed (inclusive).
     pub from: i64,
     /// Last position replayed (inclusive).
     pub to: i64,
+    /// True when nothing was changed (the request's `dry_run`).
     pub dry_run: bool,
+    /// True when events the inbox marked as handled were applied anyway (the request's `force`).
     pub force: bool,
+    /// Every replayed event, by position.
     pub events: Vec<ReplayedEventResponse>,
 }
 
@@ -575,6 +627,7 @@ impl From<ReplayReport> for ReplayReportResponse {
 pub struct DeadLetterResponse {
     /// Its sequence in the dead-letter stream: what `GET /v1/admin/dlq/{seq}` and redrive take.
     pub sequence: u64,
+    /// Its subject in the dead-letter stream: `<prefix>_dlq.<consumer>.<order_id>`.
     pub subject: String,
     /// The durable consumer that gave up.
     pub consumer: String,
@@ -582,9 +635,13 @@ pub struct DeadLetterResponse {
     pub error: String,
     /// Deliveries to the consumer.
     pub attempts: u64,
+    /// The subject the message was first delivered on.
     pub original_subject: String,
+    /// Its sequence in the event stream.
     pub original_stream_sequence: u64,
+    /// Its `Nats-Msg-Id` header (`<order_id>:<sequence>` for events), if it had one.
     pub original_message_id: Option<String>,
+    /// When the consumer gave up on it.
     pub parked_at: DateTime<Utc>,
     /// The original body: the event envelope as JSON, or the raw text when it is not JSON.
     pub body: serde_json::Value,

@@ -157,7 +157,9 @@ pub enum GatewayError {
     /// The address cannot be bound (in use, no permission, ...).
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address that was asked for.
         addr: SocketAddr,
+        /// Why binding failed.
         #[source]
         source: std::io::Error,
     },

@@ -62,7 +62,10 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     /// The body is larger than the limit. 413.
     #[error("request body over {limit} bytes")]
-    PayloadTooLarge { limit: usize },
+    PayloadTooLarge {
+        /// The largest body accepted, in bytes.
+        limit: usize,
+    },
     /// Well-formed, but some values are invalid: one entry per bad field. 422.
     #[error("invalid request: {} invalid field(s)", .0.len())]
     Invalid(Vec<FieldError>),
@@ -78,7 +81,12 @@ pub enum ApiError {
     /// No such resource of another kind (a SKU, a projection, a consumer, a dead letter).
     /// 404; `what` names the kind in kebab case (`sku`, `dead-letter`).
     #[error("{what} {id} not found")]
-    NotFound { what: &'static str, id: String },
+    NotFound {
+        /// The kind of resource, in kebab case (`sku`, `dead-letter`).
+        what: &'static str,
+        /// The id that was asked for, as given.
+        id: String,
+    },
     /// The admin routes are off because no admin token is configured. 404, with how to turn
     /// them on.
     #[error("the admin routes are off")]
@@ -97,7 +105,11 @@ pub enum ApiError {
     Unavailable(String),
     /// The route exists but not for this method. 405, with an `Allow` header.
     #[error("method not allowed")]
-    MethodNotAllowed { allow: Option<String> },
+    MethodNotAllowed {
+        /// The methods the resource allows (`GET, PUT`), the value of the `Allow` header;
+        /// `None` when not known, and then no `Allow` header is sent.
+        allow: Option<String>,
+    },
     /// The command does not fit the order's current state. 409.
     #[error("{0}")]
     WrongState(String),

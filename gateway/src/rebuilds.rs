@@ -21,17 +21,24 @@ use crate::problem::{error_chain, ApiError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RebuildState {
+    /// Started and not finished yet.
     Running,
+    /// Finished; the rebuilt tables are live.
     Done,
+    /// Stopped with an error (`error`).
     Failed,
 }
 
 /// The last rebuild of one projection started over HTTP.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RebuildTask {
+    /// The projection's name.
     pub projection: String,
+    /// Whether it is running, done or failed.
     pub state: RebuildState,
+    /// When the rebuild was started.
     pub started_at: DateTime<Utc>,
+    /// When it finished or failed (`null` while running).
     pub finished_at: Option<DateTime<Utc>>,
     /// The phase the rebuild last reported (`null` until its first report).
     pub phase: Option<Phase>,

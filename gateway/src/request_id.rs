@@ -38,6 +38,7 @@ impl RequestId {
         Self(Uuid::now_v7().to_string())
     }
 
+    /// The id as sent in the `X-Request-Id` header.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -39,7 +39,7 @@ pub enum DlqCommand {
     },
 }
 
-pub async fn run(common: &CommonArgs, command: DlqCommand) -> Result<()> {
+pub(crate) async fn run(common: &CommonArgs, command: DlqCommand) -> Result<()> {
     let bus = crate::app::connect_bus(common, std::time::Duration::ZERO).await?;
     match command {
         DlqCommand::List {

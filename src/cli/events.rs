@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::config::CommonArgs;
 
-pub async fn run(common: &CommonArgs, order_id: Uuid, json: bool) -> Result<()> {
+pub(crate) async fn run(common: &CommonArgs, order_id: Uuid, json: bool) -> Result<()> {
     let pool = orderflow_store::connect(&common.database())
         .await
         .context("cannot open the event store")?;
@@ -23,7 +23,7 @@ pub async fn run(common: &CommonArgs, order_id: Uuid, json: bool) -> Result<()> 
 }
 
 /// The events as an aligned text table, one line per event.
-pub fn table(events: &[EventEnvelope]) -> String {
+pub(crate) fn table(events: &[EventEnvelope]) -> String {
     let rows: Vec<[String; 8]> = events
         .iter()
         .map(|e| {

@@ -21,24 +21,31 @@ mod table;
 #[derive(Debug, Parser)]
 #[command(name = "orderflow", version, propagate_version = true)]
 pub struct Cli {
+    /// Settings every command shares: services, stream, logging.
     #[command(flatten)]
     pub common: CommonArgs,
 
+    /// What to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The commands of the `orderflow` binary: the roles to run and the operator tools.
+// clap does not show this comment: `Cli`'s own about is applied after the subcommands'.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run every role in one process: gateway, relay, workers and projections.
     Serve {
+        /// Where the gateway listens, and its admin token.
         #[command(flatten)]
         http: HttpArgs,
+        /// Retries, ack wait, concurrency and notification channel of the consumers.
         #[command(flatten)]
         consumers: ConsumerArgs,
     },
     /// Run the REST gateway only.
     Gateway {
+        /// Where the gateway listens, and its admin token.
         #[command(flatten)]
         http: HttpArgs,
     },
@@ -62,6 +69,7 @@ pub enum Command {
     Worker {
         /// inventory, notifications or shipments.
         name: String,
+        /// Retries, ack wait, concurrency and notification channel of the consumers.
         #[command(flatten)]
         consumers: ConsumerArgs,
     },
@@ -69,21 +77,25 @@ pub enum Command {
     Project {
         /// order-summary or analytics.
         name: String,
+        /// Retries, ack wait, concurrency and notification channel of the consumers.
         #[command(flatten)]
         consumers: ConsumerArgs,
     },
     /// Read models: list them, rebuild one from the event log, or verify one against it.
     Projections {
+        /// What to do with the read models.
         #[command(subcommand)]
         command: projections::ProjectionsCommand,
     },
     /// Replay the log for debugging: an order step by step, or a range to one consumer.
     Replay {
+        /// What to replay.
         #[command(subcommand)]
         command: replay::ReplayCommand,
     },
     /// Dead letters: list, show and redrive the messages consumers gave up on.
     Dlq {
+        /// What to do with the dead letters.
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },

@@ -11,7 +11,7 @@ use orderflow_projections::rebuild::{Phase, Progress};
 
 /// Renders progress reports of one rebuild. Pass `&|p| renderer.show(p)` to
 /// [`orderflow_projections::rebuild::rebuild`], then call [`ProgressRenderer::finish`].
-pub struct ProgressRenderer {
+pub(crate) struct ProgressRenderer {
     label: String,
     bar: Option<ProgressBar>,
     plain: Mutex<PlainState>,
@@ -25,7 +25,7 @@ struct PlainState {
 
 impl ProgressRenderer {
     /// A bar on a terminal (stderr), plain lines otherwise.
-    pub fn new(label: impl Into<String>) -> Self {
+    pub(crate) fn new(label: impl Into<String>) -> Self {
         if std::io::stderr().is_terminal() {
             Self::bar(label)
         } else {
@@ -34,7 +34,7 @@ impl ProgressRenderer {
     }
 
     /// Always a progress bar on stderr.
-    pub fn bar(label: impl Into<String>) -> Self {
+    pub(crate) fn bar(label: impl Into<String>) -> Self {
         let label = label.into();
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
         let style = ProgressStyle::with_template(
@@ -56,7 +56,7 @@ impl ProgressRenderer {
     }
 
     /// Plain lines on stderr, at most one per `every` within a phase.
-    pub fn plain(label: impl Into<String>, every: Duration) -> Self {
+    pub(crate) fn plain(label: impl Into<String>, every: Duration) -> Self {
         Self {
             label: label.into(),
             bar: None,
@@ -69,7 +69,7 @@ impl ProgressRenderer {
     }
 
     /// Shows one report.
-    pub fn show(&self, progress: Progress) {
+    pub(crate) fn show(&self, progress: Progress) {
         match &self.bar {
             Some(bar) => {
                 bar.set_length(progress.total);
@@ -92,7 +92,7 @@ impl ProgressRenderer {
     }
 
     /// Ends the bar, leaving its last state on screen.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish();
             // The bar leaves the cursor at the end of its line; what is printed next starts
@@ -103,7 +103,7 @@ impl ProgressRenderer {
 }
 
 /// One plain line of a rebuild's progress: `label` and what [`Progress`] says of itself.
-pub fn plain_line(label: &str, p: &Progress) -> String {
+pub(crate) fn plain_line(label: &str, p: &Progress) -> String {
     format!("{label} {p}")
 }
 

@@ -32,7 +32,7 @@ pub enum ProjectionsCommand {
     },
 }
 
-pub async fn run(common: &CommonArgs, command: ProjectionsCommand) -> Result<()> {
+pub(crate) async fn run(common: &CommonArgs, command: ProjectionsCommand) -> Result<()> {
     let pool = crate::app::connect_store(common, std::time::Duration::ZERO).await?;
     match command {
         ProjectionsCommand::List { json } => {

@@ -52,7 +52,7 @@ pub enum ReplayCommand {
     },
 }
 
-pub async fn run(common: &CommonArgs, command: ReplayCommand) -> Result<()> {
+pub(crate) async fn run(common: &CommonArgs, command: ReplayCommand) -> Result<()> {
     let pool = crate::app::connect_store(common, std::time::Duration::ZERO).await?;
     match command {
         ReplayCommand::Order { order_id, at, json } => {

@@ -2,7 +2,7 @@
 //! to their widest cell (the last column is not padded).
 
 /// Renders `rows` under `headers`.
-pub fn render<const N: usize>(headers: [&str; N], rows: &[[String; N]]) -> String {
+pub(crate) fn render<const N: usize>(headers: [&str; N], rows: &[[String; N]]) -> String {
     let mut widths = headers.map(|h| h.chars().count());
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {

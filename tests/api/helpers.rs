@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 /// A running gateway and what a test needs around it. Stops the gateway when dropped. Derefs
 /// to its [`World`]: `app.db`, `app.number_events()`, `app.project()`, ...
-pub struct TestApp {
+pub(crate) struct TestApp {
     /// `http://127.0.0.1:<port>`
     pub address: String,
     pub client: reqwest::Client,
@@ -56,12 +56,12 @@ fn init_tracing() {
 }
 
 /// Starts the gateway on 127.0.0.1, port 0, over a fresh database.
-pub async fn spawn_app() -> TestApp {
+pub(crate) async fn spawn_app() -> TestApp {
     spawn_app_with(|state| state).await
 }
 
 /// As [`spawn_app`], with the state changed by `adjust` (a NATS client, ...).
-pub async fn spawn_app_with(adjust: impl FnOnce(GatewayState) -> GatewayState) -> TestApp {
+pub(crate) async fn spawn_app_with(adjust: impl FnOnce(GatewayState) -> GatewayState) -> TestApp {
     init_tracing();
     let world = World::without_nats().await;
     let state = adjust(GatewayState::new(world.db.pool.clone()));
@@ -85,7 +85,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(GatewayState) -> GatewayState) -
 }
 
 /// A valid body for `POST /v1/orders`.
-pub fn valid_order() -> Value {
+pub(crate) fn valid_order() -> Value {
     json!({
         "customer_id": "c-42",
         "customer_email": "ada@example.com",
@@ -98,12 +98,12 @@ pub fn valid_order() -> Value {
 }
 
 impl TestApp {
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
 
     /// Any request, for the odd cases.
-    pub async fn request(&self, method: Method, path: &str) -> Response {
+    pub(crate) async fn request(&self, method: Method, path: &str) -> Response {
         self.client
             .request(method, self.url(path))
             .send()
@@ -111,17 +111,22 @@ impl TestApp {
             .expect("the gateway answers")
     }
 
-    pub async fn post_order(&self, body: &Value) -> Response {
+    pub(crate) async fn post_order(&self, body: &Value) -> Response {
         self.post_raw("/v1/orders", body.to_string(), &[]).await
     }
 
-    pub async fn post_order_with_key(&self, body: &Value, key: &str) -> Response {
+    pub(crate) async fn post_order_with_key(&self, body: &Value, key: &str) -> Response {
         self.post_raw("/v1/orders", body.to_string(), &[("Idempotency-Key", key)])
             .await
     }
 
     /// A POST with a raw body and extra headers.
-    pub async fn post_raw(&self, path: &str, body: String, headers: &[(&str, &str)]) -> Response {
+    pub(crate) async fn post_raw(
+        &self,
+        path: &str,
+        body: String,
+        headers: &[(&str, &str)],
+    ) -> Response {
         let mut request = self
             .client
             .post(self.url(path))
@@ -133,29 +138,29 @@ impl TestApp {
         request.send().await.expect("the gateway answers")
     }
 
-    pub async fn get(&self, path: &str) -> Response {
+    pub(crate) async fn get(&self, path: &str) -> Response {
         self.request(Method::GET, path).await
     }
 
-    pub async fn get_order(&self, id: &str) -> Response {
+    pub(crate) async fn get_order(&self, id: &str) -> Response {
         self.get(&format!("/v1/orders/{id}")).await
     }
 
-    pub async fn cancel_order(&self, id: &str, body: &Value) -> Response {
+    pub(crate) async fn cancel_order(&self, id: &str, body: &Value) -> Response {
         self.post_raw(&format!("/v1/orders/{id}/cancel"), body.to_string(), &[])
             .await
     }
 
-    pub async fn order_events(&self, id: &str) -> Response {
+    pub(crate) async fn order_events(&self, id: &str) -> Response {
         self.get(&format!("/v1/orders/{id}/events")).await
     }
 
-    pub async fn order_state(&self, id: &str, query: &str) -> Response {
+    pub(crate) async fn order_state(&self, id: &str, query: &str) -> Response {
         self.get(&format!("/v1/orders/{id}/state{query}")).await
     }
 
     /// Places a valid order and returns its id and body.
-    pub async fn place_order(&self) -> (Uuid, Value) {
+    pub(crate) async fn place_order(&self) -> (Uuid, Value) {
         let response = self.post_order(&valid_order()).await;
         assert_eq!(response.status(), StatusCode::CREATED);
         let order: Value = response.json().await.expect("an order");
@@ -168,7 +173,7 @@ impl TestApp {
     }
 
     /// Drives order `id` to `shipped` through the store, as the workers would.
-    pub async fn ship(&self, id: Uuid) {
+    pub(crate) async fn ship(&self, id: Uuid) {
         let metadata = CommandMetadata::from_request("test-driver");
         let commands = [
             OrderCommand::ConfirmOrder {
@@ -189,13 +194,13 @@ impl TestApp {
     }
 
     /// Rows in the events table of this test's database.
-    pub async fn event_count(&self) -> i64 {
+    pub(crate) async fn event_count(&self) -> i64 {
         self.world.stored_events().await
     }
 }
 
 /// Asserts `response` is a problem with `status` and returns its body.
-pub async fn problem(response: Response, status: StatusCode) -> Value {
+pub(crate) async fn problem(response: Response, status: StatusCode) -> Value {
     let got = response.status();
     let content_type = response
         .headers()
@@ -218,7 +223,7 @@ pub async fn problem(response: Response, status: StatusCode) -> Value {
 }
 
 /// The `field`s of a problem's `errors[]`, sorted.
-pub fn error_fields(problem: &Value) -> Vec<String> {
+pub(crate) fn error_fields(problem: &Value) -> Vec<String> {
     let mut fields: Vec<String> = problem["errors"]
         .as_array()
         .unwrap_or_else(|| panic!("problem without errors[]: {problem}"))
@@ -237,7 +242,7 @@ pub fn error_fields(problem: &Value) -> Vec<String> {
 
 /// Sends raw bytes over one connection and returns everything the gateway answers until it
 /// closes the connection (send `Connection: close`), for requests reqwest cannot make.
-pub async fn raw_http(app: &TestApp, request: &[u8]) -> String {
+pub(crate) async fn raw_http(app: &TestApp, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = app.address.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -256,17 +261,17 @@ pub async fn raw_http(app: &TestApp, request: &[u8]) -> String {
 }
 
 /// The admin token of apps started with [`spawn_admin_app`].
-pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub(crate) const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// The gateway with the admin routes on (token [`ADMIN_TOKEN`]), and `adjust` for more.
-pub async fn spawn_admin_app(adjust: impl FnOnce(GatewayState) -> GatewayState) -> TestApp {
+pub(crate) async fn spawn_admin_app(adjust: impl FnOnce(GatewayState) -> GatewayState) -> TestApp {
     spawn_app_with(|state| adjust(state.with_admin_token(ADMIN_TOKEN))).await
 }
 
 impl TestApp {
     /// A request with `Authorization: Bearer <token>` (no header for `None`) and a JSON body
     /// when given.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,
@@ -287,7 +292,7 @@ impl TestApp {
 
     /// A request with a raw body, sent with `content_type` (no `Content-Type` header for
     /// `None`) and the admin token when `token` is given.
-    pub async fn send_raw(
+    pub(crate) async fn send_raw(
         &self,
         method: Method,
         path: &str,
@@ -309,23 +314,23 @@ impl TestApp {
     }
 
     /// A GET with the admin token.
-    pub async fn admin_get(&self, path: &str) -> Response {
+    pub(crate) async fn admin_get(&self, path: &str) -> Response {
         self.send(Method::GET, path, Some(ADMIN_TOKEN), None).await
     }
 
     /// A POST with the admin token and a JSON body.
-    pub async fn admin_post(&self, path: &str, body: &Value) -> Response {
+    pub(crate) async fn admin_post(&self, path: &str, body: &Value) -> Response {
         self.send(Method::POST, path, Some(ADMIN_TOKEN), Some(body))
             .await
     }
 
-    pub async fn put_json(&self, path: &str, body: &Value) -> Response {
+    pub(crate) async fn put_json(&self, path: &str, body: &Value) -> Response {
         self.send(Method::PUT, path, None, Some(body)).await
     }
 
     /// Places an order through the store for customer `customer` at `placed_at` (1 line of
     /// `sku`), as `POST /v1/orders` would. Returns its id.
-    pub async fn place_at(
+    pub(crate) async fn place_at(
         &self,
         customer: &str,
         sku: &str,
@@ -344,7 +349,7 @@ impl TestApp {
     }
 
     /// Runs `command` on order `id` through the store.
-    pub async fn command(&self, id: Uuid, command: OrderCommand) {
+    pub(crate) async fn command(&self, id: Uuid, command: OrderCommand) {
         self.store
             .execute(id, command, &CommandMetadata::from_request("test-driver"))
             .await

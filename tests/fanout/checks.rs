@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 /// The stream holds every stored event exactly once, in the log's commit order (so each
 /// order's events in sequence order), on the right subject with the right message id.
-pub async fn assert_stream_matches_log(world: &World) {
+pub(crate) async fn assert_stream_matches_log(world: &World) {
     let rows: Vec<(Uuid, String, i64, Option<i64>)> = sqlx::query_as(
         "SELECT event_id, aggregate_id, sequence, global_position FROM events
          ORDER BY global_position NULLS LAST",
@@ -64,7 +64,7 @@ pub async fn assert_stream_matches_log(world: &World) {
 }
 
 /// The status of every order, counted.
-pub async fn status_counts(
+pub(crate) async fn status_counts(
     world: &World,
     ids: &[Uuid],
 ) -> std::collections::BTreeMap<String, usize> {
@@ -78,7 +78,7 @@ pub async fn status_counts(
 
 /// Waits until `shipped` of the orders are shipped and `rejected` rejected, the log is fully
 /// numbered, and each of `consumers` has handled everything up to the head of the log.
-pub async fn wait_until_settled(
+pub(crate) async fn wait_until_settled(
     world: &World,
     ids: &[Uuid],
     shipped: usize,

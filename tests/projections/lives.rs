@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 /// How an order's life goes, chosen from its index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Life {
+pub(crate) enum Life {
     Placed,
     Confirmed,
     Rejected,
@@ -22,7 +22,7 @@ pub enum Life {
 }
 
 impl Life {
-    pub fn of(i: usize) -> Self {
+    pub(crate) fn of(i: usize) -> Self {
         match (i * 7 + 3) % 9 {
             0 => Life::Placed,
             1 | 2 => Life::Confirmed,
@@ -35,12 +35,12 @@ impl Life {
     }
 }
 
-pub fn customer(i: usize) -> String {
+pub(crate) fn customer(i: usize) -> String {
     format!("c-{}", i % 13)
 }
 
 /// A valid `PlaceOrder` with 1 to 3 lines over 5 SKUs, in EUR or USD, placed at `placed_at`.
-pub fn place_command(id: Uuid, i: usize, placed_at: DateTime<Utc>) -> OrderCommand {
+pub(crate) fn place_command(id: Uuid, i: usize, placed_at: DateTime<Utc>) -> OrderCommand {
     (0..=(i % 3))
         .fold(OrderFixture::new(), |order, l| {
             order.priced_line(
@@ -57,12 +57,12 @@ pub fn place_command(id: Uuid, i: usize, placed_at: DateTime<Utc>) -> OrderComma
 }
 
 /// A fixed base time, so days and ordering are reproducible.
-pub fn base_time() -> DateTime<Utc> {
+pub(crate) fn base_time() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 20, 8, 0, 0).unwrap()
 }
 
 /// Places order number `i` and takes it through its [`Life`]. Returns its id.
-pub async fn live_an_order(store: &OrderStore, i: usize, placed_at: DateTime<Utc>) -> Uuid {
+pub(crate) async fn live_an_order(store: &OrderStore, i: usize, placed_at: DateTime<Utc>) -> Uuid {
     let id = Uuid::now_v7();
     let meta = CommandMetadata::from_request(&format!("req-{i}"));
     let run = |command: OrderCommand| {
@@ -124,7 +124,7 @@ pub async fn live_an_order(store: &OrderStore, i: usize, placed_at: DateTime<Utc
 
 /// Places orders `range` concurrently (8 at a time), order `i` placed `i` minutes after the
 /// base time (several per day, over several days). Returns their ids.
-pub async fn live_orders(store: &OrderStore, range: std::ops::Range<usize>) -> Vec<Uuid> {
+pub(crate) async fn live_orders(store: &OrderStore, range: std::ops::Range<usize>) -> Vec<Uuid> {
     stream::iter(range)
         .map(|i| live_an_order(store, i, base_time() + Duration::minutes(i as i64 * 7)))
         .buffer_unordered(8)

@@ -35,7 +35,12 @@ pub enum ShapeError {
     Fields(Vec<FieldError>),
     /// The value has a field the type does not know (`field` is its JSON path).
     #[error("unknown field {field}: {message}")]
-    UnknownField { field: String, message: String },
+    UnknownField {
+        /// The JSON path of the unknown field (`shipping_address.colour`).
+        field: String,
+        /// serde's message, naming the field and the fields that are expected.
+        message: String,
+    },
     /// The value as a whole is not of the type (not an object where one is wanted, ...).
     #[error("{0}")]
     Body(String),
