@@ -510,17 +510,16 @@ impl Consumer {
         tokio::pin!(grace_over);
         // The server ends the pull at `fetch_wait`; an end that never arrives (seen on 2.9
         // under load) must not leave a consumer with a backlog idle, so the client gives the
-        // pull up a little after its expiry, as `step` does.
+        // pull up a little after its expiry, as `step` does. Only when a slot is free and
+        // nothing is waiting in the client: the branches are polled in order (`biased`), so a
+        // message already delivered is always taken before the pull is given up.
         let pull_given_up = tokio::time::sleep(self.options.fetch_wait + PULL_MARGIN);
         tokio::pin!(pull_given_up);
         loop {
             tokio::select! {
+                biased;
                 Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
                     tracing::trace!(consumer = self.name(), ?outcome, "message done");
-                }
-                () = &mut pull_given_up, if !batch_done && !shutdown.is_cancelled() => {
-                    tracing::debug!(consumer = self.name(), "the pull did not end on time; pulling again");
-                    batch_done = true;
                 }
                 next = batch.next(), if !batch_done && in_flight.len() < limit => match next {
                     None => batch_done = true,
@@ -531,6 +530,12 @@ impl Consumer {
                         return Err(BusError::js("receiving a message", error).into());
                     }
                 },
+                () = &mut pull_given_up,
+                    if !batch_done && in_flight.len() < limit && !shutdown.is_cancelled() =>
+                {
+                    tracing::debug!(consumer = self.name(), "the pull did not end on time; pulling again");
+                    batch_done = true;
+                }
                 () = &mut grace_over, if !batch_done => {
                     batch_done = true;
                     let mut released = 0;

@@ -266,3 +266,44 @@ async fn a_handler_slower_than_the_ack_wait_is_not_redelivered_to_a_competitor()
     assert_eq!(*slow.done.lock().unwrap(), [1]);
     test.cleanup().await.unwrap();
 }
+
+/// Messages a pull delivered while every handler slot was busy wait in the client; a pull
+/// that outlives its expiry must not abandon them (they would come back only after the ack
+/// wait, one delivery spent).
+#[tokio::test]
+async fn messages_waiting_behind_a_busy_handler_are_handled_not_abandoned() {
+    let test = TestBus::fresh().await;
+    let events: Vec<_> = (1..=6).map(envelope).collect();
+    publish_events(&test.bus, &events).await.unwrap();
+    let slow = Arc::new(Slow {
+        delay: Duration::from_millis(250),
+        started: Notify::new(),
+        done: Mutex::new(Vec::new()),
+    });
+    // One slot, a short pull: the pull's expiry passes while most of the batch still waits.
+    let short_pull = ConsumerOptions {
+        fetch_wait: Duration::from_millis(100),
+        ..options()
+    };
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(run_consumer(
+        slow.clone(),
+        test.bus.clone(),
+        short_pull,
+        shutdown.clone(),
+    ));
+    let started = Instant::now();
+    while slow.done.lock().unwrap().len() < 6 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "only {:?} handled within 10 s (the ack wait is 30 s)",
+            slow.done.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+    let lag = consumer_info(&test.bus, &["slow"]).await.unwrap();
+    assert_eq!(lag[0].redelivered, 0, "{lag:?}");
+    test.cleanup().await.unwrap();
+}
