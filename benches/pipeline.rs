@@ -37,13 +37,6 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 
 const ADMIN_TOKEN: &str = "pipeline-bench";
-const CONSUMERS: [&str; 5] = [
-    "inventory",
-    "notifications",
-    "shipments",
-    "order-summary",
-    "analytics",
-];
 
 /// Load generator for the whole order pipeline.
 #[derive(Debug, Parser)]
@@ -241,11 +234,7 @@ async fn main() {
     let admin = PgPool::connect(&server)
         .await
         .expect("PostgreSQL must answer (`scripts/services up`)");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = orderflow_testkit::free_port();
     let base = format!("http://127.0.0.1:{port}");
 
     let child = Command::new(env!("CARGO_BIN_EXE_orderflow"))
@@ -338,9 +327,8 @@ async fn main() {
     let mut random = Lcg(42);
     let load_started = Instant::now();
     let until = load_started + Duration::from_secs(args.duration);
-    let mut latencies: Vec<f64> = Vec::new();
-    let mut failed = 0usize;
-    match args.rate {
+    // (answered 201, latency in seconds) per request.
+    let results: Vec<(bool, f64)> = match args.rate {
         Some(rate) => {
             let total = (rate * args.duration as f64).round() as usize;
             let mut requests = Vec::with_capacity(total);
@@ -362,19 +350,16 @@ async fn main() {
                     (ok, scheduled.elapsed().as_secs_f64())
                 }));
             }
+            let mut results = Vec::with_capacity(requests.len());
             for request in requests {
-                let (ok, latency) = request.await.unwrap();
-                if ok {
-                    latencies.push(latency);
-                } else {
-                    failed += 1;
-                }
+                results.push(request.await.unwrap());
             }
+            results
         }
         None => {
             let bodies = (0..).map(|i| order_body(i, &args, &mut random));
             let url = format!("{base}/v1/orders");
-            let results: Vec<(bool, f64)> = futures::stream::iter(bodies)
+            futures::stream::iter(bodies)
                 .take_while(|_| futures::future::ready(Instant::now() < until))
                 .map(|body| {
                     let (http, url) = (http.clone(), url.clone());
@@ -391,20 +376,19 @@ async fn main() {
                 })
                 .buffer_unordered(args.concurrency)
                 .collect()
-                .await;
-            for (ok, latency) in results {
-                if ok {
-                    latencies.push(latency);
-                } else {
-                    failed += 1;
-                }
-            }
+                .await
         }
-    }
+    };
+    let failed = results.iter().filter(|(ok, _)| !ok).count();
+    let mut latencies: Vec<f64> = results
+        .into_iter()
+        .filter_map(|(ok, latency)| ok.then_some(latency))
+        .collect();
     let load_time = load_started.elapsed();
     let accepted = latencies.len();
 
     // Drain: every consumer caught up and every order final.
+    let consumers = orderflow_operations::consumer_names().len();
     let drain_started = Instant::now();
     let bench_db = PgPool::connect(url.as_str()).await.unwrap();
     loop {
@@ -416,7 +400,7 @@ async fn main() {
         .unwrap();
         let idle = lags(&http, &base)
             .await
-            .is_some_and(|l| l.len() == CONSUMERS.len() && l.values().all(|lag| *lag == 0));
+            .is_some_and(|l| l.len() == consumers && l.values().all(|lag| *lag == 0));
         if idle && final_orders >= accepted as i64 {
             break;
         }

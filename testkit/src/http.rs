@@ -87,6 +87,18 @@ impl Recorder {
     pub fn keys(&self) -> Vec<String> {
         self.keys.lock().unwrap().clone()
     }
+
+    /// The keys that came more than once (a repeat the receiver drops by its key), sorted.
+    pub fn repeated_keys(&self) -> Vec<String> {
+        let mut seen = std::collections::BTreeMap::<String, usize>::new();
+        for key in self.keys() {
+            *seen.entry(key).or_default() += 1;
+        }
+        seen.into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(key, _)| key)
+            .collect()
+    }
 }
 
 /// Reads one request (head and body) and returns its `Idempotency-Key` (empty when it has

@@ -42,5 +42,5 @@ pub mod world;
 pub use bus::{fast_consumer, read_stream, StoredMessage, TestBus};
 pub use database::{server_url, TestDatabase};
 pub use fixture::OrderFixture;
-pub use process::{binary_env, Orderflow, Process};
+pub use process::{binary_env, free_port, Orderflow, Process};
 pub use world::World;

@@ -226,3 +226,11 @@ impl Drop for Process {
         self.sigkill();
     }
 }
+
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a server a test starts itself.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("binding a free loopback port")
+        .port()
+}

@@ -160,11 +160,7 @@ async fn a_worker_role_serves_its_metrics() {
     let world = World::builder().max_connections(12).build().await;
     world.place(&[("SKU-M", 1)]).await;
     world.relay().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = orderflow_testkit::free_port();
     let address = format!("127.0.0.1:{port}");
     let _worker = orderflow!(&world)
         .envs(&[("ORDERFLOW_METRICS_ADDR", address.as_str())])

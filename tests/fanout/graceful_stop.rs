@@ -8,7 +8,6 @@
 //! again, and spends the message's deliveries in milliseconds, after which JetStream stops
 //! delivering it and the order stays where it was forever.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,13 +24,6 @@ use orderflow_testkit::{orderflow, OrderFixture, Process, World};
 
 const SKU: &str = "SKU-STOP";
 const STOCK: i64 = 1_000_000;
-const CONSUMERS: [&str; 5] = [
-    "inventory",
-    "notifications",
-    "shipments",
-    "order-summary",
-    "analytics",
-];
 /// How long a role may take to stop after SIGTERM before the test calls it hung.
 const STOP_WITHIN: Duration = Duration::from_secs(30);
 
@@ -46,17 +38,6 @@ fn role_env(webhook: &Recorder, carrier: &Recorder) -> Vec<(&'static str, String
         ("ORDERFLOW_CARRIER", "http".into()),
         ("ORDERFLOW_CARRIER_URL", carrier.url.clone()),
     ]
-}
-
-fn repeated_keys(keys: &[String]) -> Vec<String> {
-    let mut seen = HashMap::<&str, usize>::new();
-    for key in keys {
-        *seen.entry(key.as_str()).or_default() += 1;
-    }
-    seen.into_iter()
-        .filter(|(_, n)| *n > 1)
-        .map(|(key, _)| key.to_string())
-        .collect()
 }
 
 async fn count(world: &World, sql: &str) -> i64 {
@@ -78,7 +59,7 @@ async fn assert_every_order_done_once(
         ids,
         ids.len(),
         0,
-        &CONSUMERS,
+        &orderflow_operations::consumer_names(),
         Duration::from_secs(120),
     )
     .await;
@@ -153,8 +134,8 @@ async fn assert_every_order_done_once(
     assert_eq!(booked.len() as i64, orders, "one booking per order");
     eprintln!(
         "repeated keys: webhook {:?}, carrier {:?}",
-        repeated_keys(&hooks),
-        repeated_keys(&bookings)
+        webhook.repeated_keys(),
+        carrier.repeated_keys()
     );
     let parked = world.bus().dead_letters().await.unwrap();
     assert!(
@@ -162,14 +143,6 @@ async fn assert_every_order_done_once(
         "a graceful stop parked {} message(s)",
         parked.len()
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn wait_until_healthy(http: &reqwest::Client, base: &str) {
@@ -270,7 +243,7 @@ async fn serve_stopped_with_sigterm_under_load_three_times_loses_nothing() {
         .await
         .unwrap();
     let (webhook, carrier) = (Recorder::start().await, Recorder::start().await);
-    let port = free_port().to_string();
+    let port = orderflow_testkit::free_port().to_string();
     let base = format!("http://127.0.0.1:{port}");
     let mut env = role_env(&webhook, &carrier);
     env.push(("ORDERFLOW_DATABASE_MAX_CONNECTIONS", "8".into()));
@@ -309,7 +282,11 @@ async fn every_single_role_restarted_with_sigterm_under_load_loses_nothing() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut roles: Vec<Vec<&str>> = vec![vec!["relay"]];
     roles.extend(WORKER_NAMES.iter().map(|name| vec!["worker", *name]));
-    roles.extend(CONSUMERS[3..].iter().map(|name| vec!["project", *name]));
+    roles.extend(
+        orderflow_projections::all()
+            .iter()
+            .map(|projection| vec!["project", projection.name()]),
+    );
     let mut running: Vec<Process> = roles
         .iter()
         .map(|args| orderflow!(&world).envs(&env).start(args))

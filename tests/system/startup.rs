@@ -4,15 +4,8 @@
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use orderflow_testkit::free_port;
 use orderflow_testkit::TestDatabase;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn nats_server_binary() -> String {
     [
