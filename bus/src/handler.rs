@@ -1,4 +1,5 @@
-//! What a consumer implements: a name (its durable consumer) and a `handle` for one event.
+//! What a consumer implements: a name (its durable consumer) and a `handle` for one event,
+//! or a `handle_batch` for many at once.
 //!
 //! Handlers are at-least-once: the same event may arrive again, after later ones, or on
 //! another process. Each handler makes its effect idempotent (the inbox, see
@@ -90,10 +91,31 @@ pub trait Handler: Send + Sync + 'static {
     /// The durable consumer's name (`inventory`, `notifications`, ...).
     fn name(&self) -> &str;
 
-    /// How many messages may be in flight at once. Handlers that keep a high-water mark
-    /// (projections) must return 1; see docs/DESIGN.md, guarantee 7 (order-independent handlers).
+    /// How many messages may be delivered and not yet acked at once (the durable consumer's
+    /// `max_ack_pending`).
     fn max_ack_pending(&self) -> i64 {
-        256
+        1024
+    }
+
+    /// True when the runtime should hand this handler whole batches through
+    /// [`Handler::handle_batch`], one batch at a time, instead of single events handled
+    /// concurrently. Suits handlers that fold in position order (projections).
+    fn batched(&self) -> bool {
+        false
+    }
+
+    /// Handles events delivered together, in the order the stream delivered them: one
+    /// result per event, in the same order. Called instead of [`Handler::handle`] when
+    /// [`Handler::batched`]; the default handles the events one after another.
+    async fn handle_batch(
+        &self,
+        events: &[(EventEnvelope, Delivery)],
+    ) -> Vec<Result<Effects, HandlerError>> {
+        let mut results = Vec::with_capacity(events.len());
+        for (event, delivery) in events {
+            results.push(self.handle(event, *delivery).await);
+        }
+        results
     }
 
     /// Handles one event.

@@ -24,6 +24,7 @@
 pub mod connection;
 pub mod dlq;
 pub mod handler;
+mod lanes;
 pub mod relay;
 pub mod runtime;
 

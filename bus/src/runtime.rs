@@ -31,12 +31,14 @@
 //! server gave up on anyway (a process killed on the last delivery, an outside nak). Parking
 //! twice stores one dead letter (`Nats-Msg-Id: <consumer>:<stream sequence>`).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::{AckKind, Message};
 use chrono::Utc;
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use orderflow_store::EventEnvelope;
@@ -46,7 +48,8 @@ use tracing::Instrument;
 
 use crate::connection::{Bus, BusError};
 use crate::dlq::{self, DeadLetter, REDRIVE_FOR_HEADER};
-use crate::handler::{Delivery, Handler, HandlerError};
+use crate::handler::{Delivery, Effects, Handler, HandlerError};
+use crate::lanes::{Lane, OrderLanes};
 
 /// Why the runtime could not run.
 #[derive(Debug, thiserror::Error)]
@@ -242,6 +245,29 @@ pub struct Consumer {
     bus: Bus,
     options: ConsumerOptions,
     consumer: PullConsumer,
+    lanes: OrderLanes,
+}
+
+/// A delivered message, read.
+enum Prepared {
+    /// A redrive addressed to another consumer.
+    ForAnother(Message),
+    /// A body that is not an event envelope.
+    Malformed {
+        message: Message,
+        attempt: u64,
+        error: String,
+    },
+    /// An event for this consumer.
+    Event(ReadEvent),
+}
+
+/// A delivered event with its delivery count and, when handled alone, its order's lane.
+struct ReadEvent {
+    message: Message,
+    envelope: EventEnvelope,
+    attempt: u64,
+    lane: Option<Lane>,
 }
 
 impl Consumer {
@@ -272,6 +298,7 @@ impl Consumer {
             bus,
             options,
             consumer,
+            lanes: OrderLanes::default(),
         })
     }
 
@@ -313,11 +340,15 @@ impl Consumer {
             fetched: messages.len(),
             ..StepReport::default()
         };
-        let outcomes: Vec<Outcome> = futures::stream::iter(messages)
-            .map(|message| self.process(message))
-            .buffer_unordered(self.options.concurrency.max(1))
-            .collect()
-            .await;
+        let outcomes: Vec<Outcome> = if self.handler.batched() {
+            self.process_batch(messages).await
+        } else {
+            futures::stream::iter(messages)
+                .map(|message| self.process(message))
+                .buffer_unordered(self.options.concurrency.max(1))
+                .collect()
+                .await
+        };
         for outcome in outcomes {
             report.record(outcome);
         }
@@ -498,9 +529,16 @@ impl Consumer {
             .messages()
             .await
             .map_err(|e| BusError::js("pulling messages", e))?;
-        let mut in_flight = FuturesUnordered::new();
+        let mut in_flight: FuturesUnordered<BoxFuture<'_, usize>> = FuturesUnordered::new();
         let mut batch_done = false;
-        let limit = self.options.concurrency.max(1);
+        // A batched handler folds one batch at a time, in delivery order; others handle up to
+        // `concurrency` messages at once, each order's one after another.
+        let batched = self.handler.batched();
+        let limit = if batched {
+            1
+        } else {
+            self.options.concurrency.max(1)
+        };
         // A shutdown does not cut the pull short: what it still delivers was delivered to
         // this process and is handled (see the module doc). Past the grace, the rest goes back.
         let grace_over = async {
@@ -518,12 +556,36 @@ impl Consumer {
         loop {
             tokio::select! {
                 biased;
-                Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
-                    tracing::trace!(consumer = self.name(), ?outcome, "message done");
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                    tracing::trace!(consumer = self.name(), messages = done, "done");
                 }
                 next = batch.next(), if !batch_done && in_flight.len() < limit => match next {
                     None => batch_done = true,
-                    Some(Ok(message)) => in_flight.push(self.process(message)),
+                    Some(Ok(message)) if batched => {
+                        // The batch is what has been delivered by now: one message when the
+                        // consumer keeps up, many when it has a backlog.
+                        let mut messages = vec![message];
+                        while messages.len() < self.options.batch_size {
+                            match batch.next().now_or_never() {
+                                Some(Some(Ok(message))) => messages.push(message),
+                                Some(None) => {
+                                    batch_done = true;
+                                    break;
+                                }
+                                Some(Some(Err(error))) => {
+                                    if !is_end_of_pull(&error.to_string()) {
+                                        tracing::warn!(consumer = self.name(), %error,
+                                            "the pull failed; pulling again");
+                                    }
+                                    batch_done = true;
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                        in_flight.push(self.process_batch(messages).map(|o| o.len()).boxed());
+                    }
+                    Some(Ok(message)) => in_flight.push(self.process(message).map(|_| 1).boxed()),
                     Some(Err(error)) if is_end_of_pull(&error.to_string()) => batch_done = true,
                     Some(Err(error)) => {
                         while in_flight.next().await.is_some() {}
@@ -576,17 +638,121 @@ impl Consumer {
         outcome
     }
 
-    /// Processes one message to its outcome (acks, naks or parks it).
-    pub async fn process(&self, message: Message) -> Outcome {
-        let started = std::time::Instant::now();
-        let outcome = self.handle_message(message).await;
-        count_outcome(self.name(), &outcome);
-        metrics::histogram!("orderflow_consumer_message_duration_seconds", "consumer" => self.name().to_string())
-            .record(started.elapsed().as_secs_f64());
-        outcome
+    /// Processes one message to its outcome (acks, naks or parks it). The message is read
+    /// and takes its place in its order's lane at once, so messages of one order are handled
+    /// in the order `process` was called for them, one at a time; messages of different
+    /// orders run concurrently.
+    pub fn process(&self, message: Message) -> impl Future<Output = Outcome> + Send + '_ {
+        let started = Instant::now();
+        let prepared = self.prepare(message, true);
+        async move {
+            let outcome = match prepared {
+                Prepared::ForAnother(message) => {
+                    self.ack(&message).await;
+                    Outcome::Skipped
+                }
+                Prepared::Malformed {
+                    message,
+                    attempt,
+                    error,
+                } => self.park(&message, attempt, error, "malformed").await,
+                Prepared::Event(event) => self.handle_event(event).await,
+            };
+            count_outcome(self.name(), &outcome);
+            metrics::histogram!("orderflow_consumer_message_duration_seconds", "consumer" => self.name().to_string())
+                .record(started.elapsed().as_secs_f64());
+            outcome
+        }
     }
 
-    async fn handle_message(&self, message: Message) -> Outcome {
+    /// Processes messages delivered together as one batch through [`Handler::handle_batch`]
+    /// (for [`Handler::batched`] handlers): one outcome per message, in the same order.
+    pub async fn process_batch(&self, messages: Vec<Message>) -> Vec<Outcome> {
+        let started = Instant::now();
+        let count = messages.len();
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; count];
+        let mut events = Vec::new();
+        for (index, message) in messages.into_iter().enumerate() {
+            match self.prepare(message, false) {
+                Prepared::ForAnother(message) => {
+                    self.ack(&message).await;
+                    outcomes[index] = Some(Outcome::Skipped);
+                }
+                Prepared::Malformed {
+                    message,
+                    attempt,
+                    error,
+                } => {
+                    outcomes[index] = Some(self.park(&message, attempt, error, "malformed").await);
+                }
+                Prepared::Event(event) => events.push((index, event)),
+            }
+        }
+        if !events.is_empty() {
+            let input: Vec<(EventEnvelope, Delivery)> = events
+                .iter()
+                .map(|(_, e)| (e.envelope.clone(), Delivery::live(e.attempt)))
+                .collect();
+            let span =
+                tracing::info_span!("handle_batch", consumer = self.name(), events = input.len());
+            let handling = tokio::time::timeout(
+                self.options.handler_timeout,
+                self.handler.handle_batch(&input).instrument(span),
+            );
+            let messages: Vec<&Message> = events.iter().map(|(_, e)| &e.message).collect();
+            let results = match self.with_progress(&messages, handling).await {
+                Ok(Ok(results)) if results.len() == events.len() => results,
+                Ok(Ok(results)) => {
+                    let error = format!(
+                        "the handler answered {} results for {} events",
+                        results.len(),
+                        events.len()
+                    );
+                    events
+                        .iter()
+                        .map(|_| Err(HandlerError::retry(&error)))
+                        .collect()
+                }
+                Ok(Err(_)) => events
+                    .iter()
+                    .map(|_| {
+                        Err(HandlerError::retry(format!(
+                            "the handler took longer than {:?}",
+                            self.options.handler_timeout
+                        )))
+                    })
+                    .collect(),
+                Err(error) => events
+                    .iter()
+                    .map(|_| Err(HandlerError::retry(&error)))
+                    .collect(),
+            };
+            let settled =
+                futures::future::join_all(events.iter().zip(results).map(
+                    |((_, event), result)| self.settle(&event.message, event.attempt, result),
+                ))
+                .await;
+            for ((index, _), outcome) in events.iter().zip(settled) {
+                outcomes[*index] = Some(outcome);
+            }
+        }
+        let outcomes: Vec<Outcome> = outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(Outcome::Skipped))
+            .collect();
+        for outcome in &outcomes {
+            count_outcome(self.name(), outcome);
+        }
+        metrics::histogram!("orderflow_consumer_batch_duration_seconds", "consumer" => self.name().to_string())
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("orderflow_consumer_batch_size", "consumer" => self.name().to_string())
+            .record(count as f64);
+        outcomes
+    }
+
+    /// Reads a delivered message: whose it is, its attempt, its event; with `in_lane`, the
+    /// event also takes its place in its order's lane.
+    fn prepare(&self, message: Message, in_lane: bool) -> Prepared {
         let name = self.handler.name();
         let attempt = message
             .info()
@@ -598,42 +764,94 @@ impl Consumer {
             .and_then(|h| h.get(REDRIVE_FOR_HEADER))
             .map(|v| v.as_str().to_string());
         if redrive_target.is_some_and(|target| target != name) {
-            self.ack(&message).await;
-            return Outcome::Skipped;
+            return Prepared::ForAnother(message);
         }
-        let envelope = match serde_json::from_slice::<EventEnvelope>(&message.payload) {
-            Ok(envelope) => envelope,
-            Err(error) => {
-                let error = format!("the message body is not an event envelope: {error}");
-                return self.park(&message, attempt, error, "malformed").await;
-            }
-        };
-        let span = tracing::info_span!("handle", consumer = name,
+        match serde_json::from_slice::<EventEnvelope>(&message.payload) {
+            Ok(envelope) => Prepared::Event(ReadEvent {
+                lane: in_lane.then(|| self.lanes.enter(envelope.order_id)),
+                message,
+                envelope,
+                attempt,
+            }),
+            Err(error) => Prepared::Malformed {
+                message,
+                attempt,
+                error: format!("the message body is not an event envelope: {error}"),
+            },
+        }
+    }
+
+    /// Runs the handler on one event once the order's earlier messages are done, then acks,
+    /// naks or parks it.
+    async fn handle_event(&self, event: ReadEvent) -> Outcome {
+        let ReadEvent {
+            message,
+            envelope,
+            attempt,
+            lane,
+        } = event;
+        let span = tracing::info_span!("handle", consumer = self.name(),
             order_id = %envelope.order_id, event = %envelope.event_type, attempt);
-        let handling = self
-            .handler
-            .handle(&envelope, Delivery::live(attempt))
-            .instrument(span);
-        // While the handler works, tell the server so (every half ack wait), so a slow but
-        // live handler is not redelivered to a competing process meanwhile.
+        let work = async {
+            if let Some(lane) = &lane {
+                lane.wait_for_earlier().await;
+            }
+            tokio::time::timeout(
+                self.options.handler_timeout,
+                self.handler
+                    .handle(&envelope, Delivery::live(attempt))
+                    .instrument(span),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(HandlerError::retry(format!(
+                    "the handler took longer than {:?}",
+                    self.options.handler_timeout
+                )))
+            })
+        };
+        let result = self
+            .with_progress(&[&message], work)
+            .await
+            .unwrap_or_else(|error| Err(HandlerError::retry(error)));
+        drop(lane);
+        self.settle(&message, attempt, result).await
+    }
+
+    /// Runs `work` while telling the server every half ack wait that `messages` are in
+    /// progress, so a slow but live handler is not redelivered to a competing process.
+    async fn with_progress<T>(
+        &self,
+        messages: &[&Message],
+        work: impl Future<Output = T>,
+    ) -> Result<T, String> {
         let progress = async {
             loop {
                 tokio::time::sleep(self.options.ack_wait / 2).await;
-                if let Err(error) = message.ack_with(AckKind::Progress).await {
-                    tracing::debug!(consumer = name, %error, "progress ack failed");
+                for message in messages {
+                    if let Err(error) = message.ack_with(AckKind::Progress).await {
+                        tracing::debug!(consumer = self.name(), %error, "progress ack failed");
+                    }
                 }
             }
         };
-        let bounded = tokio::time::timeout(self.options.handler_timeout, handling);
-        let result = tokio::select! {
-            result = bounded => result.unwrap_or_else(|_| Err(HandlerError::retry(format!(
-                "the handler took longer than {:?}", self.options.handler_timeout
-            )))),
-            () = progress => Err(HandlerError::retry("the progress loop ended")),
-        };
+        tokio::select! {
+            result = work => Ok(result),
+            () = progress => Err("the progress loop ended".to_string()),
+        }
+    }
+
+    /// Acks, naks or parks a handled message according to the handler's result.
+    async fn settle(
+        &self,
+        message: &Message,
+        attempt: u64,
+        result: Result<Effects, HandlerError>,
+    ) -> Outcome {
+        let name = self.handler.name();
         match result {
             Ok(effects) => {
-                self.ack(&message).await;
+                self.ack(message).await;
                 Outcome::Handled(effects.0)
             }
             Err(HandlerError::Retry(error)) if attempt < self.options.max_attempts => {
@@ -650,7 +868,7 @@ impl Consumer {
                 } else {
                     "gave_up"
                 };
-                self.park(&message, attempt, error, reason).await
+                self.park(message, attempt, error, reason).await
             }
         }
     }

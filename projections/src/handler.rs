@@ -1,11 +1,16 @@
 //! [`ProjectionHandler`]: runs a [`Projection`] as a durable consumer of the bus's consumer
-//! runtime. It keeps a high-water mark, so it asks for one message in flight
-//! (`max_ack_pending() == 1`; docs/DESIGN.md, guarantee 7, order-independent handlers) and treats a position gap as "an earlier
-//! event is missing": on a first delivery it answers [`HandlerError::Retry`] so the message
-//! comes back later, after the missing one. When the same message comes back and the gap is
-//! still there, the missing event is not coming (it was parked in the dead-letter stream, or
-//! lost by the broker): the handler then folds the missing events from the event log itself,
-//! so one parked message cannot stall the projection forever.
+//! runtime. It is a batched handler: the runtime hands it what has been delivered (one event
+//! when it keeps up, up to a pull's worth when it has a backlog) and it folds the batch in
+//! one transaction with the checkpoint ([`apply_live_batch`]), in position order.
+//!
+//! It keeps a high-water mark and treats a position gap as "an earlier event is missing"
+//! (docs/DESIGN.md, guarantee 7, order-independent handlers): on a first delivery the event
+//! and the ones after it answer [`HandlerError::Retry`], so they come back later, after the
+//! missing one. When a message comes back and the gap is still there, the missing event is
+//! not coming (it was parked in the dead-letter stream, or lost by the broker): the handler
+//! then folds the missing events from the event log itself, so one parked message cannot
+//! stall the projection forever. When the batch's transaction fails, the events are folded
+//! one by one ([`apply_live`]), so one unreadable event fails alone.
 
 use std::sync::Arc;
 
@@ -14,7 +19,7 @@ use orderflow_bus::{Delivery, Effects, Handler, HandlerError};
 use orderflow_store::EventEnvelope;
 use sqlx::PgPool;
 
-use crate::projection::{apply_live, LiveOutcome, Projection, ProjectionError};
+use crate::projection::{apply_live, apply_live_batch, LiveOutcome, Projection, ProjectionError};
 
 /// A projection behind the [`Handler`] trait.
 #[derive(Clone)]
@@ -42,8 +47,36 @@ impl Handler for ProjectionHandler {
         self.projection.name()
     }
 
-    fn max_ack_pending(&self) -> i64 {
-        1
+    fn batched(&self) -> bool {
+        true
+    }
+
+    /// Folds the batch in one transaction; falls back to one event at a time when that fails
+    /// (or for a dry run), so the failure is the failing event's alone.
+    async fn handle_batch(
+        &self,
+        events: &[(EventEnvelope, Delivery)],
+    ) -> Vec<Result<Effects, HandlerError>> {
+        if events.len() > 1 && events.iter().all(|(_, d)| !d.dry_run) {
+            let input: Vec<(&EventEnvelope, bool)> =
+                events.iter().map(|(e, d)| (e, d.attempt > 1)).collect();
+            match apply_live_batch(&self.pool, self.projection.as_ref(), &input).await {
+                Ok(outcomes) => {
+                    return events
+                        .iter()
+                        .zip(outcomes)
+                        .map(|((event, _), outcome)| self.result_of(event, Ok(outcome)))
+                        .collect()
+                }
+                Err(error) => tracing::warn!(name = self.projection.name(), %error,
+                    events = events.len(), "folding the batch failed; folding its events one by one"),
+            }
+        }
+        let mut results = Vec::with_capacity(events.len());
+        for (event, delivery) in events {
+            results.push(self.handle(event, *delivery).await);
+        }
+        results
     }
 
     /// Folds the event into the live tables once. `delivery.ignore_inbox` (replay `--force`)
@@ -54,8 +87,6 @@ impl Handler for ProjectionHandler {
         event: &EventEnvelope,
         delivery: Delivery,
     ) -> Result<Effects, HandlerError> {
-        let name = self.projection.name();
-        let what = format!("{} of order {}", event.event_type, event.order_id);
         // A gap on a redelivery means the missing event is not coming: heal from the log.
         let heal_gaps = delivery.attempt > 1;
         let outcome = apply_live(
@@ -66,6 +97,19 @@ impl Handler for ProjectionHandler {
             heal_gaps,
         )
         .await;
+        self.result_of(event, outcome)
+    }
+}
+
+impl ProjectionHandler {
+    /// What the runtime is told of one event's fold.
+    fn result_of(
+        &self,
+        event: &EventEnvelope,
+        outcome: Result<LiveOutcome, ProjectionError>,
+    ) -> Result<Effects, HandlerError> {
+        let name = self.projection.name();
+        let what = format!("{} of order {}", event.event_type, event.order_id);
         match outcome {
             Ok(LiveOutcome::Applied { position }) => Ok(Effects::one(format!(
                 "{name}: applied {what} at position {position}"

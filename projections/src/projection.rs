@@ -540,6 +540,103 @@ pub async fn apply_live(
     Ok(LiveOutcome::Applied { position })
 }
 
+/// Folds a batch of events into the live tables of `projection` and moves its checkpoint,
+/// in one transaction: what [`apply_live`] does for one event, for many at once. The events
+/// are taken in position order whatever order they came in; one outcome is returned per
+/// event, in the order given. An event whose `heal_gaps` flag is set heals a gap before it
+/// from the log, as in [`apply_live`]; an unhealed gap leaves that event and every later one
+/// unapplied ([`LiveOutcome::Gap`]), while the events before the gap are folded.
+///
+/// # Errors
+/// As [`apply_live`]; on an error nothing of the batch is applied.
+pub async fn apply_live_batch(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    events: &[(&EventEnvelope, bool)],
+) -> Result<Vec<LiveOutcome>, ProjectionError> {
+    let mut by_position = Vec::with_capacity(events.len());
+    for (index, (event, heal_gaps)) in events.iter().enumerate() {
+        let position = event
+            .position
+            .ok_or(ProjectionError::Unnumbered(event.event_id))?;
+        by_position.push((position, index, *heal_gaps));
+    }
+    by_position.sort_by_key(|(position, index, _)| (*position, *index));
+    let mut tx = pool.begin().await?;
+    let checkpoint = match lock_checkpoint(&mut tx, projection.name()).await? {
+        Some(checkpoint) => checkpoint,
+        None => {
+            ensure_checkpoint(&mut tx, projection).await?;
+            lock_checkpoint(&mut tx, projection.name())
+                .await?
+                .ok_or(sqlx::Error::RowNotFound)?
+        }
+    };
+    if checkpoint.version != projection.version() {
+        let mismatch = LiveOutcome::VersionMismatch {
+            stored: checkpoint.version,
+            code: projection.version(),
+        };
+        return Ok(vec![mismatch; events.len()]);
+    }
+    let mut outcomes: Vec<Option<LiveOutcome>> = vec![None; events.len()];
+    let mut folded: Vec<EventEnvelope> = Vec::new();
+    let mut last = checkpoint.position;
+    for (position, index, heal_gaps) in by_position {
+        let outcome = if position <= last {
+            LiveOutcome::AlreadyApplied {
+                position,
+                checkpoint: last,
+            }
+        } else if position == last + 1 {
+            folded.push(events[index].0.clone());
+            last = position;
+            LiveOutcome::Applied { position }
+        } else {
+            let missing = if heal_gaps {
+                log::events_after(&mut *tx, last, Some(position - 1), i64::MAX).await?
+            } else {
+                Vec::new()
+            };
+            if i64::try_from(missing.len()).ok() == Some(position - 1 - last) {
+                tracing::warn!(
+                    name = projection.name(),
+                    checkpoint = last,
+                    position,
+                    missing = missing.len(),
+                    "projection gap: folding the missing events from the log"
+                );
+                let from_log = missing.len();
+                folded.extend(missing);
+                folded.push(events[index].0.clone());
+                last = position;
+                LiveOutcome::Healed { position, from_log }
+            } else {
+                LiveOutcome::Gap {
+                    position,
+                    checkpoint: last,
+                }
+            }
+        };
+        outcomes[index] = Some(outcome);
+    }
+    if !folded.is_empty() {
+        projection
+            .apply_batch(&mut tx, &Tables::live(), &folded)
+            .await?;
+        sqlx::query(
+            "UPDATE projection_checkpoints SET position = $2, updated_at = now() WHERE name = $1",
+        )
+        .bind(projection.name())
+        .bind(last)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+    // Every event was given its outcome in the loop above.
+    Ok(outcomes.into_iter().flatten().collect())
+}
+
 #[cfg(test)]
 pub(crate) mod fixtures {
     //! Events for the unit tests of the folds.

@@ -313,7 +313,7 @@ async fn a_gap_asks_for_a_retry_then_heals_from_the_log_and_a_repeat_changes_not
     number_events(&pool).await;
     let events = events_after(&pool, 0).await;
     let handler = ProjectionHandler::new(pool.clone(), Arc::new(AnalyticsProjection));
-    assert_eq!(handler.max_ack_pending(), 1);
+    assert!(handler.batched());
 
     let early = handler.handle(&events[1], Delivery::live(1)).await;
     assert!(matches!(early, Err(HandlerError::Retry(_))), "{early:?}");
@@ -370,6 +370,70 @@ async fn a_gap_asks_for_a_retry_then_heals_from_the_log_and_a_repeat_changes_not
         .await
         .unwrap();
     assert_eq!(verify.difference_count(), 0);
+}
+
+#[tokio::test]
+async fn a_batch_folds_in_position_order_in_one_go_stops_at_a_gap_and_heals_it_on_redelivery() {
+    let world = World::without_nats().await;
+    let pool = world.pool().clone();
+    live_orders(&world.store, 0..3).await;
+    number_events(&pool).await;
+    let events = events_after(&pool, 0).await;
+    assert!(events.len() >= 6, "{} events", events.len());
+    let handler = ProjectionHandler::new(pool.clone(), Arc::new(OrderSummaryProjection));
+    let first = |e: &orderflow_store::EventEnvelope| (e.clone(), Delivery::live(1));
+
+    // Out of order, a duplicate, and a gap (events[2] missing) before events[3].
+    let results = handler
+        .handle_batch(&[
+            first(&events[1]),
+            first(&events[0]),
+            first(&events[0]),
+            first(&events[3]),
+        ])
+        .await;
+    assert_eq!(results.len(), 4);
+    assert!(
+        results[0].as_ref().unwrap().0[0].contains("applied"),
+        "{results:?}"
+    );
+    assert!(
+        results[1].as_ref().unwrap().0[0].contains("applied"),
+        "{results:?}"
+    );
+    assert!(
+        results[2].as_ref().unwrap().is_empty(),
+        "the duplicate: {results:?}"
+    );
+    assert!(
+        matches!(results[3], Err(HandlerError::Retry(_))),
+        "{results:?}"
+    );
+    let at = checkpoint(&pool, OrderSummaryProjection::NAME)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(at.position, events[1].position.unwrap());
+
+    // The gap is still there when events[3] comes back: it heals from the log, and the
+    // events after it in the batch are folded in the same transaction.
+    let mut rest = vec![(events[3].clone(), Delivery::live(2))];
+    rest.extend(events[4..].iter().map(first));
+    let results = handler.handle_batch(&rest).await;
+    assert!(
+        results[0].as_ref().unwrap().0[0].contains("after folding 1 missing"),
+        "{results:?}"
+    );
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let at = checkpoint(&pool, OrderSummaryProjection::NAME)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(at.position, events.last().unwrap().position.unwrap());
+    let verify = rebuild(&pool, &OrderSummaryProjection, VERIFY, &no_progress)
+        .await
+        .unwrap();
+    assert_eq!(verify.difference_count(), 0, "{:#?}", verify.differences);
 }
 
 #[tokio::test]
