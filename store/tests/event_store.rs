@@ -53,6 +53,59 @@ async fn commands_append_events_with_metadata_and_orders_load_back() {
 }
 
 #[tokio::test]
+async fn placing_a_new_order_without_a_load_stores_what_cqrs_es_stores_and_refuses_a_taken_id() {
+    let db = TestDatabase::fresh().await;
+    let store = OrderStore::new(db.pool.clone());
+    let meta = CommandMetadata::from_request("req-2");
+    let through_cqrs = Uuid::now_v7();
+    store
+        .execute(through_cqrs, place(through_cqrs), &meta)
+        .await
+        .unwrap();
+    let direct = Uuid::now_v7();
+    let answered = store.place_new(direct, place(direct), &meta).await.unwrap();
+
+    // The same row apart from the id, and the answer is what a load reads back.
+    let row = |id: Uuid| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, i64, String, String, String, String)>(
+                "SELECT aggregate_type, sequence, event_type, event_version,
+                        replace(payload::text, $1, 'ID'), metadata::text
+                   FROM events WHERE aggregate_id = $1",
+            )
+            .bind(id.to_string())
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let (a, b) = (row(through_cqrs).await, row(direct).await);
+    assert_eq!((&a.0, a.1, &a.2, &a.3), (&b.0, b.1, &b.2, &b.3));
+    let payload = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+    let (mut pa, mut pb) = (payload(&a.4), payload(&b.4));
+    for p in [&mut pa, &mut pb] {
+        p["OrderPlaced"]["placed_at"] = serde_json::Value::Null;
+    }
+    assert_eq!(pa, pb);
+    assert_eq!(payload(&a.5), payload(&b.5));
+    assert_eq!(Some(answered.clone()), store.load(direct).await.unwrap());
+    // cqrs-es reads it as its own: a later command goes through.
+    let confirm = OrderCommand::ConfirmOrder {
+        reservation_id: Uuid::from_u128(1),
+    };
+    store.execute(direct, confirm, &meta).await.unwrap();
+    assert_eq!(
+        store.load(direct).await.unwrap().unwrap().state.status,
+        OrderStatus::Confirmed
+    );
+
+    let again = store.place_new(direct, place(direct), &meta).await;
+    assert!(matches!(again, Err(CommandError::Conflict)), "{again:?}");
+    assert_eq!(store.events(direct).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
 async fn wrong_state_and_unknown_orders_are_domain_errors() {
     let db = TestDatabase::fresh().await;
     let store = OrderStore::new(db.pool.clone());

@@ -16,6 +16,7 @@ fn quick_relay() -> RelayOptions {
         fallback_tick: Duration::from_millis(200),
         standby_poll: Duration::from_millis(100),
         retry_delay: Duration::from_millis(200),
+        gather: Duration::from_millis(3),
     }
 }
 

@@ -289,6 +289,16 @@ async fn place(
             .into_command(order_id, Utc::now())
             .map_err(ApiError::Invalid)?
     };
+    if !replayed {
+        // The id was made by this request (and a key, if any, claimed for it): a new order.
+        let order = state
+            .orders
+            .place_new(order_id, OrderCommand::PlaceOrder(command), &metadata)
+            .await
+            .map_err(|e| ApiError::from_command(order_id, e))?;
+        tracing::info!(total = order.state.total.minor_units(), "order placed");
+        return Ok(created(order.into(), false));
+    }
     match state
         .orders
         .execute(order_id, OrderCommand::PlaceOrder(command), &metadata)
