@@ -90,11 +90,16 @@ async fn placing_a_new_order_without_a_load_stores_what_cqrs_es_stores_and_refus
     assert_eq!(pa, pb);
     assert_eq!(payload(&a.5), payload(&b.5));
     assert_eq!(Some(answered.clone()), store.load(direct).await.unwrap());
-    // cqrs-es reads it as its own: a later command goes through.
+    // cqrs-es reads it as its own: a later command goes through either way, and a repeat
+    // through the appender appends nothing.
     let confirm = OrderCommand::ConfirmOrder {
         reservation_id: Uuid::from_u128(1),
     };
-    store.execute(direct, confirm, &meta).await.unwrap();
+    store.execute(direct, confirm.clone(), &meta).await.unwrap();
+    store
+        .execute_appending(direct, confirm, &meta)
+        .await
+        .unwrap();
     assert_eq!(
         store.load(direct).await.unwrap().unwrap().state.status,
         OrderStatus::Confirmed
@@ -103,6 +108,19 @@ async fn placing_a_new_order_without_a_load_stores_what_cqrs_es_stores_and_refus
     let again = store.place_new(direct, place(direct), &meta).await;
     assert!(matches!(again, Err(CommandError::Conflict)), "{again:?}");
     assert_eq!(store.events(direct).await.unwrap().len(), 2);
+    let ship = OrderCommand::StartShipment {
+        shipment_id: Uuid::from_u128(2),
+        carrier: "DHL".into(),
+        tracking_number: "T-1".into(),
+    };
+    store
+        .execute_appending(through_cqrs, ship.clone(), &meta)
+        .await
+        .expect_err("an unconfirmed order cannot ship");
+    let unknown = store
+        .execute_appending(Uuid::now_v7(), ship, &meta)
+        .await;
+    assert!(matches!(unknown, Err(CommandError::Domain(_))), "{unknown:?}");
 }
 
 #[tokio::test]
