@@ -117,10 +117,11 @@ async fn placing_a_new_order_without_a_load_stores_what_cqrs_es_stores_and_refus
         .execute_appending(through_cqrs, ship.clone(), &meta)
         .await
         .expect_err("an unconfirmed order cannot ship");
-    let unknown = store
-        .execute_appending(Uuid::now_v7(), ship, &meta)
-        .await;
-    assert!(matches!(unknown, Err(CommandError::Domain(_))), "{unknown:?}");
+    let unknown = store.execute_appending(Uuid::now_v7(), ship, &meta).await;
+    assert!(
+        matches!(unknown, Err(CommandError::Domain(_))),
+        "{unknown:?}"
+    );
 }
 
 #[tokio::test]

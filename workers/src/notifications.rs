@@ -2,7 +2,7 @@
 //! confirmed, rejected, cancelled, shipment started), sent through a channel and recorded
 //! with its status.
 //!
-//! The record is written in the same transaction as the inbox claim, as `pending`; then the
+//! The record is written in the same statement as the inbox claim, as `pending`; then the
 //! channel is called with the notification id (a v5 uuid of the event id) as idempotency key
 //! (the webhook's `Idempotency-Key` header, the e-mail's `Message-ID`), and the record becomes
 //! `sent` or `failed` (with the error and attempt count). A redelivery finds the claim: a
@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use orderflow_domain::aggregate::OrderState;
 use orderflow_domain::{Money, OrderEvent};
-use orderflow_store::{inbox, EventEnvelope, OrderStore};
+use orderflow_store::{EventEnvelope, OrderStore};
 use serde::Serialize;
 use sqlx::PgPool;
 use utoipa::ToSchema;
@@ -434,12 +434,17 @@ impl Handler for NotificationsWorker {
         if !NOTIFIABLE.contains(&event.event_type.as_str()) {
             return Ok(Effects::none());
         }
-        let order = self
-            .store
-            .load_at(event.order_id, Some(event.sequence))
-            .await
-            .map_err(HandlerError::retry)?
-            .ok_or_else(|| HandlerError::retry(format!("order {} not found", event.order_id)))?;
+        // The order as it was after the event; a placement (the first event) is the whole
+        // order, so it needs no read of the log.
+        let order = if event.sequence == 1 {
+            orderflow_store::orders::fold(std::slice::from_ref(event), None)
+        } else {
+            self.store
+                .load_at(event.order_id, Some(event.sequence))
+                .await
+        }
+        .map_err(HandlerError::retry)?
+        .ok_or_else(|| HandlerError::retry(format!("order {} not found", event.order_id)))?;
         let Some(n) = render(event, &order.state) else {
             return Ok(Effects::none());
         };
@@ -449,31 +454,38 @@ impl Handler for NotificationsWorker {
                 n.to, n.subject
             )));
         }
-        let mut tx = self.pool.begin().await?;
-        if inbox::claim(&mut tx, NAME, event.event_id).await? {
-            sqlx::query(
-                "INSERT INTO notifications (notification_id, event_id, order_id, event_type,
+        // The inbox claim and the pending record in one statement (atomic without a
+        // transaction): the record is written only by the delivery that made the claim.
+        let claimed: bool = sqlx::query_scalar(
+            "WITH claim AS (
+                 INSERT INTO inbox (consumer, event_id) VALUES ($9, $2)
+                 ON CONFLICT DO NOTHING RETURNING event_id),
+             record AS (
+                 INSERT INTO notifications (notification_id, event_id, order_id, event_type,
                      channel, recipient, subject, body, status)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending')
-                 ON CONFLICT (event_id) DO NOTHING",
-            )
-            .bind(n.notification_id)
-            .bind(event.event_id)
-            .bind(n.order_id)
-            .bind(&n.event_type)
-            .bind(self.channel.name())
-            .bind(&n.to)
-            .bind(&n.subject)
-            .bind(&n.text)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        let status: Option<String> =
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'pending' FROM claim
+                 ON CONFLICT (event_id) DO NOTHING)
+             SELECT EXISTS (SELECT 1 FROM claim)",
+        )
+        .bind(n.notification_id)
+        .bind(event.event_id)
+        .bind(n.order_id)
+        .bind(&n.event_type)
+        .bind(self.channel.name())
+        .bind(&n.to)
+        .bind(&n.subject)
+        .bind(&n.text)
+        .bind(NAME)
+        .fetch_one(&self.pool)
+        .await?;
+        let status: Option<String> = if claimed {
+            Some("pending".into())
+        } else {
             sqlx::query_scalar("SELECT status FROM notifications WHERE event_id = $1")
                 .bind(event.event_id)
                 .fetch_optional(&self.pool)
-                .await?;
+                .await?
+        };
         // A sent notification is sent again only when an operator forces a replay; it keeps
         // its notification id, so the receiver can still recognise the repeat.
         let unsent = matches!(status.as_deref(), Some("pending" | "failed"));
