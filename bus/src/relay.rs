@@ -9,10 +9,10 @@
 //! crash between publish and checkpoint re-publishes the batch; `Nats-Msg-Id:
 //! <order_id>:<sequence>` makes the server drop those duplicates inside its duplicate window.
 //! It wakes on `NOTIFY orderflow_events` (sent at commit) and on a fallback tick, which also
-//! catches rows that waited for an older transaction to end. After a round that published,
-//! it waits `gather` before the next one, so that under load the commits of a few
-//! milliseconds go out in one round (three statements per round, whatever its size) instead
-//! of one round each. The lock holder alone writes the checkpoint, so it keeps it in memory
+//! catches rows that waited for an older transaction to end. After a round that published
+//! more than one event, it waits `gather` before the next one, so that under load the commits
+//! of a few milliseconds go out in one round (three statements per round, whatever its size)
+//! instead of one round each, while a lone event on a quiet system goes out at once. The lock holder alone writes the checkpoint, so it keeps it in memory
 //! between rounds.
 
 use std::time::Duration;
@@ -71,8 +71,9 @@ pub struct RelayOptions {
     pub standby_poll: Duration,
     /// Pause after a failed round (NATS or PostgreSQL away) before trying again.
     pub retry_delay: Duration,
-    /// After a round that published, how long to let commits gather before the next round:
-    /// fewer, larger rounds under load, at most this much added latency.
+    /// After a round that published more than one event, how long to let commits gather
+    /// before the next round: fewer, larger rounds under load, at most this much added
+    /// latency.
     pub gather: Duration,
 }
 
@@ -83,7 +84,7 @@ impl Default for RelayOptions {
             fallback_tick: Duration::from_secs(1),
             standby_poll: Duration::from_secs(1),
             retry_delay: Duration::from_secs(1),
-            gather: Duration::from_millis(3),
+            gather: Duration::from_millis(5),
         }
     }
 }
@@ -160,6 +161,10 @@ async fn lead(
         let summary = publish_from(&mut lock, bus, options.batch_size, &mut position).await?;
         if summary.published + summary.duplicates > 0 {
             tracing::debug!(?summary, "relay round");
+        }
+        // More than one event in a round means commits come close together: let the next
+        // ones gather. A lone event (a quiet system) goes out without that wait.
+        if summary.published + summary.duplicates > 1 {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
                 () = tokio::time::sleep(options.gather) => {}

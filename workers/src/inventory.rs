@@ -265,7 +265,19 @@ impl InventoryWorker {
                 event.order_id
             ))
         };
-        for line in self.resend(event).await?.0 {
+        // The decision just committed, sent without reading it back.
+        let decision = Reservation {
+            order_id: event.order_id,
+            reservation_id: short.is_empty().then_some(reservation_id),
+            status: if short.is_empty() {
+                "reserved"
+            } else {
+                "rejected"
+            }
+            .into(),
+            unavailable_skus: short,
+        };
+        for line in self.send_decision(event, &decision).await?.0 {
             effects.push(line);
         }
         Ok(effects)
@@ -273,9 +285,18 @@ impl InventoryWorker {
 
     /// Sends the command that the recorded decision for the order calls for.
     async fn resend(&self, event: &EventEnvelope) -> Result<Effects, HandlerError> {
-        let Some(decision) = reservation(&self.pool, event.order_id).await? else {
-            return Ok(Effects::none());
-        };
+        match reservation(&self.pool, event.order_id).await? {
+            Some(decision) => self.send_decision(event, &decision).await,
+            None => Ok(Effects::none()),
+        }
+    }
+
+    /// Sends the command that `decision` calls for.
+    async fn send_decision(
+        &self,
+        event: &EventEnvelope,
+        decision: &Reservation,
+    ) -> Result<Effects, HandlerError> {
         let command = match (decision.status.as_str(), decision.reservation_id) {
             ("reserved", Some(reservation_id)) => OrderCommand::ConfirmOrder { reservation_id },
             ("rejected", _) => OrderCommand::RejectOrder {
