@@ -173,6 +173,31 @@ pub async fn order_events<'e>(
     envelopes(&rows)
 }
 
+/// Every event of each of `order_ids`, by order and sequence, in one query.
+///
+/// # Errors
+/// A database error, or [`StoreError::Corrupt`] for an unreadable stored event.
+pub async fn events_of_orders<'e>(
+    db: impl PgExecutor<'e>,
+    order_ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Vec<EventEnvelope>>, StoreError> {
+    let ids: Vec<String> = order_ids.iter().map(Uuid::to_string).collect();
+    let rows = sqlx::query(&format!(
+        "{SELECT_ENVELOPE} WHERE aggregate_type = $1 AND aggregate_id = ANY($2)
+         ORDER BY aggregate_id, sequence"
+    ))
+    .bind(Order_TYPE)
+    .bind(&ids)
+    .fetch_all(db)
+    .await?;
+    let mut by_order: std::collections::HashMap<Uuid, Vec<EventEnvelope>> =
+        std::collections::HashMap::new();
+    for event in envelopes(&rows)? {
+        by_order.entry(event.order_id).or_default().push(event);
+    }
+    Ok(by_order)
+}
+
 /// Up to `limit` numbered events with `after < position <= until`, by position.
 ///
 /// # Errors

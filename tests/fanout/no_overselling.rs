@@ -121,3 +121,106 @@ async fn an_order_short_on_one_line_is_rejected_and_reserves_nothing() {
         .is_err());
     world.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_batch_of_placements_reserves_in_delivery_order_all_or_nothing_and_a_repeat_changes_nothing(
+) {
+    let world = World::without_nats().await;
+    let pool = world.db.pool.clone();
+    inventory::set_stock(&pool, &sku("SKU-A"), 3).await.unwrap();
+    inventory::set_stock(&pool, &sku("SKU-B"), 100)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(world.place(&[("SKU-A", 1), ("SKU-B", 10)]).await);
+    }
+    ids.push(world.place(&[("SKU-B", 1), ("SKU-Z", 1)]).await);
+    let mut placed = Vec::new();
+    for id in &ids {
+        placed.push(world.store.events(*id).await.unwrap().remove(0));
+    }
+    let worker = InventoryWorker::new(pool.clone());
+    assert!(worker.batched());
+    let batch = |attempt| -> Vec<_> {
+        placed
+            .iter()
+            .map(|e| (e.clone(), Delivery::live(attempt)))
+            .collect()
+    };
+
+    let results = worker.handle_batch(&batch(1)).await;
+    let effects: Vec<String> = results
+        .into_iter()
+        .map(|r| r.unwrap().0.join("; "))
+        .collect();
+    for (i, effect) in effects.iter().enumerate() {
+        let expected = match i {
+            0..=2 => "reserved",
+            3..=5 => "short of [\"SKU-A\"]",
+            _ => "short of [\"SKU-Z\"]",
+        };
+        assert!(effect.contains(expected), "order {i}: {effect}");
+        assert!(effect.contains("sent "), "order {i}: {effect}");
+    }
+    let stock = |name: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let s = inventory::get_stock(&pool, &sku(name))
+                .await
+                .unwrap()
+                .unwrap();
+            (s.available, s.reserved)
+        }
+    };
+    assert_eq!(stock("SKU-A").await, (0, 3));
+    assert_eq!(
+        stock("SKU-B").await,
+        (70, 30),
+        "a rejected order takes nothing"
+    );
+    let statuses = status_counts(&world, &ids).await;
+    assert_eq!(statuses.get("confirmed"), Some(&3), "{statuses:?}");
+    assert_eq!(statuses.get("rejected"), Some(&4), "{statuses:?}");
+
+    // The whole batch again (a redelivery): nothing reserved twice, no event appended.
+    let again = worker.handle_batch(&batch(2)).await;
+    assert!(again.iter().all(Result::is_ok), "{again:?}");
+    assert_eq!(stock("SKU-A").await, (0, 3));
+    assert_eq!(stock("SKU-B").await, (70, 30));
+    for id in &ids {
+        assert_eq!(world.store.events(*id).await.unwrap().len(), 2);
+    }
+
+    // The confirmed orders ship: one batch deducts their reservations for good.
+    let mut shipped = Vec::new();
+    for (n, id) in ids[..3].iter().enumerate() {
+        world
+            .command(
+                *id,
+                orderflow_domain::OrderCommand::StartShipment {
+                    shipment_id: uuid::Uuid::now_v7(),
+                    carrier: "DHL".into(),
+                    tracking_number: format!("T-{n}"),
+                },
+            )
+            .await;
+        let event = world.store.events(*id).await.unwrap().pop().unwrap();
+        shipped.push((event, Delivery::live(1)));
+    }
+    let results = worker.handle_batch(&shipped).await;
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().unwrap().0[0].contains("deducted")),
+        "{results:?}"
+    );
+    assert_eq!(stock("SKU-A").await, (0, 0));
+    assert_eq!(stock("SKU-B").await, (70, 0));
+    let repeat = worker.handle_batch(&shipped).await;
+    assert!(
+        repeat.iter().all(|r| r.as_ref().unwrap().is_empty()),
+        "{repeat:?}"
+    );
+    world.cleanup().await;
+}

@@ -174,3 +174,108 @@ async fn notifications_arriving_out_of_order_are_each_sent_once_with_the_state_o
         .all(|n| n.status == "sent" && n.attempts == 1 && n.recipient == "ada@example.com"));
     world.cleanup().await;
 }
+
+/// A channel that fails the first send of each confirmation and counts every call.
+struct FlakyOnConfirmations {
+    calls: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl notifications::Channel for FlakyOnConfirmations {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+
+    async fn send(&self, n: &notifications::Notification) -> Result<(), notifications::SendError> {
+        let mut calls = self.calls.lock().unwrap();
+        let earlier = calls.iter().filter(|t| **t == n.event_type).count();
+        calls.push(n.event_type.clone());
+        if n.event_type == "OrderConfirmed" && earlier == 0 {
+            return Err(notifications::SendError::Transient("try later".into()));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_batch_of_notifications_out_of_order_and_repeated_sends_each_once_and_retries_only_the_failed(
+) {
+    let world = World::without_nats().await;
+    let pool = world.db.pool.clone();
+    inventory::set_stock(&pool, &sku("SKU-A"), 3).await.unwrap();
+    let id = world.place(&[("SKU-A", 1)]).await;
+    InventoryWorker::new(pool.clone())
+        .handle(
+            of_type(&events(&world, id).await, "OrderPlaced"),
+            Delivery::live(1),
+        )
+        .await
+        .unwrap();
+    world.cancel(id).await.unwrap();
+    let log = events(&world, id).await;
+    let channel = Arc::new(FlakyOnConfirmations {
+        calls: std::sync::Mutex::new(Vec::new()),
+    });
+    let worker = NotificationsWorker::new(pool.clone(), channel.clone());
+    assert!(worker.batched());
+    // Newest first, then everything again: one batch.
+    let batch: Vec<_> = log
+        .iter()
+        .rev()
+        .chain(log.iter())
+        .map(|e| (e.clone(), Delivery::live(1)))
+        .collect();
+    let results = worker.handle_batch(&batch).await;
+    let failed: Vec<_> = batch
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.is_err())
+        .map(|((e, _), _)| e.event_type.as_str())
+        .collect();
+    assert_eq!(failed, ["OrderConfirmed"], "{results:?}");
+    let statuses = |records: Vec<notifications::NotificationRecord>| {
+        let mut s: Vec<_> = records
+            .into_iter()
+            .map(|n| (n.event_type, n.status, n.attempts, n.recipient))
+            .collect();
+        s.sort();
+        s
+    };
+    let ada = || "ada@example.com".to_string();
+    assert_eq!(
+        statuses(notifications::list_for_order(&pool, id).await.unwrap()),
+        [
+            ("OrderCancelled".into(), "sent".into(), 1, ada()),
+            ("OrderConfirmed".into(), "failed".into(), 1, ada()),
+            ("OrderPlaced".into(), "sent".into(), 1, ada()),
+        ]
+    );
+
+    // The batch comes back: only the failed confirmation is sent again.
+    let again: Vec<_> = batch
+        .iter()
+        .map(|(e, _)| (e.clone(), Delivery::live(2)))
+        .collect();
+    let results = worker.handle_batch(&again).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(
+        statuses(notifications::list_for_order(&pool, id).await.unwrap()),
+        [
+            ("OrderCancelled".into(), "sent".into(), 1, ada()),
+            ("OrderConfirmed".into(), "sent".into(), 2, ada()),
+            ("OrderPlaced".into(), "sent".into(), 1, ada()),
+        ]
+    );
+    let mut calls = channel.calls.lock().unwrap().clone();
+    calls.sort();
+    assert_eq!(
+        calls,
+        [
+            "OrderCancelled",
+            "OrderConfirmed",
+            "OrderConfirmed",
+            "OrderPlaced"
+        ]
+    );
+    world.cleanup().await;
+}

@@ -18,9 +18,13 @@
 //! On `ShipmentStarted`: the order's reservation is deducted for good (status `shipped`): the
 //! units left the warehouse, so they no longer count as reserved.
 
-use std::collections::BTreeMap;
+mod batch;
+
+use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use orderflow_domain::{OrderCommand, OrderEvent, OrderLine, Sku};
 use orderflow_store::{inbox, EventEnvelope, OrderStore};
 use serde::{Deserialize, Serialize};
@@ -145,7 +149,16 @@ pub async fn reservation(
     }))
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Quantities per SKU, in SKU order (one lock order for every transaction).
+fn wanted(lines: &[OrderLine]) -> BTreeMap<String, i64> {
+    let mut wanted: BTreeMap<String, i64> = BTreeMap::new();
+    for line in lines {
+        *wanted.entry(line.sku.as_str().to_string()).or_default() += i64::from(line.quantity.get());
+    }
+    wanted
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct ReservedLine {
     sku: String,
     quantity: i64,
@@ -171,12 +184,7 @@ impl InventoryWorker {
         lines: &[OrderLine],
         delivery: Delivery,
     ) -> Result<Effects, HandlerError> {
-        // Quantities per SKU, in SKU order (one lock order for every transaction).
-        let mut wanted: BTreeMap<String, i64> = BTreeMap::new();
-        for line in lines {
-            *wanted.entry(line.sku.as_str().to_string()).or_default() +=
-                i64::from(line.quantity.get());
-        }
+        let wanted = wanted(lines);
         if delivery.dry_run {
             return Ok(Effects::one(format!(
                 "would reserve {wanted:?} for order {}",
@@ -318,6 +326,167 @@ impl InventoryWorker {
         )))
     }
 
+    /// Handles a batch: its placements together ([`batch::place_all`]), its shipments
+    /// together ([`batch::ship_all`]), its cancellations one by one. Falls back to one event
+    /// at a time when an order has a placement and another handled event in the same batch
+    /// (their order then matters), and for replays (dry runs, forced repeats).
+    async fn handle_many(
+        &self,
+        events: &[(EventEnvelope, Delivery)],
+    ) -> Vec<Result<Effects, HandlerError>> {
+        let decoded: Vec<_> = events.iter().map(|(e, _)| e.decode()).collect();
+        let placed: HashSet<Uuid> = events
+            .iter()
+            .zip(&decoded)
+            .filter(|(_, d)| matches!(d, Ok(OrderEvent::OrderPlaced { .. })))
+            .map(|((e, _), _)| e.order_id)
+            .collect();
+        let entangled = events.iter().zip(&decoded).any(|((e, _), d)| {
+            matches!(
+                d,
+                Ok(OrderEvent::OrderCancelled { .. } | OrderEvent::ShipmentStarted { .. })
+            ) && placed.contains(&e.order_id)
+        });
+        let replay = events.iter().any(|(_, d)| d.dry_run || d.ignore_inbox);
+        if entangled || replay {
+            let mut results = Vec::with_capacity(events.len());
+            for (event, delivery) in events {
+                results.push(self.handle(event, *delivery).await);
+            }
+            return results;
+        }
+        let mut results: Vec<Option<Result<Effects, HandlerError>>> =
+            events.iter().map(|_| None).collect();
+        let mut placements = Vec::new();
+        let mut shipments = Vec::new();
+        for (index, ((event, delivery), decoded)) in events.iter().zip(decoded).enumerate() {
+            match decoded {
+                Ok(OrderEvent::OrderPlaced { lines, .. }) => {
+                    placements.push((
+                        index,
+                        batch::Placement {
+                            event,
+                            wanted: wanted(&lines),
+                        },
+                    ));
+                }
+                Ok(OrderEvent::ShipmentStarted { .. }) => shipments.push((index, event)),
+                Ok(OrderEvent::OrderCancelled { .. }) => {
+                    results[index] = Some(self.on_cancelled(event, *delivery).await);
+                }
+                Ok(_) => results[index] = Some(Ok(Effects::none())),
+                Err(error) => {
+                    results[index] = Some(Err(HandlerError::give_up(format!(
+                        "unreadable {} event: {error}",
+                        event.event_type
+                    ))));
+                }
+            }
+        }
+        if !shipments.is_empty() {
+            let batch: Vec<&EventEnvelope> = shipments.iter().map(|(_, e)| *e).collect();
+            match batch::ship_all(&self.pool, &batch).await {
+                Ok(deducted) => {
+                    for (index, event) in &shipments {
+                        results[*index] = Some(Ok(if deducted.contains(&event.order_id) {
+                            Effects::one(format!(
+                                "deducted the reserved stock of order {}: shipped",
+                                event.order_id
+                            ))
+                        } else {
+                            Effects::none()
+                        }));
+                    }
+                }
+                Err(error) => {
+                    for (index, _) in &shipments {
+                        results[*index] =
+                            Some(Err(HandlerError::retry(format!("database: {error}"))));
+                    }
+                }
+            }
+        }
+        if !placements.is_empty() {
+            let batch: Vec<batch::Placement<'_>> = placements
+                .iter()
+                .map(|(_, p)| batch::Placement {
+                    event: p.event,
+                    wanted: p.wanted.clone(),
+                })
+                .collect();
+            match batch::place_all(&self.pool, &batch).await {
+                Ok(decided) => {
+                    // The commands go out 16 at a time (each is a read and an append).
+                    let mut sending: Vec<BoxFuture<'_, (usize, Result<Effects, HandlerError>)>> =
+                        Vec::with_capacity(placements.len());
+                    for ((index, placement), decided) in placements.iter().zip(decided) {
+                        let index = *index;
+                        sending.push(
+                            async move { (index, self.finish_placement(placement, decided).await) }
+                                .boxed(),
+                        );
+                    }
+                    let finished: Vec<(usize, Result<Effects, HandlerError>)> =
+                        futures::stream::iter(sending)
+                            .buffer_unordered(16)
+                            .collect()
+                            .await;
+                    for (index, result) in finished {
+                        results[index] = Some(result);
+                    }
+                }
+                Err(error) => {
+                    for (index, _) in &placements {
+                        results[*index] =
+                            Some(Err(HandlerError::retry(format!("database: {error}"))));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Ok(Effects::none())))
+            .collect()
+    }
+
+    /// The effects of a placement decided in a batch, after sending the command its decision
+    /// calls for.
+    async fn finish_placement(
+        &self,
+        placement: &batch::Placement<'_>,
+        decided: batch::Decided,
+    ) -> Result<Effects, HandlerError> {
+        let event = placement.event;
+        let (mut effects, decision) = match decided {
+            batch::Decided::Reserved(decision) => (
+                Effects::one(format!(
+                    "reserved {:?} for order {}",
+                    placement.wanted, event.order_id
+                )),
+                decision,
+            ),
+            batch::Decided::Rejected(decision) => (
+                Effects::one(format!(
+                    "rejected order {}: short of {:?}",
+                    event.order_id, decision.unavailable_skus
+                )),
+                decision,
+            ),
+            batch::Decided::CancelledFirst => {
+                return Ok(Effects::one(format!(
+                    "order {} was cancelled before it was seen placed: nothing reserved",
+                    event.order_id
+                )))
+            }
+            batch::Decided::Recorded(decision) => (Effects::none(), decision),
+            batch::Decided::Nothing => return Ok(Effects::none()),
+        };
+        for line in self.send_decision(event, &decision).await?.0 {
+            effects.push(line);
+        }
+        Ok(effects)
+    }
+
     async fn on_cancelled(
         &self,
         event: &EventEnvelope,
@@ -427,6 +596,17 @@ impl InventoryWorker {
 impl Handler for InventoryWorker {
     fn name(&self) -> &str {
         NAME
+    }
+
+    fn batched(&self) -> bool {
+        true
+    }
+
+    async fn handle_batch(
+        &self,
+        events: &[(EventEnvelope, Delivery)],
+    ) -> Vec<Result<Effects, HandlerError>> {
+        self.handle_many(events).await
     }
 
     async fn handle(

@@ -14,6 +14,8 @@
 //! timeouts and connection errors, permanent failure on 4xx) and `smtp` (lettre, from a URL
 //! such as `smtp://localhost:1025`).
 
+mod batch;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -424,6 +426,26 @@ impl NotificationsWorker {
 impl Handler for NotificationsWorker {
     fn name(&self) -> &str {
         NAME
+    }
+
+    fn batched(&self) -> bool {
+        true
+    }
+
+    /// A batch of live deliveries in a few statements (see `batch`); replays one by one.
+    async fn handle_batch(
+        &self,
+        events: &[(EventEnvelope, Delivery)],
+    ) -> Vec<Result<Effects, HandlerError>> {
+        if events.iter().any(|(_, d)| d.dry_run || d.ignore_inbox) {
+            let mut results = Vec::with_capacity(events.len());
+            for (event, delivery) in events {
+                results.push(self.handle(event, *delivery).await);
+            }
+            return results;
+        }
+        let events: Vec<&EventEnvelope> = events.iter().map(|(e, _)| e).collect();
+        self.notify_all(&events).await
     }
 
     async fn handle(
