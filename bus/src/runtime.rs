@@ -259,7 +259,7 @@ enum Prepared {
         error: String,
     },
     /// An event for this consumer.
-    Event(ReadEvent),
+    Event(Box<ReadEvent>),
 }
 
 /// A delivered event with its delivery count and, when handled alone, its order's lane.
@@ -767,12 +767,12 @@ impl Consumer {
             return Prepared::ForAnother(message);
         }
         match serde_json::from_slice::<EventEnvelope>(&message.payload) {
-            Ok(envelope) => Prepared::Event(ReadEvent {
+            Ok(envelope) => Prepared::Event(Box::new(ReadEvent {
                 lane: in_lane.then(|| self.lanes.enter(envelope.order_id)),
                 message,
                 envelope,
                 attempt,
-            }),
+            })),
             Err(error) => Prepared::Malformed {
                 message,
                 attempt,
@@ -783,13 +783,13 @@ impl Consumer {
 
     /// Runs the handler on one event once the order's earlier messages are done, then acks,
     /// naks or parks it.
-    async fn handle_event(&self, event: ReadEvent) -> Outcome {
+    async fn handle_event(&self, event: Box<ReadEvent>) -> Outcome {
         let ReadEvent {
             message,
             envelope,
             attempt,
             lane,
-        } = event;
+        } = *event;
         let span = tracing::info_span!("handle", consumer = self.name(),
             order_id = %envelope.order_id, event = %envelope.event_type, attempt);
         let work = async {

@@ -4,8 +4,9 @@
 //! Commands run either through cqrs-es and postgres-es ([`OrderStore::execute`]: load,
 //! handle, append in a transaction) or through the store's own appender, which writes the
 //! same rows with fewer statements: a new order with a generated id is appended without a
-//! load ([`OrderStore::place_new`]), and a command from a consumer is one read and one
-//! append ([`OrderStore::execute_appending`]). Both paths decide with the same aggregate and
+//! load ([`OrderStore::place_new`]), a command from a consumer is one read and one append
+//! ([`OrderStore::execute_appending`]), and a consumer's batch of commands is one read and
+//! one append for all of them ([`OrderStore::execute_all`], a group commit). Both paths decide with the same aggregate and
 //! meet the same primary key, so a concurrent change is a conflict on either.
 
 use std::collections::HashMap;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{AggregateError, CqrsFramework};
 use orderflow_domain::aggregate::OrderState;
-use orderflow_domain::{upcasting, Order, OrderCommand, OrderError};
+use orderflow_domain::{upcasting, Order, OrderCommand, OrderError, OrderEvent};
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -211,49 +212,109 @@ impl OrderStore {
         self.append(order_id, version, &events, metadata).await
     }
 
-    /// Appends `events` to order `order_id` after sequence `after`, in one statement, with
-    /// the columns postgres-es writes (so cqrs-es reads them as its own). A sequence that is
-    /// taken (another command got there first) fails the whole append.
+    /// Runs many commands (from consumers) with two statements in all: one read of every
+    /// order's events, the decisions in memory (commands to the same order see each other's
+    /// events, in the order given), and one append of every new event. When that append meets
+    /// a concurrent change (a taken sequence), nothing of it is written and each command runs
+    /// alone with [`OrderStore::execute_retrying`]. One result per command, in order.
+    pub async fn execute_all(
+        &self,
+        commands: Vec<(Uuid, OrderCommand, CommandMetadata)>,
+        attempts: u32,
+    ) -> Vec<Result<(), CommandError>> {
+        use cqrs_es::Aggregate;
+        let mut ids: Vec<Uuid> = commands.iter().map(|(id, _, _)| *id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let stored = match log::events_of_orders(&self.pool, &ids).await {
+            Ok(stored) => stored,
+            Err(error) => {
+                let error = error.to_string();
+                return commands
+                    .iter()
+                    .map(|_| Err(CommandError::Store(error.clone())))
+                    .collect();
+            }
+        };
+        let mut orders: HashMap<Uuid, (Order, i64)> = HashMap::new();
+        for (id, events) in stored {
+            let mut order = Order::default();
+            let mut version = 0;
+            for envelope in &events {
+                match envelope.event() {
+                    Ok(event) => order.apply(event),
+                    Err(error) => {
+                        let error = error.to_string();
+                        return commands
+                            .iter()
+                            .map(|_| Err(CommandError::Store(error.clone())))
+                            .collect();
+                    }
+                }
+                version = envelope.sequence;
+            }
+            orders.insert(id, (order, version));
+        }
+        let mut results: Vec<Result<(), CommandError>> = Vec::with_capacity(commands.len());
+        let mut rows = NewEvents::default();
+        for (id, command, metadata) in &commands {
+            let (order, version) = orders.entry(*id).or_default();
+            match order.decide(command.clone()) {
+                Ok(events) => {
+                    let mut outcome = Ok(());
+                    for event in events {
+                        *version += 1;
+                        if let Err(error) = rows.push(*id, *version, &event, metadata) {
+                            outcome = Err(error);
+                            break;
+                        }
+                        order.apply(event);
+                    }
+                    results.push(outcome);
+                }
+                Err(refusal) => results.push(Err(CommandError::Domain(refusal))),
+            }
+        }
+        match rows.insert(&self.pool).await {
+            Ok(()) => results,
+            Err(CommandError::Conflict) => {
+                tracing::debug!(
+                    commands = commands.len(),
+                    "a batch of commands met a concurrent change; running them one by one"
+                );
+                let mut results = Vec::with_capacity(commands.len());
+                for (id, command, metadata) in commands {
+                    results.push(
+                        self.execute_retrying(id, command, &metadata, attempts)
+                            .await,
+                    );
+                }
+                results
+            }
+            Err(error) => {
+                let error = error.to_string();
+                commands
+                    .iter()
+                    .map(|_| Err(CommandError::Store(error.clone())))
+                    .collect()
+            }
+        }
+    }
+
+    /// Appends `events` to order `order_id` after sequence `after`, in one statement (see
+    /// [`NewEvents`]).
     async fn append(
         &self,
         order_id: Uuid,
         after: i64,
-        events: &[orderflow_domain::OrderEvent],
+        events: &[OrderEvent],
         metadata: &CommandMetadata,
     ) -> Result<(), CommandError> {
-        use cqrs_es::{Aggregate, DomainEvent};
-        let store_error = |e: &dyn std::fmt::Display| CommandError::Store(e.to_string());
-        let metadata = serde_json::to_value(metadata.to_map()).map_err(|e| store_error(&e))?;
-        let mut sequences = Vec::with_capacity(events.len());
-        let mut types = Vec::with_capacity(events.len());
-        let mut versions = Vec::with_capacity(events.len());
-        let mut payloads = Vec::with_capacity(events.len());
+        let mut rows = NewEvents::default();
         for (sequence, event) in (after + 1..).zip(events) {
-            sequences.push(sequence);
-            types.push(event.event_type());
-            versions.push(event.event_version());
-            payloads.push(serde_json::to_value(event).map_err(|e| store_error(&e))?);
+            rows.push(order_id, sequence, event, metadata)?;
         }
-        let inserted = sqlx::query(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
-                                 event_version, payload, metadata)
-             SELECT $1, $2, s, t, v, p, $7
-               FROM UNNEST($3::int8[], $4::text[], $5::text[], $6::json[]) AS e(s, t, v, p)",
-        )
-        .bind(<Order as Aggregate>::TYPE)
-        .bind(order_id.to_string())
-        .bind(&sequences)
-        .bind(&types)
-        .bind(&versions)
-        .bind(&payloads)
-        .bind(&metadata)
-        .execute(&self.pool)
-        .await;
-        match inserted {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(CommandError::Conflict),
-            Err(e) => Err(store_error(&e)),
-        }
+        rows.insert(&self.pool).await
     }
 
     /// Runs an internal command (from a consumer, not a client) with
@@ -312,6 +373,70 @@ impl OrderStore {
     ) -> Result<Option<LoadedOrder>, StoreError> {
         let events = self.events(order_id).await?;
         fold(&events, at_sequence)
+    }
+}
+
+/// New events of one or more orders, appended with one statement in the columns postgres-es
+/// writes (so cqrs-es reads them as its own). A sequence that is taken (another command got
+/// there first) fails the whole statement: nothing of it is written.
+#[derive(Default)]
+struct NewEvents {
+    order_ids: Vec<String>,
+    sequences: Vec<i64>,
+    types: Vec<String>,
+    versions: Vec<String>,
+    payloads: Vec<serde_json::Value>,
+    metadata: Vec<serde_json::Value>,
+}
+
+impl NewEvents {
+    fn push(
+        &mut self,
+        order_id: Uuid,
+        sequence: i64,
+        event: &OrderEvent,
+        metadata: &CommandMetadata,
+    ) -> Result<(), CommandError> {
+        use cqrs_es::DomainEvent;
+        let json = |value: serde_json::Result<serde_json::Value>| {
+            value.map_err(|e| CommandError::Store(e.to_string()))
+        };
+        self.payloads.push(json(serde_json::to_value(event))?);
+        self.metadata
+            .push(json(serde_json::to_value(metadata.to_map()))?);
+        self.order_ids.push(order_id.to_string());
+        self.sequences.push(sequence);
+        self.types.push(event.event_type());
+        self.versions.push(event.event_version());
+        Ok(())
+    }
+
+    async fn insert(self, pool: &PgPool) -> Result<(), CommandError> {
+        use cqrs_es::Aggregate;
+        if self.sequences.is_empty() {
+            return Ok(());
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
+                                 event_version, payload, metadata)
+             SELECT $1, a, s, t, v, p, m
+               FROM UNNEST($2::text[], $3::int8[], $4::text[], $5::text[], $6::json[],
+                           $7::json[]) AS e(a, s, t, v, p, m)",
+        )
+        .bind(<Order as Aggregate>::TYPE)
+        .bind(&self.order_ids)
+        .bind(&self.sequences)
+        .bind(&self.types)
+        .bind(&self.versions)
+        .bind(&self.payloads)
+        .bind(&self.metadata)
+        .execute(pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(CommandError::Conflict),
+            Err(e) => Err(CommandError::Store(e.to_string())),
+        }
     }
 }
 

@@ -189,3 +189,79 @@ async fn a_late_commit_is_numbered_late_and_positions_stay_gapless() {
     assert_eq!(after_cursor[0].event_type, "OrderDelivered");
     assert_eq!(log::head_position(&db.pool).await.unwrap(), 3);
 }
+
+#[tokio::test]
+async fn a_batch_of_commands_is_decided_in_order_and_appended_at_once_with_refusals_per_command() {
+    let db = TestDatabase::fresh().await;
+    let store = OrderStore::new(db.pool.clone());
+    let meta = CommandMetadata::from_request("req-3");
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    for id in [a, b] {
+        store.place_new(id, place(id), &meta).await.unwrap();
+    }
+    let confirm = |n| OrderCommand::ConfirmOrder {
+        reservation_id: Uuid::from_u128(n),
+    };
+    let ship = OrderCommand::StartShipment {
+        shipment_id: Uuid::from_u128(9),
+        carrier: "DHL".into(),
+        tracking_number: "T-9".into(),
+    };
+    let results = store
+        .execute_all(
+            vec![
+                (a, confirm(1), meta.clone()),
+                // Sees the confirmation just decided for the same order.
+                (a, ship.clone(), meta.clone()),
+                // Not confirmed: refused, alone.
+                (b, ship.clone(), meta.clone()),
+                (Uuid::now_v7(), confirm(2), meta.clone()),
+                (b, confirm(3), meta.clone()),
+            ],
+            3,
+        )
+        .await;
+    assert!(
+        results[0].is_ok() && results[1].is_ok() && results[4].is_ok(),
+        "{results:?}"
+    );
+    assert!(
+        matches!(results[2], Err(CommandError::Domain(_))),
+        "{results:?}"
+    );
+    assert!(
+        matches!(results[3], Err(CommandError::Domain(_))),
+        "{results:?}"
+    );
+    let types = |id| {
+        let store = store.clone();
+        async move {
+            store
+                .events(id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.sequence, e.event_type))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        types(a).await,
+        [
+            (1, "OrderPlaced".to_string()),
+            (2, "OrderConfirmed".to_string()),
+            (3, "ShipmentStarted".to_string())
+        ]
+    );
+    assert_eq!(
+        types(b).await,
+        [
+            (1, "OrderPlaced".to_string()),
+            (2, "OrderConfirmed".to_string())
+        ]
+    );
+    assert_eq!(
+        store.load(a).await.unwrap().unwrap().state.status,
+        OrderStatus::Shipped
+    );
+}

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use orderflow_bus::{Delivery, Handler};
+use orderflow_bus::{Delivery, Handler, HandlerError};
 use orderflow_domain::OrderStatus;
 use orderflow_store::EventEnvelope;
 use orderflow_workers::inventory::{self, InventoryWorker};
@@ -277,5 +277,144 @@ async fn a_batch_of_notifications_out_of_order_and_repeated_sends_each_once_and_
             "OrderPlaced"
         ]
     );
+    world.cleanup().await;
+}
+
+/// A carrier that refuses one order, fails another's first booking, and counts bookings.
+struct PickyCarrier {
+    refuse: Uuid,
+    flaky: Uuid,
+    booked: std::sync::Mutex<Vec<Uuid>>,
+}
+
+#[async_trait::async_trait]
+impl shipments::Carrier for PickyCarrier {
+    fn name(&self) -> &str {
+        "picky"
+    }
+
+    async fn book(
+        &self,
+        request: &shipments::ShipmentRequest,
+    ) -> Result<shipments::Booking, shipments::CarrierError> {
+        let mut booked = self.booked.lock().unwrap();
+        let earlier = booked.iter().filter(|id| **id == request.order_id).count();
+        booked.push(request.order_id);
+        if request.order_id == self.refuse {
+            return Err(shipments::CarrierError::Refused("no such street".into()));
+        }
+        if request.order_id == self.flaky && earlier == 0 {
+            return Err(shipments::CarrierError::Transient("busy".into()));
+        }
+        Ok(shipments::Booking {
+            tracking_number: format!("P-{}", &request.order_id.simple().to_string()[..6]),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_batch_of_confirmations_books_and_starts_each_once_and_a_redelivery_continues_where_it_stopped(
+) {
+    let world = World::without_nats().await;
+    let pool = world.db.pool.clone();
+    let mut ids = Vec::new();
+    for n in 0..5u128 {
+        let id = world.place(&[("SKU-A", 1)]).await;
+        world
+            .command(
+                id,
+                orderflow_domain::OrderCommand::ConfirmOrder {
+                    reservation_id: Uuid::from_u128(n + 1),
+                },
+            )
+            .await;
+        ids.push(id);
+    }
+    // Cancelled after its confirmation was published: it gets no shipment.
+    world.cancel(ids[4]).await.unwrap();
+    let carrier = Arc::new(PickyCarrier {
+        refuse: ids[2],
+        flaky: ids[3],
+        booked: std::sync::Mutex::new(Vec::new()),
+    });
+    let worker = ShipmentsWorker::new(pool.clone(), carrier.clone());
+    assert!(worker.batched());
+    let mut confirmations = Vec::new();
+    for id in &ids {
+        confirmations.push(of_type(&events(&world, *id).await, "OrderConfirmed").clone());
+    }
+    let batch = |attempt| -> Vec<_> {
+        confirmations
+            .iter()
+            .map(|e| (e.clone(), Delivery::live(attempt)))
+            .collect()
+    };
+
+    let results = worker.handle_batch(&batch(1)).await;
+    for result in &results[..2] {
+        let effects = result.as_ref().unwrap().0.join("; ");
+        assert!(
+            effects.contains("booked shipment") && effects.contains("sent StartShipment"),
+            "{effects}"
+        );
+    }
+    assert!(
+        matches!(results[2], Err(HandlerError::GiveUp(_))),
+        "{results:?}"
+    );
+    assert!(
+        matches!(results[3], Err(HandlerError::Retry(_))),
+        "{results:?}"
+    );
+    // No longer confirmed when its confirmation is handled: recorded as skipped, no booking.
+    assert!(results[4].as_ref().unwrap().is_empty(), "{results:?}");
+    let status = |id: Uuid| {
+        let pool = pool.clone();
+        async move {
+            let record = shipments::shipment_for_order(&pool, id)
+                .await
+                .unwrap()
+                .unwrap();
+            (record.status, record.last_error)
+        }
+    };
+    assert_eq!(status(ids[0]).await, ("started".into(), None));
+    assert_eq!(
+        status(ids[2]).await,
+        ("refused".into(), Some("no such street".into()))
+    );
+    assert_eq!(
+        status(ids[3]).await,
+        ("requested".into(), Some("busy".into()))
+    );
+    assert_eq!(status(ids[4]).await.0, "skipped");
+
+    // Redelivered: the flaky one books now and starts; nothing else happens again.
+    let results = worker.handle_batch(&batch(2)).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(results[3]
+        .as_ref()
+        .unwrap()
+        .0
+        .join("; ")
+        .contains("sent StartShipment"));
+    assert!(results[0].as_ref().unwrap().is_empty(), "{results:?}");
+    assert_eq!(status(ids[3]).await, ("started".into(), None));
+    let mut booked = carrier.booked.lock().unwrap().clone();
+    booked.sort();
+    let mut expected = vec![ids[0], ids[1], ids[2], ids[3], ids[3]];
+    expected.sort();
+    assert_eq!(
+        booked, expected,
+        "each order booked once, the flaky one twice"
+    );
+    for (id, shipped) in ids.iter().zip([true, true, false, true, false]) {
+        let status = world.store.load(*id).await.unwrap().unwrap().state.status;
+        assert_eq!(
+            status == OrderStatus::Shipped,
+            shipped,
+            "order {id}: {status:?}"
+        );
+    }
     world.cleanup().await;
 }

@@ -54,3 +54,35 @@ pub(crate) async fn send_allowing(
         )),
     }
 }
+
+/// Like [`send_allowing`] for many commands at once, with one read and one append in all
+/// ([`OrderStore::execute_all`]); one result per command, in order.
+pub(crate) async fn send_all_allowing(
+    store: &OrderStore,
+    actor: &str,
+    commands: Vec<(&EventEnvelope, Uuid, OrderCommand)>,
+) -> Vec<Result<Result<(), OrderError>, HandlerError>> {
+    let names: Vec<(&'static str, Uuid)> = commands
+        .iter()
+        .map(|(_, order_id, command)| (command.name(), *order_id))
+        .collect();
+    let batch = commands
+        .into_iter()
+        .map(|(event, order_id, command)| {
+            (order_id, command, CommandMetadata::caused_by(event, actor))
+        })
+        .collect();
+    store
+        .execute_all(batch, COMMAND_ATTEMPTS)
+        .await
+        .into_iter()
+        .zip(names)
+        .map(|(result, (name, order_id))| match result {
+            Ok(()) => Ok(Ok(())),
+            Err(CommandError::Domain(refusal)) => Ok(Err(refusal)),
+            Err(error @ (CommandError::Conflict | CommandError::Store(_))) => Err(
+                HandlerError::retry(format!("{name} for order {order_id}: {error}")),
+            ),
+        })
+        .collect()
+}

@@ -23,8 +23,6 @@ mod batch;
 use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
-use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
 use orderflow_domain::{OrderCommand, OrderEvent, OrderLine, Sku};
 use orderflow_store::{inbox, EventEnvelope, OrderStore};
 use serde::{Deserialize, Serialize};
@@ -147,6 +145,23 @@ pub async fn reservation(
         status,
         unavailable_skus: skus.0,
     }))
+}
+
+/// The command a recorded decision calls for: `None` for a released reservation or a
+/// tombstone (the order is cancelled, nothing to tell it).
+fn decision_command(decision: &Reservation) -> Option<OrderCommand> {
+    match (decision.status.as_str(), decision.reservation_id) {
+        ("reserved", Some(reservation_id)) => Some(OrderCommand::ConfirmOrder { reservation_id }),
+        ("rejected", _) => Some(OrderCommand::RejectOrder {
+            reason: "insufficient stock".into(),
+            unavailable_skus: decision
+                .unavailable_skus
+                .iter()
+                .filter_map(|s| Sku::parse(s).ok())
+                .collect(),
+        }),
+        _ => None,
+    }
 }
 
 /// Quantities per SKU, in SKU order (one lock order for every transaction).
@@ -305,18 +320,8 @@ impl InventoryWorker {
         event: &EventEnvelope,
         decision: &Reservation,
     ) -> Result<Effects, HandlerError> {
-        let command = match (decision.status.as_str(), decision.reservation_id) {
-            ("reserved", Some(reservation_id)) => OrderCommand::ConfirmOrder { reservation_id },
-            ("rejected", _) => OrderCommand::RejectOrder {
-                reason: "insufficient stock".into(),
-                unavailable_skus: decision
-                    .unavailable_skus
-                    .iter()
-                    .filter_map(|s| Sku::parse(s).ok())
-                    .collect(),
-            },
-            // Released or a tombstone: the order is cancelled, nothing to tell it.
-            _ => return Ok(Effects::none()),
+        let Some(command) = decision_command(decision) else {
+            return Ok(Effects::none());
         };
         let name = command.name();
         command::send(&self.store, event, NAME, event.order_id, command).await?;
@@ -416,22 +421,7 @@ impl InventoryWorker {
                 .collect();
             match batch::place_all(&self.pool, &batch).await {
                 Ok(decided) => {
-                    // The commands go out 16 at a time (each is a read and an append).
-                    let mut sending: Vec<BoxFuture<'_, (usize, Result<Effects, HandlerError>)>> =
-                        Vec::with_capacity(placements.len());
-                    for ((index, placement), decided) in placements.iter().zip(decided) {
-                        let index = *index;
-                        sending.push(
-                            async move { (index, self.finish_placement(placement, decided).await) }
-                                .boxed(),
-                        );
-                    }
-                    let finished: Vec<(usize, Result<Effects, HandlerError>)> =
-                        futures::stream::iter(sending)
-                            .buffer_unordered(16)
-                            .collect()
-                            .await;
-                    for (index, result) in finished {
+                    for (index, result) in self.finish_placements(&placements, decided).await {
                         results[index] = Some(result);
                     }
                 }
@@ -449,42 +439,74 @@ impl InventoryWorker {
             .collect()
     }
 
-    /// The effects of a placement decided in a batch, after sending the command its decision
-    /// calls for.
-    async fn finish_placement(
+    /// The effects of the placements decided in a batch, after sending the commands their
+    /// decisions call for, all at once ([`command::send_all_allowing`]).
+    async fn finish_placements(
         &self,
-        placement: &batch::Placement<'_>,
-        decided: batch::Decided,
-    ) -> Result<Effects, HandlerError> {
-        let event = placement.event;
-        let (mut effects, decision) = match decided {
-            batch::Decided::Reserved(decision) => (
-                Effects::one(format!(
-                    "reserved {:?} for order {}",
-                    placement.wanted, event.order_id
-                )),
-                decision,
-            ),
-            batch::Decided::Rejected(decision) => (
-                Effects::one(format!(
-                    "rejected order {}: short of {:?}",
-                    event.order_id, decision.unavailable_skus
-                )),
-                decision,
-            ),
-            batch::Decided::CancelledFirst => {
-                return Ok(Effects::one(format!(
-                    "order {} was cancelled before it was seen placed: nothing reserved",
-                    event.order_id
-                )))
+        placements: &[(usize, batch::Placement<'_>)],
+        decided: Vec<batch::Decided>,
+    ) -> Vec<(usize, Result<Effects, HandlerError>)> {
+        let mut finished = Vec::with_capacity(placements.len());
+        let mut commands = Vec::new();
+        let mut waiting = Vec::new();
+        for ((index, placement), decided) in placements.iter().zip(decided) {
+            let event = placement.event;
+            let (effects, decision) = match decided {
+                batch::Decided::Reserved(decision) => (
+                    Effects::one(format!(
+                        "reserved {:?} for order {}",
+                        placement.wanted, event.order_id
+                    )),
+                    decision,
+                ),
+                batch::Decided::Rejected(decision) => (
+                    Effects::one(format!(
+                        "rejected order {}: short of {:?}",
+                        event.order_id, decision.unavailable_skus
+                    )),
+                    decision,
+                ),
+                batch::Decided::CancelledFirst => {
+                    finished.push((
+                        *index,
+                        Ok(Effects::one(format!(
+                            "order {} was cancelled before it was seen placed: nothing reserved",
+                            event.order_id
+                        ))),
+                    ));
+                    continue;
+                }
+                batch::Decided::Recorded(decision) => (Effects::none(), decision),
+                batch::Decided::Nothing => {
+                    finished.push((*index, Ok(Effects::none())));
+                    continue;
+                }
+            };
+            match decision_command(&decision) {
+                Some(command) => {
+                    waiting.push((*index, effects, command.name(), event.order_id));
+                    commands.push((event, event.order_id, command));
+                }
+                None => finished.push((*index, Ok(effects))),
             }
-            batch::Decided::Recorded(decision) => (Effects::none(), decision),
-            batch::Decided::Nothing => return Ok(Effects::none()),
-        };
-        for line in self.send_decision(event, &decision).await?.0 {
-            effects.push(line);
         }
-        Ok(effects)
+        let sent = command::send_all_allowing(&self.store, NAME, commands).await;
+        for ((index, mut effects, name, order_id), result) in waiting.into_iter().zip(sent) {
+            finished.push((
+                index,
+                match result {
+                    Ok(Ok(())) => {
+                        effects.push(format!("sent {name} to order {order_id}"));
+                        Ok(effects)
+                    }
+                    Ok(Err(refusal)) => Err(HandlerError::give_up(format!(
+                        "the order refused: {refusal}"
+                    ))),
+                    Err(error) => Err(error),
+                },
+            ));
+        }
+        finished
     }
 
     async fn on_cancelled(

@@ -14,6 +14,8 @@
 //! order in a demo) and `http` (POST JSON, timeout, retries on 5xx and timeouts, gives up on
 //! 4xx).
 
+mod batch;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -448,6 +450,28 @@ impl ShipmentsWorker {
 impl Handler for ShipmentsWorker {
     fn name(&self) -> &str {
         NAME
+    }
+
+    fn batched(&self) -> bool {
+        true
+    }
+
+    /// A batch of live confirmations in a few statements (see `batch`); replays, and a batch
+    /// holding one event twice, one by one.
+    async fn handle_batch(
+        &self,
+        events: &[(EventEnvelope, Delivery)],
+    ) -> Vec<Result<Effects, HandlerError>> {
+        let live: Vec<&EventEnvelope> = events.iter().map(|(e, _)| e).collect();
+        let replay = events.iter().any(|(_, d)| d.dry_run || d.ignore_inbox);
+        if replay || !batch::one_confirmation_per_order(&live) {
+            let mut results = Vec::with_capacity(events.len());
+            for (event, delivery) in events {
+                results.push(self.handle(event, *delivery).await);
+            }
+            return results;
+        }
+        self.ship_all(&live).await
     }
 
     async fn handle(

@@ -22,6 +22,15 @@ use uuid::Uuid;
 
 use super::{Reservation, ReservedLine, NAME, RESERVATION_NAMESPACE};
 
+/// A decision to record: order, reservation id, status, reserved lines, short SKUs.
+type NewRow = (
+    Uuid,
+    Option<Uuid>,
+    &'static str,
+    Vec<ReservedLine>,
+    Vec<String>,
+);
+
 /// One placement of a batch: its event and the quantity wanted per SKU.
 pub(super) struct Placement<'a> {
     pub(super) event: &'a EventEnvelope,
@@ -97,13 +106,7 @@ pub(super) async fn place_all(
 
     let mut decided = Vec::with_capacity(placements.len());
     let mut seen = HashSet::new();
-    let mut new_rows: Vec<(
-        Uuid,
-        Option<Uuid>,
-        &'static str,
-        Vec<ReservedLine>,
-        Vec<String>,
-    )> = Vec::new();
+    let mut new_rows: Vec<NewRow> = Vec::new();
     let mut changed_skus = BTreeSet::new();
     for placement in placements {
         let event = placement.event;

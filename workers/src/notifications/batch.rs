@@ -16,6 +16,9 @@ use uuid::Uuid;
 
 use super::{render, Notification, NotificationsWorker, SendError, NAME, NOTIFIABLE};
 
+/// One send: the event's index in the batch, its id, what the channel said.
+type Sent = (usize, Uuid, Result<(), SendError>);
+
 impl NotificationsWorker {
     /// Handles live deliveries of a batch (no dry run, no forced repeat): one result per
     /// event, in order.
@@ -56,14 +59,14 @@ impl NotificationsWorker {
                 return results;
             }
         };
-        let mut sending: Vec<BoxFuture<'_, (usize, Uuid, Result<(), SendError>)>> = Vec::new();
+        let mut sending: Vec<BoxFuture<'_, Sent>> = Vec::new();
         for (index, event, n) in &batch {
             if to_send.contains(&event.event_id) {
                 let (index, event_id) = (*index, event.event_id);
                 sending.push(async move { (index, event_id, self.channel.send(n).await) }.boxed());
             }
         }
-        let sent: Vec<(usize, Uuid, Result<(), SendError>)> = futures::stream::iter(sending)
+        let sent: Vec<Sent> = futures::stream::iter(sending)
             .buffer_unordered(16)
             .collect()
             .await;
@@ -196,10 +199,7 @@ impl NotificationsWorker {
     }
 
     /// Records every send's outcome (`sent`, or `failed` with the error) in one statement.
-    async fn record_outcomes(
-        &self,
-        sent: &[(usize, Uuid, Result<(), SendError>)],
-    ) -> Result<(), sqlx::Error> {
+    async fn record_outcomes(&self, sent: &[Sent]) -> Result<(), sqlx::Error> {
         if sent.is_empty() {
             return Ok(());
         }
