@@ -165,7 +165,16 @@ pub struct ConsumerArgs {
     #[arg(long, env = "ORDERFLOW_ACK_WAIT_SECS", default_value_t = 30)]
     pub ack_wait_secs: u64,
 
-    /// Messages one process handles at once per worker.
+    /// Most messages a consumer takes in one batch. The built-in consumers handle what has
+    /// been delivered as one batch, in a few statements: one message when they keep up, up
+    /// to this many when they have a backlog.
+    #[arg(long, env = "ORDERFLOW_CONSUMER_BATCH_SIZE", default_value_t = 256,
+          value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub consumer_batch_size: u16,
+
+    /// Messages one process handles at once for a consumer whose handler takes one message
+    /// at a time (each order's messages one after another). The built-in consumers take
+    /// batches instead (see --consumer-batch-size).
     #[arg(long, env = "ORDERFLOW_WORKER_CONCURRENCY", default_value_t = 8)]
     pub worker_concurrency: usize,
 
@@ -250,6 +259,7 @@ impl ConsumerArgs {
             max_attempts: self.max_attempts.max(1),
             ack_wait: Duration::from_secs(self.ack_wait_secs.max(1)),
             concurrency: self.worker_concurrency.max(1),
+            batch_size: usize::from(self.consumer_batch_size.max(1)),
             ..ConsumerOptions::default()
         }
     }

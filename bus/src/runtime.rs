@@ -82,7 +82,7 @@ pub struct ConsumerOptions {
     /// How long the server waits for an ack before redelivering (a crashed worker's
     /// messages come back after this). Later redeliveries wait 2x, 3x, ... as long.
     pub ack_wait: Duration,
-    /// Messages pulled per request.
+    /// Messages pulled per request; also the largest batch a batched handler is given.
     pub batch_size: usize,
     /// Messages handled at once by one process.
     pub concurrency: usize,
@@ -109,7 +109,7 @@ impl Default for ConsumerOptions {
                 Duration::from_secs(120),
             ],
             ack_wait: Duration::from_secs(30),
-            batch_size: 64,
+            batch_size: 256,
             concurrency: 8,
             fetch_wait: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(60),
