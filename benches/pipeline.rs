@@ -10,8 +10,10 @@
 //!   minus the event's `recorded_at`), and from `OrderPlaced` to `ShipmentStarted`;
 //! - every consumer's largest lag (pending + in flight, polled from the admin route);
 //! - the time from the last 201 until every consumer is done and every order final;
-//! - per order: SQL transactions, rows written and PostgreSQL CPU (all `postgres` processes,
-//!   from /proc, so run it on an otherwise idle machine), and orderflow's own CPU.
+//! - per order: SQL transactions, rows written, SQL statements (when the server loads
+//!   `pg_stat_statements` and the extension exists in the admin database; `null` otherwise),
+//!   PostgreSQL CPU (all `postgres` processes, from /proc, so run it on an otherwise idle
+//!   machine), and orderflow's own CPU.
 //!
 //! Not a test: run it by hand (each run finishes within a few minutes),
 //!
@@ -170,6 +172,9 @@ fn postgres_cpu_seconds() -> f64 {
 struct DbCounters {
     transactions: i64,
     rows_written: i64,
+    /// Statements executed in the database, when `pg_stat_statements` is loaded and its
+    /// extension created in the admin database; `None` otherwise.
+    statements: Option<i64>,
 }
 
 async fn db_counters(admin: &PgPool, database: &str) -> DbCounters {
@@ -181,9 +186,19 @@ async fn db_counters(admin: &PgPool, database: &str) -> DbCounters {
     .fetch_one(admin)
     .await
     .expect("reading pg_stat_database");
+    let statements = sqlx::query_scalar(
+        "SELECT coalesce(sum(s.calls), 0)::int8
+           FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+          WHERE d.datname = $1",
+    )
+    .bind(database)
+    .fetch_one(admin)
+    .await
+    .ok();
     DbCounters {
         transactions,
         rows_written,
+        statements,
     }
 }
 
@@ -463,6 +478,9 @@ async fn main() {
         },
         "per_order": {
             "sql_transactions": per_order((after.transactions - before.transactions) as f64),
+            // null without pg_stat_statements (shared_preload_libraries + CREATE EXTENSION).
+            "sql_statements": after.statements.zip(before.statements)
+                .map(|(a, b)| per_order((a - b) as f64)),
             "rows_written": per_order((after.rows_written - before.rows_written) as f64),
             "postgres_cpu_ms": per_order(pg_after - pg_before) * 1e3,
             "orderflow_cpu_ms": per_order(serve_after - serve_before) * 1e3,

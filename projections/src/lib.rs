@@ -5,10 +5,10 @@
 //! # Layout
 //! - [`projection`]: the framework. A projection supplies its tables, row type, pure fold and
 //!   batch writes ([`Fold`]); the framework runs the batch loop for the live path
-//!   ([`projection::apply_live`], checkpoint in the same transaction) and the rebuild, and
+//!   ([`projection::apply_live_batch`], checkpoint in the same transaction) and the rebuild, and
 //!   makes every [`Fold`] a [`Projection`]. Also live/shadow [`Tables`].
 //! - [`handler`]: [`ProjectionHandler`], a projection as a workers' [`orderflow_bus::Handler`]
-//!   (one message in flight; a position gap asks for a retry).
+//!   (a batch at a time, folded in one transaction; a position gap asks for a retry).
 //! - [`order_summary`]: one row per order and [`order_summary::list_orders`] (cursor pages).
 //! - [`analytics`]: revenue per day and currency, orders per status, sales per SKU, and
 //!   [`analytics::summary`].

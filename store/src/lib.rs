@@ -11,10 +11,12 @@
 //! - [`log`]: the event log as others see it: [`EventEnvelope`], reads by order and by global
 //!   position, and the relay's commit-ordered position assignment.
 //! - [`orders`]: [`OrderStore`], which runs commands on the Order aggregate and loads orders.
+//! - `appender`: the group commit behind the store's own appends.
 //! - [`idempotency`]: idempotency keys for `POST /v1/orders`.
 //! - [`inbox`]: the consumers' record of handled events.
 #![forbid(unsafe_code)]
 
+mod appender;
 pub mod database;
 pub mod idempotency;
 pub mod inbox;

@@ -6,7 +6,8 @@
 //! same rows with fewer statements: a new order with a generated id is appended without a
 //! load ([`OrderStore::place_new`]), a command from a consumer is one read and one append
 //! ([`OrderStore::execute_appending`]), and a consumer's batch of commands is one read and
-//! one append for all of them ([`OrderStore::execute_all`], a group commit). Both paths decide with the same aggregate and
+//! one append for all of them ([`OrderStore::execute_all`]). The appends of concurrent
+//! commands share one statement and one commit (group commit, `crate::appender`). Both paths decide with the same aggregate and
 //! meet the same primary key, so a concurrent change is a conflict on either.
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::appender::{Appender, NewEvents};
 use crate::log::{self, EventEnvelope};
 use crate::StoreError;
 
@@ -75,7 +77,7 @@ impl CommandMetadata {
         }
     }
 
-    fn to_map(&self) -> HashMap<String, String> {
+    pub(crate) fn to_map(&self) -> HashMap<String, String> {
         let mut map = HashMap::from([
             ("correlation_id".to_string(), self.correlation_id.clone()),
             ("actor".to_string(), self.actor.clone()),
@@ -101,6 +103,7 @@ pub struct LoadedOrder {
 pub struct OrderStore {
     pool: PgPool,
     cqrs: Arc<OrderCqrs>,
+    appender: Appender,
 }
 
 impl OrderStore {
@@ -110,6 +113,7 @@ impl OrderStore {
         let store =
             PersistedEventStore::new_event_store(repository).with_upcasters(upcasting::upcasters());
         Self {
+            appender: Appender::new(pool.clone()),
             pool,
             cqrs: Arc::new(CqrsFramework::new(store, vec![], ())),
         }
@@ -275,7 +279,7 @@ impl OrderStore {
                 Err(refusal) => results.push(Err(CommandError::Domain(refusal))),
             }
         }
-        match rows.insert(&self.pool).await {
+        match self.appender.append(rows).await {
             Ok(()) => results,
             Err(CommandError::Conflict) => {
                 tracing::debug!(
@@ -301,8 +305,9 @@ impl OrderStore {
         }
     }
 
-    /// Appends `events` to order `order_id` after sequence `after`, in one statement (see
-    /// [`NewEvents`]).
+    /// Appends `events` to order `order_id` after sequence `after`, sharing the statement
+    /// and the commit with the appends of other commands made meanwhile (group commit, see
+    /// `crate::appender`).
     async fn append(
         &self,
         order_id: Uuid,
@@ -314,7 +319,7 @@ impl OrderStore {
         for (sequence, event) in (after + 1..).zip(events) {
             rows.push(order_id, sequence, event, metadata)?;
         }
-        rows.insert(&self.pool).await
+        self.appender.append(rows).await
     }
 
     /// Runs an internal command (from a consumer, not a client) with
@@ -373,70 +378,6 @@ impl OrderStore {
     ) -> Result<Option<LoadedOrder>, StoreError> {
         let events = self.events(order_id).await?;
         fold(&events, at_sequence)
-    }
-}
-
-/// New events of one or more orders, appended with one statement in the columns postgres-es
-/// writes (so cqrs-es reads them as its own). A sequence that is taken (another command got
-/// there first) fails the whole statement: nothing of it is written.
-#[derive(Default)]
-struct NewEvents {
-    order_ids: Vec<String>,
-    sequences: Vec<i64>,
-    types: Vec<String>,
-    versions: Vec<String>,
-    payloads: Vec<serde_json::Value>,
-    metadata: Vec<serde_json::Value>,
-}
-
-impl NewEvents {
-    fn push(
-        &mut self,
-        order_id: Uuid,
-        sequence: i64,
-        event: &OrderEvent,
-        metadata: &CommandMetadata,
-    ) -> Result<(), CommandError> {
-        use cqrs_es::DomainEvent;
-        let json = |value: serde_json::Result<serde_json::Value>| {
-            value.map_err(|e| CommandError::Store(e.to_string()))
-        };
-        self.payloads.push(json(serde_json::to_value(event))?);
-        self.metadata
-            .push(json(serde_json::to_value(metadata.to_map()))?);
-        self.order_ids.push(order_id.to_string());
-        self.sequences.push(sequence);
-        self.types.push(event.event_type());
-        self.versions.push(event.event_version());
-        Ok(())
-    }
-
-    async fn insert(self, pool: &PgPool) -> Result<(), CommandError> {
-        use cqrs_es::Aggregate;
-        if self.sequences.is_empty() {
-            return Ok(());
-        }
-        let inserted = sqlx::query(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
-                                 event_version, payload, metadata)
-             SELECT $1, a, s, t, v, p, m
-               FROM UNNEST($2::text[], $3::int8[], $4::text[], $5::text[], $6::json[],
-                           $7::json[]) AS e(a, s, t, v, p, m)",
-        )
-        .bind(<Order as Aggregate>::TYPE)
-        .bind(&self.order_ids)
-        .bind(&self.sequences)
-        .bind(&self.types)
-        .bind(&self.versions)
-        .bind(&self.payloads)
-        .bind(&self.metadata)
-        .execute(pool)
-        .await;
-        match inserted {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(CommandError::Conflict),
-            Err(e) => Err(CommandError::Store(e.to_string())),
-        }
     }
 }
 

@@ -265,3 +265,63 @@ async fn a_batch_of_commands_is_decided_in_order_and_appended_at_once_with_refus
         OrderStatus::Shipped
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_share_commits_and_a_conflict_is_told_only_to_the_one_that_met_it() {
+    let db = TestDatabase::fresh().await;
+    let store = OrderStore::new(db.pool.clone());
+    let meta = CommandMetadata::from_request("req-4");
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let (store, meta) = (store.clone(), meta.clone());
+        tasks.push(tokio::spawn(async move {
+            let id = Uuid::now_v7();
+            store.place_new(id, place(id), &meta).await.map(|_| id)
+        }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.push(task.await.unwrap().expect("every new order is placed"));
+    }
+    let (events, transactions): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT tx_id) FROM events")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(events, 200);
+    assert!(
+        transactions < 200,
+        "200 concurrent placements, {transactions} commits: appends were not grouped"
+    );
+
+    // Twenty confirmations of one order at once: grouped with each other, they conflict on
+    // the order's next sequence; each is answered on its own, exactly one gets through.
+    let order = ids[0];
+    let mut tasks = Vec::new();
+    for n in 0..20u128 {
+        let (store, meta) = (store.clone(), meta.clone());
+        tasks.push(tokio::spawn(async move {
+            let confirm = OrderCommand::ConfirmOrder {
+                reservation_id: Uuid::from_u128(100 + n),
+            };
+            store.execute_appending(order, confirm, &meta).await
+        }));
+    }
+    let mut accepted = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => accepted += 1,
+            Err(CommandError::Conflict | CommandError::Domain(_)) => {}
+            Err(other) => panic!("unexpected: {other:?}"),
+        }
+    }
+    let types: Vec<_> = store
+        .events(order)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(types, ["OrderPlaced", "OrderConfirmed"]);
+    assert!(accepted >= 1, "one confirmation got through");
+}

@@ -1,6 +1,6 @@
 //! The event log as the relay and the projection consumers see it: numbering committed
-//! events, reading them back in position order, and draining them into projections one at a
-//! time, as the consumer runtime does with one message in flight.
+//! events, reading them back in position order, and draining them into projections one event
+//! at a time (the single-event path the batch path falls back to).
 
 use std::sync::Arc;
 

@@ -1,5 +1,5 @@
 //! Projections as durable consumers of the real JetStream stream (the workers' runtime): the
-//! relay publishes the log, each projection's consumer (one message in flight) folds it, and
+//! relay publishes the log, each projection's consumer folds it in batches, and
 //! the result equals a rebuild from the log.
 
 use std::sync::Arc;

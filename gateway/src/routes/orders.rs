@@ -289,21 +289,27 @@ async fn place(
             .into_command(order_id, Utc::now())
             .map_err(ApiError::Invalid)?
     };
-    if !replayed {
-        // The id was made by this request (and a key, if any, claimed for it): a new order.
-        let order = state
+    let placed = if replayed {
+        state
+            .orders
+            .execute(order_id, OrderCommand::PlaceOrder(command), &metadata)
+            .await
+    } else {
+        // The id was made by this request (and a key, if any, claimed for it): a new order,
+        // placed without a load and answered from its own events.
+        match state
             .orders
             .place_new(order_id, OrderCommand::PlaceOrder(command), &metadata)
             .await
-            .map_err(|e| ApiError::from_command(order_id, e))?;
-        tracing::info!(total = order.state.total.minor_units(), "order placed");
-        return Ok(created(order.into(), false));
-    }
-    match state
-        .orders
-        .execute(order_id, OrderCommand::PlaceOrder(command), &metadata)
-        .await
-    {
+        {
+            Ok(order) => {
+                tracing::info!(total = order.state.total.minor_units(), "order placed");
+                return Ok(created(order.into(), false));
+            }
+            Err(e) => Err(e),
+        }
+    };
+    match placed {
         Ok(()) => {}
         // A concurrent request with the same key placed it first.
         Err(CommandError::Domain(OrderError::AlreadyExists(_)) | CommandError::Conflict)

@@ -1,0 +1,190 @@
+//! Group commit: appends of independent commands that arrive while another append is being
+//! written share one `INSERT` and one commit.
+//!
+//! Every [`crate::OrderStore`] owns one [`Appender`]: a task that takes the appends waiting
+//! in its queue (up to [`MAX_GROUP`]), writes them with one statement ([`NewEvents`]) and
+//! answers each. Under load an append waits at most for the one being written; alone, it is
+//! written at once. Each append is still checked on its own: when the shared statement meets a
+//! taken sequence (a concurrent command on the same order), nothing of it is written and the
+//! appends of the group are written one by one, so only the one that conflicts is told so.
+//! Commit order is the statement's, which the relay's numbering handles like any other
+//! transaction (`crate::log`).
+
+use std::sync::{Arc, OnceLock};
+
+use orderflow_domain::{Order, OrderEvent};
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::orders::{CommandError, CommandMetadata};
+
+/// The most appends written with one statement.
+pub(crate) const MAX_GROUP: usize = 512;
+
+/// One queued append and where its answer goes.
+struct Pending {
+    rows: NewEvents,
+    answer: oneshot::Sender<Result<(), CommandError>>,
+}
+
+/// The group-commit queue of one store; its task starts with the first append.
+#[derive(Clone)]
+pub(crate) struct Appender {
+    pool: PgPool,
+    queue: Arc<OnceLock<mpsc::Sender<Pending>>>,
+}
+
+impl Appender {
+    pub(crate) fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            queue: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Writes `rows`, sharing the statement with the appends queued meanwhile.
+    ///
+    /// # Errors
+    /// [`CommandError::Conflict`] when a sequence is taken, [`CommandError::Store`] when the
+    /// database fails.
+    pub(crate) async fn append(&self, rows: NewEvents) -> Result<(), CommandError> {
+        if rows.len() == 0 {
+            return Ok(());
+        }
+        let queue = self.queue.get_or_init(|| {
+            let (sender, receiver) = mpsc::channel(4 * MAX_GROUP);
+            tokio::spawn(write_groups(self.pool.clone(), receiver));
+            sender
+        });
+        let (answer, answered) = oneshot::channel();
+        match queue.send(Pending { rows, answer }).await {
+            Ok(()) => answered.await.unwrap_or_else(|_| {
+                Err(CommandError::Store(
+                    "the append was dropped unanswered".into(),
+                ))
+            }),
+            // The task is gone (its runtime ended): write alone.
+            Err(mpsc::error::SendError(pending)) => pending.rows.insert(&self.pool).await,
+        }
+    }
+}
+
+/// The appender task: writes what is queued, a group at a time, until every store handle is
+/// dropped.
+async fn write_groups(pool: PgPool, mut queue: mpsc::Receiver<Pending>) {
+    while let Some(first) = queue.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(pending) => group.push(pending),
+                Err(_) => break,
+            }
+        }
+        metrics::histogram!("orderflow_store_append_group_size").record(group.len() as f64);
+        if group.len() == 1 {
+            let pending = group.remove(0);
+            let result = pending.rows.insert(&pool).await;
+            let _ = pending.answer.send(result);
+            continue;
+        }
+        let mut all = NewEvents::default();
+        let mut answers = Vec::with_capacity(group.len());
+        let mut parts = Vec::with_capacity(group.len());
+        for pending in group {
+            parts.push(pending.rows.clone());
+            all.extend(pending.rows);
+            answers.push(pending.answer);
+        }
+        match all.insert(&pool).await {
+            Ok(()) => {
+                for answer in answers {
+                    let _ = answer.send(Ok(()));
+                }
+            }
+            Err(_) => {
+                // Someone's sequence is taken (or the statement failed): each on its own.
+                for (rows, answer) in parts.into_iter().zip(answers) {
+                    let _ = answer.send(rows.insert(&pool).await);
+                }
+            }
+        }
+    }
+}
+
+/// New events of one or more orders, appended with one statement in the columns postgres-es
+/// writes (so cqrs-es reads them as its own). A sequence that is taken (another command got
+/// there first) fails the whole statement: nothing of it is written.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NewEvents {
+    order_ids: Vec<String>,
+    sequences: Vec<i64>,
+    types: Vec<String>,
+    versions: Vec<String>,
+    payloads: Vec<serde_json::Value>,
+    metadata: Vec<serde_json::Value>,
+}
+
+impl NewEvents {
+    fn len(&self) -> usize {
+        self.sequences.len()
+    }
+
+    fn extend(&mut self, other: NewEvents) {
+        self.order_ids.extend(other.order_ids);
+        self.sequences.extend(other.sequences);
+        self.types.extend(other.types);
+        self.versions.extend(other.versions);
+        self.payloads.extend(other.payloads);
+        self.metadata.extend(other.metadata);
+    }
+
+    pub(crate) fn push(
+        &mut self,
+        order_id: Uuid,
+        sequence: i64,
+        event: &OrderEvent,
+        metadata: &CommandMetadata,
+    ) -> Result<(), CommandError> {
+        use cqrs_es::DomainEvent;
+        let json = |value: serde_json::Result<serde_json::Value>| {
+            value.map_err(|e| CommandError::Store(e.to_string()))
+        };
+        self.payloads.push(json(serde_json::to_value(event))?);
+        self.metadata
+            .push(json(serde_json::to_value(metadata.to_map()))?);
+        self.order_ids.push(order_id.to_string());
+        self.sequences.push(sequence);
+        self.types.push(event.event_type());
+        self.versions.push(event.event_version());
+        Ok(())
+    }
+
+    pub(crate) async fn insert(&self, pool: &PgPool) -> Result<(), CommandError> {
+        use cqrs_es::Aggregate;
+        if self.sequences.is_empty() {
+            return Ok(());
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
+                                 event_version, payload, metadata)
+             SELECT $1, a, s, t, v, p, m
+               FROM UNNEST($2::text[], $3::int8[], $4::text[], $5::text[], $6::json[],
+                           $7::json[]) AS e(a, s, t, v, p, m)",
+        )
+        .bind(<Order as Aggregate>::TYPE)
+        .bind(&self.order_ids)
+        .bind(&self.sequences)
+        .bind(&self.types)
+        .bind(&self.versions)
+        .bind(&self.payloads)
+        .bind(&self.metadata)
+        .execute(pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(CommandError::Conflict),
+            Err(e) => Err(CommandError::Store(e.to_string())),
+        }
+    }
+}
