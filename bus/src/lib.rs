@@ -58,6 +58,16 @@ pub fn describe_metrics() {
         Unit::Seconds,
         "Time a consumer took over one message, by consumer"
     );
+    describe_histogram!(
+        "orderflow_consumer_batch_duration_seconds",
+        Unit::Seconds,
+        "Time a batched consumer took over one batch, acks included, by consumer"
+    );
+    describe_histogram!(
+        "orderflow_consumer_batch_size",
+        Unit::Count,
+        "Messages in one batch of a batched consumer, by consumer"
+    );
     describe_counter!(
         "orderflow_dead_letters_total",
         "Messages parked in the dead-letter stream, by consumer and reason (failed, gave_up, malformed, delivery_limit)"

@@ -26,3 +26,13 @@ pub mod orders;
 pub use database::{connect, migrate, DatabaseOptions, StoreError};
 pub use log::{EventEnvelope, EventMetadata};
 pub use orders::{CommandError, CommandMetadata, LoadedOrder, OrderStore};
+
+/// Gives the store's metrics their `# HELP` text. Call once after installing a metrics
+/// recorder (without one it does nothing).
+pub fn describe_metrics() {
+    metrics::describe_histogram!(
+        "orderflow_store_append_group_size",
+        metrics::Unit::Count,
+        "Commands whose events were appended with one statement and one commit (group commit)"
+    );
+}
