@@ -10,6 +10,16 @@
 //! `max_deliver` is `max_attempts + 2`: two spare deliveries for a process that died during
 //! the last attempt or failed to park, so the server never drops a message silently.
 //!
+//! # Batches and lanes
+//! A batched handler ([`Handler::batched`]; every built-in consumer) is handed what has been
+//! delivered as one batch: the first message the pull yields and every one already waiting
+//! behind it, up to `batch_size`. So a consumer that keeps up sees batches of one (no added
+//! latency) and one with a backlog sees full ones (few statements per message). One batch runs
+//! at a time per process; each message of it is acked, naked or parked on its own result,
+//! after the handler returned (after its writes committed). Other handlers run up to
+//! `concurrency` messages at once, each order's messages one after another in delivery
+//! order (`crate::lanes`).
+//!
 //! [`Consumer::step`] processes one batch and says what it did; [`Consumer::drain`] steps
 //! until the consumer has nothing pending, so tests need no sleeps. [`run_consumer`] is the
 //! long-running loop. While a handler runs, the runtime sends in-progress acks every half

@@ -266,6 +266,8 @@ pub async fn fold_batch<F: Fold>(
         tables.name(rows.name),
         rows.key[0]
     ))
+    // A plan per call, for the array it gets (see `orderflow_store::log::events_of_orders`).
+    .persistent(false)
     .bind(&ids)
     .fetch_all(&mut *tx)
     .await?

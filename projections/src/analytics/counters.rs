@@ -85,6 +85,8 @@ pub(super) async fn upsert_revenue(
         "DELETE FROM {table} t USING UNNEST($1::date[], $2::text[]) AS k(day, currency)
          WHERE t.day = k.day AND t.currency = k.currency AND t.orders = 0 AND t.revenue = 0"
     ))
+    // A plan per call, for the array it gets (see `orderflow_store::log::events_of_orders`).
+    .persistent(false)
     .bind(&days)
     .bind(&currencies)
     .execute(&mut *tx)
@@ -120,6 +122,8 @@ pub(super) async fn upsert_status(
         "DELETE FROM {table} t USING UNNEST($1::date[], $2::text[]) AS k(day, status)
          WHERE t.day = k.day AND t.status = k.status AND t.orders = 0"
     ))
+    // A plan per call, for the array it gets (see `orderflow_store::log::events_of_orders`).
+    .persistent(false)
     .bind(&days)
     .bind(&statuses)
     .execute(&mut *tx)
@@ -163,6 +167,8 @@ pub(super) async fn upsert_skus(
          WHERE t.day = k.day AND t.sku = k.sku AND t.currency = k.currency
            AND t.units = 0 AND t.revenue = 0"
     ))
+    // A plan per call, for the array it gets (see `orderflow_store::log::events_of_orders`).
+    .persistent(false)
     .bind(&days)
     .bind(&skus)
     .bind(&currencies)

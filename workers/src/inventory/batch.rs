@@ -79,6 +79,8 @@ pub(super) async fn place_all(
             "SELECT order_id, reservation_id, status, unavailable_skus FROM inventory_reservations
           WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE",
         )
+        // A plan per call, for the array it gets (see `orderflow_store::log::events_of_orders`).
+        .persistent(false)
         .bind(&order_ids)
         .fetch_all(&mut *tx)
         .await?
@@ -98,6 +100,8 @@ pub(super) async fn place_all(
     let mut stock: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
         "SELECT sku, available FROM inventory_stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE",
     )
+    // A plan per call, for the array it gets (see `orderflow_store::log::events_of_orders`).
+    .persistent(false)
     .bind(&skus)
     .fetch_all(&mut *tx)
     .await?
@@ -184,6 +188,8 @@ pub(super) async fn place_all(
                FROM UNNEST($1::text[], $2::int8[]) AS n(sku, available)
               WHERE s.sku = n.sku",
         )
+        // A plan per call, for the array it gets (see `orderflow_store::log::events_of_orders`).
+        .persistent(false)
         .bind(&skus)
         .bind(&levels)
         .execute(&mut *tx)
@@ -241,6 +247,8 @@ pub(super) async fn ship_all(
           WHERE r.order_id = x.order_id AND r.status = 'reserved'
          RETURNING r.order_id",
     )
+    // A plan per call, for the array it gets (see `orderflow_store::log::events_of_orders`).
+    .persistent(false)
     .bind(NAME)
     .bind(&event_ids)
     .bind(&order_ids)

@@ -190,6 +190,8 @@ impl NotificationsWorker {
                 "SELECT event_id FROM notifications
                   WHERE event_id = ANY($1) AND status IN ('pending', 'failed')",
             )
+            // A plan per call, for the array it gets (see `orderflow_store::log::events_of_orders`).
+            .persistent(false)
             .bind(&before)
             .fetch_all(&self.pool)
             .await?;
@@ -219,6 +221,8 @@ impl NotificationsWorker {
                FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS u(event_id, status, error)
               WHERE n.event_id = u.event_id",
         )
+        // A plan per call, for the array it gets (see `orderflow_store::log::events_of_orders`).
+        .persistent(false)
         .bind(&event_ids)
         .bind(&statuses)
         .bind(&errors)

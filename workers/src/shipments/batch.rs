@@ -281,6 +281,8 @@ impl ShipmentsWorker {
             "SELECT order_id, shipment_id, status, carrier, tracking_number, last_error
                FROM shipments WHERE order_id = ANY($1)",
         )
+        // A plan per call, for the array it gets (see `orderflow_store::log::events_of_orders`).
+        .persistent(false)
         .bind(&order_ids)
         .fetch_all(&self.pool)
         .await?;
@@ -322,6 +324,8 @@ impl ShipmentsWorker {
                FROM UNNEST($1::uuid[], $3::text[]) AS u(order_id, tracking)
               WHERE s.order_id = u.order_id",
         )
+        // A plan per call, for the array it gets (see `orderflow_store::log::events_of_orders`).
+        .persistent(false)
         .bind(&order_ids)
         .bind(self.carrier.name())
         .bind(&tracking)
@@ -343,6 +347,8 @@ impl ShipmentsWorker {
                FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS u(order_id, status, error)
               WHERE s.order_id = u.order_id",
         )
+        // A plan per call, for the array it gets (see `orderflow_store::log::events_of_orders`).
+        .persistent(false)
         .bind(&order_ids)
         .bind(&statuses)
         .bind(&errors)
