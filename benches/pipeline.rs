@@ -13,7 +13,8 @@
 //! - per order: SQL transactions, rows written, SQL statements (when the server loads
 //!   `pg_stat_statements` and the extension exists in the admin database; `null` otherwise),
 //!   PostgreSQL CPU (all `postgres` processes, from /proc, so run it on an otherwise idle
-//!   machine), and orderflow's own CPU.
+//!   machine), and orderflow's own CPU;
+//! - the peak resident memory of `orderflow serve` over the run.
 //!
 //! Not a test: run it by hand (each run finishes within a few minutes),
 //!
@@ -134,6 +135,20 @@ impl Drop for Served {
 }
 
 /// CPU seconds (user + system) a process has used, from /proc.
+/// The peak resident memory of process `pid` so far, in MiB (`VmHWM`), if it can be read.
+fn peak_resident_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
 fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
@@ -431,6 +446,7 @@ async fn main() {
     let _ = monitor.await;
     let after = db_counters(&admin, &database).await;
     let (pg_after, serve_after) = (postgres_cpu_seconds(), cpu_seconds(serve_pid));
+    let serve_peak_mib = peak_resident_mib(serve_pid);
 
     let worker_latency: Vec<(String, f64, f64, f64)> = sqlx::query_as(
         "SELECT i.consumer,
@@ -468,6 +484,7 @@ async fn main() {
             "max": latencies.last().copied().unwrap_or(f64::NAN) * 1e3,
         },
         "drain_seconds_after_load": drain.as_secs_f64(),
+        "serve_peak_resident_mib": serve_peak_mib,
         "largest_lag": *largest_lag.lock().unwrap(),
         "commit_to_handled_ms": worker_latency.iter().map(|(c, p50, p99, max)| {
             (c.clone(), json!({"p50": p50 * 1e3, "p99": p99 * 1e3, "max": max * 1e3}))
