@@ -111,11 +111,7 @@ pub trait Handler: Send + Sync + 'static {
         &self,
         events: &[(EventEnvelope, Delivery)],
     ) -> Vec<Result<Effects, HandlerError>> {
-        let mut results = Vec::with_capacity(events.len());
-        for (event, delivery) in events {
-            results.push(self.handle(event, *delivery).await);
-        }
-        results
+        handle_each(self, events).await
     }
 
     /// Handles one event.
@@ -128,4 +124,17 @@ pub trait Handler: Send + Sync + 'static {
         event: &EventEnvelope,
         delivery: Delivery,
     ) -> Result<Effects, HandlerError>;
+}
+
+/// Handles `events` one after another with [`Handler::handle`]: the default batch, and the
+/// fallback of batched handlers for what they do not take as a batch (replays, say).
+pub async fn handle_each<H: Handler + ?Sized>(
+    handler: &H,
+    events: &[(EventEnvelope, Delivery)],
+) -> Vec<Result<Effects, HandlerError>> {
+    let mut results = Vec::with_capacity(events.len());
+    for (event, delivery) in events {
+        results.push(handler.handle(event, *delivery).await);
+    }
+    results
 }

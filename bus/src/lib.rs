@@ -29,7 +29,7 @@ pub mod relay;
 pub mod runtime;
 
 pub use connection::{redact_nats_url, Bus, BusError, BusOptions};
-pub use handler::{Delivery, Effects, Handler, HandlerError};
+pub use handler::{handle_each, Delivery, Effects, Handler, HandlerError};
 pub use relay::{run_relay, RelayError, RelayOptions};
 pub use runtime::{consumer_info, run_consumer, ConsumerLag, ConsumerOptions, RuntimeError};
 

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use orderflow_bus::{Delivery, Effects, Handler, HandlerError};
+use orderflow_bus::{handle_each, Delivery, Effects, Handler, HandlerError};
 use orderflow_store::EventEnvelope;
 use sqlx::PgPool;
 
@@ -72,11 +72,7 @@ impl Handler for ProjectionHandler {
                     events = events.len(), "folding the batch failed; folding its events one by one"),
             }
         }
-        let mut results = Vec::with_capacity(events.len());
-        for (event, delivery) in events {
-            results.push(self.handle(event, *delivery).await);
-        }
-        results
+        handle_each(self, events).await
     }
 
     /// Folds the event into the live tables once. `delivery.ignore_inbox` (replay `--force`)

@@ -386,6 +386,24 @@ pub async fn lock_checkpoint(
     .await
 }
 
+/// Locks the checkpoint row of `projection` as [`lock_checkpoint`] does, creating it first
+/// (position 0, the code's version) when there is none.
+///
+/// # Errors
+/// The database error.
+async fn lock_or_create_checkpoint(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+) -> Result<Checkpoint, sqlx::Error> {
+    if let Some(checkpoint) = lock_checkpoint(conn, projection.name()).await? {
+        return Ok(checkpoint);
+    }
+    ensure_checkpoint(conn, projection).await?;
+    lock_checkpoint(conn, projection.name())
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)
+}
+
 /// The checkpoint of `name`, without locking it.
 ///
 /// # Errors
@@ -475,15 +493,7 @@ pub async fn apply_live(
         .position
         .ok_or(ProjectionError::Unnumbered(event.event_id))?;
     let mut tx = pool.begin().await?;
-    let checkpoint = match lock_checkpoint(&mut tx, projection.name()).await? {
-        Some(checkpoint) => checkpoint,
-        None => {
-            ensure_checkpoint(&mut tx, projection).await?;
-            lock_checkpoint(&mut tx, projection.name())
-                .await?
-                .ok_or(sqlx::Error::RowNotFound)?
-        }
-    };
+    let checkpoint = lock_or_create_checkpoint(&mut tx, projection).await?;
     if checkpoint.version != projection.version() {
         return Ok(LiveOutcome::VersionMismatch {
             stored: checkpoint.version,
@@ -565,15 +575,7 @@ pub async fn apply_live_batch(
     }
     by_position.sort_by_key(|(position, index, _)| (*position, *index));
     let mut tx = pool.begin().await?;
-    let checkpoint = match lock_checkpoint(&mut tx, projection.name()).await? {
-        Some(checkpoint) => checkpoint,
-        None => {
-            ensure_checkpoint(&mut tx, projection).await?;
-            lock_checkpoint(&mut tx, projection.name())
-                .await?
-                .ok_or(sqlx::Error::RowNotFound)?
-        }
-    };
+    let checkpoint = lock_or_create_checkpoint(&mut tx, projection).await?;
     if checkpoint.version != projection.version() {
         let mismatch = LiveOutcome::VersionMismatch {
             stored: checkpoint.version,

@@ -31,7 +31,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::command;
-use orderflow_bus::handler::{Delivery, Effects, Handler, HandlerError};
+use orderflow_bus::handler::{handle_each, Delivery, Effects, Handler, HandlerError};
 
 /// The durable consumer's name.
 pub const NAME: &str = "inventory";
@@ -354,11 +354,7 @@ impl InventoryWorker {
         });
         let replay = events.iter().any(|(_, d)| d.dry_run || d.ignore_inbox);
         if entangled || replay {
-            let mut results = Vec::with_capacity(events.len());
-            for (event, delivery) in events {
-                results.push(self.handle(event, *delivery).await);
-            }
-            return results;
+            return handle_each(self, events).await;
         }
         let mut results: Vec<Option<Result<Effects, HandlerError>>> =
             events.iter().map(|_| None).collect();

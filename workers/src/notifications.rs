@@ -29,7 +29,7 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use orderflow_bus::handler::{Delivery, Effects, Handler, HandlerError};
+use orderflow_bus::handler::{handle_each, Delivery, Effects, Handler, HandlerError};
 
 /// The durable consumer's name.
 pub const NAME: &str = "notifications";
@@ -438,11 +438,7 @@ impl Handler for NotificationsWorker {
         events: &[(EventEnvelope, Delivery)],
     ) -> Vec<Result<Effects, HandlerError>> {
         if events.iter().any(|(_, d)| d.dry_run || d.ignore_inbox) {
-            let mut results = Vec::with_capacity(events.len());
-            for (event, delivery) in events {
-                results.push(self.handle(event, *delivery).await);
-            }
-            return results;
+            return handle_each(self, events).await;
         }
         let events: Vec<&EventEnvelope> = events.iter().map(|(e, _)| e).collect();
         self.notify_all(&events).await

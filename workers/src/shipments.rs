@@ -27,7 +27,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::command;
-use orderflow_bus::handler::{Delivery, Effects, Handler, HandlerError};
+use orderflow_bus::handler::{handle_each, Delivery, Effects, Handler, HandlerError};
 
 /// The durable consumer's name.
 pub const NAME: &str = "shipments";
@@ -465,11 +465,7 @@ impl Handler for ShipmentsWorker {
         let live: Vec<&EventEnvelope> = events.iter().map(|(e, _)| e).collect();
         let replay = events.iter().any(|(_, d)| d.dry_run || d.ignore_inbox);
         if replay || !batch::one_confirmation_per_order(&live) {
-            let mut results = Vec::with_capacity(events.len());
-            for (event, delivery) in events {
-                results.push(self.handle(event, *delivery).await);
-            }
-            return results;
+            return handle_each(self, events).await;
         }
         self.ship_all(&live).await
     }
