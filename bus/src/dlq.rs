@@ -183,6 +183,10 @@ pub async fn show(bus: &Bus, sequence: u64) -> Result<ParkedMessage, DlqError> {
 }
 
 async fn read(bus: &Bus, sequence: u64) -> Result<ParkedMessage, DlqError> {
+    // Stream sequences start at 1; JetStream answers 0 with "bad request", not "not found".
+    if sequence == 0 {
+        return Err(DlqError::NotFound(sequence));
+    }
     let stream = bus.dlq_stream().await?;
     let message = match stream.get_raw_message(sequence).await {
         Ok(message) => message,

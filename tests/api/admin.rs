@@ -674,16 +674,22 @@ async fn dead_letters_are_listed_shown_and_redriven() {
         format!("/v1/admin/dlq/{sequence}"),
         "/v1/admin/dlq/999".into(),
         "/v1/admin/dlq/abc".into(),
+        // Sequences start at 1; JetStream answers 0 with "bad request", not "not found".
+        "/v1/admin/dlq/0".into(),
     ] {
         let body = problem(app.admin_get(&path).await, StatusCode::NOT_FOUND).await;
         assert_eq!(body["type"], "/problems/dead-letter-not-found", "{path}");
     }
-    problem(
-        app.admin_post(&format!("/v1/admin/dlq/{sequence}/redrive"), &json!({}))
-            .await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
+    for redrive in [
+        format!("/v1/admin/dlq/{sequence}/redrive"),
+        "/v1/admin/dlq/0/redrive".into(),
+    ] {
+        problem(
+            app.admin_post(&redrive, &json!({})).await,
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+    }
     for limit in ["0", "1001", "x"] {
         let body = problem(
             app.admin_get(&format!("/v1/admin/dlq?limit={limit}")).await,
