@@ -15,7 +15,8 @@
 //! - per order: SQL transactions, rows written, SQL statements (when the server loads
 //!   `pg_stat_statements` and the extension exists in the admin database; `null` otherwise),
 //!   PostgreSQL CPU (all `postgres` processes, from /proc, so run it on an otherwise idle
-//!   machine), and orderflow's own CPU;
+//!   machine; it includes the bench's own polling, one small query every 20 ms), and
+//!   orderflow's own CPU. The counts leave out the bench's own queries;
 //! - the peak resident memory of `orderflow serve` over the run.
 //!
 //! Not a test: run it by hand (each run finishes within a few minutes),
@@ -401,7 +402,9 @@ async fn main() {
         let db = PgPool::connect(url.as_str()).await.unwrap();
         let (samples, monitoring) = (Arc::clone(&checkpoint_samples), Arc::clone(&monitoring));
         tokio::spawn(async move {
+            let mut queries = 0_i64;
             while monitoring.load(std::sync::atomic::Ordering::SeqCst) {
+                queries += 1;
                 let taken = sqlx::query_as::<_, CheckpointSample>(
                     "SELECT name, position, clock_timestamp() FROM projection_checkpoints",
                 )
@@ -413,6 +416,7 @@ async fn main() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             db.close().await;
+            queries
         })
     };
 
@@ -483,7 +487,10 @@ async fn main() {
     let consumers = orderflow_operations::consumer_names().len();
     let drain_started = Instant::now();
     let bench_db = PgPool::connect(url.as_str()).await.unwrap();
+    // The bench's own queries on the database, taken out of the per-order figures.
+    let mut own_queries = 0_i64;
     loop {
+        own_queries += 1;
         let final_orders: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM order_summary WHERE status IN ('shipped', 'rejected')",
         )
@@ -506,7 +513,7 @@ async fn main() {
     let drain = drain_started.elapsed();
     monitoring.store(false, std::sync::atomic::Ordering::SeqCst);
     let _ = monitor.await;
-    let _ = sampler.await;
+    own_queries += sampler.await.unwrap_or(0);
     let after = db_counters(&admin, &database).await;
     let (pg_after, serve_after) = (postgres_cpu_seconds(), cpu_seconds(serve_pid));
     let serve_peak_mib = peak_resident_mib(serve_pid);
@@ -568,10 +575,11 @@ async fn main() {
             "p99": placed_to_shipped.1.unwrap_or(f64::NAN) * 1e3,
         },
         "per_order": {
-            "sql_transactions": per_order((after.transactions - before.transactions) as f64),
+            // Without the bench's own polling (one query a time, each its own transaction).
+            "sql_transactions": per_order((after.transactions - before.transactions - own_queries) as f64),
             // null without pg_stat_statements (shared_preload_libraries + CREATE EXTENSION).
             "sql_statements": after.statements.zip(before.statements)
-                .map(|(a, b)| per_order((a - b) as f64)),
+                .map(|(a, b)| per_order((a - b - own_queries) as f64)),
             "rows_written": per_order((after.rows_written - before.rows_written) as f64),
             "postgres_cpu_ms": per_order(pg_after - pg_before) * 1e3,
             "orderflow_cpu_ms": per_order(serve_after - serve_before) * 1e3,

@@ -90,9 +90,9 @@ async fn write_groups(pool: PgPool, mut queue: mpsc::Receiver<Pending>) {
         }
         let mut all = NewEvents::default();
         let mut answers = Vec::with_capacity(group.len());
-        let mut parts = Vec::with_capacity(group.len());
+        let mut sizes = Vec::with_capacity(group.len());
         for pending in group {
-            parts.push(pending.rows.clone());
+            sizes.push(pending.rows.len());
             all.extend(pending.rows);
             answers.push(pending.answer);
         }
@@ -104,7 +104,7 @@ async fn write_groups(pool: PgPool, mut queue: mpsc::Receiver<Pending>) {
             }
             Err(_) => {
                 // Someone's sequence is taken (or the statement failed): each on its own.
-                for (rows, answer) in parts.into_iter().zip(answers) {
+                for (rows, answer) in all.split(&sizes).into_iter().zip(answers) {
                     let _ = answer.send(rows.insert(&pool).await);
                 }
             }
@@ -115,7 +115,7 @@ async fn write_groups(pool: PgPool, mut queue: mpsc::Receiver<Pending>) {
 /// New events of one or more orders, appended with one statement in the columns postgres-es
 /// writes (so cqrs-es reads them as its own). A sequence that is taken (another command got
 /// there first) fails the whole statement: nothing of it is written.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct NewEvents {
     order_ids: Vec<String>,
     sequences: Vec<i64>,
@@ -137,6 +137,24 @@ impl NewEvents {
         self.versions.extend(other.versions);
         self.payloads.extend(other.payloads);
         self.metadata.extend(other.metadata);
+    }
+
+    /// Cuts the rows back into the appends they were [`NewEvents::extend`]ed from, of
+    /// `sizes` rows each, in order.
+    fn split(mut self, sizes: &[usize]) -> Vec<NewEvents> {
+        let mut parts = Vec::with_capacity(sizes.len());
+        for size in sizes {
+            let take = (*size).min(self.len());
+            parts.push(NewEvents {
+                order_ids: self.order_ids.drain(..take).collect(),
+                sequences: self.sequences.drain(..take).collect(),
+                types: self.types.drain(..take).collect(),
+                versions: self.versions.drain(..take).collect(),
+                payloads: self.payloads.drain(..take).collect(),
+                metadata: self.metadata.drain(..take).collect(),
+            });
+        }
+        parts
     }
 
     pub(crate) fn push(

@@ -194,21 +194,8 @@ impl OrderStore {
         command: OrderCommand,
         metadata: &CommandMetadata,
     ) -> Result<(), CommandError> {
-        use cqrs_es::Aggregate;
-        let stored = self
-            .events(order_id)
-            .await
-            .map_err(|e| CommandError::Store(e.to_string()))?;
-        let mut order = Order::default();
-        let mut version = 0;
-        for envelope in &stored {
-            order.apply(
-                envelope
-                    .event()
-                    .map_err(|e| CommandError::Store(e.to_string()))?,
-            );
-            version = envelope.sequence;
-        }
+        let stored = self.events(order_id).await.map_err(store_error)?;
+        let (order, version) = aggregate_of(&stored).map_err(store_error)?;
         let events = order.decide(command)?;
         if events.is_empty() {
             return Ok(());
@@ -230,34 +217,23 @@ impl OrderStore {
         let mut ids: Vec<Uuid> = commands.iter().map(|(id, _, _)| *id).collect();
         ids.sort_unstable();
         ids.dedup();
+        let fail_all = |error: StoreError| {
+            let error = error.to_string();
+            commands
+                .iter()
+                .map(|_| Err(CommandError::Store(error.clone())))
+                .collect()
+        };
         let stored = match log::events_of_orders(&self.pool, &ids).await {
             Ok(stored) => stored,
-            Err(error) => {
-                let error = error.to_string();
-                return commands
-                    .iter()
-                    .map(|_| Err(CommandError::Store(error.clone())))
-                    .collect();
-            }
+            Err(error) => return fail_all(error),
         };
         let mut orders: HashMap<Uuid, (Order, i64)> = HashMap::new();
         for (id, events) in stored {
-            let mut order = Order::default();
-            let mut version = 0;
-            for envelope in &events {
-                match envelope.event() {
-                    Ok(event) => order.apply(event),
-                    Err(error) => {
-                        let error = error.to_string();
-                        return commands
-                            .iter()
-                            .map(|_| Err(CommandError::Store(error.clone())))
-                            .collect();
-                    }
-                }
-                version = envelope.sequence;
-            }
-            orders.insert(id, (order, version));
+            match aggregate_of(&events) {
+                Ok(aggregate) => orders.insert(id, aggregate),
+                Err(error) => return fail_all(error),
+            };
         }
         let mut results: Vec<Result<(), CommandError>> = Vec::with_capacity(commands.len());
         let mut rows = NewEvents::default();
@@ -379,6 +355,23 @@ impl OrderStore {
         let events = self.events(order_id).await?;
         fold(&events, at_sequence)
     }
+}
+
+/// The aggregate folded from an order's stored events, with the sequence of the last one
+/// (0 for an order never placed): what a command is decided on.
+fn aggregate_of(events: &[EventEnvelope]) -> Result<(Order, i64), StoreError> {
+    use cqrs_es::Aggregate;
+    let mut order = Order::default();
+    let mut version = 0;
+    for envelope in events {
+        order.apply(envelope.event()?);
+        version = envelope.sequence;
+    }
+    Ok((order, version))
+}
+
+fn store_error(error: StoreError) -> CommandError {
+    CommandError::Store(error.to_string())
 }
 
 /// Folds envelopes (up to `at_sequence`) into an order. Shared by the gateway's time travel

@@ -526,6 +526,18 @@ impl Handler for NotificationsWorker {
         .bind(&error)
         .execute(&self.pool)
         .await?;
+        self.sent(&n, result)
+    }
+}
+
+impl NotificationsWorker {
+    /// What the runtime is told of one send: the effect, or a retry (transient) or a parking
+    /// (permanent).
+    fn sent(
+        &self,
+        n: &Notification,
+        result: Result<(), SendError>,
+    ) -> Result<Effects, HandlerError> {
         match result {
             Ok(()) => Ok(Effects::one(format!(
                 "notified {} via {}: {}",

@@ -79,17 +79,7 @@ impl NotificationsWorker {
         let by_index: HashMap<usize, &Notification> =
             batch.iter().map(|(index, _, n)| (*index, n)).collect();
         for (index, _, outcome) in sent {
-            let n = by_index[&index];
-            results[index] = match outcome {
-                Ok(()) => Ok(Effects::one(format!(
-                    "notified {} via {}: {}",
-                    n.to,
-                    self.channel.name(),
-                    n.subject
-                ))),
-                Err(SendError::Transient(e)) => Err(HandlerError::Retry(e)),
-                Err(SendError::Permanent(e)) => Err(HandlerError::GiveUp(e)),
-            };
+            results[index] = self.sent(by_index[&index], outcome);
         }
         results
     }
