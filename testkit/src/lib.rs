@@ -10,6 +10,8 @@
 //! - [`bus`]: reading back whole streams, and consumer settings for tests.
 //! - [`process`]: the `orderflow` binary as a child process over a world ([`orderflow!`]).
 //! - [`http`]: a small HTTP server that records the idempotency keys of what it is sent.
+//! - [`load`]: a steady load of orders through the real gateway.
+//! - [`nats`]: a `nats-server` of a test's own, to kill, wipe and restart.
 //!
 //! # Why a crate of its own
 //!
@@ -35,7 +37,9 @@ pub mod bus;
 pub mod database;
 pub mod fixture;
 pub mod http;
+pub mod load;
 pub mod log;
+pub mod nats;
 pub mod process;
 pub mod world;
 

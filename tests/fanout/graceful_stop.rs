@@ -9,17 +9,17 @@
 //! delivering it and the order stays where it was forever.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use orderflow_workers::inventory;
 use orderflow_workers::WORKER_NAMES;
-use serde_json::json;
 use uuid::Uuid;
 
 use super::checks::wait_until_settled;
 use orderflow_testkit::fixture::sku;
 use orderflow_testkit::http::Recorder;
+use orderflow_testkit::load::{wait_until_healthy, OrderLoad};
 use orderflow_testkit::{orderflow, OrderFixture, Process, World};
 
 const SKU: &str = "SKU-STOP";
@@ -145,70 +145,6 @@ async fn assert_every_order_done_once(
     );
 }
 
-async fn wait_until_healthy(http: &reqwest::Client, base: &str) {
-    for _ in 0..300 {
-        if let Ok(response) = http.get(format!("{base}/health")).send().await {
-            if response.status().is_success() {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("`orderflow serve` did not answer on {base} within 15 s");
-}
-
-fn order_body(i: usize) -> serde_json::Value {
-    json!({
-        "customer_id": format!("c-{}", i % 11),
-        "customer_email": format!("customer{i}@example.com"),
-        "currency": "EUR",
-        "lines": [{"sku": SKU, "quantity": 1, "unit_price": 1000}],
-        "shipping_address": {"name": "Ada L", "line1": "1 Main St", "city": "Berlin",
-                             "postal_code": "10115", "country": "DE"}
-    })
-}
-
-/// Posts an order every `every` until `stop`; returns the ids answered 201 (requests that
-/// meet a stopped gateway fail and are not counted: nobody was told they were accepted).
-fn http_load(
-    base: String,
-    every: Duration,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<Vec<Uuid>> {
-    tokio::spawn(async move {
-        let http = reqwest::Client::new();
-        let accepted = Arc::new(Mutex::new(Vec::new()));
-        let mut requests = Vec::new();
-        let mut tick = tokio::time::interval(every);
-        let mut i = 0;
-        while !stop.load(Ordering::SeqCst) {
-            tick.tick().await;
-            i += 1;
-            let (http, base, accepted) = (http.clone(), base.clone(), Arc::clone(&accepted));
-            requests.push(tokio::spawn(async move {
-                let Ok(response) = http
-                    .post(format!("{base}/v1/orders"))
-                    .json(&order_body(i))
-                    .send()
-                    .await
-                else {
-                    return;
-                };
-                if response.status() == 201 {
-                    let body: serde_json::Value = response.json().await.unwrap();
-                    let id = body["id"].as_str().unwrap().parse().unwrap();
-                    accepted.lock().unwrap().push(id);
-                }
-            }));
-        }
-        for request in requests {
-            request.await.unwrap();
-        }
-        let ids = accepted.lock().unwrap().clone();
-        ids
-    })
-}
-
 /// Places an order through the store every `every` until `stop`.
 fn store_load(
     world: &World,
@@ -249,21 +185,23 @@ async fn serve_stopped_with_sigterm_under_load_three_times_loses_nothing() {
     env.push(("ORDERFLOW_DATABASE_MAX_CONNECTIONS", "8".into()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let args = ["serve", "--http-addr", &format!("127.0.0.1:{port}")];
-    let http = reqwest::Client::new();
 
     let mut served = orderflow!(&world).envs(&env).start(&args);
-    wait_until_healthy(&http, &base).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = http_load(base.clone(), Duration::from_millis(10), Arc::clone(&stop));
+    wait_until_healthy(&base, Duration::from_secs(15)).await;
+    let load = OrderLoad::start(
+        &base,
+        SKU,
+        Duration::from_millis(10),
+        Duration::from_secs(30),
+    );
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         served.terminate(STOP_WITHIN).await;
         served = orderflow!(&world).envs(&env).start(&args);
-        wait_until_healthy(&http, &base).await;
+        wait_until_healthy(&base, Duration::from_secs(15)).await;
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    stop.store(true, Ordering::SeqCst);
-    let ids = load.await.unwrap();
+    let ids = load.stop().await.accepted;
     assert!(ids.len() > 100, "only {} orders were accepted", ids.len());
 
     assert_every_order_done_once(&world, &ids, &webhook, &carrier).await;

@@ -1,0 +1,125 @@
+//! A steady load of orders through the real gateway, as the tests that stop, kill or starve
+//! the system under load use it: one `POST /v1/orders` every so often, each on its own task,
+//! counting only the orders answered 201 (nobody was told the others were accepted).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use uuid::Uuid;
+
+/// A valid order body for order number `i`: one unit of `sku` at 10.00 EUR, for one of eleven
+/// customers.
+pub fn order_body(sku: &str, i: usize) -> serde_json::Value {
+    json!({
+        "customer_id": format!("c-{}", i % 11),
+        "customer_email": format!("customer{i}@example.com"),
+        "currency": "EUR",
+        "lines": [{"sku": sku, "quantity": 1, "unit_price": 1000}],
+        "shipping_address": {"name": "Ada L", "line1": "1 Main St", "city": "Berlin",
+                             "postal_code": "10115", "country": "DE"}
+    })
+}
+
+/// Waits until `GET <base>/health` answers 200.
+///
+/// # Panics
+/// When it does not within `within`.
+pub async fn wait_until_healthy(base: &str, within: Duration) {
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    loop {
+        if let Ok(response) = http.get(format!("{base}/health")).send().await {
+            if response.status().is_success() {
+                return;
+            }
+        }
+        assert!(
+            started.elapsed() < within,
+            "the gateway did not answer on {base} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Orders posted to a gateway every `every` until [`OrderLoad::stop`].
+pub struct OrderLoad {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<LoadReport>,
+}
+
+/// What an [`OrderLoad`] did.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    /// The ids of the orders answered 201, in no particular order.
+    pub accepted: Vec<Uuid>,
+    /// Requests answered with another status, by status.
+    pub refused: std::collections::BTreeMap<u16, usize>,
+    /// Requests that got no answer (connection refused, timed out).
+    pub unanswered: usize,
+}
+
+impl OrderLoad {
+    /// Starts posting orders for `sku` to `base` (`http://127.0.0.1:<port>`) every `every`.
+    /// Each request may take up to `timeout`.
+    pub fn start(base: &str, sku: &str, every: Duration, timeout: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (base, sku, stopped) = (base.to_string(), sku.to_string(), Arc::clone(&stop));
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .timeout(timeout)
+                .build()
+                .expect("an HTTP client");
+            let report = Arc::new(Mutex::new(LoadReport::default()));
+            let mut requests = Vec::new();
+            let mut tick = tokio::time::interval(every);
+            let mut i = 0;
+            while !stopped.load(Ordering::SeqCst) {
+                tick.tick().await;
+                i += 1;
+                let (http, base, report) = (http.clone(), base.clone(), Arc::clone(&report));
+                let body = order_body(&sku, i);
+                requests.push(tokio::spawn(async move {
+                    let answer = http
+                        .post(format!("{base}/v1/orders"))
+                        .json(&body)
+                        .send()
+                        .await;
+                    let report_now = |f: &dyn Fn(&mut LoadReport)| f(&mut report.lock().unwrap());
+                    match answer {
+                        Ok(response) if response.status() == 201 => {
+                            let body: serde_json::Value =
+                                response.json().await.expect("a 201 has a JSON body");
+                            let id: Uuid = body["id"]
+                                .as_str()
+                                .and_then(|id| id.parse().ok())
+                                .expect("a 201 names the order's id");
+                            report_now(&|r| r.accepted.push(id));
+                        }
+                        Ok(response) => {
+                            let status = response.status().as_u16();
+                            report_now(&|r| *r.refused.entry(status).or_default() += 1);
+                        }
+                        Err(_) => report_now(&|r| r.unanswered += 1),
+                    }
+                }));
+            }
+            for request in requests {
+                request.await.expect("a load request task");
+            }
+            let report = report.lock().unwrap().clone();
+            report
+        });
+        Self { stop, task }
+    }
+
+    /// Stops posting, waits for the requests still open, and says what happened.
+    ///
+    /// # Panics
+    /// When the load task panicked.
+    pub async fn stop(self) -> LoadReport {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.expect("the load task")
+    }
+}
