@@ -287,10 +287,10 @@ async fn start_metrics_endpoint(roles: &mut Roles, common: &CommonArgs) -> Resul
     Ok(())
 }
 
-fn start_relay(roles: &mut Roles, pool: PgPool, bus: &Bus) {
+fn start_relay(roles: &mut Roles, pool: PgPool, bus: &Bus, options: RelayOptions) {
     let (bus, shutdown) = (bus.clone(), roles.shutdown.clone());
     roles.spawn("relay", async move {
-        run_relay(pool, bus, RelayOptions::default(), shutdown)
+        run_relay(pool, bus, options, shutdown)
             .await
             .map_err(Into::into)
     });
@@ -316,7 +316,7 @@ pub async fn serve(common: &CommonArgs, http: &HttpArgs, consumers: &ConsumerArg
         common.log_format,
     )
     .await?;
-    start_relay(&mut roles, pool.clone(), &bus);
+    start_relay(&mut roles, pool.clone(), &bus, common.relay());
     for name in WORKER_NAMES {
         let handler = build_worker(name, deps.clone())?;
         roles.spawn_consumer(handler, &bus, consumers.consumer_options());
@@ -420,7 +420,7 @@ pub async fn relay(common: &CommonArgs) -> Result<()> {
     let bus = connect_bus(common, common.connect_wait()).await?;
     let mut roles = Roles::new(shutdown_on_signal());
     start_metrics_endpoint(&mut roles, common).await?;
-    start_relay(&mut roles, pool, &bus);
+    start_relay(&mut roles, pool, &bus, common.relay());
     roles.wait().await
 }
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use orderflow_bus::runtime::ConsumerOptions;
-use orderflow_bus::BusOptions;
+use orderflow_bus::{BusOptions, RelayOptions};
 use orderflow_store::DatabaseOptions;
 use orderflow_workers::notifications::{ChannelOptions, NotificationOptions};
 use orderflow_workers::registry::WorkerDeps;
@@ -74,6 +74,18 @@ pub struct CommonArgs {
     )]
     pub stream_replicas: usize,
 
+    /// Seconds between the relay's checks that the stream still holds every event it
+    /// published (it also checks at start and after a failed publish); what the broker lost
+    /// is re-published from the store.
+    #[arg(
+        long,
+        env = "ORDERFLOW_STREAM_CHECK_SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub stream_check_secs: u64,
+
     /// Seconds a role (serve, gateway, relay, worker, project) waits at start for PostgreSQL
     /// and NATS while they refuse connections, retrying with a growing pause; 0 fails at
     /// once. Operator commands never wait. Wrong credentials or a malformed URL fail at once.
@@ -108,6 +120,7 @@ impl std::fmt::Debug for CommonArgs {
             .field("database", &self.database())
             .field("bus", &self.bus())
             .field("connect_wait_secs", &self.connect_wait_secs)
+            .field("stream_check_secs", &self.stream_check_secs)
             .field("metrics_addr", &self.metrics_addr)
             .field("log_format", &self.log_format)
             .finish()
@@ -118,6 +131,14 @@ impl CommonArgs {
     /// How long a role waits for its services at start.
     pub fn connect_wait(&self) -> Duration {
         Duration::from_secs(self.connect_wait_secs)
+    }
+
+    /// How the relay runs: the defaults, with the stream check's interval from these settings.
+    pub fn relay(&self) -> RelayOptions {
+        RelayOptions {
+            check_every: Duration::from_secs(self.stream_check_secs),
+            ..RelayOptions::default()
+        }
     }
 
     /// Options for the PostgreSQL pool: the URL and pool size from these settings.

@@ -12,6 +12,8 @@
 //! - [`relay`]: the relay from the event log to the stream (lock, checkpoint, pipelining).
 //! - [`runtime`]: durable pull consumers: retries, dead letters, graceful stop, step/drain, lag.
 //! - [`dlq`]: the dead-letter stream: park, list, show, redrive.
+//! - [`stream_check`]: the stream compared with the log and repaired from it (the relay's
+//!   check, `orderflow verify stream`).
 //!
 //! # Entry points
 //! - `orderflow relay`: [`relay::run_relay`] (`relay::relay_once`, `relay::publish_range` to
@@ -27,6 +29,7 @@ pub mod handler;
 mod lanes;
 pub mod relay;
 pub mod runtime;
+pub mod stream_check;
 
 pub use connection::{redact_nats_url, Bus, BusError, BusOptions};
 pub use handler::{handle_each, Delivery, Effects, Handler, HandlerError};
@@ -44,6 +47,14 @@ pub fn describe_metrics() {
     describe_counter!(
         "orderflow_relay_duplicates_total",
         "Publishes the stream dropped as duplicates (Nats-Msg-Id seen in its window)"
+    );
+    describe_counter!(
+        "orderflow_stream_repairs_total",
+        "Repairs of the stream from the store (streams created again, lost events re-published)"
+    );
+    describe_counter!(
+        "orderflow_stream_republished_total",
+        "Events re-published from the store by stream repairs"
     );
     describe_gauge!(
         "orderflow_relay_position",

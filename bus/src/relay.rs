@@ -14,6 +14,10 @@
 //! of a few milliseconds go out in one round (three statements per round, whatever its size)
 //! instead of one round each, while a lone event on a quiet system goes out at once. The lock holder alone writes the checkpoint, so it keeps it in memory
 //! between rounds.
+//!
+//! The relay also keeps the stream whole: when it takes the lock, after every failed round and
+//! every `check_every`, it checks that the stream still holds its checkpoint and re-publishes
+//! from the store what the broker lost ([`crate::stream_check`]).
 
 use std::time::Duration;
 
@@ -24,6 +28,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::{Bus, BusError};
+use crate::stream_check::{repair_tail, POSITION_HEADER};
 
 /// The advisory lock key every relay of one database competes for ("orderflo" in ASCII).
 pub const RELAY_LOCK_KEY: i64 = 0x6f72_6465_7266_6c6f;
@@ -75,6 +80,10 @@ pub struct RelayOptions {
     /// before the next round: fewer, larger rounds under load, at most this much added
     /// latency.
     pub gather: Duration,
+    /// How often the lock holder checks that the stream still holds its checkpoint (it also
+    /// checks when it takes the lock and after every failed round) and repairs it from the
+    /// store when not.
+    pub check_every: Duration,
 }
 
 impl Default for RelayOptions {
@@ -85,6 +94,7 @@ impl Default for RelayOptions {
             standby_poll: Duration::from_secs(1),
             retry_delay: Duration::from_secs(1),
             gather: Duration::from_millis(5),
+            check_every: Duration::from_secs(30),
         }
     }
 }
@@ -157,6 +167,12 @@ async fn lead(
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(EVENTS_CHANNEL).await?;
     let mut position = checkpoint(&mut lock, bus.stream_name()).await?;
+    // At start and after a failed round (a missing stream fails the round): the stream must
+    // hold what the checkpoint says was published.
+    repair_tail(pool, bus, position).await?;
+    let mut check = tokio::time::interval(options.check_every);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    check.tick().await;
     loop {
         let summary = publish_from(&mut lock, bus, options.batch_size, &mut position).await?;
         if summary.published + summary.duplicates > 0 {
@@ -177,6 +193,9 @@ async fn lead(
                 while listener.next_buffered().is_some() {}
             }
             () = tokio::time::sleep(options.fallback_tick) => {}
+            _ = check.tick() => {
+                repair_tail(pool, bus, position).await?;
+            }
         }
     }
 }
@@ -264,8 +283,8 @@ async fn publish_from(
 }
 
 /// Publishes `events` pipelined: every send first, then every ack in order. Each message goes
-/// to `<prefix>.<order_id>.<EventType>` with `Nats-Msg-Id: <order_id>:<sequence>` and the
-/// JSON envelope as body.
+/// to `<prefix>.<order_id>.<EventType>` with `Nats-Msg-Id: <order_id>:<sequence>`, its global
+/// position in [`POSITION_HEADER`], and the JSON envelope as body.
 ///
 /// # Errors
 /// [`RelayError::Bus`] when a send or an ack fails (some of the batch may be stored: publish
@@ -274,9 +293,35 @@ pub async fn publish_events(
     bus: &Bus,
     events: &[EventEnvelope],
 ) -> Result<PublishSummary, RelayError> {
+    Ok(publish_events_with(bus, events, MessageIds::Own).await?.0)
+}
+
+/// Which `Nats-Msg-Id` a publish gives its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageIds {
+    /// `<order_id>:<sequence>`: the server drops a second publish inside its window.
+    Own,
+    /// `<order_id>:<sequence>:repair`: for re-publishing a message known to be missing whose
+    /// own id the server still remembers.
+    Repair,
+}
+
+/// As [`publish_events`], with the message ids chosen; also returns the events the server
+/// dropped as duplicates.
+///
+/// # Errors
+/// As [`publish_events`].
+pub async fn publish_events_with(
+    bus: &Bus,
+    events: &[EventEnvelope],
+    ids: MessageIds,
+) -> Result<(PublishSummary, Vec<EventEnvelope>), RelayError> {
     let mut acks = Vec::with_capacity(events.len());
     for event in events {
-        let message_id = event.message_id();
+        let message_id = match ids {
+            MessageIds::Own => event.message_id(),
+            MessageIds::Repair => format!("{}:repair", event.message_id()),
+        };
         let body = serde_json::to_vec(event).map_err(|source| RelayError::Serialize {
             message_id: message_id.clone(),
             source,
@@ -284,6 +329,9 @@ pub async fn publish_events(
         let mut publish = PublishMessage::build()
             .payload(body.into())
             .message_id(&message_id);
+        if let Some(position) = event.position {
+            publish = publish.header(POSITION_HEADER, position.to_string().as_str());
+        }
         if let Some(correlation) = event
             .metadata
             .correlation_id
@@ -300,18 +348,20 @@ pub async fn publish_events(
         acks.push(ack);
     }
     let mut summary = PublishSummary::default();
-    for ack in acks {
+    let mut duplicates = Vec::new();
+    for (ack, event) in acks.into_iter().zip(events) {
         let ack = ack
             .await
             .map_err(|e| BusError::js("awaiting a publish ack", e))?;
         if ack.duplicate {
             summary.duplicates += 1;
+            duplicates.push(event.clone());
         } else {
             summary.published += 1;
         }
     }
     summary.last_position = events.last().and_then(|e| e.position).unwrap_or(0);
-    Ok(summary)
+    Ok((summary, duplicates))
 }
 
 /// Re-publishes the numbered events with `after < position <= until` from the store, for

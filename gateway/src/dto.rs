@@ -755,3 +755,87 @@ mod tests {
         );
     }
 }
+
+/// An inclusive range of log positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PositionRange {
+    /// The first position of the range.
+    pub from: i64,
+    /// The last position of the range (included).
+    pub to: i64,
+}
+
+/// A position the stream holds more than once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DuplicatePosition {
+    /// The log position.
+    pub position: i64,
+    /// How many messages carry it.
+    pub copies: u64,
+}
+
+/// Answer of `GET /v1/admin/stream/verify`: the stream compared with the event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StreamVerificationResponse {
+    /// True when the stream holds every position up to the relay's checkpoint exactly once
+    /// and nothing else (`orderflow verify stream --repair` repairs it when false).
+    pub agrees: bool,
+    /// The main stream's name.
+    pub stream: String,
+    /// False when the main stream does not exist.
+    pub stream_exists: bool,
+    /// Events in the store.
+    pub stored_events: i64,
+    /// The highest position numbered in the store.
+    pub head_position: i64,
+    /// The last position the relay published; later ones are not published yet.
+    pub checkpoint: i64,
+    /// Event messages in the stream (redrives of dead letters left out).
+    pub stream_events: u64,
+    /// Redrives of dead letters in the stream.
+    pub redrives: u64,
+    /// The lowest position in the stream.
+    pub first_position: Option<i64>,
+    /// The highest position in the stream.
+    pub last_position: Option<i64>,
+    /// Positions up to the checkpoint that the stream does not hold.
+    pub missing: Vec<PositionRange>,
+    /// How many positions are missing.
+    pub missing_count: i64,
+    /// Positions the stream holds more than once.
+    pub duplicates: Vec<DuplicatePosition>,
+    /// Positions in the stream beyond the store's head.
+    pub unknown: Vec<i64>,
+    /// Messages that carry no readable position.
+    pub unreadable: u64,
+}
+
+impl From<orderflow_bus::stream_check::Verification> for StreamVerificationResponse {
+    fn from(v: orderflow_bus::stream_check::Verification) -> Self {
+        Self {
+            agrees: v.agrees(),
+            missing_count: v.missing_count(),
+            missing: v
+                .missing
+                .iter()
+                .map(|&(from, to)| PositionRange { from, to })
+                .collect(),
+            duplicates: v
+                .duplicates
+                .iter()
+                .map(|(&position, &copies)| DuplicatePosition { position, copies })
+                .collect(),
+            stream: v.stream,
+            stream_exists: v.stream_exists,
+            stored_events: v.stored_events,
+            head_position: v.head_position,
+            checkpoint: v.checkpoint,
+            stream_events: v.stream_events,
+            redrives: v.redrives,
+            first_position: v.first_position,
+            last_position: v.last_position,
+            unknown: v.unknown,
+            unreadable: v.unreadable,
+        }
+    }
+}

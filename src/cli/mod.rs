@@ -12,6 +12,7 @@ mod progress;
 mod projections;
 mod replay;
 mod table;
+mod verify;
 
 /// orderflow: an event-sourced order system. Orders are stored as events in PostgreSQL,
 /// published to NATS JetStream, and handled by independent consumers.
@@ -99,6 +100,12 @@ pub enum Command {
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
+    /// Check the stream against the event log, and repair it from the log.
+    Verify {
+        /// What to verify.
+        #[command(subcommand)]
+        command: verify::VerifyCommand,
+    },
     /// Show an order's events: sequence, position, time, type, version, payload, ids.
     Events {
         /// The order's id.
@@ -142,6 +149,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Projections { command } => projections::run(&common, command).await,
         Command::Replay { command } => replay::run(&common, command).await,
         Command::Dlq { command } => dlq::run(&common, command).await,
+        Command::Verify { command } => verify::run(&common, command).await,
         Command::Events { order_id, json } => events::run(&common, order_id, json).await,
     }
 }

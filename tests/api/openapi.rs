@@ -20,7 +20,7 @@ use orderflow_workers::notifications::{LogChannel, NotificationsWorker};
 use crate::helpers::{spawn_admin_app, spawn_app, valid_order, TestApp, ADMIN_TOKEN};
 
 /// Every route the gateway serves, as the document must name it.
-const ROUTES: [(&str, &str); 23] = [
+const ROUTES: [(&str, &str); 24] = [
     ("post", "/v1/orders"),
     ("get", "/v1/orders"),
     ("get", "/v1/customers/{id}/orders"),
@@ -36,6 +36,7 @@ const ROUTES: [(&str, &str); 23] = [
     ("get", "/v1/admin/dlq"),
     ("get", "/v1/admin/dlq/{seq}"),
     ("post", "/v1/admin/dlq/{seq}/redrive"),
+    ("get", "/v1/admin/stream/verify"),
     ("get", "/metrics"),
     ("get", "/v1/orders/{id}"),
     ("post", "/v1/orders/{id}/cancel"),

@@ -35,6 +35,8 @@ pub const ADMIN_PROJECTIONS: &str = "/v1/admin/projections";
 pub const ADMIN_PROJECTION_REBUILD: &str = "/v1/admin/projections/{name}/rebuild";
 /// One order's timeline, event by event (`GET`).
 pub const ADMIN_ORDER_REPLAY: &str = "/v1/admin/orders/{id}/replay";
+/// The stream compared with the event log.
+pub const ADMIN_STREAM_VERIFY: &str = "/v1/admin/stream/verify";
 /// The dead letters (`GET`).
 pub const ADMIN_DLQ: &str = "/v1/admin/dlq";
 /// One dead letter, by its sequence in the dead-letter stream (`GET`).

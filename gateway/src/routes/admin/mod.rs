@@ -1,7 +1,8 @@
 //! The operator routes under `/v1/admin/...`, behind the admin bearer token
 //! ([`crate::auth`]), one module per resource: [`consumers`] (lag, and replaying a range of
 //! the log to one consumer), [`projections`] (list, rebuild, verify), [`orders`] (an order's
-//! timeline) and [`dlq`] (the dead-letter stream: list, show, redrive). This module joins
+//! timeline), [`dlq`] (the dead-letter stream: list, show, redrive) and [`stream`] (the
+//! stream verified against the log). This module joins
 //! them behind the token check and holds the helpers they share.
 //!
 //! Without a configured token every path under `/v1/admin/` answers 404 with a problem that
@@ -13,6 +14,7 @@ pub mod consumers;
 pub mod dlq;
 pub mod orders;
 pub mod projections;
+pub mod stream;
 
 use orderflow_bus::Bus;
 use warp::filters::BoxedFilter;
@@ -36,6 +38,8 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
         .or(orders::routes(&state))
         .unify()
         .or(dlq::routes(&state))
+        .unify()
+        .or(stream::routes(&state))
         .unify();
     warp::path("v1")
         .and(warp::path("admin"))
