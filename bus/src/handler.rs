@@ -104,6 +104,14 @@ pub trait Handler: Send + Sync + 'static {
         false
     }
 
+    /// The position up to which this consumer has handled every event, when it keeps such a
+    /// record (a projection's checkpoint). A durable consumer that is gone (deleted, or lost
+    /// with the stream) is created again to resume after it instead of at the start of the
+    /// log. `None` (the default): the runtime relies on the ack floor it last saw.
+    async fn resume_after(&self) -> Option<i64> {
+        None
+    }
+
     /// Handles events delivered together, in the order the stream delivered them: one
     /// result per event, in the same order. Called instead of [`Handler::handle`] when
     /// [`Handler::batched`]; the default handles the events one after another.

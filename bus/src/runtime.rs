@@ -42,6 +42,7 @@
 //! twice stores one dead letter (`Nats-Msg-Id: <consumer>:<stream sequence>`).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,6 +61,7 @@ use crate::connection::{Bus, BusError};
 use crate::dlq::{self, DeadLetter, REDRIVE_FOR_HEADER};
 use crate::handler::{Delivery, Effects, Handler, HandlerError};
 use crate::lanes::{Lane, OrderLanes};
+use crate::stream_check;
 
 /// Why the runtime could not run.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +171,9 @@ impl ConsumerOptions {
     }
 }
 
+/// How often a running consumer notes the position of its ack floor.
+const FLOOR_EVERY: Duration = Duration::from_secs(2);
+
 /// How long a [`Consumer::step`] pull may wait for the server's answer.
 const STEP_EXPIRES: Duration = Duration::from_millis(500);
 
@@ -254,7 +259,11 @@ pub struct Consumer {
     handler: Arc<dyn Handler>,
     bus: Bus,
     options: ConsumerOptions,
-    consumer: PullConsumer,
+    /// Replaced when the durable consumer is gone and created again.
+    consumer: std::sync::Mutex<PullConsumer>,
+    /// The position at the consumer's ack floor as last seen (0: none seen yet): where a
+    /// consumer created again resumes.
+    handled_floor: AtomicI64,
     lanes: OrderLanes,
 }
 
@@ -291,7 +300,29 @@ impl Consumer {
         options: ConsumerOptions,
     ) -> Result<Self, RuntimeError> {
         let stream = bus.stream().await?;
-        let config = options.consumer_config(&bus, handler.as_ref());
+        let mut config = options.consumer_config(&bus, handler.as_ref());
+        match stream.consumer_info(handler.name()).await {
+            // An update keeps where the consumer started (the server refuses to change it).
+            Ok(info) => {
+                config.deliver_policy = info.config.deliver_policy;
+            }
+            Err(error) if is_not_found(&error.to_string()) => {
+                if let Some(after) = handler.resume_after().await.filter(|after| *after > 0) {
+                    if let Some(sequence) = stream_check::resume_sequence(&bus, after).await? {
+                        tracing::info!(
+                            consumer = handler.name(),
+                            after,
+                            sequence,
+                            "creating the durable consumer after what it has handled"
+                        );
+                        config.deliver_policy = DeliverPolicy::ByStartSequence {
+                            start_sequence: sequence,
+                        };
+                    }
+                }
+            }
+            Err(_) => {}
+        }
         let consumer = match stream.create_consumer(config).await {
             Ok(consumer) => consumer,
             Err(error) => {
@@ -303,13 +334,107 @@ impl Consumer {
                     .map_err(|e| BusError::js("binding a durable consumer", e))?
             }
         };
+        let handled_floor = AtomicI64::new(handler.resume_after().await.unwrap_or(0).max(0));
         Ok(Self {
             handler,
             bus,
             options,
-            consumer,
+            consumer: std::sync::Mutex::new(consumer),
+            handled_floor,
             lanes: OrderLanes::default(),
         })
+    }
+
+    /// The durable consumer as it is now.
+    fn pull_consumer(&self) -> PullConsumer {
+        self.consumer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads the consumer's ack floor and remembers its position (for [`Consumer::recover`]);
+    /// when the consumer is gone, recovers it. A pull on a consumer that no longer exists
+    /// does not fail (nobody answers it, it just expires), so this is how its loss is seen.
+    async fn track_floor(&self) {
+        let info = match self.info().await {
+            Ok(info) => info,
+            Err(error) => {
+                if is_not_found(&error.to_string()) {
+                    if let Err(error) = self.recover().await {
+                        tracing::debug!(consumer = self.name(), %error, "cannot recover the durable consumer yet");
+                    }
+                }
+                return;
+            }
+        };
+        let floor = info.ack_floor.stream_sequence;
+        if floor == 0 {
+            return;
+        }
+        let Ok(stream) = self.bus.stream().await else {
+            return;
+        };
+        if let Ok(message) = stream.get_raw_message(floor).await {
+            if let Some(position) = stream_check::stored_position(&message) {
+                self.handled_floor.fetch_max(position, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// When the durable consumer is gone (deleted, or lost with its stream), creates it again
+    /// to resume after the last position it is known to have handled (its ack floor as last
+    /// seen, or what the handler's own records say), not at the start of the log. True when
+    /// it did; false when the consumer is there (the failure was something else) or cannot
+    /// be made yet (the stream is missing or still being repaired by the relay).
+    ///
+    /// # Errors
+    /// [`BusError::JetStream`] when NATS cannot be asked.
+    pub async fn recover(&self) -> Result<bool, RuntimeError> {
+        let Ok(stream) = self.bus.stream().await else {
+            return Ok(false);
+        };
+        match stream.consumer_info(self.name()).await {
+            Ok(_) => return Ok(false),
+            Err(error) if !is_not_found(&error.to_string()) => return Ok(false),
+            Err(_) => {}
+        }
+        let after = self
+            .handled_floor
+            .load(Ordering::Relaxed)
+            .max(self.handler.resume_after().await.unwrap_or(0));
+        let Some(sequence) = stream_check::resume_sequence(&self.bus, after).await? else {
+            tracing::info!(consumer = self.name(), after,
+                "the durable consumer is gone and the stream does not hold its position yet; waiting for the relay");
+            return Ok(false);
+        };
+        let mut config = self
+            .options
+            .consumer_config(&self.bus, self.handler.as_ref());
+        config.deliver_policy = DeliverPolicy::ByStartSequence {
+            start_sequence: sequence,
+        };
+        let consumer = match stream.create_consumer(config).await {
+            Ok(consumer) => consumer,
+            // Another process of the same consumer was quicker.
+            Err(_) => stream
+                .get_consumer(self.name())
+                .await
+                .map_err(|e| BusError::js("creating the durable consumer again", e))?,
+        };
+        *self
+            .consumer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = consumer;
+        metrics::counter!("orderflow_consumer_recreated_total", "consumer" => self.name().to_string())
+            .increment(1);
+        tracing::warn!(
+            consumer = self.name(),
+            after,
+            stream_sequence = sequence,
+            "the durable consumer was gone; created it again, resuming after what it had handled"
+        );
+        Ok(true)
     }
 
     /// The durable consumer's name, which is its handler's name.
@@ -328,7 +453,7 @@ impl Consumer {
             .unwrap_or(usize::MAX)
             .max(1);
         let mut batch = self
-            .consumer
+            .pull_consumer()
             .fetch()
             .max_messages(self.options.batch_size.min(in_flight).max(1))
             .expires(STEP_EXPIRES)
@@ -397,7 +522,7 @@ impl Consumer {
     }
 
     async fn info(&self) -> Result<async_nats::jetstream::consumer::Info, RuntimeError> {
-        let mut consumer = self.consumer.clone();
+        let mut consumer = self.pull_consumer();
         Ok(consumer
             .info()
             .await
@@ -429,6 +554,12 @@ impl Consumer {
         let pulling = async {
             while !shutdown.is_cancelled() {
                 if let Err(error) = self.pull_and_process(&shutdown).await {
+                    match self.recover().await {
+                        Ok(true) => continue,
+                        Ok(false) => {}
+                        Err(recovery) => tracing::debug!(consumer = self.name(), %recovery,
+                            "cannot check whether the durable consumer is gone"),
+                    }
                     tracing::warn!(consumer = self.name(), %error, "pull failed; retrying");
                     tokio::select! {
                         () = shutdown.cancelled() => {}
@@ -445,8 +576,15 @@ impl Consumer {
                 }
             }
         };
+        let tracking = async {
+            loop {
+                tokio::time::sleep(FLOOR_EVERY).await;
+                self.track_floor().await;
+            }
+        };
         tokio::select! {
             () = pulling => {}
+            () = tracking => {}
             () = watching => {
                 tracing::warn!(consumer = self.name(), "the max-deliveries advisory subscription ended");
             }
@@ -532,7 +670,7 @@ impl Consumer {
 
     async fn pull_and_process(&self, shutdown: &CancellationToken) -> Result<(), RuntimeError> {
         let mut batch = self
-            .consumer
+            .pull_consumer()
             .batch()
             .max_messages(self.options.batch_size)
             .expires(self.options.fetch_wait)
@@ -957,6 +1095,11 @@ fn count_dead_letter(consumer: &str, reason: &str) {
 
 /// The server ends a pull with 404 (no messages), 408 (expired) or 409 (for example max ack
 /// pending reached); none of them is a failure.
+/// True for JetStream's "consumer not found" / "stream not found" answers.
+fn is_not_found(error: &str) -> bool {
+    error.contains("not found") || error.contains("10014") || error.contains("10059")
+}
+
 fn is_end_of_pull(error: &str) -> bool {
     ["404", "408", "409"]
         .iter()

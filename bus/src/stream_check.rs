@@ -49,7 +49,7 @@ const REPUBLISH_BATCH: i64 = 500;
 /// The position a stored message carries: its [`POSITION_HEADER`], or for messages published
 /// before the header existed, the envelope's. `None` for a redrive and for a message that is
 /// not an event.
-fn stored_position(message: &StreamMessage) -> Option<i64> {
+pub(crate) fn stored_position(message: &StreamMessage) -> Option<i64> {
     if message.headers.get(REDRIVE_FOR_HEADER).is_some() {
         return None;
     }
@@ -174,10 +174,46 @@ pub async fn repair_tail(pool: &PgPool, bus: &Bus, checkpoint: i64) -> Result<Re
             "the streams were missing and were created again"
         );
     }
+    // Holes before the end: a stream that keeps everything (no `max_age`) starts at position
+    // 1 and holds at least `checkpoint` messages. When it does not, read it in full and fill
+    // what it lacks (rare, so the full read is affordable).
+    if bus.options().max_age.is_none() && checkpoint > 0 && lacks_earlier(bus, checkpoint).await? {
+        tracing::warn!(
+            stream = bus.stream_name(),
+            "the stream lacks events before its end; comparing it with the log in full"
+        );
+        let (full, _) = repair_in_full(pool, bus).await?;
+        repair.republished += full.republished;
+        repair.republished_ranges.extend(full.republished_ranges);
+        repair.duplicates_deleted += full.duplicates_deleted;
+    }
     if !repair.is_empty() {
         repair.count();
     }
     Ok(repair)
+}
+
+/// True when the stream starts after position 1 or holds fewer messages than `checkpoint`.
+async fn lacks_earlier(bus: &Bus, checkpoint: i64) -> Result<bool, BusError> {
+    let mut stream = bus.stream().await?;
+    let state = stream
+        .info()
+        .await
+        .map_err(|e| BusError::js("reading the event stream's state", e))?
+        .state
+        .clone();
+    if state.messages < u64::try_from(checkpoint).unwrap_or(0) {
+        return Ok(true);
+    }
+    let last = state.last_sequence.min(state.first_sequence + TAIL_SCAN);
+    for sequence in state.first_sequence..=last {
+        if let Ok(message) = stream.get_raw_message(sequence).await {
+            if let Some(position) = stored_position(&message) {
+                return Ok(position > 1);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// Re-publishes the events with `after < position <= until` with their own message id; when
@@ -412,6 +448,21 @@ async fn compare(
 /// # Errors
 /// [`RelayError::Bus`] when NATS is away, a database error when the store cannot be read.
 pub async fn repair(pool: &PgPool, bus: &Bus) -> Result<(Repair, Verification), RelayError> {
+    let checkpoint = relay::checkpoint(pool, bus.stream_name()).await?;
+    let mut repair = repair_tail(pool, bus, checkpoint).await?;
+    let (full, after) = repair_in_full(pool, bus).await?;
+    if !full.is_empty() {
+        full.count();
+    }
+    repair.republished += full.republished;
+    repair.republished_ranges.extend(full.republished_ranges);
+    repair.duplicates_deleted += full.duplicates_deleted;
+    Ok((repair, after))
+}
+
+/// The full comparison and its repair, without the tail check first; counting it in the
+/// metrics is the caller's.
+async fn repair_in_full(pool: &PgPool, bus: &Bus) -> Result<(Repair, Verification), RelayError> {
     let mut repair = Repair {
         recreated: recreate_if_missing(bus).await?,
         ..Repair::default()
@@ -439,9 +490,61 @@ pub async fn repair(pool: &PgPool, bus: &Bus) -> Result<(Repair, Verification), 
             }
         }
     }
-    if !repair.is_empty() {
-        repair.count();
-    }
     let after = verify(pool, bus).await?;
     Ok((repair, after))
+}
+
+/// Where a consumer that has handled every position up to `after` resumes in the stream as it
+/// is now: the sequence of the first message with a later position (positions grow with the
+/// sequence, apart from redrives and the odd re-publish), the sequence after the last message
+/// when the stream ends at `after`, or `None` when the stream does not hold `after` yet (the
+/// relay is still repairing it: ask again later). `after == 0` starts at the beginning.
+///
+/// # Errors
+/// [`BusError::JetStream`] when the stream cannot be read.
+pub async fn resume_sequence(bus: &Bus, after: i64) -> Result<Option<u64>, BusError> {
+    let Some(held) = last_position(bus).await? else {
+        return Ok(None);
+    };
+    let mut stream = bus.stream().await?;
+    let state = stream
+        .info()
+        .await
+        .map_err(|e| BusError::js("reading the event stream's state", e))?
+        .state
+        .clone();
+    if after <= 0 {
+        return Ok(Some(state.first_sequence.max(1)));
+    }
+    if held < after {
+        return Ok(None);
+    }
+    if held == after {
+        return Ok(Some(state.last_sequence + 1));
+    }
+    // The position of the first event message at or after a sequence (holes and redrives
+    // carry none), which grows with the sequence; past the end, "infinitely far".
+    let position_from = |sequence: u64| {
+        let stream = stream.clone();
+        async move {
+            for probe in sequence..=state.last_sequence {
+                if let Ok(message) = stream.get_raw_message(probe).await {
+                    if let Some(position) = stored_position(&message) {
+                        return position;
+                    }
+                }
+            }
+            i64::MAX
+        }
+    };
+    let (mut low, mut high) = (state.first_sequence, state.last_sequence + 1);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if position_from(middle).await > after {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    Ok(Some(low))
 }

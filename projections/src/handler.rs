@@ -51,6 +51,15 @@ impl Handler for ProjectionHandler {
         true
     }
 
+    /// The checkpoint: every event up to it is folded.
+    async fn resume_after(&self) -> Option<i64> {
+        crate::projection::checkpoint(&self.pool, self.projection.name())
+            .await
+            .ok()
+            .flatten()
+            .map(|checkpoint| checkpoint.position)
+    }
+
     /// Folds the batch in one transaction; falls back to one event at a time when that fails
     /// (or for a dry run), so the failure is the failing event's alone.
     async fn handle_batch(

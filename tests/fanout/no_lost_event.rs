@@ -17,6 +17,7 @@ fn quick_relay() -> RelayOptions {
         standby_poll: Duration::from_millis(100),
         retry_delay: Duration::from_millis(200),
         gather: Duration::from_millis(3),
+        ..RelayOptions::default()
     }
 }
 

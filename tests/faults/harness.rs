@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use orderflow_bus::{Bus, BusOptions};
 use orderflow_testkit::http::Recorder;
+use orderflow_testkit::load::{wait_until_healthy, LoadReport, OrderLoad};
 use orderflow_testkit::nats::NatsServer;
-use orderflow_testkit::{orderflow, Orderflow, World};
+use orderflow_testkit::{orderflow, Orderflow, Process, World};
 use uuid::Uuid;
 
 /// The one SKU every order of the load buys, stocked far beyond what a test sells.
@@ -93,6 +94,39 @@ impl System {
             .map(|(name, value)| (name.as_str(), value.as_str()))
             .collect();
         orderflow!(&self.world).envs(&vars)
+    }
+
+    /// `orderflow serve` over this system, healthy, with a steady load of an order every
+    /// 20 ms posted to it.
+    pub(crate) async fn serve_under_load(&self) -> (Process, OrderLoad) {
+        let (served, base) = self.orderflow().serve(&[]);
+        wait_until_healthy(&base, Duration::from_secs(30)).await;
+        let load = OrderLoad::start(
+            &base,
+            SKU,
+            Duration::from_millis(20),
+            Duration::from_secs(10),
+        );
+        (served, load)
+    }
+
+    /// Stops the load, checks that `serve` kept running, and that every accepted order
+    /// settled with each effect once ([`System::assert_settled_once`]); then stops `serve`
+    /// and removes the database.
+    pub(crate) async fn finish(self, mut served: Process, load: OrderLoad) -> LoadReport {
+        let report = load.stop().await;
+        served.assert_running();
+        eprintln!(
+            "accepted {}, refused {:?}, unanswered {}",
+            report.accepted.len(),
+            report.refused,
+            report.unanswered
+        );
+        self.assert_settled_once(&report.accepted, Duration::from_secs(120))
+            .await;
+        served.terminate(Duration::from_secs(30)).await;
+        self.world.cleanup().await;
+        report
     }
 
     /// The ids among `ids` whose order has shipped.

@@ -14,6 +14,7 @@ use orderflow_testkit::{orderflow, OrderFixture, Orderflow, World};
 use serde_json::{json, Value};
 
 mod startup;
+mod verify_stream;
 
 const ORDERS: usize = 2_000;
 const STOCK: i64 = 1_500;
