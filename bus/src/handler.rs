@@ -112,6 +112,11 @@ pub trait Handler: Send + Sync + 'static {
         None
     }
 
+    /// Told every few seconds while the consumer runs: every event up to `position` is
+    /// handled (or parked). A handler without a record of its own notes it durably here, to
+    /// answer [`Handler::resume_after`] after a restart. The default does nothing.
+    async fn note_handled_through(&self, _position: i64) {}
+
     /// Handles events delivered together, in the order the stream delivered them: one
     /// result per event, in the same order. Called instead of [`Handler::handle`] when
     /// [`Handler::batched`]; the default handles the events one after another.

@@ -308,17 +308,16 @@ impl Consumer {
             }
             Err(error) if is_not_found(&error.to_string()) => {
                 if let Some(after) = handler.resume_after().await.filter(|after| *after > 0) {
-                    if let Some(sequence) = stream_check::resume_sequence(&bus, after).await? {
-                        tracing::info!(
-                            consumer = handler.name(),
-                            after,
-                            sequence,
-                            "creating the durable consumer after what it has handled"
-                        );
-                        config.deliver_policy = DeliverPolicy::ByStartSequence {
-                            start_sequence: sequence,
-                        };
-                    }
+                    let sequence = wait_for_position(&bus, handler.name(), after).await?;
+                    tracing::info!(
+                        consumer = handler.name(),
+                        after,
+                        sequence,
+                        "creating the durable consumer after what it has handled"
+                    );
+                    config.deliver_policy = DeliverPolicy::ByStartSequence {
+                        start_sequence: sequence,
+                    };
                 }
             }
             Err(_) => {}
@@ -377,7 +376,9 @@ impl Consumer {
         };
         if let Ok(message) = stream.get_raw_message(floor).await {
             if let Some(position) = stream_check::stored_position(&message) {
-                self.handled_floor.fetch_max(position, Ordering::Relaxed);
+                if self.handled_floor.fetch_max(position, Ordering::Relaxed) < position {
+                    self.handler.note_handled_through(position).await;
+                }
             }
         }
     }
@@ -1095,6 +1096,40 @@ fn count_dead_letter(consumer: &str, reason: &str) {
 
 /// The server ends a pull with 404 (no messages), 408 (expired) or 409 (for example max ack
 /// pending reached); none of them is a failure.
+/// How long [`Consumer::bind`] waits for the stream to hold the position a consumer created
+/// anew resumes after (a relay is repairing the stream) before it gives up.
+const RESUME_WAIT: Duration = Duration::from_secs(120);
+
+/// The stream sequence after `after`, once the stream holds it.
+async fn wait_for_position(bus: &Bus, consumer: &str, after: i64) -> Result<u64, RuntimeError> {
+    let started = Instant::now();
+    let mut told = false;
+    loop {
+        if let Some(sequence) = stream_check::resume_sequence(bus, after).await? {
+            return Ok(sequence);
+        }
+        if started.elapsed() > RESUME_WAIT {
+            return Err(BusError::JetStream {
+                operation: "creating the durable consumer",
+                reason: format!(
+                    "the stream does not hold position {after}, where {consumer} resumes, \
+                     after {RESUME_WAIT:?}: is a relay running?"
+                ),
+            }
+            .into());
+        }
+        if !told {
+            tracing::info!(
+                consumer,
+                after,
+                "waiting for the stream to hold the position this consumer resumes after"
+            );
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// True for JetStream's "consumer not found" / "stream not found" answers.
 fn is_not_found(error: &str) -> bool {
     error.contains("not found") || error.contains("10014") || error.contains("10059")

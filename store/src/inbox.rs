@@ -1,5 +1,6 @@
 //! The inbox: a consumer claims an event id inside the transaction of its effect, so a
-//! redelivered message finds the claim and changes nothing.
+//! redelivered message finds the claim and changes nothing. Beside it, how far each consumer
+//! had got ([`note_handled_through`]), where a lost durable consumer resumes.
 
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
@@ -39,5 +40,41 @@ pub async fn is_claimed<'c>(
         .bind(consumer)
         .bind(event_id)
         .fetch_one(executor)
+        .await
+}
+
+/// Notes that `consumer` has handled (or parked) every event up to `position`; a lower
+/// position than the one noted changes nothing.
+///
+/// # Errors
+/// The database error.
+pub async fn note_handled_through<'c>(
+    executor: impl PgExecutor<'c>,
+    consumer: &str,
+    position: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO consumer_floors (consumer, position) VALUES ($1, $2)
+         ON CONFLICT (consumer) DO UPDATE SET position = excluded.position, updated_at = now()
+         WHERE consumer_floors.position < excluded.position",
+    )
+    .bind(consumer)
+    .bind(position)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// The position up to which `consumer` handled every event, as last noted.
+///
+/// # Errors
+/// The database error.
+pub async fn handled_through<'c>(
+    executor: impl PgExecutor<'c>,
+    consumer: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT position FROM consumer_floors WHERE consumer = $1")
+        .bind(consumer)
+        .fetch_optional(executor)
         .await
 }

@@ -113,8 +113,18 @@ impl System {
     /// Stops the load, checks that `serve` kept running, and that every accepted order
     /// settled with each effect once ([`System::assert_settled_once`]); then stops `serve`
     /// and removes the database.
-    pub(crate) async fn finish(self, mut served: Process, load: OrderLoad) -> LoadReport {
-        let report = load.stop().await;
+    pub(crate) async fn finish(self, served: Process, load: OrderLoad) -> LoadReport {
+        self.finish_with(served, load, &[]).await
+    }
+
+    /// As [`System::finish`], counting `earlier` orders (accepted before `load`) in too.
+    pub(crate) async fn finish_with(
+        self,
+        mut served: Process,
+        load: OrderLoad,
+        earlier: &[Uuid],
+    ) -> LoadReport {
+        let mut report = load.stop().await;
         served.assert_running();
         eprintln!(
             "accepted {}, refused {:?}, unanswered {}",
@@ -122,6 +132,7 @@ impl System {
             report.refused,
             report.unanswered
         );
+        report.accepted.extend_from_slice(earlier);
         self.assert_settled_once(&report.accepted, Duration::from_secs(120))
             .await;
         served.terminate(Duration::from_secs(30)).await;

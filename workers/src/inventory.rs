@@ -616,6 +616,14 @@ impl Handler for InventoryWorker {
         NAME
     }
 
+    async fn resume_after(&self) -> Option<i64> {
+        crate::progress::resume_after(&self.pool, NAME).await
+    }
+
+    async fn note_handled_through(&self, position: i64) {
+        crate::progress::note(&self.pool, NAME, position).await;
+    }
+
     fn batched(&self) -> bool {
         true
     }

@@ -7,6 +7,7 @@
 //! - [`shipments`]: the shipments worker and its carriers (simulated, http).
 //! - [`registry`]: worker names to handlers ([`build_worker`]) for `orderflow worker`.
 //! - `command`: how a worker sends a command to an order (retrying conflicts).
+//! - `progress`: how far each worker's consumer had got, where a lost one resumes.
 //!
 //! # Entry points
 //! - `orderflow worker <name>`: [`registry::build_worker`] then
@@ -18,6 +19,7 @@
 mod command;
 pub mod inventory;
 pub mod notifications;
+mod progress;
 pub mod registry;
 pub mod shipments;
 
