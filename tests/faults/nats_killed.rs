@@ -76,7 +76,9 @@ async fn consumers_lost_while_stopped_resume_where_they_were() {
     system.nats.wipe_store();
     system.nats.restart().await;
 
+    let restarted = Instant::now();
     let (served, load) = system.serve_under_load().await;
+    eprintln!("serving again after {:?}", restarted.elapsed());
     let stream = system.bus.stream().await.expect("the event stream again");
     for name in orderflow_operations::consumer_names() {
         let mut policy = None;
@@ -95,6 +97,7 @@ async fn consumers_lost_while_stopped_resume_where_they_were() {
             other => panic!("{name} was not created after what it had handled: {other:?}"),
         }
     }
+    eprintln!("every consumer created again after {:?}", restarted.elapsed());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let second = system.finish_with(served, load, &first.accepted).await;
     assert!(!second.accepted.is_empty());
