@@ -56,6 +56,10 @@ pub fn describe_metrics() {
         "orderflow_stream_republished_total",
         "Events re-published from the store by stream repairs"
     );
+    describe_counter!(
+        "orderflow_consumer_recreated_total",
+        "Durable consumers found gone (deleted, or lost with the stream) and created again, by consumer"
+    );
     describe_gauge!(
         "orderflow_relay_position",
         "Global position of the last event the relay published"
