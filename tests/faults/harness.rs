@@ -26,6 +26,8 @@ pub(crate) struct System {
     pub webhook: Recorder,
     pub carrier: Recorder,
     env: Vec<(String, String)>,
+    /// The base URL of the `serve` last started by [`System::serve_under_load`].
+    served_at: std::sync::Mutex<Option<String>>,
 }
 
 impl System {
@@ -83,6 +85,7 @@ impl System {
             webhook,
             carrier,
             env,
+            served_at: std::sync::Mutex::new(None),
         }
     }
 
@@ -101,6 +104,7 @@ impl System {
     pub(crate) async fn serve_under_load(&self) -> (Process, OrderLoad) {
         let (served, base) = self.orderflow().serve(&[]);
         wait_until_healthy(&base, Duration::from_secs(30)).await;
+        *self.served_at.lock().unwrap() = Some(base.clone());
         let load = OrderLoad::start(
             &base,
             SKU,
@@ -125,19 +129,90 @@ impl System {
         earlier: &[Uuid],
     ) -> LoadReport {
         let mut report = load.stop().await;
+        let stopped = Instant::now();
         served.assert_running();
-        eprintln!(
-            "accepted {}, refused {:?}, unanswered {}",
-            report.accepted.len(),
-            report.refused,
-            report.unanswered
-        );
         report.accepted.extend_from_slice(earlier);
         self.assert_settled_once(&report.accepted, Duration::from_secs(120))
             .await;
+        // The figures RELIABILITY.md quotes.
+        eprintln!(
+            "fault figures: {} orders accepted (refused {:?}, unanswered {}), all shipped {:.1} s \
+             after the load stopped; {}",
+            report.accepted.len(),
+            report.refused,
+            report.unanswered,
+            stopped.elapsed().as_secs_f64(),
+            self.repair_counters().await
+        );
         served.terminate(Duration::from_secs(30)).await;
         self.world.cleanup().await;
         report
+    }
+
+    /// Places one order right after a fault at `fault` and waits until it ships: prints how
+    /// long after the fault that took (the time to recover that RELIABILITY.md quotes) and
+    /// returns its id, to be counted with the others.
+    pub(crate) async fn time_to_recover(&self, fault: Instant) -> Uuid {
+        let base = self
+            .served_at
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("serve_under_load first");
+        let http = reqwest::Client::new();
+        let id = loop {
+            let answer = http
+                .post(format!("{base}/v1/orders"))
+                .json(&orderflow_testkit::load::order_body(SKU, 0))
+                .send()
+                .await;
+            if let Ok(response) = answer {
+                if response.status() == 201 {
+                    let body: serde_json::Value = response.json().await.unwrap();
+                    break body["id"].as_str().unwrap().parse::<Uuid>().unwrap();
+                }
+            }
+            assert!(
+                fault.elapsed() < Duration::from_secs(60),
+                "no order accepted within 60 s of the fault"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        while self.shipped(&[id]).await == 0 {
+            assert!(
+                fault.elapsed() < Duration::from_secs(90),
+                "an order placed after the fault did not ship within 90 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!(
+            "fault figures: an order placed right after the fault shipped {:.1} s after it",
+            fault.elapsed().as_secs_f64()
+        );
+        id
+    }
+
+    /// The repair counters of the last `serve`'s `/metrics`, as one line.
+    async fn repair_counters(&self) -> String {
+        let Some(base) = self.served_at.lock().unwrap().clone() else {
+            return "no metrics".into();
+        };
+        let Ok(response) = reqwest::get(format!("{base}/metrics")).await else {
+            return "no metrics".into();
+        };
+        let text = response.text().await.unwrap_or_default();
+        let sum = |family: &str| -> f64 {
+            text.lines()
+                .filter(|line| line.starts_with(family))
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        format!(
+            "stream repairs {}, events re-published {}, consumers re-created {}",
+            sum("orderflow_stream_repairs_total"),
+            sum("orderflow_stream_republished_total"),
+            sum("orderflow_consumer_recreated_total")
+        )
     }
 
     /// The ids among `ids` whose order has shipped.

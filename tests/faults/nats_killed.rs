@@ -15,10 +15,11 @@ async fn nats_killed_and_restarted_under_load_loses_nothing() {
     let (served, load) = system.serve_under_load().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     system.nats.kill();
+    let fault = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
     system.nats.restart().await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    system.finish(served, load).await;
+    let probe = system.time_to_recover(fault).await;
+    system.finish_with(served, load, &[probe]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -97,7 +98,10 @@ async fn consumers_lost_while_stopped_resume_where_they_were() {
             other => panic!("{name} was not created after what it had handled: {other:?}"),
         }
     }
-    eprintln!("every consumer created again after {:?}", restarted.elapsed());
+    eprintln!(
+        "every consumer created again after {:?}",
+        restarted.elapsed()
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let second = system.finish_with(served, load, &first.accepted).await;
     assert!(!second.accepted.is_empty());

@@ -2,7 +2,7 @@
 //! deleted: the relay creates the stream again and re-publishes it from the store, and each
 //! consumer is created again where it had got to, not at the start of the log.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 
@@ -19,8 +19,8 @@ async fn stream_deleted_under_load_is_recreated_and_refilled() {
         .delete_stream(system.bus.stream_name())
         .await
         .expect("deleting the event stream");
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    system.finish(served, load).await;
+    let probe = system.time_to_recover(Instant::now()).await;
+    system.finish_with(served, load, &[probe]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -43,6 +43,7 @@ async fn a_deleted_consumer_comes_back_where_it_was() {
         .delete_consumer("shipments")
         .await
         .expect("deleting the shipments consumer");
+    let fault = Instant::now();
     // It comes back by itself, starting after what it had handled, not at the beginning.
     let mut recreated = None;
     for _ in 0..100 {
@@ -60,6 +61,6 @@ async fn a_deleted_consumer_comes_back_where_it_was() {
         ),
         other => panic!("the shipments consumer was not recreated where it was: {other:?}"),
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    system.finish(served, load).await;
+    let probe = system.time_to_recover(fault).await;
+    system.finish_with(served, load, &[probe]).await;
 }
