@@ -201,10 +201,10 @@ impl System {
             return "no metrics".into();
         };
         let text = response.text().await.unwrap_or_default();
-        let sum = |family: &str| -> f64 {
+        let sum = |family: &str| -> u64 {
             text.lines()
                 .filter(|line| line.starts_with(family))
-                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
                 .sum()
         };
         format!(
