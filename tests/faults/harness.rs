@@ -115,14 +115,9 @@ impl System {
     }
 
     /// Stops the load, checks that `serve` kept running, and that every accepted order
-    /// settled with each effect once ([`System::assert_settled_once`]); then stops `serve`
-    /// and removes the database.
-    pub(crate) async fn finish(self, served: Process, load: OrderLoad) -> LoadReport {
-        self.finish_with(served, load, &[]).await
-    }
-
-    /// As [`System::finish`], counting `earlier` orders (accepted before `load`) in too.
-    pub(crate) async fn finish_with(
+    /// (with the `earlier` ones, accepted outside the load) settled with each effect once
+    /// ([`System::assert_settled_once`]); then stops `serve` and removes the database.
+    pub(crate) async fn finish(
         self,
         mut served: Process,
         load: OrderLoad,

@@ -19,7 +19,7 @@ async fn nats_killed_and_restarted_under_load_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     system.nats.restart().await;
     let probe = system.time_to_recover(fault).await;
-    system.finish_with(served, load, &[probe]).await;
+    system.finish(served, load, &[probe]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -49,7 +49,7 @@ async fn nats_store_emptied_under_load_is_repaired_from_the_store() {
         restarted.elapsed().as_secs_f64()
     );
     let probe = system.time_to_recover(restarted).await;
-    system.finish_with(served, load, &[probe]).await;
+    system.finish(served, load, &[probe]).await;
 }
 
 /// The broker's disk lost while orderflow is down: at its next start the relay re-publishes
@@ -103,6 +103,6 @@ async fn consumers_lost_while_stopped_resume_where_they_were() {
         restarted.elapsed()
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let second = system.finish_with(served, load, &first.accepted).await;
+    let second = system.finish(served, load, &first.accepted).await;
     assert!(!second.accepted.is_empty());
 }

@@ -20,7 +20,7 @@ async fn stream_deleted_under_load_is_recreated_and_refilled() {
         .await
         .expect("deleting the event stream");
     let probe = system.time_to_recover(Instant::now()).await;
-    system.finish_with(served, load, &[probe]).await;
+    system.finish(served, load, &[probe]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -62,5 +62,5 @@ async fn a_deleted_consumer_comes_back_where_it_was() {
         other => panic!("the shipments consumer was not recreated where it was: {other:?}"),
     }
     let probe = system.time_to_recover(fault).await;
-    system.finish_with(served, load, &[probe]).await;
+    system.finish(served, load, &[probe]).await;
 }
