@@ -339,6 +339,28 @@ impl Bus {
             .map_err(|e| BusError::js("looking up the event stream", e))
     }
 
+    /// The stream named `name`, or `None` when JetStream says it does not exist. Any other
+    /// failure (NATS away, a cluster electing the stream's leader) is an error, never
+    /// "missing": a stream taken for missing is created again and refilled from the store.
+    ///
+    /// # Errors
+    /// [`BusError::JetStream`] when JetStream cannot say.
+    pub async fn find_stream(&self, name: &str) -> Result<Option<stream::Stream>, BusError> {
+        use async_nats::jetstream::context::GetStreamErrorKind;
+        use async_nats::jetstream::ErrorCode;
+        match self.jetstream.get_stream(name).await {
+            Ok(stream) => Ok(Some(stream)),
+            Err(error) => match error.kind() {
+                GetStreamErrorKind::JetStream(inner)
+                    if inner.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    Ok(None)
+                }
+                _ => Err(BusError::js("looking up a stream", error)),
+            },
+        }
+    }
+
     /// The dead-letter stream.
     ///
     /// # Errors

@@ -67,12 +67,7 @@ pub(crate) fn stored_position(message: &StreamMessage) -> Option<i64> {
 /// # Errors
 /// [`BusError::JetStream`] when the stream cannot be read (NATS away).
 pub async fn last_position(bus: &Bus) -> Result<Option<i64>, BusError> {
-    let Ok(mut stream) = bus.stream().await else {
-        // Tell "missing" from "NATS away": only a server that answers can say it is missing.
-        bus.jetstream()
-            .query_account()
-            .await
-            .map_err(|e| BusError::js("reading the JetStream account", e))?;
+    let Some(mut stream) = bus.find_stream(bus.stream_name()).await? else {
         return Ok(None);
     };
     let state = stream
@@ -139,7 +134,9 @@ impl Repair {
 
 /// Creates both streams when the main or the dead-letter stream is missing. True when it did.
 async fn recreate_if_missing(bus: &Bus) -> Result<bool, BusError> {
-    if bus.stream().await.is_ok() && bus.dlq_stream().await.is_ok() {
+    if bus.find_stream(bus.stream_name()).await?.is_some()
+        && bus.find_stream(&bus.dlq_stream_name()).await?.is_some()
+    {
         return Ok(false);
     }
     bus.ensure_streams().await?;
@@ -303,11 +300,7 @@ struct StreamPositions {
 /// Reads the position of every message of the main stream (headers only; the body only for
 /// messages published before the position header existed).
 async fn read_positions(bus: &Bus) -> Result<Option<StreamPositions>, BusError> {
-    let Ok(mut stream) = bus.stream().await else {
-        bus.jetstream()
-            .query_account()
-            .await
-            .map_err(|e| BusError::js("reading the JetStream account", e))?;
+    let Some(mut stream) = bus.find_stream(bus.stream_name()).await? else {
         return Ok(None);
     };
     let state = stream
