@@ -1,7 +1,7 @@
 //! What every fault test shares: a system of its own (a fresh database on the shared
-//! PostgreSQL, its own `nats-server`, recorders standing in for the webhook receiver and the
-//! carrier), the `orderflow` binary over it, and the checks that nothing was lost or done
-//! twice.
+//! PostgreSQL, its own `nats-server` or three-node JetStream cluster, recorders standing in
+//! for the webhook receiver and the carrier), the `orderflow` binary over it, and the checks
+//! that nothing was lost or done twice.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use orderflow_bus::{Bus, BusOptions};
 use orderflow_testkit::http::Recorder;
 use orderflow_testkit::load::{wait_until_healthy, LoadReport, OrderLoad};
-use orderflow_testkit::nats::NatsServer;
+use orderflow_testkit::nats::{NatsCluster, NatsServer};
 use orderflow_testkit::{orderflow, Orderflow, Process, World};
 use uuid::Uuid;
 
@@ -17,10 +17,11 @@ use uuid::Uuid;
 pub(crate) const SKU: &str = "SKU-FAULT";
 const STOCK: i64 = 1_000_000;
 
-/// A system of a test's own.
-pub(crate) struct System {
+/// A system of a test's own, on NATS of its own: a [`NatsServer`] (the default) or a
+/// [`NatsCluster`].
+pub(crate) struct System<Nats = NatsServer> {
     pub world: World,
-    pub nats: NatsServer,
+    pub nats: Nats,
     /// A connection to the test's own server, naming the test's streams.
     pub bus: Bus,
     pub webhook: Recorder,
@@ -30,17 +31,28 @@ pub(crate) struct System {
     served_at: std::sync::Mutex<Option<String>>,
 }
 
-impl System {
+impl System<NatsServer> {
     /// A fresh database with stock of [`SKU`], a `nats-server` of its own (no stream yet:
     /// the binary creates it), and the recorders.
     pub(crate) async fn start() -> Self {
         let nats = NatsServer::start().await;
-        Self::on_nats(nats.url(), nats).await
+        Self::on_nats(nats.url(), 1, nats).await
     }
+}
 
-    /// As [`System::start`], with the processes pointed at `nats_url` (several URLs separated
-    /// by commas for a cluster); `nats` is kept alive with the system.
-    pub(crate) async fn on_nats(nats_url: String, nats: NatsServer) -> Self {
+impl System<NatsCluster> {
+    /// As [`System::start`], on a three-node JetStream cluster of its own; the binary creates
+    /// the streams with three replicas.
+    pub(crate) async fn start_cluster() -> Self {
+        let cluster = NatsCluster::start().await;
+        Self::on_nats(cluster.urls(), 3, cluster).await
+    }
+}
+
+impl<Nats> System<Nats> {
+    /// The processes pointed at `nats_url` (several URLs separated by commas for a cluster),
+    /// with streams of `replicas` replicas; `nats` is kept alive with the system.
+    async fn on_nats(nats_url: String, replicas: usize, nats: Nats) -> Self {
         let world = World::builder()
             .without_nats()
             .max_connections(8)
@@ -57,16 +69,18 @@ impl System {
             nats_url,
             stream: format!("F_{id}"),
             subject_prefix: format!("f_{id}"),
+            replicas,
             ..BusOptions::default()
         };
         let bus = Bus::connect(options.clone())
             .await
-            .expect("connecting to the test's own nats-server");
+            .expect("connecting to the test's own NATS");
         let (webhook, carrier) = (Recorder::start().await, Recorder::start().await);
         let env = vec![
             ("ORDERFLOW_NATS_URL", options.nats_url.clone()),
             ("ORDERFLOW_STREAM", options.stream.clone()),
             ("ORDERFLOW_SUBJECT_PREFIX", options.subject_prefix.clone()),
+            ("ORDERFLOW_STREAM_REPLICAS", replicas.to_string()),
             ("ORDERFLOW_DATABASE_MAX_CONNECTIONS", "8".into()),
             // A message left unacknowledged by a lost consumer comes back within the test.
             ("ORDERFLOW_ACK_WAIT_SECS", "5".into()),
