@@ -173,11 +173,20 @@ impl NatsCluster {
     pub async fn start() -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let folder = std::env::temp_dir().join(format!("orderflow-test-nats-cluster-{id}"));
-        let nodes = (0..CLUSTER_SIZE)
-            .map(|_| ClusterNode {
-                port: free_port(),
-                route_port: free_port(),
-                monitor_port: free_port(),
+        // Three ports per node, all different (a port released by `free_port` may come back).
+        let mut ports: Vec<u16> = Vec::new();
+        while ports.len() < 3 * CLUSTER_SIZE {
+            let port = free_port();
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
+        let nodes = ports
+            .chunks(3)
+            .map(|three| ClusterNode {
+                port: three[0],
+                route_port: three[1],
+                monitor_port: three[2],
                 child: None,
             })
             .collect();
