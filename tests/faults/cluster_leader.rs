@@ -12,11 +12,11 @@
 use std::time::{Duration, Instant};
 
 use orderflow_bus::relay::RELAY_LOCK_KEY;
-use orderflow_testkit::load::{wait_until_healthy, OrderLoad};
+use orderflow_testkit::load::wait_until_healthy;
 use orderflow_testkit::nats::NatsCluster;
 use orderflow_testkit::{free_port, Process};
 
-use crate::harness::{System, SKU};
+use crate::harness::System;
 
 /// The PostgreSQL backend that holds the relay lock in the system's database, if any.
 async fn relay_lock_holder(system: &System<NatsCluster>) -> Option<i32> {
@@ -82,46 +82,52 @@ async fn stream_leader_and_publishing_relay_killed_under_load_lose_nothing() {
 
     let stream = system.bus.stream_name().to_string();
     let leader = system.nats.stream_leader(&stream).await;
-    let load = OrderLoad::start(
-        &base,
-        SKU,
-        Duration::from_millis(20),
-        Duration::from_secs(30),
-    );
+    let load = system.load_on(&base);
     tokio::time::sleep(Duration::from_secs(4)).await;
     system.nats.kill(leader);
     active_relay.kill();
+    let fault = Instant::now();
 
+    let standby = wait_for_relay_lock(&system, Some(holder)).await;
+    let taken_over = fault.elapsed();
     // The two nodes left elect a new leader (this waits for it, or fails after 30 s).
     let new_leader = system.nats.stream_leader(&stream).await;
-    let standby = wait_for_relay_lock(&system, Some(holder)).await;
+    let elected = fault.elapsed();
     eprintln!(
-        "stream leader {} killed, {} leads now; relay lock moved from backend {holder} to \
-         {standby}",
+        "fault figures: stream leader {} killed, {} elected {:.1} s after; the relay lock \
+         went from backend {holder} to the standby's {standby} {:.1} s after",
         NatsCluster::node_name(leader),
-        NatsCluster::node_name(new_leader)
+        NatsCluster::node_name(new_leader),
+        elected.as_secs_f64(),
+        taken_over.as_secs_f64()
     );
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    let probe = system.time_to_recover(fault).await;
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(fault.elapsed())).await;
     system.nats.restart(leader).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let report = load.stop().await;
+
+    let mut report = load.stop().await;
+    let stopped = Instant::now();
     for process in &mut others {
         process.assert_running();
     }
-    eprintln!(
-        "accepted {}, refused {:?}, unanswered {}",
-        report.accepted.len(),
-        report.refused,
-        report.unanswered
-    );
     assert!(
         report.accepted.len() > 200,
         "only {} orders were accepted",
         report.accepted.len()
     );
+    report.accepted.push(probe);
     system
         .assert_settled_once(&report.accepted, Duration::from_secs(180))
         .await;
+    eprintln!(
+        "fault figures: {} orders accepted (refused {:?}, unanswered {}), all shipped {:.1} s \
+         after the load stopped",
+        report.accepted.len(),
+        report.refused,
+        report.unanswered,
+        stopped.elapsed().as_secs_f64()
+    );
     for process in others {
         process.terminate(Duration::from_secs(30)).await;
     }

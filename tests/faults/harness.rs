@@ -27,7 +27,7 @@ pub(crate) struct System<Nats = NatsServer> {
     pub webhook: Recorder,
     pub carrier: Recorder,
     env: Vec<(String, String)>,
-    /// The base URL of the `serve` last started by [`System::serve_under_load`].
+    /// The base URL of the gateway the load goes to ([`System::load_on`]).
     served_at: std::sync::Mutex<Option<String>>,
 }
 
@@ -118,14 +118,19 @@ impl<Nats> System<Nats> {
     pub(crate) async fn serve_under_load(&self) -> (Process, OrderLoad) {
         let (served, base) = self.orderflow().serve(&[]);
         wait_until_healthy(&base, Duration::from_secs(30)).await;
-        *self.served_at.lock().unwrap() = Some(base.clone());
-        let load = OrderLoad::start(
-            &base,
+        (served, self.load_on(&base))
+    }
+
+    /// A steady load of an order every 20 ms posted to the gateway at `base`, which
+    /// [`System::time_to_recover`] and the figures then use too.
+    pub(crate) fn load_on(&self, base: &str) -> OrderLoad {
+        *self.served_at.lock().unwrap() = Some(base.to_string());
+        OrderLoad::start(
+            base,
             SKU,
             Duration::from_millis(20),
             Duration::from_secs(10),
-        );
-        (served, load)
+        )
     }
 
     /// Stops the load, checks that `serve` kept running, and that every accepted order
@@ -167,7 +172,7 @@ impl<Nats> System<Nats> {
             .lock()
             .unwrap()
             .clone()
-            .expect("serve_under_load first");
+            .expect("serve_under_load or load_on first");
         let http = reqwest::Client::new();
         let id = loop {
             let answer = http
