@@ -11,7 +11,8 @@
 //! - [`process`]: the `orderflow` binary as a child process over a world ([`orderflow!`]).
 //! - [`http`]: a small HTTP server that records the idempotency keys of what it is sent.
 //! - [`load`]: a steady load of orders through the real gateway.
-//! - [`nats`]: a `nats-server` of a test's own, to kill, wipe and restart.
+//! - [`nats`]: a `nats-server` of a test's own, to kill, wipe and restart, and a three-node
+//!   JetStream cluster of a test's own, to kill and restart the node that leads a stream.
 //!
 //! # Why a crate of its own
 //!

@@ -1,7 +1,7 @@
 //! What every fault test shares: a system of its own (a fresh database on the shared
-//! PostgreSQL, its own `nats-server`, recorders standing in for the webhook receiver and the
-//! carrier), the `orderflow` binary over it, and the checks that nothing was lost or done
-//! twice.
+//! PostgreSQL, its own `nats-server` or three-node JetStream cluster, recorders standing in
+//! for the webhook receiver and the carrier), the `orderflow` binary over it, and the checks
+//! that nothing was lost or done twice.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use orderflow_bus::{Bus, BusOptions};
 use orderflow_testkit::http::Recorder;
 use orderflow_testkit::load::{wait_until_healthy, LoadReport, OrderLoad};
-use orderflow_testkit::nats::NatsServer;
+use orderflow_testkit::nats::{NatsCluster, NatsServer};
 use orderflow_testkit::{orderflow, Orderflow, Process, World};
 use uuid::Uuid;
 
@@ -17,30 +17,42 @@ use uuid::Uuid;
 pub(crate) const SKU: &str = "SKU-FAULT";
 const STOCK: i64 = 1_000_000;
 
-/// A system of a test's own.
-pub(crate) struct System {
+/// A system of a test's own, on NATS of its own: a [`NatsServer`] (the default) or a
+/// [`NatsCluster`].
+pub(crate) struct System<Nats = NatsServer> {
     pub world: World,
-    pub nats: NatsServer,
+    pub nats: Nats,
     /// A connection to the test's own server, naming the test's streams.
     pub bus: Bus,
     pub webhook: Recorder,
     pub carrier: Recorder,
     env: Vec<(String, String)>,
-    /// The base URL of the `serve` last started by [`System::serve_under_load`].
+    /// The base URL of the gateway the load goes to ([`System::load_on`]).
     served_at: std::sync::Mutex<Option<String>>,
 }
 
-impl System {
+impl System<NatsServer> {
     /// A fresh database with stock of [`SKU`], a `nats-server` of its own (no stream yet:
     /// the binary creates it), and the recorders.
     pub(crate) async fn start() -> Self {
         let nats = NatsServer::start().await;
-        Self::on_nats(nats.url(), nats).await
+        Self::on_nats(nats.url(), 1, nats).await
     }
+}
 
-    /// As [`System::start`], with the processes pointed at `nats_url` (several URLs separated
-    /// by commas for a cluster); `nats` is kept alive with the system.
-    pub(crate) async fn on_nats(nats_url: String, nats: NatsServer) -> Self {
+impl System<NatsCluster> {
+    /// As [`System::start`], on a three-node JetStream cluster of its own; the binary creates
+    /// the streams with three replicas.
+    pub(crate) async fn start_cluster() -> Self {
+        let cluster = NatsCluster::start().await;
+        Self::on_nats(cluster.urls(), 3, cluster).await
+    }
+}
+
+impl<Nats> System<Nats> {
+    /// The processes pointed at `nats_url` (several URLs separated by commas for a cluster),
+    /// with streams of `replicas` replicas; `nats` is kept alive with the system.
+    async fn on_nats(nats_url: String, replicas: usize, nats: Nats) -> Self {
         let world = World::builder()
             .without_nats()
             .max_connections(8)
@@ -57,16 +69,18 @@ impl System {
             nats_url,
             stream: format!("F_{id}"),
             subject_prefix: format!("f_{id}"),
+            replicas,
             ..BusOptions::default()
         };
         let bus = Bus::connect(options.clone())
             .await
-            .expect("connecting to the test's own nats-server");
+            .expect("connecting to the test's own NATS");
         let (webhook, carrier) = (Recorder::start().await, Recorder::start().await);
         let env = vec![
             ("ORDERFLOW_NATS_URL", options.nats_url.clone()),
             ("ORDERFLOW_STREAM", options.stream.clone()),
             ("ORDERFLOW_SUBJECT_PREFIX", options.subject_prefix.clone()),
+            ("ORDERFLOW_STREAM_REPLICAS", replicas.to_string()),
             ("ORDERFLOW_DATABASE_MAX_CONNECTIONS", "8".into()),
             // A message left unacknowledged by a lost consumer comes back within the test.
             ("ORDERFLOW_ACK_WAIT_SECS", "5".into()),
@@ -104,14 +118,19 @@ impl System {
     pub(crate) async fn serve_under_load(&self) -> (Process, OrderLoad) {
         let (served, base) = self.orderflow().serve(&[]);
         wait_until_healthy(&base, Duration::from_secs(30)).await;
-        *self.served_at.lock().unwrap() = Some(base.clone());
-        let load = OrderLoad::start(
-            &base,
+        (served, self.load_on(&base))
+    }
+
+    /// A steady load of an order every 20 ms posted to the gateway at `base`, which
+    /// [`System::time_to_recover`] and the figures then use too.
+    pub(crate) fn load_on(&self, base: &str) -> OrderLoad {
+        *self.served_at.lock().unwrap() = Some(base.to_string());
+        OrderLoad::start(
+            base,
             SKU,
             Duration::from_millis(20),
             Duration::from_secs(10),
-        );
-        (served, load)
+        )
     }
 
     /// Stops the load, checks that `serve` kept running, and that every accepted order
@@ -153,7 +172,7 @@ impl System {
             .lock()
             .unwrap()
             .clone()
-            .expect("serve_under_load first");
+            .expect("serve_under_load or load_on first");
         let http = reqwest::Client::new();
         let id = loop {
             let answer = http
