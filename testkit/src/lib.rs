@@ -12,6 +12,8 @@
 //! - [`http`]: a small HTTP server that records the idempotency keys of what it is sent.
 //! - [`load`]: a steady load of orders through the real gateway.
 //! - [`nats`]: a `nats-server` of a test's own, to kill, wipe and restart.
+//! - [`postgres`]: a PostgreSQL cluster of a test's own (`initdb` on a free port), to stop,
+//!   kill and start again.
 //!
 //! # Why a crate of its own
 //!
@@ -40,6 +42,7 @@ pub mod http;
 pub mod load;
 pub mod log;
 pub mod nats;
+pub mod postgres;
 pub mod process;
 pub mod world;
 

@@ -1,7 +1,7 @@
 //! What every fault test shares: a system of its own (a fresh database on the shared
-//! PostgreSQL, its own `nats-server`, recorders standing in for the webhook receiver and the
-//! carrier), the `orderflow` binary over it, and the checks that nothing was lost or done
-//! twice.
+//! PostgreSQL or on a cluster of the test's own, its own `nats-server`, recorders standing in
+//! for the webhook receiver and the carrier), the `orderflow` binary over it, and the checks
+//! that nothing was lost or done twice.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use orderflow_bus::{Bus, BusOptions};
 use orderflow_testkit::http::Recorder;
 use orderflow_testkit::nats::NatsServer;
+use orderflow_testkit::postgres::PostgresServer;
 use orderflow_testkit::{orderflow, Orderflow, World};
 use uuid::Uuid;
 
@@ -20,6 +21,9 @@ const STOCK: i64 = 1_000_000;
 pub(crate) struct System {
     pub world: World,
     pub nats: NatsServer,
+    /// The test's own PostgreSQL cluster, when the system runs on one
+    /// ([`System::on_own_postgres`]); `None` on the shared server.
+    pub postgres: Option<PostgresServer>,
     /// A connection to the test's own server, naming the test's streams.
     pub bus: Bus,
     pub webhook: Recorder,
@@ -38,11 +42,23 @@ impl System {
     /// As [`System::start`], with the processes pointed at `nats_url` (several URLs separated
     /// by commas for a cluster); `nats` is kept alive with the system.
     pub(crate) async fn on_nats(nats_url: String, nats: NatsServer) -> Self {
-        let world = World::builder()
-            .without_nats()
-            .max_connections(8)
-            .build()
-            .await;
+        Self::build(nats_url, nats, None).await
+    }
+
+    /// As [`System::start`], with the database on a PostgreSQL cluster of the test's own, to
+    /// stop and start again (`system.postgres`).
+    pub(crate) async fn on_own_postgres() -> Self {
+        let postgres = PostgresServer::start().await;
+        let nats = NatsServer::start().await;
+        Self::build(nats.url(), nats, Some(postgres)).await
+    }
+
+    async fn build(nats_url: String, nats: NatsServer, postgres: Option<PostgresServer>) -> Self {
+        let mut world = World::builder().without_nats().max_connections(8);
+        if let Some(postgres) = &postgres {
+            world = world.server(&postgres.url());
+        }
+        let world = world.build().await;
         sqlx::query("INSERT INTO inventory_stock (sku, available) VALUES ($1, $2)")
             .bind(SKU)
             .bind(STOCK)
@@ -78,6 +94,7 @@ impl System {
         Self {
             world,
             nats,
+            postgres,
             bus,
             webhook,
             carrier,

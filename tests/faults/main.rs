@@ -7,3 +7,4 @@
 
 mod harness;
 mod nats_killed;
+mod postgres_restart;
