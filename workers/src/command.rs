@@ -49,7 +49,7 @@ pub(crate) async fn send_allowing(
     {
         Ok(()) => Ok(Ok(())),
         Err(CommandError::Domain(refusal)) => Ok(Err(refusal)),
-        Err(error @ (CommandError::Conflict | CommandError::Store(_))) => Err(HandlerError::retry(
+        Err(error @ (CommandError::Conflict | CommandError::Store(_) | CommandError::Unavailable(_))) => Err(HandlerError::retry(
             format!("{name} for order {order_id}: {error}"),
         )),
     }
@@ -80,7 +80,7 @@ pub(crate) async fn send_all_allowing(
         .map(|(result, (name, order_id))| match result {
             Ok(()) => Ok(Ok(())),
             Err(CommandError::Domain(refusal)) => Ok(Err(refusal)),
-            Err(error @ (CommandError::Conflict | CommandError::Store(_))) => Err(
+            Err(error @ (CommandError::Conflict | CommandError::Store(_) | CommandError::Unavailable(_))) => Err(
                 HandlerError::retry(format!("{name} for order {order_id}: {error}")),
             ),
         })

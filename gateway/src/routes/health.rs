@@ -1,22 +1,19 @@
 //! Liveness (`GET /health`: the process serves) and readiness (`GET /ready`: the event store
 //! answers and, when the gateway has a NATS client, NATS is connected).
 
-use std::time::Duration;
-
 use warp::filters::BoxedFilter;
 use warp::http::Method;
 use warp::reply::Response;
 use warp::Filter;
 
+use orderflow_store::DatabaseStatus;
+
 use crate::dto::{HealthResponse, ReadyResponse};
-use crate::problem::{self, ApiError};
+use crate::problem::ApiError;
 use crate::reply::{respond0, respond1, Json};
 use crate::request_id::{request_id, RequestId};
 use crate::routes::{paths, with_state, Resource};
 use crate::GatewayState;
-
-/// How long a readiness check may take before it counts as failed.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `GET /health` and `GET /ready`.
 pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
@@ -49,7 +46,9 @@ pub async fn health(_request_id: RequestId) -> Result<Json<HealthResponse>, ApiE
     }))
 }
 
-/// Readiness: the event store answers `SELECT 1` and NATS (if configured) is connected.
+/// Readiness: the event store answers `SELECT 1` (a probe on a connection of its own, bounded
+/// by [`orderflow_store::health::PROBE_TIMEOUT`], so a busy pool does not count as away) and
+/// NATS (if configured) is connected.
 #[utoipa::path(
     get,
     path = paths::READY,
@@ -64,20 +63,11 @@ pub async fn ready(
     _request_id: RequestId,
 ) -> Result<Json<ReadyResponse>, ApiError> {
     let mut failures = Vec::new();
-    let database = tokio::time::timeout(
-        CHECK_TIMEOUT,
-        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool),
-    )
-    .await;
-    match database {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => {
-            tracing::warn!(error = %problem::error_chain(&e), "readiness: database check failed");
-            failures.push("the event store (PostgreSQL) does not answer".to_string());
+    if !state.database.check().await {
+        if let DatabaseStatus::Down(why) = state.database.status() {
+            tracing::warn!(reason = %why, "readiness: the event store does not answer");
         }
-        Err(_) => failures.push(format!(
-            "the event store (PostgreSQL) did not answer within {CHECK_TIMEOUT:?}"
-        )),
+        failures.push("the event store (PostgreSQL) does not answer".to_string());
     }
     let nats = match &state.nats {
         None => "not configured",
