@@ -37,8 +37,9 @@
 //! Every delivery of a message counts towards its attempts, so a database outage must not be
 //! met with naks: a few minutes away would park every message in flight. With
 //! [`ConsumerOptions::database`] set, the loop takes no messages while the database is known
-//! to be away, and when a handler fails with a retry and a probe then finds the database
-//! away, the runtime keeps the messages (sending in-progress acks), waits until it answers
+//! to be away, and when a handler fails with a retry and the database was found away while
+//! it ran (a handler slower than a moment asks for a probe) or is away now, the runtime keeps
+//! the messages (sending in-progress acks), waits until it answers
 //! again (at most `handler_timeout`), and runs the handler again on the failed ones, as the
 //! same attempt. Effects stay idempotent as for any retry.
 //!
@@ -444,8 +445,10 @@ impl Consumer {
         let pulling = async {
             while !shutdown.is_cancelled() {
                 if let Some(database) = self.options.database.as_ref().filter(|d| d.is_down()) {
-                    tracing::warn!(consumer = self.name(),
-                        "the database does not answer; taking no messages until it does");
+                    tracing::warn!(
+                        consumer = self.name(),
+                        "the database does not answer; taking no messages until it does"
+                    );
                     tokio::select! {
                         () = shutdown.cancelled() => break,
                         () = database.back_up() => {}
@@ -843,12 +846,18 @@ impl Consumer {
         &self,
         input: Vec<(EventEnvelope, Delivery)>,
     ) -> Vec<Result<Effects, HandlerError>> {
-        let span = tracing::info_span!("handle_batch", consumer = self.name(), events = input.len());
+        let span =
+            tracing::info_span!("handle_batch", consumer = self.name(), events = input.len());
         let handling = tokio::time::timeout(
             self.options.handler_timeout,
             self.handler.handle_batch(&input).instrument(span),
         );
-        let failed = |error: String| input.iter().map(|_| Err(HandlerError::retry(&error))).collect();
+        let failed = |error: String| {
+            input
+                .iter()
+                .map(|_| Err(HandlerError::retry(&error)))
+                .collect()
+        };
         match handling.await {
             Ok(results) if results.len() == input.len() => results,
             Ok(results) => failed(format!(
@@ -864,9 +873,9 @@ impl Consumer {
     }
 
     /// Runs `handle` on `input` (one result per event, in order); when some failed with a
-    /// retry and a probe finds the database away, waits until it is back (at most
-    /// `handler_timeout` in all) and runs `handle` again on those, as the same attempt. See
-    /// the module doc.
+    /// retry and the database was found away meanwhile (a slow handler asks for a probe) or
+    /// is away now, waits until it is back (at most `handler_timeout` in all) and runs
+    /// `handle` again on those, as the same attempt. See the module doc.
     async fn riding_out<F, Fut>(
         &self,
         input: Vec<(EventEnvelope, Delivery)>,
@@ -876,11 +885,11 @@ impl Consumer {
         F: Fn(Vec<(EventEnvelope, Delivery)>) -> Fut,
         Fut: Future<Output = Vec<Result<Effects, HandlerError>>>,
     {
-        let started = Instant::now();
-        let mut results = handle(input.clone()).await;
         let Some(database) = &self.options.database else {
-            return results;
+            return handle(input).await;
         };
+        let started = Instant::now();
+        let (mut results, mut away) = database.watch(handle(input.clone())).await;
         loop {
             let failed: Vec<usize> = results
                 .iter()
@@ -888,21 +897,37 @@ impl Consumer {
                 .filter(|(_, result)| matches!(result, Err(HandlerError::Retry(_))))
                 .map(|(index, _)| index)
                 .collect();
-            if failed.is_empty() || database.check().await {
+            if failed.is_empty() || (!away && database.check().await) {
                 return results;
             }
-            tracing::warn!(consumer = self.name(), messages = failed.len(),
-                "the database does not answer; holding the messages until it does");
-            let patience = self.options.handler_timeout.saturating_sub(started.elapsed());
-            if tokio::time::timeout(patience, database.back_up()).await.is_err() {
+            tracing::warn!(
+                consumer = self.name(),
+                messages = failed.len(),
+                "the database went away; holding the messages until it answers"
+            );
+            let patience = self
+                .options
+                .handler_timeout
+                .saturating_sub(started.elapsed());
+            if tokio::time::timeout(patience, database.back_up())
+                .await
+                .is_err()
+            {
                 return results;
             }
-            tracing::info!(consumer = self.name(), messages = failed.len(),
-                "the database answers again; handling the held messages");
+            tracing::info!(
+                consumer = self.name(),
+                messages = failed.len(),
+                "the database answers; handling the held messages again"
+            );
             let again = failed.iter().map(|&index| input[index].clone()).collect();
-            let retried = handle(again).await;
+            let retried;
+            (retried, away) = database.watch(handle(again)).await;
             for (index, result) in failed.into_iter().zip(retried) {
                 results[index] = result;
+            }
+            if started.elapsed() >= self.options.handler_timeout {
+                return results;
             }
         }
     }

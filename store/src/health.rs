@@ -12,6 +12,7 @@
 //! written yet when the database goes away.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,8 @@ struct Inner {
     connection: tokio::sync::Mutex<Option<PgConnection>>,
     /// When the last probe started, so that a caller waiting behind it can use its result.
     last_probe: Mutex<Option<Instant>>,
+    /// How many times a probe found the database away after it had answered.
+    outages: AtomicU64,
 }
 
 impl std::fmt::Debug for DatabaseHealth {
@@ -86,6 +89,7 @@ impl DatabaseHealth {
                 monitor: OnceLock::new(),
                 connection: tokio::sync::Mutex::new(None),
                 last_probe: Mutex::new(None),
+                outages: AtomicU64::new(0),
             }),
         }
     }
@@ -166,6 +170,25 @@ impl DatabaseHealth {
         }
     }
 
+    /// Runs `work` to its end (never cutting it off), asking for a probe when it takes longer
+    /// than [`SUSPECT_AFTER`], and says whether the database was found away meanwhile (or is
+    /// known to be away now): then a failure of `work` is the outage's, not its own.
+    pub async fn watch<F: Future>(&self, work: F) -> (F::Output, bool) {
+        let before = self.inner.outages.load(Ordering::SeqCst);
+        let suspect = async {
+            tokio::time::sleep(SUSPECT_AFTER).await;
+            self.suspect();
+            std::future::pending::<()>().await;
+        };
+        let output = tokio::select! {
+            biased;
+            output = work => output,
+            () = suspect => unreachable!("the suspect branch never ends"),
+        };
+        let away = self.is_down() || self.inner.outages.load(Ordering::SeqCst) != before;
+        (output, away)
+    }
+
     fn start_monitor(&self) {
         self.inner.monitor.get_or_init(|| {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -179,7 +202,9 @@ impl DatabaseHealth {
 /// and at once when asked.
 async fn monitor(inner: Weak<Inner>) {
     loop {
-        let Some(strong) = inner.upgrade() else { return };
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
         let pause = if matches!(*strong.status.borrow(), DatabaseStatus::Down(_)) {
             PROBE_WHILE_DOWN
         } else {
@@ -234,6 +259,9 @@ impl Inner {
             }
             match &status {
                 DatabaseStatus::Down(why) => {
+                    if *current == DatabaseStatus::Up {
+                        self.outages.fetch_add(1, Ordering::SeqCst);
+                    }
                     tracing::warn!(reason = %why, "PostgreSQL does not answer");
                 }
                 DatabaseStatus::Up => tracing::info!("PostgreSQL answers again"),

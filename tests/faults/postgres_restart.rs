@@ -170,7 +170,12 @@ async fn the_gateway_answers_503_while_postgres_is_away_and_resumes_when_it_is_b
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_restarted_under_load_loses_nothing() {
     let mut system = System::on_own_postgres().await;
-    let (mut served, base) = system.orderflow().serve(&[]);
+    // Two attempts a message: were the outage to spend one each time a message fails (1 s
+    // apart), what is in flight would be parked in the dead-letter stream.
+    let (mut served, base) = system
+        .orderflow()
+        .env("ORDERFLOW_MAX_ATTEMPTS", "2")
+        .serve(&[]);
     wait_until_healthy(&base, Duration::from_secs(30)).await;
     let http = reqwest::Client::new();
     let first = first_order_shipped(&http, &base).await;
