@@ -285,8 +285,8 @@ impl ApiError {
                 "database-unavailable".into(),
                 "The event store is not available",
                 format!(
-                    "the event store (PostgreSQL) does not answer, so nothing was done; retry in \
-                     {RETRY_AFTER_SECS} s or so (an order retried with the same Idempotency-Key \
+                    "the event store (PostgreSQL) does not answer or is too busy, so nothing was \
+                     done; retry in {RETRY_AFTER_SECS} s or so (an order retried with the same Idempotency-Key \
                      is placed at most once)"
                 ),
                 None,

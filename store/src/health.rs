@@ -11,6 +11,7 @@
 //! messages while it says down, and the store's group commit gives up appends it has not
 //! written yet when the database goes away.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -58,7 +59,7 @@ struct Inner {
     monitor: OnceLock<()>,
     /// The probe's own connection; the lock makes probes one at a time.
     connection: tokio::sync::Mutex<Option<PgConnection>>,
-    /// When the last probe started, so that a caller waiting behind it can use its result.
+    /// When the last probe ended, so that a caller that waited for it can use its result.
     last_probe: Mutex<Option<Instant>>,
     /// How many times a probe found the database away after it had answered.
     outages: AtomicU64,
@@ -79,8 +80,32 @@ impl DatabaseHealth {
         Self::with_options((*pool.connect_options()).clone())
     }
 
-    /// The health of the database `connect` names.
+    /// The health of the database `connect` names. Handles made for the same server,
+    /// database and user in one process share one probe connection and one monitor (a
+    /// process has several stores and consumers on one database).
     pub fn with_options(connect: PgConnectOptions) -> Self {
+        static SHARED: OnceLock<Mutex<HashMap<String, Weak<Inner>>>> = OnceLock::new();
+        let key = format!(
+            "{}@{}:{}/{}",
+            connect.get_username(),
+            connect.get_host(),
+            connect.get_port(),
+            connect.get_database().unwrap_or_default()
+        );
+        let mut shared = SHARED
+            .get_or_init(Mutex::default)
+            .lock()
+            .expect("the shared probes");
+        shared.retain(|_, inner| inner.strong_count() > 0);
+        if let Some(inner) = shared.get(&key).and_then(Weak::upgrade) {
+            return Self { inner };
+        }
+        let health = Self::unshared(connect);
+        shared.insert(key, Arc::downgrade(&health.inner));
+        health
+    }
+
+    fn unshared(connect: PgConnectOptions) -> Self {
         Self {
             inner: Arc::new(Inner {
                 connect: connect.log_statements(tracing::log::LevelFilter::Trace),
@@ -111,8 +136,8 @@ impl DatabaseHealth {
         self.inner.poke.notify_one();
     }
 
-    /// Probes now (or takes the result of a probe that started after this call) and says
-    /// whether the database answered.
+    /// Probes now (or takes the result of a probe in flight, which ends after this call) and
+    /// says whether the database answered: within about [`PROBE_TIMEOUT`].
     pub async fn check(&self) -> bool {
         self.start_monitor();
         let asked = Instant::now();
@@ -220,17 +245,17 @@ async fn monitor(inner: Weak<Inner>) {
 }
 
 impl Inner {
-    /// Probes once, unless `asked` is given and a probe started at or after it (then its
-    /// result is taken); records and returns the result.
+    /// Probes once, unless `asked` is given and a probe ended at or after it (then its result
+    /// is taken); records and returns the result.
     async fn probe(&self, asked: Option<Instant>) -> DatabaseStatus {
         let mut connection = self.connection.lock().await;
         if let Some(asked) = asked {
+            // A probe that ended after the question (one this call waited for) answers it.
             let last = *self.last_probe.lock().expect("the probe clock");
             if last.is_some_and(|last| last >= asked) {
                 return self.status.borrow().clone();
             }
         }
-        *self.last_probe.lock().expect("the probe clock") = Some(Instant::now());
         let answered = tokio::time::timeout(PROBE_TIMEOUT, async {
             if let Some(open) = connection.as_mut() {
                 if open.ping().await.is_ok() {
@@ -253,6 +278,7 @@ impl Inner {
             // Its state is unknown (a statement may still be on its way): never reuse it.
             *connection = None;
         }
+        *self.last_probe.lock().expect("the probe clock") = Some(Instant::now());
         self.status.send_if_modified(|current| {
             if *current == status {
                 return false;
@@ -275,14 +301,10 @@ impl Inner {
 
 /// True for errors that say the server is not there (connection refused or lost, no
 /// connection in time, the server shutting down or starting up), rather than that a
-/// statement was wrong.
+/// statement was wrong or the pool was closed by its owner.
 pub fn is_connection_error(error: &sqlx::Error) -> bool {
     match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
         sqlx::Error::Database(e) => e.code().is_some_and(|code| {
             // Class 08: connection exception; 57P01..57P03: admin_shutdown, crash_shutdown,
             // cannot_connect_now.

@@ -63,6 +63,11 @@ async fn assert_unavailable(http: &reqwest::Client, base: &str, what: &str) {
         .send()
         .await
         .expect("/ready answers");
+    eprintln!(
+        "{what}: /ready answered {} after {:?}",
+        ready.status(),
+        started.elapsed()
+    );
     assert_eq!(
         ready.status(),
         503,

@@ -6,14 +6,20 @@ use warp::http::Method;
 use warp::reply::Response;
 use warp::Filter;
 
+use std::time::Duration;
+
 use orderflow_store::DatabaseStatus;
 
 use crate::dto::{HealthResponse, ReadyResponse};
-use crate::problem::ApiError;
+use crate::problem::{self, ApiError};
 use crate::reply::{respond0, respond1, Json};
 use crate::request_id::{request_id, RequestId};
 use crate::routes::{paths, with_state, Resource};
 use crate::GatewayState;
+
+/// How long the pool may take to answer a readiness check once the probe found the server
+/// answering.
+const POOL_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// `GET /health` and `GET /ready`.
 pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
@@ -46,9 +52,9 @@ pub async fn health(_request_id: RequestId) -> Result<Json<HealthResponse>, ApiE
     }))
 }
 
-/// Readiness: the event store answers `SELECT 1` (a probe on a connection of its own, bounded
-/// by [`orderflow_store::health::PROBE_TIMEOUT`], so a busy pool does not count as away) and
-/// NATS (if configured) is connected.
+/// Readiness: the event store answers `SELECT 1`, first on the probe's own connection
+/// (bounded by [`orderflow_store::health::PROBE_TIMEOUT`]), then through the gateway's pool
+/// (bounded by a second), and NATS (if configured) is connected.
 #[utoipa::path(
     get,
     path = paths::READY,
@@ -63,7 +69,24 @@ pub async fn ready(
     _request_id: RequestId,
 ) -> Result<Json<ReadyResponse>, ApiError> {
     let mut failures = Vec::new();
-    if !state.database.check().await {
+    if state.database.check().await {
+        // The server answers; so must the gateway's own pool.
+        let pooled = tokio::time::timeout(
+            POOL_CHECK_TIMEOUT,
+            sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool),
+        )
+        .await;
+        match pooled {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %problem::error_chain(&e), "readiness: database check failed");
+                failures.push("the event store (PostgreSQL) does not answer".to_string());
+            }
+            Err(_) => failures.push(format!(
+                "the event store (PostgreSQL) did not answer within {POOL_CHECK_TIMEOUT:?}"
+            )),
+        }
+    } else {
         if let DatabaseStatus::Down(why) = state.database.status() {
             tracing::warn!(reason = %why, "readiness: the event store does not answer");
         }
