@@ -16,6 +16,7 @@ use orderflow_bus::Bus;
 use orderflow_bus::Handler;
 use orderflow_gateway::GatewayState;
 use orderflow_projections::{ensure_current, Projection, ProjectionHandler};
+use orderflow_store::DatabaseHealth;
 use orderflow_workers::registry::{build_worker, WorkerDeps, WORKER_NAMES};
 use sqlx::PgPool;
 use tokio::task::JoinSet;
@@ -317,9 +318,10 @@ pub async fn serve(common: &CommonArgs, http: &HttpArgs, consumers: &ConsumerArg
     )
     .await?;
     start_relay(&mut roles, pool.clone(), &bus, common.relay());
+    let options = consumer_options(consumers, &pool);
     for name in WORKER_NAMES {
         let handler = build_worker(name, deps.clone())?;
-        roles.spawn_consumer(handler, &bus, consumers.consumer_options());
+        roles.spawn_consumer(handler, &bus, options.clone());
     }
     start_projections(
         &mut roles,
@@ -330,6 +332,16 @@ pub async fn serve(common: &CommonArgs, http: &HttpArgs, consumers: &ConsumerArg
     )
     .await?;
     roles.wait().await
+}
+
+/// The consumers' options, with the health of the database on `pool`: while it does not
+/// answer, consumers take no messages and hold the ones that failed because of it, so an
+/// outage spends none of their attempts.
+fn consumer_options(consumers: &ConsumerArgs, pool: &PgPool) -> ConsumerOptions {
+    ConsumerOptions {
+        database: Some(DatabaseHealth::new(pool)),
+        ..consumers.consumer_options()
+    }
 }
 
 /// Rebuilds projections whose version changed (or that never ran), then runs their
@@ -344,9 +356,10 @@ async fn start_projections(
     ensure_current(pool, &projections)
         .await
         .context("bringing the projections up to date")?;
+    let options = consumer_options(consumers, pool);
     for projection in projections {
         let handler = Arc::new(ProjectionHandler::new(pool.clone(), projection));
-        roles.spawn_consumer(handler, bus, consumers.consumer_options());
+        roles.spawn_consumer(handler, bus, options.clone());
     }
     Ok(())
 }
@@ -454,6 +467,7 @@ pub async fn republish(common: &CommonArgs, after: i64, until: Option<i64>) -> R
 /// For an unknown worker, a misconfigured channel or carrier, or unreachable services.
 pub async fn worker(common: &CommonArgs, consumers: &ConsumerArgs, name: &str) -> Result<()> {
     let pool = connect_store(common, common.connect_wait()).await?;
+    let options = consumer_options(consumers, &pool);
     let handler = build_worker(
         name,
         consumers.worker_deps(pool).map_err(anyhow::Error::msg)?,
@@ -461,6 +475,6 @@ pub async fn worker(common: &CommonArgs, consumers: &ConsumerArgs, name: &str) -
     let bus = connect_bus(common, common.connect_wait()).await?;
     let mut roles = Roles::new(shutdown_on_signal());
     start_metrics_endpoint(&mut roles, common).await?;
-    roles.spawn_consumer(handler, &bus, consumers.consumer_options());
+    roles.spawn_consumer(handler, &bus, options);
     roles.wait().await
 }

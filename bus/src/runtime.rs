@@ -33,6 +33,16 @@
 //! what is still unstarted after `shutdown_grace` is given back, with a nak that has a delay
 //! (an immediate nak would hand it straight back to the same open pull).
 //!
+//! # The database away
+//! Every delivery of a message counts towards its attempts, so a database outage must not be
+//! met with naks: a few minutes away would park every message in flight. With
+//! [`ConsumerOptions::database`] set, the loop takes no messages while the database is known
+//! to be away, and when a handler fails with a retry and the database was found away while
+//! it ran (a handler slower than a moment asks for a probe) or is away now, the runtime keeps
+//! the messages (sending in-progress acks), waits until it answers
+//! again (at most `handler_timeout`), and runs the handler again on the failed ones, as the
+//! same attempt. Effects stay idempotent as for any retry.
+//!
 //! # Nothing vanishes at the delivery limit
 //! JetStream stops delivering a message after `max_deliver` deliveries and tells nobody but
 //! an advisory. So a message on its last allowed delivery is parked in the dead-letter stream
@@ -52,7 +62,7 @@ use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use orderflow_store::EventEnvelope;
+use orderflow_store::{DatabaseHealth, EventEnvelope};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -108,6 +118,11 @@ pub struct ConsumerOptions {
     /// After a shutdown signal, how long messages already delivered to this process may
     /// still be started; what is left after it is given back.
     pub shutdown_grace: Duration,
+    /// The database the handler works on, when it has one: while it does not answer, the
+    /// consumer takes no messages, and a message whose handling failed while it was away is
+    /// held (in progress) and handled again once it is back, without spending one of its
+    /// attempts (see the module doc). `None`: failures are retried as they come.
+    pub database: Option<DatabaseHealth>,
 }
 
 impl Default for ConsumerOptions {
@@ -127,6 +142,7 @@ impl Default for ConsumerOptions {
             drain_timeout: Duration::from_secs(60),
             handler_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
+            database: None,
         }
     }
 }
@@ -554,6 +570,17 @@ impl Consumer {
         tracing::info!(consumer = self.name(), "consumer running");
         let pulling = async {
             while !shutdown.is_cancelled() {
+                if let Some(database) = self.options.database.as_ref().filter(|d| d.is_down()) {
+                    tracing::warn!(
+                        consumer = self.name(),
+                        "the database does not answer; taking no messages until it does"
+                    );
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = database.back_up() => {}
+                    }
+                    tracing::info!(consumer = self.name(), "the database answers again");
+                }
                 if let Err(error) = self.pull_and_process(&shutdown).await {
                     match self.recover().await {
                         Ok(true) => continue,
@@ -842,35 +869,10 @@ impl Consumer {
                 .iter()
                 .map(|(_, e)| (e.envelope.clone(), Delivery::live(e.attempt)))
                 .collect();
-            let span =
-                tracing::info_span!("handle_batch", consumer = self.name(), events = input.len());
-            let handling = tokio::time::timeout(
-                self.options.handler_timeout,
-                self.handler.handle_batch(&input).instrument(span),
-            );
             let messages: Vec<&Message> = events.iter().map(|(_, e)| &e.message).collect();
+            let handling = self.riding_out(input, |input| self.run_batch(input));
             let results = match self.with_progress(&messages, handling).await {
-                Ok(Ok(results)) if results.len() == events.len() => results,
-                Ok(Ok(results)) => {
-                    let error = format!(
-                        "the handler answered {} results for {} events",
-                        results.len(),
-                        events.len()
-                    );
-                    events
-                        .iter()
-                        .map(|_| Err(HandlerError::retry(&error)))
-                        .collect()
-                }
-                Ok(Err(_)) => events
-                    .iter()
-                    .map(|_| {
-                        Err(HandlerError::retry(format!(
-                            "the handler took longer than {:?}",
-                            self.options.handler_timeout
-                        )))
-                    })
-                    .collect(),
+                Ok(results) => results,
                 Err(error) => events
                     .iter()
                     .map(|_| Err(HandlerError::retry(&error)))
@@ -945,19 +947,29 @@ impl Consumer {
             if let Some(lane) = &lane {
                 lane.wait_for_earlier().await;
             }
-            tokio::time::timeout(
-                self.options.handler_timeout,
-                self.handler
-                    .handle(&envelope, Delivery::live(attempt))
-                    .instrument(span),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(HandlerError::retry(format!(
-                    "the handler took longer than {:?}",
-                    self.options.handler_timeout
-                )))
+            let input = vec![(envelope, Delivery::live(attempt))];
+            let span = &span;
+            self.riding_out(input, |input| async move {
+                let mut results = Vec::with_capacity(1);
+                for (envelope, delivery) in &input {
+                    let handling = tokio::time::timeout(
+                        self.options.handler_timeout,
+                        self.handler
+                            .handle(envelope, *delivery)
+                            .instrument(span.clone()),
+                    );
+                    results.push(handling.await.unwrap_or_else(|_| {
+                        Err(HandlerError::retry(format!(
+                            "the handler took longer than {:?}",
+                            self.options.handler_timeout
+                        )))
+                    }));
+                }
+                results
             })
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(HandlerError::retry("the handler answered nothing")))
         };
         let result = self
             .with_progress(&[&message], work)
@@ -965,6 +977,98 @@ impl Consumer {
             .unwrap_or_else(|error| Err(HandlerError::retry(error)));
         drop(lane);
         self.settle(&message, attempt, result).await
+    }
+
+    /// Runs the handler on `input` as one batch, bounded by `handler_timeout`: one result per
+    /// event, in order.
+    async fn run_batch(
+        &self,
+        input: Vec<(EventEnvelope, Delivery)>,
+    ) -> Vec<Result<Effects, HandlerError>> {
+        let span =
+            tracing::info_span!("handle_batch", consumer = self.name(), events = input.len());
+        let handling = tokio::time::timeout(
+            self.options.handler_timeout,
+            self.handler.handle_batch(&input).instrument(span),
+        );
+        let failed = |error: String| {
+            input
+                .iter()
+                .map(|_| Err(HandlerError::retry(&error)))
+                .collect()
+        };
+        match handling.await {
+            Ok(results) if results.len() == input.len() => results,
+            Ok(results) => failed(format!(
+                "the handler answered {} results for {} events",
+                results.len(),
+                input.len()
+            )),
+            Err(_) => failed(format!(
+                "the handler took longer than {:?}",
+                self.options.handler_timeout
+            )),
+        }
+    }
+
+    /// Runs `handle` on `input` (one result per event, in order); when some failed with a
+    /// retry and the database was found away meanwhile (a slow handler asks for a probe) or
+    /// is away now, waits until it is back (at most `handler_timeout` in all) and runs
+    /// `handle` again on those, as the same attempt. See the module doc.
+    async fn riding_out<F, Fut>(
+        &self,
+        input: Vec<(EventEnvelope, Delivery)>,
+        handle: F,
+    ) -> Vec<Result<Effects, HandlerError>>
+    where
+        F: Fn(Vec<(EventEnvelope, Delivery)>) -> Fut,
+        Fut: Future<Output = Vec<Result<Effects, HandlerError>>>,
+    {
+        let Some(database) = &self.options.database else {
+            return handle(input).await;
+        };
+        let started = Instant::now();
+        let (mut results, mut away) = database.watch(handle(input.clone())).await;
+        loop {
+            let failed: Vec<usize> = results
+                .iter()
+                .enumerate()
+                .filter(|(_, result)| matches!(result, Err(HandlerError::Retry(_))))
+                .map(|(index, _)| index)
+                .collect();
+            if failed.is_empty() || (!away && database.check().await) {
+                return results;
+            }
+            tracing::warn!(
+                consumer = self.name(),
+                messages = failed.len(),
+                "the database went away; holding the messages until it answers"
+            );
+            let patience = self
+                .options
+                .handler_timeout
+                .saturating_sub(started.elapsed());
+            if tokio::time::timeout(patience, database.back_up())
+                .await
+                .is_err()
+            {
+                return results;
+            }
+            tracing::info!(
+                consumer = self.name(),
+                messages = failed.len(),
+                "the database answers; handling the held messages again"
+            );
+            let again = failed.iter().map(|&index| input[index].clone()).collect();
+            let retried;
+            (retried, away) = database.watch(handle(again)).await;
+            for (index, result) in failed.into_iter().zip(retried) {
+                results[index] = result;
+            }
+            if started.elapsed() >= self.options.handler_timeout {
+                return results;
+            }
+        }
     }
 
     /// Runs `work` while telling the server every half ack wait that `messages` are in

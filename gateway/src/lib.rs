@@ -19,6 +19,8 @@
 //! - [`reply`]: JSON answers, and the one place where a handler's outcome is rendered and
 //!   stamped with its request id.
 //! - [`problem`]: [`ApiError`], problem documents, and the rejection handler.
+//! - `guard`: the database guard around the routes that need PostgreSQL (503 at once while
+//!   it does not answer).
 //! - [`request_id`]: the `X-Request-Id` of each request.
 //! - [`openapi`]: the OpenAPI document served at `/openapi.json`.
 //!
@@ -28,6 +30,7 @@
 pub mod auth;
 pub mod body;
 pub mod dto;
+mod guard;
 pub mod openapi;
 pub mod problem;
 pub mod rebuilds;
@@ -41,7 +44,7 @@ use std::time::Instant;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use orderflow_bus::Bus;
-use orderflow_store::OrderStore;
+use orderflow_store::{DatabaseHealth, OrderStore};
 use orderflow_workers::WorkerDeps;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
@@ -63,8 +66,10 @@ pub use request_id::RequestId;
 pub struct GatewayState {
     /// Runs commands and loads orders from the event store.
     pub orders: OrderStore,
-    /// The event store's pool (idempotency keys, readiness, read models).
+    /// The event store's pool (idempotency keys, read models).
     pub pool: PgPool,
+    /// Whether the event store answers (readiness, and 503 at once while it does not).
+    pub database: DatabaseHealth,
     /// The NATS connection, for readiness; `None` when this gateway runs without NATS.
     pub nats: Option<async_nats::Client>,
     /// JetStream (consumer lag, dead letters); `None` without NATS.
@@ -96,8 +101,10 @@ impl std::fmt::Debug for GatewayState {
 impl GatewayState {
     /// A state over `pool`, without NATS, admin routes or metrics.
     pub fn new(pool: PgPool) -> Self {
+        let orders = OrderStore::new(pool.clone());
         Self {
-            orders: OrderStore::new(pool.clone()),
+            database: orders.health().clone(),
+            orders,
             pool,
             nats: None,
             bus: None,
@@ -206,6 +213,11 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
 
 /// One line per request, with the request id the answer carries.
 fn log_request(started: Instant, method: &Method, path: &FullPath, response: &Response) {
+    log_answer(started, method, path.as_str(), response);
+}
+
+/// One line per request (also for the answers of the database guard).
+fn log_answer(started: Instant, method: &Method, path: &str, response: &Response) {
     let request_id = response
         .headers()
         .get(request_id::REQUEST_ID_HEADER)
@@ -214,7 +226,7 @@ fn log_request(started: Instant, method: &Method, path: &FullPath, response: &Re
     tracing::info!(
         target: "orderflow_gateway::access",
         %method,
-        path = path.as_str(),
+        path,
         status = response.status().as_u16(),
         elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         %request_id,
@@ -240,8 +252,9 @@ pub async fn serve(
         .await
         .map_err(bind_error)?;
     let bound = listener.local_addr().map_err(bind_error)?;
+    let database = state.database.clone();
     let task = tokio::spawn(async move {
-        run_server(listener, routes(state), shutdown).await;
+        run_server(listener, routes(state), database, shutdown).await;
         tracing::info!("gateway stopped");
     });
     tracing::info!(address = %bound, "gateway listening");
@@ -251,9 +264,14 @@ pub async fn serve(
 /// Accepts connections until `shutdown`, serves each with hyper (HTTP/1), then waits for the
 /// requests in flight. The same loop as warp's own graceful server, except that a connection
 /// that ends in an error (nearly always a client that hung up mid-request, as every load test
-/// ends) is logged at debug, where warp logs each one as an error.
-async fn run_server<F>(listener: tokio::net::TcpListener, filter: F, shutdown: CancellationToken)
-where
+/// ends) is logged at debug, where warp logs each one as an error, and that the routes that
+/// need PostgreSQL are behind the database guard (`guard`).
+async fn run_server<F>(
+    listener: tokio::net::TcpListener,
+    filter: F,
+    database: DatabaseHealth,
+    shutdown: CancellationToken,
+) where
     F: Filter + Clone + Send + Sync + 'static,
     F::Extract: warp::Reply,
 {
@@ -271,7 +289,10 @@ where
                 }
             },
         };
-        let service = hyper_util::service::TowerToHyperService::new(warp::service(filter.clone()));
+        let service = hyper_util::service::TowerToHyperService::new(guard::Guarded::new(
+            warp::service(filter.clone()),
+            database.clone(),
+        ));
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let builder =

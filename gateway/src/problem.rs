@@ -2,11 +2,13 @@
 //! rejection becomes a status code and an RFC 9457 `application/problem+json` body.
 //!
 //! Client mistakes get a 4xx with a detail that says what to fix; failures of the server get a
-//! 500 whose cause is logged here and never shown.
+//! 500 whose cause is logged here and never shown. While the event store (PostgreSQL) does not
+//! answer, the answer is a 503 with `Retry-After` ([`ApiError::DatabaseUnavailable`]).
 
 use std::convert::Infallible;
 
 use orderflow_domain::{FieldError, OrderError};
+use orderflow_store::health::is_connection_error;
 use orderflow_store::{CommandError, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -20,6 +22,9 @@ use warp::Rejection;
 
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The `Retry-After` of a 503, in seconds.
+pub const RETRY_AFTER_SECS: u16 = 2;
 
 /// An RFC 9457 problem document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -116,6 +121,10 @@ pub enum ApiError {
     /// Another command changed the order at the same time. 409; a retry may succeed.
     #[error("the order was changed by another request at the same time")]
     ConcurrentChange,
+    /// The event store (PostgreSQL) does not answer: refused, lost, or hanging. 503, with
+    /// `Retry-After`; holds why, which is logged, not shown.
+    #[error("the event store does not answer: {0}")]
+    DatabaseUnavailable(String),
     /// The service cannot serve now (readiness). 503.
     #[error("not ready: {0}")]
     NotReady(String),
@@ -149,7 +158,9 @@ impl ApiError {
             ApiError::WrongState(_) | ApiError::ConcurrentChange | ApiError::Busy(_) => {
                 StatusCode::CONFLICT
             }
-            ApiError::NotReady(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotReady(_) | ApiError::Unavailable(_) | ApiError::DatabaseUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -270,6 +281,16 @@ impl ApiError {
                 "another request changed the order at the same time; retry".to_string(),
                 None,
             ),
+            ApiError::DatabaseUnavailable(_) => (
+                "database-unavailable".into(),
+                "The event store is not available",
+                format!(
+                    "the event store (PostgreSQL) does not answer or is too busy, so nothing was \
+                     done; retry in {RETRY_AFTER_SECS} s or so (an order retried with the same Idempotency-Key \
+                     is placed at most once)"
+                ),
+                None,
+            ),
             ApiError::NotReady(why) => ("not-ready".into(), "Not ready", why.clone(), None),
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "request failed with an internal error");
@@ -310,6 +331,9 @@ impl ApiError {
                     HeaderValue::from_static("Bearer realm=\"orderflow-admin\""),
                 );
             }
+            ApiError::DatabaseUnavailable(_) | ApiError::NotReady(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            }
             _ => {}
         }
         response
@@ -329,6 +353,7 @@ impl ApiError {
                 | OrderError::Conflicting { .. }),
             ) => ApiError::WrongState(e.to_string()),
             CommandError::Conflict => ApiError::ConcurrentChange,
+            CommandError::Unavailable(why) => ApiError::DatabaseUnavailable(why),
             CommandError::Store(cause) => ApiError::Internal(cause),
         }
     }
@@ -336,13 +361,20 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        ApiError::Internal(error_chain(&error))
+        match error {
+            StoreError::Database(error) => error.into(),
+            error => ApiError::Internal(error_chain(&error)),
+        }
     }
 }
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        ApiError::Internal(error_chain(&error))
+        if is_connection_error(&error) {
+            ApiError::DatabaseUnavailable(error_chain(&error))
+        } else {
+            ApiError::Internal(error_chain(&error))
+        }
     }
 }
 

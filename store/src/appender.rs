@@ -9,14 +9,21 @@
 //! appends of the group are written one by one, so only the one that conflicts is told so.
 //! Commit order is the statement's, which the relay's numbering handles like any other
 //! transaction (`crate::log`).
+//!
+//! The connection for a group is taken under [`DatabaseHealth::guard`]: when PostgreSQL goes
+//! away before the group has one, every append of the group fails at once with
+//! [`CommandError::Unavailable`] and nothing of it is ever written, instead of each waiting for
+//! the pool's acquire timeout (and being written after its caller was told it failed). A group
+//! that fails because the connection broke is not split: its appends all fail.
 
 use std::sync::{Arc, OnceLock};
 
 use orderflow_domain::{Order, OrderEvent};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use crate::health::{is_connection_error, DatabaseHealth, Unavailable};
 use crate::orders::{CommandError, CommandMetadata};
 
 /// The most appends written with one statement.
@@ -32,13 +39,15 @@ struct Pending {
 #[derive(Clone)]
 pub(crate) struct Appender {
     pool: PgPool,
+    health: DatabaseHealth,
     queue: Arc<OnceLock<mpsc::Sender<Pending>>>,
 }
 
 impl Appender {
-    pub(crate) fn new(pool: PgPool) -> Self {
+    pub(crate) fn new(pool: PgPool, health: DatabaseHealth) -> Self {
         Self {
             pool,
+            health,
             queue: Arc::new(OnceLock::new()),
         }
     }
@@ -54,7 +63,11 @@ impl Appender {
         }
         let queue = self.queue.get_or_init(|| {
             let (sender, receiver) = mpsc::channel(4 * MAX_GROUP);
-            tokio::spawn(write_groups(self.pool.clone(), receiver));
+            tokio::spawn(write_groups(
+                self.pool.clone(),
+                self.health.clone(),
+                receiver,
+            ));
             sender
         });
         let (answer, answered) = oneshot::channel();
@@ -65,14 +78,41 @@ impl Appender {
                 ))
             }),
             // The task is gone (its runtime ended): write alone.
-            Err(mpsc::error::SendError(pending)) => pending.rows.insert(&self.pool).await,
+            Err(mpsc::error::SendError(pending)) => {
+                let mut connection = connect(&self.pool, &self.health).await?;
+                pending.rows.insert(&mut connection).await
+            }
         }
+    }
+}
+
+/// A connection from the pool, given up when the database is (or goes) away.
+async fn connect(
+    pool: &PgPool,
+    health: &DatabaseHealth,
+) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, CommandError> {
+    match health.guard(pool.acquire()).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(error)) => Err(command_error(error, health)),
+        Err(Unavailable(why)) => Err(CommandError::Unavailable(why)),
+    }
+}
+
+/// The command error of a failed statement; a connection error also asks `health` to probe.
+fn command_error(error: sqlx::Error, health: &DatabaseHealth) -> CommandError {
+    match error {
+        sqlx::Error::Database(e) if e.is_unique_violation() => CommandError::Conflict,
+        e if is_connection_error(&e) => {
+            health.suspect();
+            CommandError::Unavailable(e.to_string())
+        }
+        e => CommandError::Store(e.to_string()),
     }
 }
 
 /// The appender task: writes what is queued, a group at a time, until every store handle is
 /// dropped.
-async fn write_groups(pool: PgPool, mut queue: mpsc::Receiver<Pending>) {
+async fn write_groups(pool: PgPool, health: DatabaseHealth, mut queue: mpsc::Receiver<Pending>) {
     while let Some(first) = queue.recv().await {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -82,9 +122,18 @@ async fn write_groups(pool: PgPool, mut queue: mpsc::Receiver<Pending>) {
             }
         }
         metrics::histogram!("orderflow_store_append_group_size").record(group.len() as f64);
+        let mut connection = match connect(&pool, &health).await {
+            Ok(connection) => connection,
+            Err(error) => {
+                for pending in group {
+                    let _ = pending.answer.send(Err(error.clone()));
+                }
+                continue;
+            }
+        };
         if group.len() == 1 {
             let pending = group.remove(0);
-            let result = pending.rows.insert(&pool).await;
+            let result = pending.rows.insert(&mut connection).await;
             let _ = pending.answer.send(result);
             continue;
         }
@@ -96,16 +145,22 @@ async fn write_groups(pool: PgPool, mut queue: mpsc::Receiver<Pending>) {
             all.extend(pending.rows);
             answers.push(pending.answer);
         }
-        match all.insert(&pool).await {
+        match all.insert(&mut connection).await {
             Ok(()) => {
                 for answer in answers {
                     let _ = answer.send(Ok(()));
                 }
             }
+            Err(error @ CommandError::Unavailable(_)) => {
+                // The connection broke: nothing was written, and nothing more can be now.
+                for answer in answers {
+                    let _ = answer.send(Err(error.clone()));
+                }
+            }
             Err(_) => {
                 // Someone's sequence is taken (or the statement failed): each on its own.
                 for (rows, answer) in all.split(&sizes).into_iter().zip(answers) {
-                    let _ = answer.send(rows.insert(&pool).await);
+                    let _ = answer.send(rows.insert(&mut connection).await);
                 }
             }
         }
@@ -178,7 +233,7 @@ impl NewEvents {
         Ok(())
     }
 
-    pub(crate) async fn insert(&self, pool: &PgPool) -> Result<(), CommandError> {
+    pub(crate) async fn insert(&self, connection: &mut PgConnection) -> Result<(), CommandError> {
         use cqrs_es::Aggregate;
         if self.sequences.is_empty() {
             return Ok(());
@@ -197,11 +252,12 @@ impl NewEvents {
         .bind(&self.versions)
         .bind(&self.payloads)
         .bind(&self.metadata)
-        .execute(pool)
+        .execute(connection)
         .await;
         match inserted {
             Ok(_) => Ok(()),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(CommandError::Conflict),
+            Err(e) if is_connection_error(&e) => Err(CommandError::Unavailable(e.to_string())),
             Err(e) => Err(CommandError::Store(e.to_string())),
         }
     }

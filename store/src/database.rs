@@ -70,6 +70,11 @@ pub struct DatabaseOptions {
     pub statement_timeout: Duration,
     /// Longest a connection may sit idle inside a transaction before PostgreSQL ends it.
     pub idle_in_transaction_timeout: Duration,
+    /// Longest a caller waits for a connection from the pool (behind other callers, or while
+    /// sqlx reconnects to a server that refuses) before it fails with a pool timeout. Callers
+    /// that must answer sooner when the server is away guard their work with
+    /// [`crate::DatabaseHealth`].
+    pub acquire_timeout: Duration,
 }
 
 impl std::fmt::Debug for DatabaseOptions {
@@ -77,6 +82,7 @@ impl std::fmt::Debug for DatabaseOptions {
         f.debug_struct("DatabaseOptions")
             .field("url", &redact_url(&self.url))
             .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -88,6 +94,7 @@ impl Default for DatabaseOptions {
             max_connections: 20,
             statement_timeout: Duration::from_secs(60),
             idle_in_transaction_timeout: Duration::from_secs(30),
+            acquire_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -164,7 +171,7 @@ pub async fn connect(options: &DatabaseOptions) -> Result<PgPool, StoreError> {
     ensure_database(options).await?;
     let pool = PgPoolOptions::new()
         .max_connections(options.max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(options.acquire_timeout)
         .connect_with(connect_options(options)?)
         .await
         .map_err(|source| StoreError::Unreachable {

@@ -12,18 +12,23 @@
 //!   position, and the relay's commit-ordered position assignment.
 //! - [`orders`]: [`OrderStore`], which runs commands on the Order aggregate and loads orders.
 //! - `appender`: the group commit behind the store's own appends.
+//! - [`health`]: [`DatabaseHealth`], whether PostgreSQL answers now, probed on a connection
+//!   of its own, so that callers answer at once while it is away instead of waiting on the
+//!   pool.
 //! - [`idempotency`]: idempotency keys for `POST /v1/orders`.
 //! - [`inbox`]: the consumers' record of handled events.
 #![forbid(unsafe_code)]
 
 mod appender;
 pub mod database;
+pub mod health;
 pub mod idempotency;
 pub mod inbox;
 pub mod log;
 pub mod orders;
 
 pub use database::{connect, migrate, DatabaseOptions, StoreError};
+pub use health::{DatabaseHealth, DatabaseStatus, Unavailable};
 pub use log::{EventEnvelope, EventMetadata};
 pub use orders::{CommandError, CommandMetadata, LoadedOrder, OrderStore};
 

@@ -23,13 +23,14 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::appender::{Appender, NewEvents};
+use crate::health::DatabaseHealth;
 use crate::log::{self, EventEnvelope};
 use crate::StoreError;
 
 type OrderCqrs = CqrsFramework<Order, PersistedEventStore<PostgresEventRepository, Order>>;
 
 /// Why a command was not carried out.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CommandError {
     /// The aggregate refused the command (wrong state, unknown order, ...): the caller's
     /// problem, reported as 404 or 409.
@@ -41,6 +42,10 @@ pub enum CommandError {
     /// The event store failed; nothing was written.
     #[error("event store failure: {0}")]
     Store(String),
+    /// PostgreSQL did not answer (refused, lost the connection, or hung); nothing was
+    /// written. A retry may succeed once it is back.
+    #[error("the event store is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Where a command came from, stored with its events.
@@ -104,6 +109,7 @@ pub struct OrderStore {
     pool: PgPool,
     cqrs: Arc<OrderCqrs>,
     appender: Appender,
+    health: DatabaseHealth,
 }
 
 impl OrderStore {
@@ -112,8 +118,10 @@ impl OrderStore {
         let repository = PostgresEventRepository::new(pool.clone());
         let store =
             PersistedEventStore::new_event_store(repository).with_upcasters(upcasting::upcasters());
+        let health = DatabaseHealth::new(&pool);
         Self {
-            appender: Appender::new(pool.clone()),
+            appender: Appender::new(pool.clone(), health.clone()),
+            health,
             pool,
             cqrs: Arc::new(CqrsFramework::new(store, vec![], ())),
         }
@@ -122,6 +130,12 @@ impl OrderStore {
     /// The connection pool the store runs on.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Whether the store's database answers; the appends of the store give up what they
+    /// have not written yet when it goes away ([`CommandError::Unavailable`]).
+    pub fn health(&self) -> &DatabaseHealth {
+        &self.health
     }
 
     /// Runs `command` on order `order_id` once. The work runs in its own task, so a caller
@@ -146,6 +160,9 @@ impl OrderStore {
             Ok(Ok(())) => Ok(()),
             Ok(Err(AggregateError::UserError(e))) => Err(CommandError::Domain(e)),
             Ok(Err(AggregateError::AggregateConflict)) => Err(CommandError::Conflict),
+            Ok(Err(AggregateError::DatabaseConnectionError(e))) => {
+                Err(CommandError::Unavailable(e.to_string()))
+            }
             Ok(Err(other)) => Err(CommandError::Store(other.to_string())),
             Err(join) => Err(CommandError::Store(format!("command task failed: {join}"))),
         }
@@ -218,11 +235,8 @@ impl OrderStore {
         ids.sort_unstable();
         ids.dedup();
         let fail_all = |error: StoreError| {
-            let error = error.to_string();
-            commands
-                .iter()
-                .map(|_| Err(CommandError::Store(error.clone())))
-                .collect()
+            let error = store_error(error);
+            commands.iter().map(|_| Err(error.clone())).collect()
         };
         let stored = match log::events_of_orders(&self.pool, &ids).await {
             Ok(stored) => stored,
@@ -271,13 +285,7 @@ impl OrderStore {
                 }
                 results
             }
-            Err(error) => {
-                let error = error.to_string();
-                commands
-                    .iter()
-                    .map(|_| Err(CommandError::Store(error.clone())))
-                    .collect()
-            }
+            Err(error) => commands.iter().map(|_| Err(error.clone())).collect(),
         }
     }
 
@@ -371,7 +379,12 @@ fn aggregate_of(events: &[EventEnvelope]) -> Result<(Order, i64), StoreError> {
 }
 
 fn store_error(error: StoreError) -> CommandError {
-    CommandError::Store(error.to_string())
+    match &error {
+        StoreError::Database(e) if crate::health::is_connection_error(e) => {
+            CommandError::Unavailable(error.to_string())
+        }
+        _ => CommandError::Store(error.to_string()),
+    }
 }
 
 /// Folds envelopes (up to `at_sequence`) into an order. Shared by the gateway's time travel

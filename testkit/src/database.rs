@@ -21,6 +21,8 @@ pub fn server_url() -> String {
 pub struct TestDatabase {
     /// The database's name, `orderflow_test_<uuid>`.
     pub name: String,
+    /// The server it lives on, as [`server_url`] says it (a URL naming another database).
+    pub server: String,
     /// How to connect to it (the pool's budget included), for a second pool or a process.
     pub options: DatabaseOptions,
     /// A pool on the database.
@@ -41,8 +43,18 @@ impl TestDatabase {
     /// # Panics
     /// When PostgreSQL is unreachable, with the command that starts it.
     pub async fn with_max_connections(max_connections: u32) -> Self {
+        Self::on_server(&server_url(), max_connections).await
+    }
+
+    /// A fresh database on the server of `server` (a URL naming any database there, such as
+    /// a test's own [`crate::postgres::PostgresServer::url`]), with a pool of at most
+    /// `max_connections`.
+    ///
+    /// # Panics
+    /// When that server is unreachable.
+    pub async fn on_server(server: &str, max_connections: u32) -> Self {
         let name = format!("orderflow_test_{}", Uuid::new_v4().simple());
-        let mut url = url::Url::parse(&server_url()).expect("ORDERFLOW_TEST_DATABASE_URL is a URL");
+        let mut url = url::Url::parse(server).expect("the test server's URL is a URL");
         url.set_path(&name);
         let options = DatabaseOptions {
             url: url.to_string(),
@@ -57,6 +69,7 @@ impl TestDatabase {
         });
         Self {
             name,
+            server: server.to_string(),
             options,
             pool,
         }
@@ -68,7 +81,7 @@ impl TestDatabase {
     /// When the server refuses.
     pub async fn drop_database(self) {
         self.pool.close().await;
-        let admin = PgPool::connect(&server_url())
+        let admin = PgPool::connect(&self.server)
             .await
             .expect("connecting to drop a test database");
         sqlx::query(&format!(

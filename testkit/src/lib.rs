@@ -13,6 +13,8 @@
 //! - [`load`]: a steady load of orders through the real gateway.
 //! - [`nats`]: a `nats-server` of a test's own, to kill, wipe and restart, and a three-node
 //!   JetStream cluster of a test's own, to kill and restart the node that leads a stream.
+//! - [`postgres`]: a PostgreSQL cluster of a test's own (`initdb` on a free port), to stop,
+//!   kill and start again.
 //!
 //! # Why a crate of its own
 //!
@@ -41,6 +43,7 @@ pub mod http;
 pub mod load;
 pub mod log;
 pub mod nats;
+pub mod postgres;
 pub mod process;
 pub mod world;
 

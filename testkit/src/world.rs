@@ -28,6 +28,7 @@ pub struct World {
 pub struct WorldBuilder {
     nats: bool,
     max_connections: u32,
+    server: Option<String>,
 }
 
 impl WorldBuilder {
@@ -43,10 +44,20 @@ impl WorldBuilder {
         self
     }
 
+    /// The database on the server of `url` (a test's own, say
+    /// [`crate::postgres::PostgresServer::url`]) instead of the shared one.
+    pub fn server(mut self, url: &str) -> Self {
+        self.server = Some(url.to_string());
+        self
+    }
+
     /// # Panics
     /// When PostgreSQL or NATS is unreachable, with the command that starts it.
     pub async fn build(self) -> World {
-        let db = TestDatabase::with_max_connections(self.max_connections).await;
+        let db = match &self.server {
+            Some(server) => TestDatabase::on_server(server, self.max_connections).await,
+            None => TestDatabase::with_max_connections(self.max_connections).await,
+        };
         let bus = if self.nats {
             Some(TestBus::fresh().await)
         } else {
@@ -79,6 +90,7 @@ impl World {
         WorldBuilder {
             nats: true,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            server: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! What every fault test shares: a system of its own (a fresh database on the shared
-//! PostgreSQL, its own `nats-server` or three-node JetStream cluster, recorders standing in
+//! PostgreSQL or on a PostgreSQL cluster of the test's own, its own `nats-server` or three-node
+//! JetStream cluster, recorders standing in
 //! for the webhook receiver and the carrier), the `orderflow` binary over it, and the checks
 //! that nothing was lost or done twice.
 
@@ -10,6 +11,7 @@ use orderflow_bus::{Bus, BusOptions};
 use orderflow_testkit::http::Recorder;
 use orderflow_testkit::load::{wait_until_healthy, LoadReport, OrderLoad};
 use orderflow_testkit::nats::{NatsCluster, NatsServer};
+use orderflow_testkit::postgres::PostgresServer;
 use orderflow_testkit::{orderflow, Orderflow, Process, World};
 use uuid::Uuid;
 
@@ -22,6 +24,9 @@ const STOCK: i64 = 1_000_000;
 pub(crate) struct System<Nats = NatsServer> {
     pub world: World,
     pub nats: Nats,
+    /// The test's own PostgreSQL cluster, when the system runs on one
+    /// ([`System::on_own_postgres`]); `None` on the shared server.
+    pub postgres: Option<PostgresServer>,
     /// A connection to the test's own server, naming the test's streams.
     pub bus: Bus,
     pub webhook: Recorder,
@@ -36,7 +41,15 @@ impl System<NatsServer> {
     /// the binary creates it), and the recorders.
     pub(crate) async fn start() -> Self {
         let nats = NatsServer::start().await;
-        Self::on_nats(nats.url(), 1, nats).await
+        Self::on_nats(nats.url(), 1, nats, None).await
+    }
+
+    /// As [`System::start`], with the database on a PostgreSQL cluster of the test's own, to
+    /// stop and start again (`system.postgres`).
+    pub(crate) async fn on_own_postgres() -> Self {
+        let postgres = PostgresServer::start().await;
+        let nats = NatsServer::start().await;
+        Self::on_nats(nats.url(), 1, nats, Some(postgres)).await
     }
 }
 
@@ -45,19 +58,25 @@ impl System<NatsCluster> {
     /// the streams with three replicas.
     pub(crate) async fn start_cluster() -> Self {
         let cluster = NatsCluster::start().await;
-        Self::on_nats(cluster.urls(), 3, cluster).await
+        Self::on_nats(cluster.urls(), 3, cluster, None).await
     }
 }
 
 impl<Nats> System<Nats> {
     /// The processes pointed at `nats_url` (several URLs separated by commas for a cluster),
-    /// with streams of `replicas` replicas; `nats` is kept alive with the system.
-    async fn on_nats(nats_url: String, replicas: usize, nats: Nats) -> Self {
-        let world = World::builder()
-            .without_nats()
-            .max_connections(8)
-            .build()
-            .await;
+    /// with streams of `replicas` replicas, and the database on `postgres` when given (else
+    /// on the shared server); `nats` is kept alive with the system.
+    async fn on_nats(
+        nats_url: String,
+        replicas: usize,
+        nats: Nats,
+        postgres: Option<PostgresServer>,
+    ) -> Self {
+        let mut world = World::builder().without_nats().max_connections(8);
+        if let Some(postgres) = &postgres {
+            world = world.server(&postgres.url());
+        }
+        let world = world.build().await;
         sqlx::query("INSERT INTO inventory_stock (sku, available) VALUES ($1, $2)")
             .bind(SKU)
             .bind(STOCK)
@@ -95,6 +114,7 @@ impl<Nats> System<Nats> {
         Self {
             world,
             nats,
+            postgres,
             bus,
             webhook,
             carrier,

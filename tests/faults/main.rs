@@ -11,4 +11,5 @@ mod cluster_leader;
 mod cluster_replicas;
 mod harness;
 mod nats_killed;
+mod postgres_restart;
 mod stream_deleted;

@@ -49,9 +49,12 @@ pub(crate) async fn send_allowing(
     {
         Ok(()) => Ok(Ok(())),
         Err(CommandError::Domain(refusal)) => Ok(Err(refusal)),
-        Err(error @ (CommandError::Conflict | CommandError::Store(_))) => Err(HandlerError::retry(
-            format!("{name} for order {order_id}: {error}"),
-        )),
+        Err(
+            error
+            @ (CommandError::Conflict | CommandError::Store(_) | CommandError::Unavailable(_)),
+        ) => Err(HandlerError::retry(format!(
+            "{name} for order {order_id}: {error}"
+        ))),
     }
 }
 
@@ -80,9 +83,13 @@ pub(crate) async fn send_all_allowing(
         .map(|(result, (name, order_id))| match result {
             Ok(()) => Ok(Ok(())),
             Err(CommandError::Domain(refusal)) => Ok(Err(refusal)),
-            Err(error @ (CommandError::Conflict | CommandError::Store(_))) => Err(
-                HandlerError::retry(format!("{name} for order {order_id}: {error}")),
-            ),
+            Err(
+                error @ (CommandError::Conflict
+                | CommandError::Store(_)
+                | CommandError::Unavailable(_)),
+            ) => Err(HandlerError::retry(format!(
+                "{name} for order {order_id}: {error}"
+            ))),
         })
         .collect()
 }

@@ -1,12 +1,14 @@
 //! Liveness (`GET /health`: the process serves) and readiness (`GET /ready`: the event store
 //! answers and, when the gateway has a NATS client, NATS is connected).
 
-use std::time::Duration;
-
 use warp::filters::BoxedFilter;
 use warp::http::Method;
 use warp::reply::Response;
 use warp::Filter;
+
+use std::time::Duration;
+
+use orderflow_store::DatabaseStatus;
 
 use crate::dto::{HealthResponse, ReadyResponse};
 use crate::problem::{self, ApiError};
@@ -15,8 +17,9 @@ use crate::request_id::{request_id, RequestId};
 use crate::routes::{paths, with_state, Resource};
 use crate::GatewayState;
 
-/// How long a readiness check may take before it counts as failed.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the pool may take to answer a readiness check once the probe found the server
+/// answering.
+const POOL_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// `GET /health` and `GET /ready`.
 pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
@@ -49,7 +52,9 @@ pub async fn health(_request_id: RequestId) -> Result<Json<HealthResponse>, ApiE
     }))
 }
 
-/// Readiness: the event store answers `SELECT 1` and NATS (if configured) is connected.
+/// Readiness: the event store answers `SELECT 1`, first on the probe's own connection
+/// (bounded by [`orderflow_store::health::PROBE_TIMEOUT`]), then through the gateway's pool
+/// (bounded by a second), and NATS (if configured) is connected.
 #[utoipa::path(
     get,
     path = paths::READY,
@@ -64,20 +69,28 @@ pub async fn ready(
     _request_id: RequestId,
 ) -> Result<Json<ReadyResponse>, ApiError> {
     let mut failures = Vec::new();
-    let database = tokio::time::timeout(
-        CHECK_TIMEOUT,
-        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool),
-    )
-    .await;
-    match database {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => {
-            tracing::warn!(error = %problem::error_chain(&e), "readiness: database check failed");
-            failures.push("the event store (PostgreSQL) does not answer".to_string());
+    if state.database.check().await {
+        // The server answers; so must the gateway's own pool.
+        let pooled = tokio::time::timeout(
+            POOL_CHECK_TIMEOUT,
+            sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool),
+        )
+        .await;
+        match pooled {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %problem::error_chain(&e), "readiness: database check failed");
+                failures.push("the event store (PostgreSQL) does not answer".to_string());
+            }
+            Err(_) => failures.push(format!(
+                "the event store (PostgreSQL) did not answer within {POOL_CHECK_TIMEOUT:?}"
+            )),
         }
-        Err(_) => failures.push(format!(
-            "the event store (PostgreSQL) did not answer within {CHECK_TIMEOUT:?}"
-        )),
+    } else {
+        if let DatabaseStatus::Down(why) = state.database.status() {
+            tracing::warn!(reason = %why, "readiness: the event store does not answer");
+        }
+        failures.push("the event store (PostgreSQL) does not answer".to_string());
     }
     let nats = match &state.nats {
         None => "not configured",

@@ -235,6 +235,8 @@ pub async fn list_page(
         (status = 415, description = "A body sent as another media type than JSON"),
         (status = 422, description = "Fields missing, of the wrong JSON type or with invalid values, one entry per field in `errors` (by JSON path, e.g. `lines[0].quantity`); or an Idempotency-Key reused with another body"),
         (status = 500, description = "The event store failed; the cause is logged, not shown"),
+        (status = 503, description = "The event store (PostgreSQL) does not answer or is too busy; nothing was done. Answered within about 1.5 s, with `Retry-After`",
+         headers(("Retry-After" = u16, description = "Seconds to wait before retrying"))),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = tracing::field::Empty))]
@@ -367,6 +369,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         (status = 200, description = "The order", body = OrderResponse),
         (status = 404, description = "No such order"),
         (status = 500, description = "The event store failed; the cause is logged, not shown"),
+        (status = 503, description = "The event store (PostgreSQL) does not answer or is too busy; nothing was done. Answered within about 1.5 s, with `Retry-After`",
+         headers(("Retry-After" = u16, description = "Seconds to wait before retrying"))),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = %raw_id))]
@@ -404,6 +408,8 @@ pub async fn get_order(
         (status = 415, description = "A body sent as another media type than JSON"),
         (status = 422, description = "A field of the wrong JSON type, or a blank or over-long reason or canceller, one entry per field in `errors`"),
         (status = 500, description = "The event store failed; the cause is logged, not shown"),
+        (status = 503, description = "The event store (PostgreSQL) does not answer or is too busy; nothing was done. Answered within about 1.5 s, with `Retry-After`",
+         headers(("Retry-After" = u16, description = "Seconds to wait before retrying"))),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = %raw_id))]
@@ -451,6 +457,8 @@ pub async fn cancel_order(
         (status = 200, description = "Every event of the order, by sequence", body = OrderEventsResponse),
         (status = 404, description = "No such order"),
         (status = 500, description = "The event store failed; the cause is logged, not shown"),
+        (status = 503, description = "The event store (PostgreSQL) does not answer or is too busy; nothing was done. Answered within about 1.5 s, with `Retry-After`",
+         headers(("Retry-After" = u16, description = "Seconds to wait before retrying"))),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = %raw_id))]
@@ -481,6 +489,8 @@ pub async fn order_events(
         (status = 404, description = "No such order"),
         (status = 422, description = "`at_sequence` missing, not an integer, or outside 1 to the order's version"),
         (status = 500, description = "The event store failed; the cause is logged, not shown"),
+        (status = 503, description = "The event store (PostgreSQL) does not answer or is too busy; nothing was done. Answered within about 1.5 s, with `Retry-After`",
+         headers(("Retry-After" = u16, description = "Seconds to wait before retrying"))),
     )
 )]
 #[tracing::instrument(skip_all, fields(request_id = %request_id, order_id = %raw_id))]
