@@ -21,6 +21,8 @@
 //! - [`problem`]: [`ApiError`], problem documents, and the rejection handler.
 //! - [`request_id`]: the `X-Request-Id` of each request.
 //! - [`openapi`]: the OpenAPI document served at `/openapi.json`.
+//! - [`params`]: the schemas of the path, query and header parameters, from the constants
+//!   their checks use.
 //!
 //! Start it with [`serve`], or mount [`routes()`] in another warp server.
 #![forbid(unsafe_code)]
@@ -29,6 +31,7 @@ pub mod auth;
 pub mod body;
 pub mod dto;
 pub mod openapi;
+pub mod params;
 pub mod problem;
 pub mod rebuilds;
 pub mod reply;
