@@ -62,16 +62,21 @@ pub const MAX_CITY_CHARS: usize = 100;
 pub const MAX_POSTAL_CODE_CHARS: usize = 20;
 
 /// The rule of every free-text field: 1 to `max_chars` characters (Unicode scalar values, as
-/// JSON Schema's `maxLength` counts them) as sent, not blank. Returns the text trimmed, which
-/// is what is kept; `None` when the rule is broken.
+/// JSON Schema's `maxLength` counts them) as sent, not blank, and no U+0000 (PostgreSQL
+/// stores no NUL character in text or JSON). Returns the text trimmed, which is what is kept;
+/// `None` when the rule is broken.
 pub fn parse_text(raw: &str, max_chars: usize) -> Option<&str> {
     let trimmed = raw.trim();
-    (!trimmed.is_empty() && raw.chars().count() <= max_chars).then_some(trimmed)
+    (!trimmed.is_empty() && !raw.contains('\0') && raw.chars().count() <= max_chars)
+        .then_some(trimmed)
 }
 
-/// The schema of a [`parse_text`] field of at most `max_chars` characters: `maxLength`, and a
-/// `pattern` asking for one character that is not white space (so neither empty nor blank).
-/// `nullable`: JSON `null` is taken too (the same as leaving the field out).
+/// The rule of [`parse_text`] as a pattern: no U+0000 anywhere, and one character that is
+/// neither white space nor U+0000 (so neither empty nor blank).
+pub const TEXT_PATTERN: &str = r"^[^\x00]*[^\s\x00][^\x00]*$";
+
+/// The schema of a [`parse_text`] field of at most `max_chars` characters: `maxLength` and
+/// [`TEXT_PATTERN`]. `nullable`: JSON `null` is taken too (the same as leaving the field out).
 pub fn text_schema(max_chars: usize, nullable: bool, description: &str) -> Schema {
     let schema_type = if nullable {
         utoipa::openapi::schema::SchemaType::from_iter([Type::String, Type::Null])
@@ -81,12 +86,12 @@ pub fn text_schema(max_chars: usize, nullable: bool, description: &str) -> Schem
     ObjectBuilder::new()
         .schema_type(schema_type)
         .description(Some(format!(
-            "{description} 1 to {max_chars} characters (Unicode code points), not blank; \
-             surrounding white space is trimmed."
+            "{description} 1 to {max_chars} characters (Unicode code points), not blank, no \
+             U+0000; surrounding white space is trimmed."
         )))
         .min_length(Some(1))
         .max_length(Some(max_chars))
-        .pattern(Some(r"\S"))
+        .pattern(Some(TEXT_PATTERN))
         .into()
 }
 
@@ -96,7 +101,7 @@ pub fn text_schema(max_chars: usize, nullable: bool, description: &str) -> Schem
 /// Characters are Unicode scalar values (`char`s), not UTF-8 bytes: that is what JSON Schema's
 /// `maxLength` counts, so the OpenAPI document states the same limit the server checks, and
 /// an id in a non-Latin script gets the same 100 characters as an ASCII one. The schema's
-/// `pattern` is the "not blank" half of the rule.
+/// `pattern` ([`TEXT_PATTERN`]) is the "not blank, no U+0000" half of the rule.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct CustomerId(String);
@@ -127,7 +132,7 @@ impl CustomerId {
             Some(trimmed) => Ok(Self(trimmed.to_string())),
             None => Err(FieldError::new(
                 "customer_id",
-                format!("must be 1 to {MAX_CUSTOMER_ID_CHARS} characters, not blank"),
+                format!("must be 1 to {MAX_CUSTOMER_ID_CHARS} characters, not blank, no U+0000"),
             )),
         }
     }
@@ -435,7 +440,7 @@ impl ShippingAddress {
             None => {
                 errors.push(FieldError::new(
                     format!("shipping_address.{field}"),
-                    format!("must be 1 to {max} characters, not blank"),
+                    format!("must be 1 to {max} characters, not blank, no U+0000"),
                 ));
                 String::new()
             }
@@ -503,6 +508,7 @@ mod tests {
             "x".repeat(99)
         );
         assert!(CustomerId::parse(&"x".repeat(101)).is_err());
+        assert!(CustomerId::parse("c\0-42").is_err());
         // Characters, not bytes: 100 two-byte characters are 200 bytes and still fit.
         assert!(CustomerId::parse(&"ü".repeat(100)).is_ok());
         assert!(CustomerId::parse(&"ü".repeat(101)).is_err());

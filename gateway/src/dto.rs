@@ -255,7 +255,7 @@ impl CancelOrderRequest {
                 Some(None) => {
                     errors.push(FieldError::new(
                         field,
-                        format!("must be 1 to {max} characters, not blank"),
+                        format!("must be 1 to {max} characters, not blank, no U+0000"),
                     ));
                     String::new()
                 }

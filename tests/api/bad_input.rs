@@ -505,3 +505,25 @@ async fn bad_cancel_bodies_are_400_or_422() {
         "a refused cancel changes nothing"
     );
 }
+
+/// PostgreSQL stores no U+0000 in text or JSON, so a NUL character in a text field or a
+/// customer id reached the database and failed there (500). It is refused first (422), and
+/// the document's patterns say so.
+#[tokio::test]
+async fn a_nul_character_is_422_not_500() {
+    let app = spawn_app().await;
+    let mut body = valid_order();
+    body["shipping_address"]["line1"] = "1 Main\u{0}St".into();
+    body["customer_id"] = "c-\u{0}42".into();
+    expect_invalid(&app, &body, &["customer_id", "shipping_address.line1"]).await;
+    for path in ["/v1/orders?customer_id=c%00", "/v1/customers/c%00/orders"] {
+        let body = problem(app.get(path).await, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(error_fields(&body), ["customer_id"], "{path}");
+    }
+    let (id, _) = app.place_order().await;
+    let response = app
+        .cancel_order(&id.to_string(), &json!({"reason": "late\u{0}"}))
+        .await;
+    let body = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(error_fields(&body), ["reason"]);
+}
