@@ -12,8 +12,9 @@
 //! schemathesis comes from PyPI: `scripts/install-schemathesis` puts the pinned version under
 //! `.orderflow/schemathesis/` (`scripts/test` runs it first), and `ORDERFLOW_SCHEMATHESIS`
 //! may name another `st` executable. Without it the test fails and says so. The run is
-//! bounded (`MAX_EXAMPLES` per operation) and seeded, so a failure comes back with the same
-//! seed; `ORDERFLOW_FUZZ_SEED` tries another one.
+//! bounded (`DEFAULT_MAX_EXAMPLES` per operation and phase) and seeded, so a failure comes
+//! back with the same seed; `ORDERFLOW_FUZZ_SEED` tries another seed and
+//! `ORDERFLOW_FUZZ_EXAMPLES` more cases.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -24,12 +25,13 @@ use orderflow_testkit::{orderflow, World};
 use serde_json::{json, Value};
 
 const ADMIN_TOKEN: &str = "fuzz-admin-token";
-/// Test cases per operation and phase: enough to walk every constraint, small enough for
-/// about a minute per run on two cores.
-const MAX_EXAMPLES: u32 = 40;
+/// Test cases per operation and phase when `ORDERFLOW_FUZZ_EXAMPLES` is not set: enough to
+/// walk every constraint, small enough for about a minute per run on two cores.
+const DEFAULT_MAX_EXAMPLES: u32 = 40;
 /// The seed when `ORDERFLOW_FUZZ_SEED` is not set: a failure reproduces.
 const DEFAULT_SEED: u64 = 20_261_130;
-/// A run that takes longer than this is stopped and fails.
+/// A run of [`DEFAULT_MAX_EXAMPLES`] that takes longer than this is stopped and fails; runs of
+/// more examples get proportionally longer.
 const RUN_TIMEOUT: Duration = Duration::from_secs(240);
 /// What schemathesis checks on every answer.
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,\
@@ -75,6 +77,7 @@ fn schemathesis() -> PathBuf {
     st
 }
 
+/// One schemathesis run over a fresh world and server, the admin token sent or not.
 async fn fuzz(send_token: bool) {
     let st = schemathesis();
     let world = World::new().await;
@@ -91,10 +94,8 @@ async fn fuzz(send_token: bool) {
         include_str!("hooks.py"),
     )
     .expect("writing the schemathesis hooks");
-    let seed = std::env::var("ORDERFLOW_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(DEFAULT_SEED);
+    let seed = env_number("ORDERFLOW_FUZZ_SEED").unwrap_or(DEFAULT_SEED);
+    let max_examples = env_number("ORDERFLOW_FUZZ_EXAMPLES").unwrap_or(DEFAULT_MAX_EXAMPLES);
 
     let mut command = Command::new(&st);
     command
@@ -106,7 +107,7 @@ async fn fuzz(send_token: bool) {
         .args(["run", &format!("{base}/openapi.json")])
         .args(["--checks", CHECKS])
         .args(["--phases", "examples,coverage,fuzzing"])
-        .args(["--max-examples", &MAX_EXAMPLES.to_string()])
+        .args(["--max-examples", &max_examples.to_string()])
         .args(["--seed", &seed.to_string()])
         // One worker: schemathesis's threads trip over Python 3.11's parser now and then.
         .args(["--workers", "1"])
@@ -117,7 +118,9 @@ async fn fuzz(send_token: bool) {
         command.args(["--header", &format!("Authorization: Bearer {ADMIN_TOKEN}")]);
     }
     let started = Instant::now();
-    let (succeeded, report) = tokio::task::spawn_blocking(move || run(command))
+    let timeout =
+        RUN_TIMEOUT.mul_f64((f64::from(max_examples) / f64::from(DEFAULT_MAX_EXAMPLES)).max(1.0));
+    let (succeeded, report) = tokio::task::spawn_blocking(move || run(command, timeout))
         .await
         .expect("the schemathesis run");
     let elapsed = started.elapsed();
@@ -132,8 +135,13 @@ async fn fuzz(send_token: bool) {
     eprintln!("schemathesis passed in {elapsed:?} (token sent: {send_token}, seed {seed})");
 }
 
-/// Runs schemathesis to its end (or [`RUN_TIMEOUT`]); whether it passed, and its report.
-fn run(mut command: Command) -> (bool, String) {
+/// The number in environment variable `name`, if it is set to one.
+fn env_number<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+/// Runs schemathesis to its end (or `timeout`); whether it passed, and its report.
+fn run(mut command: Command, timeout: Duration) -> (bool, String) {
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -156,7 +164,7 @@ fn run(mut command: Command) -> (bool, String) {
         if let Some(status) = child.try_wait().expect("waiting for schemathesis") {
             break Some(status);
         }
-        if started.elapsed() > RUN_TIMEOUT {
+        if started.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
             break None;
@@ -172,7 +180,7 @@ fn run(mut command: Command) -> (bool, String) {
         Some(status) => (status.success(), report),
         None => (
             false,
-            format!("stopped after {RUN_TIMEOUT:?}, unfinished\n{report}"),
+            format!("stopped after {timeout:?}, unfinished\n{report}"),
         ),
     }
 }
