@@ -132,7 +132,10 @@ async fn fuzz(send_token: bool) {
         "schemathesis found answers that break the document or the server \
          (token sent: {send_token}, seed {seed}, {elapsed:?}):\n{report}"
     );
-    eprintln!("schemathesis passed in {elapsed:?} (token sent: {send_token}, seed {seed})");
+    let summary = report.rfind("SUMMARY").map_or("", |at| &report[at..]);
+    eprintln!(
+        "schemathesis passed in {elapsed:?} (token sent: {send_token}, seed {seed}):\n{summary}"
+    );
 }
 
 /// The number in environment variable `name`, if it is set to one.
