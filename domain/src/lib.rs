@@ -19,6 +19,8 @@ pub use aggregate::{Order, OrderError, OrderStatus};
 pub use commands::{OrderCommand, PlaceOrder};
 pub use events::OrderEvent;
 pub use values::{
-    Currency, CustomerId, Email, FieldError, Money, OrderLine, Quantity, ShippingAddress, Sku,
-    MAX_CUSTOMER_ID_CHARS, MAX_LINES,
+    parse_text, text_schema, Currency, CustomerId, Email, FieldError, Money, OrderLine, Quantity,
+    ShippingAddress, Sku, MAX_ADDRESS_LINE_CHARS, MAX_CITY_CHARS, MAX_CUSTOMER_ID_CHARS,
+    MAX_EMAIL_CHARS, MAX_LINES, MAX_POSTAL_CODE_CHARS, MAX_QUANTITY, MAX_SKU_CHARS, MAX_UNIT_PRICE,
+    TEXT_PATTERN,
 };

@@ -45,16 +45,63 @@ impl FieldError {
     }
 }
 
-/// Most characters of a [`CustomerId`], counted after trimming.
+/// Most characters of a [`CustomerId`].
 pub const MAX_CUSTOMER_ID_CHARS: usize = 100;
+/// Most characters of a SKU.
+pub const MAX_SKU_CHARS: usize = 64;
+/// Most characters of an e-mail address.
+pub const MAX_EMAIL_CHARS: usize = 254;
+/// The highest unit price, in minor units: the largest at which no order's total can
+/// overflow ([`MAX_LINES`] lines of [`MAX_QUANTITY`] units each).
+pub const MAX_UNIT_PRICE: i64 = i64::MAX / (MAX_QUANTITY as i64 * MAX_LINES as i64);
+/// Most characters of a shipping address's `name`, `line1` and `line2`.
+pub const MAX_ADDRESS_LINE_CHARS: usize = 200;
+/// Most characters of a shipping address's `city`.
+pub const MAX_CITY_CHARS: usize = 100;
+/// Most characters of a shipping address's `postal_code`.
+pub const MAX_POSTAL_CODE_CHARS: usize = 20;
 
-/// The shop's id of a customer: 1 to [`MAX_CUSTOMER_ID_CHARS`] characters once surrounding
-/// whitespace is trimmed (the trimmed text is what is kept).
+/// The rule of every free-text field: 1 to `max_chars` characters (Unicode scalar values, as
+/// JSON Schema's `maxLength` counts them) as sent, not blank, and no U+0000 (PostgreSQL
+/// stores no NUL character in text or JSON). Returns the text trimmed, which is what is kept;
+/// `None` when the rule is broken.
+pub fn parse_text(raw: &str, max_chars: usize) -> Option<&str> {
+    let trimmed = raw.trim();
+    (!trimmed.is_empty() && !raw.contains('\0') && raw.chars().count() <= max_chars)
+        .then_some(trimmed)
+}
+
+/// The rule of [`parse_text`] as a pattern: no U+0000 anywhere, and one character that is
+/// neither white space nor U+0000 (so neither empty nor blank).
+pub const TEXT_PATTERN: &str = r"^[^\x00]*[^\s\x00][^\x00]*$";
+
+/// The schema of a [`parse_text`] field of at most `max_chars` characters: `maxLength` and
+/// [`TEXT_PATTERN`]. `nullable`: JSON `null` is taken too (the same as leaving the field out).
+pub fn text_schema(max_chars: usize, nullable: bool, description: &str) -> Schema {
+    let schema_type = if nullable {
+        utoipa::openapi::schema::SchemaType::from_iter([Type::String, Type::Null])
+    } else {
+        utoipa::openapi::schema::SchemaType::new(Type::String)
+    };
+    ObjectBuilder::new()
+        .schema_type(schema_type)
+        .description(Some(format!(
+            "{description} 1 to {max_chars} characters (Unicode code points), not blank, no \
+             U+0000; surrounding white space is trimmed."
+        )))
+        .min_length(Some(1))
+        .max_length(Some(max_chars))
+        .pattern(Some(TEXT_PATTERN))
+        .into()
+}
+
+/// The shop's id of a customer: 1 to [`MAX_CUSTOMER_ID_CHARS`] characters, not blank
+/// ([`parse_text`]; the trimmed text is what is kept).
 ///
 /// Characters are Unicode scalar values (`char`s), not UTF-8 bytes: that is what JSON Schema's
 /// `maxLength` counts, so the OpenAPI document states the same limit the server checks, and
 /// an id in a non-Latin script gets the same 100 characters as an ASCII one. The schema's
-/// `pattern` is the "not blank" half of the rule.
+/// `pattern` ([`TEXT_PATTERN`]) is the "not blank, no U+0000" half of the rule.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct CustomerId(String);
@@ -62,17 +109,15 @@ pub struct CustomerId(String);
 /// Written by hand, not derived, so that the limits come from [`MAX_CUSTOMER_ID_CHARS`].
 impl utoipa::PartialSchema for CustomerId {
     fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .description(Some(format!(
-                "The customer's id in the shop: 1 to {MAX_CUSTOMER_ID_CHARS} characters (Unicode \
-                 code points) once surrounding whitespace is trimmed, not blank"
-            )))
-            .min_length(Some(1))
-            .max_length(Some(MAX_CUSTOMER_ID_CHARS))
-            .pattern(Some(r"\S"))
-            .examples(["c-42"])
-            .into()
+        let mut schema = text_schema(
+            MAX_CUSTOMER_ID_CHARS,
+            false,
+            "The customer's id in the shop:",
+        );
+        if let Schema::Object(object) = &mut schema {
+            object.examples = vec!["c-42".into()];
+        }
+        schema.into()
     }
 }
 
@@ -81,17 +126,15 @@ impl ToSchema for CustomerId {}
 impl CustomerId {
     /// # Errors
     /// A [`FieldError`] on field `customer_id` when blank, or longer than
-    /// [`MAX_CUSTOMER_ID_CHARS`] characters after trimming.
+    /// [`MAX_CUSTOMER_ID_CHARS`] characters.
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        let trimmed = raw.trim();
-        let chars = trimmed.chars().count();
-        if chars == 0 || chars > MAX_CUSTOMER_ID_CHARS {
-            return Err(FieldError::new(
+        match parse_text(raw, MAX_CUSTOMER_ID_CHARS) {
+            Some(trimmed) => Ok(Self(trimmed.to_string())),
+            None => Err(FieldError::new(
                 "customer_id",
-                format!("must be 1 to {MAX_CUSTOMER_ID_CHARS} characters"),
-            ));
+                format!("must be 1 to {MAX_CUSTOMER_ID_CHARS} characters, not blank, no U+0000"),
+            )),
         }
-        Ok(Self(trimmed.to_string()))
     }
 
     /// The id, trimmed.
@@ -125,11 +168,27 @@ impl fmt::Display for CustomerId {
     }
 }
 
-/// A stock-keeping unit: 1 to 64 characters of `A-Z a-z 0-9 - _ .`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+/// A stock-keeping unit: 1 to [`MAX_SKU_CHARS`] characters of `A-Z a-z 0-9 - _ .`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-#[schema(value_type = String, example = "SKU-1")]
 pub struct Sku(String);
+
+/// Written by hand, not derived, so that the pattern comes from [`MAX_SKU_CHARS`].
+impl utoipa::PartialSchema for Sku {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(format!(
+                "A stock-keeping unit: 1 to {MAX_SKU_CHARS} characters of letters, digits, \
+                 '-', '_' and '.'"
+            )))
+            .pattern(Some(format!("^[A-Za-z0-9._-]{{1,{MAX_SKU_CHARS}}}$")))
+            .examples(["SKU-1"])
+            .into()
+    }
+}
+
+impl ToSchema for Sku {}
 
 impl Sku {
     /// # Errors
@@ -137,10 +196,12 @@ impl Sku {
     /// characters than letters, digits, `-`, `_` and `.`.
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-        if raw.is_empty() || raw.len() > 64 || !raw.chars().all(valid_char) {
+        if raw.is_empty() || raw.len() > MAX_SKU_CHARS || !raw.chars().all(valid_char) {
             return Err(FieldError::new(
                 "sku",
-                "must be 1 to 64 characters of letters, digits, '-', '_' or '.'",
+                format!(
+                    "must be 1 to {MAX_SKU_CHARS} characters of letters, digits, '-', '_' or '.'"
+                ),
             ));
         }
         Ok(Self(raw.to_string()))
@@ -159,10 +220,23 @@ impl fmt::Display for Sku {
 }
 
 /// Units of one SKU in one line: 1 to [`MAX_QUANTITY`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-#[schema(value_type = u32)]
 pub struct Quantity(u32);
+
+/// Written by hand, not derived, so that the bounds come from [`MAX_QUANTITY`].
+impl utoipa::PartialSchema for Quantity {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .description(Some(format!("Units of one SKU: 1 to {MAX_QUANTITY}")))
+            .minimum(Some(1))
+            .maximum(Some(MAX_QUANTITY))
+            .into()
+    }
+}
+
+impl ToSchema for Quantity {}
 
 impl Quantity {
     /// # Errors
@@ -195,13 +269,33 @@ impl Money {
     /// No money: the start of a sum.
     pub const ZERO: Money = Money(0);
 
+    /// A unit price.
+    ///
     /// # Errors
-    /// A [`FieldError`] on field `unit_price` when negative.
+    /// A [`FieldError`] on field `unit_price` when negative or over [`MAX_UNIT_PRICE`].
     pub fn parse(minor_units: i64) -> Result<Self, FieldError> {
-        if minor_units < 0 {
-            return Err(FieldError::new("unit_price", "must not be negative"));
+        if !(0..=MAX_UNIT_PRICE).contains(&minor_units) {
+            return Err(FieldError::new(
+                "unit_price",
+                format!("must be 0 to {MAX_UNIT_PRICE}"),
+            ));
         }
         Ok(Self(minor_units))
+    }
+
+    /// The schema of a unit price in a request: an integer from 0 to [`MAX_UNIT_PRICE`].
+    pub fn unit_price_schema() -> Schema {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Int64,
+            )))
+            .description(Some(format!(
+                "Price of one unit in the currency's minor unit: 0 to {MAX_UNIT_PRICE}"
+            )))
+            .minimum(Some(0))
+            .maximum(Some(MAX_UNIT_PRICE))
+            .into()
     }
 
     /// The amount in minor units of its currency (cents for EUR), never negative.
@@ -246,18 +340,48 @@ impl Currency {
     }
 }
 
-/// A plausible e-mail address: `local@domain.tld`, at most 254 characters, no spaces.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// A plausible e-mail address: `local@domain.tld`, at most [`MAX_EMAIL_CHARS`] characters,
+/// no white space or control characters, one `@`, a domain with a dot that neither starts nor
+/// ends with one nor has two in a row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-#[schema(value_type = String, format = "email", example = "ada@example.com")]
 pub struct Email(String);
+
+/// Characters [`Email`] refuses anywhere, as a regular-expression class body: control
+/// characters and white space (Unicode's `White_Space`, which `char::is_whitespace` tests).
+/// Literal characters past ASCII, since regex dialects disagree on `\u` escapes.
+const EMAIL_REFUSED_CLASS: &str =
+    "\\x00-\\x20\\x7f-\\xa0\u{1680}\u{2000}-\u{200a}\u{2028}\u{2029}\u{202f}\u{205f}\u{3000}";
+
+/// Written by hand, not derived: a `pattern` that is the rule [`Email::parse`] checks (no
+/// `format: email`, which allows addresses it refuses and the other way round).
+impl utoipa::PartialSchema for Email {
+    fn schema() -> RefOr<Schema> {
+        let local = format!("[^@{EMAIL_REFUSED_CLASS}]+");
+        let label = format!("[^@.{EMAIL_REFUSED_CLASS}]+");
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(format!(
+                "An e-mail address: local@domain.tld, at most {MAX_EMAIL_CHARS} characters, no \
+                 white space or control characters"
+            )))
+            .max_length(Some(MAX_EMAIL_CHARS))
+            .pattern(Some(format!("^{local}@{label}(\\.{label})+$")))
+            .examples(["ada@example.com"])
+            .into()
+    }
+}
+
+impl ToSchema for Email {}
 
 impl Email {
     /// # Errors
     /// A [`FieldError`] on field `customer_email` when it does not look like an address.
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let invalid = || FieldError::new("customer_email", "must be an e-mail address");
-        if raw.len() > 254 || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if raw.chars().count() > MAX_EMAIL_CHARS
+            || raw.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
             return Err(invalid());
         }
         let (local, domain) = raw.split_once('@').ok_or_else(invalid)?;
@@ -311,23 +435,23 @@ impl ShippingAddress {
         country: &str,
     ) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
-        let mut text = |field: &str, value: &str, max: usize| {
-            let trimmed = value.trim();
-            if trimmed.is_empty() || trimmed.len() > max {
+        let mut text = |field: &str, value: &str, max: usize| match parse_text(value, max) {
+            Some(trimmed) => trimmed.to_string(),
+            None => {
                 errors.push(FieldError::new(
                     format!("shipping_address.{field}"),
-                    format!("must be 1 to {max} characters"),
+                    format!("must be 1 to {max} characters, not blank, no U+0000"),
                 ));
+                String::new()
             }
-            trimmed.to_string()
         };
-        let name = text("name", name, 200);
-        let line1 = text("line1", line1, 200);
+        let name = text("name", name, MAX_ADDRESS_LINE_CHARS);
+        let line1 = text("line1", line1, MAX_ADDRESS_LINE_CHARS);
         let line2 = line2
-            .map(|l| text("line2", l, 200))
+            .map(|l| text("line2", l, MAX_ADDRESS_LINE_CHARS))
             .filter(|l| !l.is_empty());
-        let city = text("city", city, 100);
-        let postal_code = text("postal_code", postal_code, 20);
+        let city = text("city", city, MAX_CITY_CHARS);
+        let postal_code = text("postal_code", postal_code, MAX_POSTAL_CODE_CHARS);
         if !(country.len() == 2 && country.chars().all(|c| c.is_ascii_uppercase())) {
             errors.push(FieldError::new(
                 "shipping_address.country",
@@ -376,8 +500,15 @@ mod tests {
         assert!(CustomerId::parse("").is_err());
         assert!(CustomerId::parse(" \t ").is_err());
         let hundred = "x".repeat(100);
-        assert!(CustomerId::parse(&format!("  {hundred}  ")).is_ok());
+        assert!(CustomerId::parse(&format!(" {hundred}")).is_err());
+        assert_eq!(
+            CustomerId::parse(&format!(" {}", "x".repeat(99)))
+                .unwrap()
+                .as_str(),
+            "x".repeat(99)
+        );
         assert!(CustomerId::parse(&"x".repeat(101)).is_err());
+        assert!(CustomerId::parse("c\0-42").is_err());
         // Characters, not bytes: 100 two-byte characters are 200 bytes and still fit.
         assert!(CustomerId::parse(&"ü".repeat(100)).is_ok());
         assert!(CustomerId::parse(&"ü".repeat(101)).is_err());
@@ -413,7 +544,8 @@ mod tests {
     #[test]
     fn money_refuses_negative_and_detects_overflow() {
         assert!(Money::parse(-1).is_err());
-        let max = Money::parse(i64::MAX).unwrap();
+        assert!(Money::parse(MAX_UNIT_PRICE + 1).is_err());
+        let max = Money(i64::MAX);
         assert_eq!(max.checked_add(Money::parse(1).unwrap()), None);
         assert_eq!(max.checked_times(Quantity::parse(2).unwrap()), None);
         assert_eq!(

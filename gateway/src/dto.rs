@@ -9,8 +9,9 @@ use orderflow_bus::dlq::ParkedMessage;
 use orderflow_bus::runtime::ConsumerLag;
 use orderflow_domain::aggregate::OrderState;
 use orderflow_domain::{
-    Currency, CustomerId, Email, FieldError, Money, OrderLine, OrderStatus, PlaceOrder, Quantity,
-    ShippingAddress, Sku, MAX_LINES,
+    parse_text, text_schema, Currency, CustomerId, Email, FieldError, Money, OrderLine,
+    OrderStatus, PlaceOrder, Quantity, ShippingAddress, Sku, MAX_ADDRESS_LINE_CHARS,
+    MAX_CITY_CHARS, MAX_LINES, MAX_POSTAL_CODE_CHARS,
 };
 use orderflow_operations::replay::{ReplayOutcome, ReplayReport};
 use orderflow_projections::rebuild::TableDifferences;
@@ -18,6 +19,8 @@ use orderflow_projections::{ProjectionState, ProjectionStatus, RebuildReport};
 use orderflow_store::{EventEnvelope, LoadedOrder};
 use orderflow_workers::notifications::NotificationRecord;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ArrayBuilder, Schema};
+use utoipa::openapi::Ref;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -38,11 +41,14 @@ pub struct PlaceOrderRequest {
     // reported with the other fields' errors.
     #[schema(value_type = CustomerId)]
     pub customer_id: String,
-    /// Where order e-mails go: `local@domain.tld`, at most 254 characters, no spaces.
+    /// Where order e-mails go.
+    #[schema(value_type = Email)]
     pub customer_email: String,
     /// ISO 4217 code, three capital letters.
+    #[schema(value_type = Currency)]
     pub currency: String,
-    /// 1 to 100 lines.
+    /// The ordered lines.
+    #[schema(schema_with = order_lines_schema)]
     pub lines: Vec<OrderLineRequest>,
     /// Where the order is shipped.
     pub shipping_address: ShippingAddressRequest,
@@ -52,31 +58,91 @@ pub struct PlaceOrderRequest {
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderLineRequest {
-    /// The stock-keeping unit: 1 to 64 characters of letters, digits, `-`, `_` and `.`.
+    /// The stock-keeping unit.
+    #[schema(value_type = Sku)]
     pub sku: String,
-    /// 1 to 1000.
+    /// Units ordered.
+    #[schema(value_type = Quantity)]
     pub quantity: i64,
-    /// Price of one unit in minor units, not negative.
+    /// Price of one unit in minor units.
+    #[schema(schema_with = Money::unit_price_schema)]
     pub unit_price: i64,
+}
+
+/// `lines` of a new order: 1 to [`MAX_LINES`] of them.
+fn order_lines_schema() -> Schema {
+    ArrayBuilder::new()
+        .items(Ref::from_schema_name("OrderLineRequest"))
+        .description(Some(format!("The ordered lines, 1 to {MAX_LINES}")))
+        .min_items(Some(1))
+        .max_items(Some(MAX_LINES))
+        .into()
 }
 
 /// Where a new order is shipped.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShippingAddressRequest {
-    /// The recipient; 1 to 200 bytes (UTF-8) after trimming.
+    /// The recipient.
+    #[schema(schema_with = recipient_schema)]
     pub name: String,
-    /// First address line; 1 to 200 bytes (UTF-8) after trimming.
+    /// First address line.
+    #[schema(schema_with = line1_schema)]
     pub line1: String,
-    /// Optional second address line; if given, 1 to 200 bytes (UTF-8) after trimming.
+    /// Optional second address line.
     #[serde(default)]
+    #[schema(schema_with = line2_schema)]
     pub line2: Option<String>,
-    /// 1 to 100 bytes (UTF-8) after trimming.
+    /// City or town.
+    #[schema(schema_with = city_schema)]
     pub city: String,
-    /// 1 to 20 bytes (UTF-8) after trimming.
+    /// Postal code.
+    #[schema(schema_with = postal_code_schema)]
     pub postal_code: String,
     /// ISO 3166-1 alpha-2, two capital letters.
+    #[schema(pattern = "^[A-Z]{2}$", example = "DE")]
     pub country: String,
+}
+
+/// The schemas of the free-text request fields, each from the constant its check uses.
+fn recipient_schema() -> Schema {
+    text_schema(MAX_ADDRESS_LINE_CHARS, false, "The recipient:")
+}
+
+fn line1_schema() -> Schema {
+    text_schema(MAX_ADDRESS_LINE_CHARS, false, "First address line:")
+}
+
+fn line2_schema() -> Schema {
+    text_schema(
+        MAX_ADDRESS_LINE_CHARS,
+        true,
+        "Optional second address line; if given,",
+    )
+}
+
+fn city_schema() -> Schema {
+    text_schema(MAX_CITY_CHARS, false, "City or town:")
+}
+
+fn postal_code_schema() -> Schema {
+    text_schema(MAX_POSTAL_CODE_CHARS, false, "Postal code:")
+}
+
+fn reason_schema() -> Schema {
+    text_schema(
+        MAX_REASON_CHARS,
+        true,
+        "Why the order is cancelled (none by default):",
+    )
+}
+
+fn cancelled_by_schema() -> Schema {
+    text_schema(
+        MAX_CANCELLED_BY_CHARS,
+        true,
+        "Who cancels it (default `customer`):",
+    )
 }
 
 impl PlaceOrderRequest {
@@ -160,13 +226,20 @@ impl PlaceOrderRequest {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"reason": "changed my mind"}))]
 pub struct CancelOrderRequest {
-    /// Why the order is cancelled, 1 to 500 characters; none by default.
+    /// Why the order is cancelled; none by default.
     #[serde(default)]
+    #[schema(schema_with = reason_schema)]
     pub reason: Option<String>,
-    /// Who cancels it (default `customer`), 1 to 100 characters.
+    /// Who cancels it (default `customer`).
     #[serde(default)]
+    #[schema(schema_with = cancelled_by_schema)]
     pub cancelled_by: Option<String>,
 }
+
+/// Most characters of a cancellation's `reason`.
+pub const MAX_REASON_CHARS: usize = 500;
+/// Most characters of a cancellation's `cancelled_by`.
+pub const MAX_CANCELLED_BY_CHARS: usize = 100;
 
 impl CancelOrderRequest {
     /// The reason (empty when none was given) and the canceller, trimmed.
@@ -175,19 +248,28 @@ impl CancelOrderRequest {
     /// One [`FieldError`] per blank or over-long field.
     pub fn validate(&self) -> Result<(String, String), Vec<FieldError>> {
         let mut errors = Vec::new();
-        let reason = self.reason.as_deref().map_or("", str::trim);
-        if self.reason.is_some() && (reason.is_empty() || reason.chars().count() > 500) {
-            errors.push(FieldError::new("reason", "must be 1 to 500 characters"));
-        }
-        let by = self.cancelled_by.as_deref().map_or("customer", str::trim);
-        if by.is_empty() || by.chars().count() > 100 {
-            errors.push(FieldError::new(
-                "cancelled_by",
-                "must be 1 to 100 characters",
-            ));
-        }
+        let mut text = |field: &str, value: Option<&str>, max: usize, default: &str| -> String {
+            match value.map(|v| parse_text(v, max)) {
+                None => default.to_string(),
+                Some(Some(trimmed)) => trimmed.to_string(),
+                Some(None) => {
+                    errors.push(FieldError::new(
+                        field,
+                        format!("must be 1 to {max} characters, not blank, no U+0000"),
+                    ));
+                    String::new()
+                }
+            }
+        };
+        let reason = text("reason", self.reason.as_deref(), MAX_REASON_CHARS, "");
+        let by = text(
+            "cancelled_by",
+            self.cancelled_by.as_deref(),
+            MAX_CANCELLED_BY_CHARS,
+            "customer",
+        );
         if errors.is_empty() {
-            Ok((reason.to_string(), by.to_string()))
+            Ok((reason, by))
         } else {
             Err(errors)
         }
@@ -322,6 +404,7 @@ pub struct ReadyResponse {
 #[schema(example = json!({"available": 10}))]
 pub struct SetStockRequest {
     /// Units that reservations can still take; 0 or more.
+    #[schema(minimum = 0)]
     pub available: i64,
 }
 

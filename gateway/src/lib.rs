@@ -23,6 +23,8 @@
 //!   it does not answer).
 //! - [`request_id`]: the `X-Request-Id` of each request.
 //! - [`openapi`]: the OpenAPI document served at `/openapi.json`.
+//! - [`params`]: the schemas of the path, query and header parameters, from the constants
+//!   their checks use.
 //!
 //! Start it with [`serve`], or mount [`routes()`] in another warp server.
 #![forbid(unsafe_code)]
@@ -32,6 +34,7 @@ pub mod body;
 pub mod dto;
 mod guard;
 pub mod openapi;
+pub mod params;
 pub mod problem;
 pub mod rebuilds;
 pub mod reply;

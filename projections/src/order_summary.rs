@@ -5,7 +5,7 @@
 //! ([`crate::projection`]) runs the batches.
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use orderflow_domain::{OrderEvent, OrderStatus};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
@@ -194,6 +194,8 @@ fn placed(sequence: i64, event: &OrderEvent) -> Option<OrderSummary> {
 pub const MAX_LIMIT: u32 = 500;
 /// The page size when none is asked for.
 pub const DEFAULT_LIMIT: u32 = 50;
+/// A cursor is this many hexadecimal digits: the 16 of a time, the 32 of an order id.
+pub const CURSOR_HEX_DIGITS: usize = 48;
 
 /// What to list: every field optional. `cursor` is the `next_cursor` of the previous page.
 /// Deserializes from the query string of `GET /v1/orders` (`status=shipped`,
@@ -261,8 +263,10 @@ impl Cursor {
         format!("{:016x}{}", self.placed_at_micros as u64, self.id.simple())
     }
 
+    /// Any [`CURSOR_HEX_DIGITS`] hexadecimal digits are a position (the OpenAPI document
+    /// says so), whoever made them.
     fn decode(raw: &str) -> Result<Self, ListError> {
-        if raw.len() != 48 || !raw.is_ascii() {
+        if raw.len() != CURSOR_HEX_DIGITS || !raw.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(ListError::InvalidCursor);
         }
         let (time, id) = raw.split_at(16);
@@ -274,8 +278,15 @@ impl Cursor {
         })
     }
 
+    /// The cursor's time, held between 1970 and the end of year 9999: no order is placed
+    /// outside them, so a time past either bound is the same position as the bound, and
+    /// PostgreSQL refuses times far outside them.
     fn placed_at(self) -> Result<DateTime<Utc>, ListError> {
-        Utc.timestamp_micros(self.placed_at_micros)
+        let latest = NaiveDate::from_ymd_opt(9999, 12, 31)
+            .and_then(|d| d.and_hms_opt(23, 59, 59))
+            .map(|t| t.and_utc().timestamp_micros())
+            .ok_or(ListError::InvalidCursor)?;
+        Utc.timestamp_micros(self.placed_at_micros.clamp(0, latest))
             .single()
             .ok_or(ListError::InvalidCursor)
     }

@@ -1,6 +1,10 @@
 //! Every bad input: the status AND the problem+json body. Bad input never reaches the store,
 //! and is never a 500.
 
+use orderflow_domain::{
+    MAX_ADDRESS_LINE_CHARS, MAX_CITY_CHARS, MAX_CUSTOMER_ID_CHARS, MAX_LINES,
+    MAX_POSTAL_CODE_CHARS, MAX_QUANTITY, MAX_UNIT_PRICE,
+};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -130,12 +134,63 @@ async fn every_bad_field_is_named_at_once() {
 }
 
 #[tokio::test]
-async fn a_total_that_overflows_is_422_not_500() {
+async fn a_unit_price_over_the_most_is_422_and_the_dearest_order_fits() {
     let app = spawn_app().await;
     let mut body = valid_order();
     body["lines"][0]["unit_price"] = i64::MAX.into();
     body["lines"][0]["quantity"] = 2.into();
-    expect_invalid(&app, &body, &["lines"]).await;
+    body["lines"][1]["unit_price"] = (MAX_UNIT_PRICE + 1).into();
+    expect_invalid(&app, &body, &["lines[0].unit_price", "lines[1].unit_price"]).await;
+    // The most lines of the most units at the highest price: the total does not overflow.
+    let mut body = valid_order();
+    body["lines"] = (0..MAX_LINES)
+        .map(|i| json!({"sku": format!("SKU-{i}"), "quantity": MAX_QUANTITY, "unit_price": MAX_UNIT_PRICE}))
+        .collect();
+    let response = app.post_order(&body).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+}
+
+/// JSON Schema's `integer`, which the document gives quantities, prices and stock, is any
+/// number without a fraction: `2.0` is the integer 2. The server used to refuse it (422).
+#[tokio::test]
+async fn integers_written_with_a_zero_fraction_are_taken() {
+    let app = spawn_app().await;
+    let mut body = valid_order();
+    body["lines"][0]["quantity"] = json!(2.5);
+    expect_invalid(&app, &body, &["lines[0].quantity"]).await;
+    let mut body = valid_order();
+    body["lines"][0]["quantity"] = json!(2.0);
+    body["lines"][0]["unit_price"] = json!(1.5e3);
+    let response = app.post_order(&body).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let order: Value = response.json().await.unwrap();
+    assert_eq!(order["lines"][0]["quantity"], 2);
+    assert_eq!(order["lines"][0]["unit_price"], 1500);
+}
+
+/// Lengths are characters (Unicode code points), as JSON Schema's `maxLength` counts them,
+/// of the text as sent. The server used to count the UTF-8 bytes of the trimmed text, so 200
+/// characters of `ü` (400 bytes) were refused though the document allowed them.
+#[tokio::test]
+async fn text_lengths_are_characters_as_sent() {
+    let app = spawn_app().await;
+    let mut body = valid_order();
+    body["shipping_address"]["name"] = "ü".repeat(MAX_ADDRESS_LINE_CHARS).into();
+    body["shipping_address"]["postal_code"] = "€".repeat(MAX_POSTAL_CODE_CHARS).into();
+    let response = app.post_order(&body).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let mut body = valid_order();
+    body["shipping_address"]["name"] = "ü".repeat(MAX_ADDRESS_LINE_CHARS + 1).into();
+    body["shipping_address"]["city"] = format!(" {}", "x".repeat(MAX_CITY_CHARS)).into();
+    body["customer_id"] = format!("{} ", "c".repeat(MAX_CUSTOMER_ID_CHARS)).into();
+    let bad = vec![
+        "customer_id",
+        "shipping_address.city",
+        "shipping_address.name",
+    ];
+    let response = app.post_order(&body).await;
+    let problem = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(error_fields(&problem), bad, "{problem}");
 }
 
 #[tokio::test]
@@ -449,4 +504,26 @@ async fn bad_cancel_bodies_are_400_or_422() {
         order["status"], "placed",
         "a refused cancel changes nothing"
     );
+}
+
+/// PostgreSQL stores no U+0000 in text or JSON, so a NUL character in a text field or a
+/// customer id reached the database and failed there (500). It is refused first (422), and
+/// the document's patterns say so.
+#[tokio::test]
+async fn a_nul_character_is_422_not_500() {
+    let app = spawn_app().await;
+    let mut body = valid_order();
+    body["shipping_address"]["line1"] = "1 Main\u{0}St".into();
+    body["customer_id"] = "c-\u{0}42".into();
+    expect_invalid(&app, &body, &["customer_id", "shipping_address.line1"]).await;
+    for path in ["/v1/orders?customer_id=c%00", "/v1/customers/c%00/orders"] {
+        let body = problem(app.get(path).await, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(error_fields(&body), ["customer_id"], "{path}");
+    }
+    let (id, _) = app.place_order().await;
+    let response = app
+        .cancel_order(&id.to_string(), &json!({"reason": "late\u{0}"}))
+        .await;
+    let body = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(error_fields(&body), ["reason"]);
 }

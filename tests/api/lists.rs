@@ -168,10 +168,45 @@ async fn bad_list_parameters_are_422_with_the_field() {
         ("/v1/orders?limit=0&status=lost", vec!["limit", "status"]),
         ("/v1/customers/c-1/orders?limit=9999", vec!["limit"]),
         ("/v1/customers/c-1/orders?cursor=000", vec!["cursor"]),
+        // 48 characters, but not all hexadecimal digits.
+        (
+            "/v1/orders?cursor=%2B00000000000000000000000000000000000000000000000",
+            vec!["cursor"],
+        ),
     ];
     for (path, fields) in cases {
         let body = problem(app.get(path).await, StatusCode::UNPROCESSABLE_ENTITY).await;
         assert_eq!(error_fields(&body), fields, "{path}");
         assert_eq!(body["type"], "/problems/invalid-request");
+    }
+}
+
+/// Any 48 hexadecimal digits are a cursor, as the document says; their time may be one
+/// PostgreSQL cannot hold (year -250,000 here), which used to fail the query (500).
+#[tokio::test]
+async fn a_cursor_at_any_time_is_a_position_not_a_500() {
+    let app = spawn_app().await;
+    app.place_at(
+        "c-1",
+        "SKU-1",
+        Utc.with_ymd_and_hms(2026, 11, 20, 8, 0, 0).unwrap(),
+    )
+    .await;
+    app.project().await;
+    let id = "0".repeat(32);
+    for (time, orders) in [
+        ("8f00000000000000", 0),
+        ("0000000000000000", 0),
+        ("7fffffffffffffff", 1),
+        ("ffffffffffffffff", 0),
+    ] {
+        let response = app.get(&format!("/v1/orders?cursor={time}{id}")).await;
+        assert_eq!(response.status(), StatusCode::OK, "cursor time {time}");
+        let page: Value = response.json().await.unwrap();
+        assert_eq!(
+            page["orders"].as_array().unwrap().len(),
+            orders,
+            "cursor time {time}"
+        );
     }
 }

@@ -142,7 +142,7 @@ fn commands_on_an_order_never_placed_are_not_found() {
 }
 
 #[test]
-fn place_order_refuses_no_lines_too_many_lines_and_overflow() {
+fn place_order_refuses_no_lines_and_too_many_lines_and_the_dearest_fits() {
     let build = |lines: Vec<OrderLine>| {
         PlaceOrder::new(
             order_id(),
@@ -160,11 +160,12 @@ fn place_order_refuses_no_lines_too_many_lines_and_overflow() {
         "lines"
     );
     assert!(build(vec![line("S", 1, 1); 100]).is_ok());
-    let overflow = build(vec![
-        line("S", 1000, i64::MAX / 1000),
-        line("T", 1000, i64::MAX / 1000),
-    ]);
-    assert_eq!(overflow.unwrap_err()[0].field, "lines");
+    // Unit prices stop at MAX_UNIT_PRICE, so that the dearest order's total still fits.
+    let dearest = build(vec![line("S", 1000, crate::MAX_UNIT_PRICE); 100]).unwrap();
+    assert_eq!(
+        dearest.total().minor_units(),
+        crate::MAX_UNIT_PRICE * 100_000
+    );
 }
 
 // ---- confirming ----

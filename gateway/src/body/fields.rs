@@ -222,6 +222,17 @@ impl<'a, 'w> Lenient<'a, 'w> {
     }
 }
 
+/// A number written with a fraction that is zero (`2.0`, `1e3`) as the integer it is: JSON
+/// Schema's `integer`, which the OpenAPI document uses, is any number without a fractional
+/// part, however it is written. `None` for other fractions and for what `i64` cannot hold.
+fn integral(n: &serde_json::Number) -> Option<i64> {
+    // -2^63 and 2^63 as f64 exactly: `i64::MAX as f64` rounds up to 2^63, which does not fit.
+    const LOWEST: f64 = -9_223_372_036_854_775_808.0;
+    const PAST_HIGHEST: f64 = 9_223_372_036_854_775_808.0;
+    let f = n.as_f64()?;
+    (f.fract() == 0.0 && (LOWEST..PAST_HIGHEST).contains(&f)).then_some(f as i64)
+}
+
 macro_rules! lenient_integers {
     ($($method:ident $visit:ident $ty:ty;)*) => {$(
         fn $method<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Stop> {
@@ -229,7 +240,8 @@ macro_rules! lenient_integers {
                 Value::Number(n) => n
                     .as_i64()
                     .and_then(|i| <$ty>::try_from(i).ok())
-                    .or_else(|| n.as_u64().and_then(|u| <$ty>::try_from(u).ok())),
+                    .or_else(|| n.as_u64().and_then(|u| <$ty>::try_from(u).ok()))
+                    .or_else(|| integral(n).and_then(|i| <$ty>::try_from(i).ok())),
                 _ => None,
             };
             match fits {
@@ -252,6 +264,12 @@ impl<'a> Deserializer<'a> for Lenient<'a, '_> {
     type Error = Stop;
 
     fn deserialize_any<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Stop> {
+        // An untagged enum's integer variant asks for any value: `2.0` is the integer 2 here too.
+        if let Value::Number(n) = self.value {
+            if let Some(i) = n.is_f64().then(|| integral(n)).flatten() {
+                return self.place(visitor.visit_i64(i));
+            }
+        }
         let result = self.value.deserialize_any(visitor);
         self.plain(result)
     }
@@ -942,6 +960,24 @@ mod tests {
     }
 
     #[test]
+    fn integers_written_with_a_zero_fraction_are_integers() {
+        let value = json!({"id": 2.0, "label": "x"});
+        assert_eq!(deserialize::<Inner>(&value).unwrap().id, 2);
+        let value = json!({"name": "a", "count": 1e3, "items": [],
+                           "inner": {"id": -4.0, "label": "y"}});
+        let parsed: Outer = deserialize(&value).unwrap();
+        assert_eq!((parsed.count, parsed.inner.id), (1000, -4));
+        for bad in [json!(2.5), json!(1e19), json!(-1.0)] {
+            let value = json!({"name": "a", "count": bad, "items": [],
+                               "inner": {"id": 1, "label": "y"}});
+            assert_eq!(
+                fields(deserialize::<Outer>(&value).unwrap_err())[0].0,
+                "count"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_fields_stop_with_their_path() {
         let value = json!({"name": "a", "count": 2, "items": [],
                            "inner": {"id": 2, "label": "y", "colour": "red"}});
@@ -984,6 +1020,8 @@ mod tests {
         assert_eq!(fields(missing), [("from".into(), "is required".into())]);
         let wrong = deserialize::<Range>(&json!({"from": true})).unwrap_err();
         assert_eq!(fields(wrong)[0].0, "from");
+        let integral = deserialize::<Range>(&json!({"from": 7.0})).unwrap();
+        assert!(matches!(integral.from, Bound::Position(7)), "{integral:?}");
     }
 
     #[test]

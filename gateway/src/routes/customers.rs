@@ -38,8 +38,8 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
         ("id" = CustomerId, Path, description = "The customer id (percent-encoded; trimmed, as when the order was placed)"),
         ("status" = Option<orderflow_domain::OrderStatus>, Query, description = "Only orders in this status"),
         ("placed_after" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Only orders placed strictly after this RFC 3339 time"),
-        ("limit" = Option<u32>, Query, description = "Orders per page, 1 to 500 (default 50)"),
-        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+        ("limit" = Option<crate::params::OrderListLimit>, Query, description = "Orders per page"),
+        ("cursor" = Option<crate::params::OrderListCursor>, Query, description = "The `next_cursor` of the previous page"),
     ),
     responses(
         (status = 200, description = "One page of the customer's orders, newest first", body = OrderPage),

@@ -46,7 +46,7 @@ fn parse_sku(raw: &str) -> Option<Sku> {
     put,
     path = paths::INVENTORY_SKU,
     tag = "inventory",
-    params(("sku" = String, Path, description = "1 to 64 characters of letters, digits, '-', '_' or '.'")),
+    params(("sku" = orderflow_domain::Sku, Path, description = "The SKU")),
     request_body(content = SetStockRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The SKU's stock after the change", body = StockLevel),
@@ -103,7 +103,7 @@ pub async fn set_stock(
     get,
     path = paths::INVENTORY_SKU,
     tag = "inventory",
-    params(("sku" = String, Path, description = "The SKU")),
+    params(("sku" = orderflow_domain::Sku, Path, description = "The SKU")),
     responses(
         (status = 200, description = "The SKU's stock", body = StockLevel),
         (status = 404, description = "No stock was ever set for this SKU (or it is not a SKU)"),

@@ -19,6 +19,10 @@ use warp::Filter;
 
 use crate::body::{self, Body};
 use crate::dto::{CancelOrderRequest, OrderEventsResponse, OrderResponse, PlaceOrderRequest};
+use crate::params::{
+    is_idempotency_key, EventSequence, IdempotencyKey, OrderListCursor, OrderListLimit,
+    MAX_IDEMPOTENCY_KEY_CHARS,
+};
 use crate::problem::ApiError;
 use crate::reply::{respond2, respond3, Json};
 use crate::request_id::{request_id, RequestId};
@@ -109,8 +113,8 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
         ("customer_id" = Option<CustomerId>, Query, description = "Only this customer's orders (trimmed, as when the order was placed)"),
         ("status" = Option<OrderStatus>, Query, description = "Only orders in this status"),
         ("placed_after" = Option<DateTime<Utc>>, Query, description = "Only orders placed strictly after this RFC 3339 time"),
-        ("limit" = Option<u32>, Query, description = "Orders per page, 1 to 500 (default 50)"),
-        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+        ("limit" = Option<OrderListLimit>, Query, description = "Orders per page"),
+        ("cursor" = Option<OrderListCursor>, Query, description = "The `next_cursor` of the previous page"),
     ),
     responses(
         (status = 200, description = "One page of orders, newest first", body = OrderPage),
@@ -220,8 +224,8 @@ pub async fn list_page(
     tag = "orders",
     request_body(content = PlaceOrderRequest, content_type = "application/json"),
     params(
-        ("Idempotency-Key" = Option<String>, Header,
-         description = "Makes the request safe to retry: 1 to 255 visible ASCII characters"),
+        ("Idempotency-Key" = Option<IdempotencyKey>, Header,
+         description = "Makes the request safe to retry"),
         ("X-Request-Id" = Option<String>, Header,
          description = "Request id, stored as the events' correlation id; generated if absent"),
     ),
@@ -348,14 +352,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         return Ok(None);
     };
     match value.to_str() {
-        Ok(key)
-            if !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            Ok(Some(key.to_string()))
-        }
-        _ => Err(ApiError::BadRequest(
-            "the Idempotency-Key header must be 1 to 255 visible ASCII characters".into(),
-        )),
+        Ok(key) if is_idempotency_key(key) => Ok(Some(key.to_string())),
+        _ => Err(ApiError::BadRequest(format!(
+            "the Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII \
+             characters"
+        ))),
     }
 }
 
@@ -482,7 +483,7 @@ pub async fn order_events(
     tag = "orders",
     params(
         ("id" = Uuid, Path, description = "The order id"),
-        ("at_sequence" = i64, Query, description = "Sequence of the last event to include, from 1 to the order's version"),
+        ("at_sequence" = EventSequence, Query, description = "Sequence of the last event to include, from 1 to the order's version"),
     ),
     responses(
         (status = 200, description = "The order after event `at_sequence`; `version` equals `at_sequence`", body = OrderResponse),

@@ -142,7 +142,7 @@ fn bound(raw: &LogBoundRequest, field: &str) -> Result<LogBound, ApiError> {
     path = paths::ADMIN_CONSUMER_REPLAY,
     tag = "admin",
     security(("admin_token" = [])),
-    params(("name" = String, Path, description = "The consumer: inventory, notifications, shipments, order-summary or analytics")),
+    params(("name" = crate::params::ConsumerName, Path, description = "The consumer")),
     request_body(content = ReplayConsumerRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "What each replayed event did or would do", body = ReplayReportResponse),

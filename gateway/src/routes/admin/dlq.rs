@@ -83,7 +83,7 @@ fn dlq_sequence(raw: &str) -> Result<u64, ApiError> {
     security(("admin_token" = [])),
     params(
         ("consumer" = Option<String>, Query, description = "Only this consumer's dead letters"),
-        ("limit" = Option<u32>, Query, description = "At most this many, 1 to 1000 (default 100)"),
+        ("limit" = Option<crate::params::DeadLetterLimit>, Query, description = "At most this many"),
     ),
     responses(
         (status = 200, description = "The dead letters", body = DeadLettersResponse),
@@ -129,7 +129,7 @@ pub async fn list_dead_letters(
     path = paths::ADMIN_DLQ_LETTER,
     tag = "admin",
     security(("admin_token" = [])),
-    params(("seq" = u64, Path, description = "The dead letter's sequence in the dead-letter stream")),
+    params(("seq" = crate::params::DeadLetterSequence, Path, description = "The dead letter's sequence in the dead-letter stream")),
     responses(
         (status = 200, description = "The dead letter", body = DeadLetterResponse),
         (status = 401, description = "Missing or wrong admin token"),
@@ -157,7 +157,7 @@ pub async fn show_dead_letter(
     path = paths::ADMIN_DLQ_REDRIVE,
     tag = "admin",
     security(("admin_token" = [])),
-    params(("seq" = u64, Path, description = "The dead letter's sequence in the dead-letter stream")),
+    params(("seq" = crate::params::DeadLetterSequence, Path, description = "The dead letter's sequence in the dead-letter stream")),
     responses(
         (status = 200, description = "What was re-published", body = Redriven),
         (status = 401, description = "Missing or wrong admin token"),

@@ -38,7 +38,7 @@ pub(super) fn routes(s: &GatewayState) -> BoxedFilter<(Response,)> {
     security(("admin_token" = [])),
     params(
         ("id" = Uuid, Path, description = "The order id"),
-        ("at" = Option<i64>, Query, description = "Last sequence to show, from 1 to the order's version (default: all)"),
+        ("at" = Option<crate::params::EventSequence>, Query, description = "Last sequence to show, from 1 to the order's version (default: all)"),
     ),
     responses(
         (status = 200, description = "The order's timeline", body = OrderTimeline),

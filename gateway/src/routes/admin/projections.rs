@@ -81,7 +81,7 @@ pub async fn list_projections(
     path = paths::ADMIN_PROJECTION_REBUILD,
     tag = "admin",
     security(("admin_token" = [])),
-    params(("name" = String, Path, description = "The projection: order-summary or analytics")),
+    params(("name" = crate::params::ProjectionName, Path, description = "The projection")),
     request_body(content = RebuildRequest, content_type = "application/json", description = "Optional; an empty body rebuilds"),
     responses(
         (status = 200, description = "The verify report (with `verify: true`)", body = VerifyResponse),
