@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::message::StreamMessage;
+use async_nats::jetstream::stream::{self, Stream};
 use futures::StreamExt;
 use orderflow_store::{log, EventEnvelope};
 use serde::Serialize;
@@ -61,12 +62,8 @@ pub(crate) fn stored_position(message: &StreamMessage) -> Option<i64> {
     }
 }
 
-/// The highest position among the last messages of the main stream (0 for an empty stream),
-/// or `None` when the stream does not exist.
-///
-/// # Errors
-/// [`BusError::JetStream`] when the stream cannot be read (NATS away).
-pub async fn last_position(bus: &Bus) -> Result<Option<i64>, BusError> {
+/// The main stream with its state now, or `None` when JetStream says it does not exist.
+async fn main_stream(bus: &Bus) -> Result<Option<(Stream, stream::State)>, BusError> {
     let Some(mut stream) = bus.find_stream(bus.stream_name()).await? else {
         return Ok(None);
     };
@@ -76,6 +73,18 @@ pub async fn last_position(bus: &Bus) -> Result<Option<i64>, BusError> {
         .map_err(|e| BusError::js("reading the event stream's state", e))?
         .state
         .clone();
+    Ok(Some((stream, state)))
+}
+
+/// The highest position among the last messages of the main stream (0 for an empty stream),
+/// or `None` when the stream does not exist.
+///
+/// # Errors
+/// [`BusError::JetStream`] when the stream cannot be read (NATS away).
+pub async fn last_position(bus: &Bus) -> Result<Option<i64>, BusError> {
+    let Some((stream, state)) = main_stream(bus).await? else {
+        return Ok(None);
+    };
     if state.messages == 0 {
         return Ok(Some(0));
     }
@@ -192,13 +201,9 @@ pub async fn repair_tail(pool: &PgPool, bus: &Bus, checkpoint: i64) -> Result<Re
 
 /// True when the stream starts after position 1 or holds fewer messages than `checkpoint`.
 async fn lacks_earlier(bus: &Bus, checkpoint: i64) -> Result<bool, BusError> {
-    let mut stream = bus.stream().await?;
-    let state = stream
-        .info()
-        .await
-        .map_err(|e| BusError::js("reading the event stream's state", e))?
-        .state
-        .clone();
+    let Some((stream, state)) = main_stream(bus).await? else {
+        return Ok(true);
+    };
     if state.messages < u64::try_from(checkpoint).unwrap_or(0) {
         return Ok(true);
     }
@@ -300,15 +305,9 @@ struct StreamPositions {
 /// Reads the position of every message of the main stream (headers only; the body only for
 /// messages published before the position header existed).
 async fn read_positions(bus: &Bus) -> Result<Option<StreamPositions>, BusError> {
-    let Some(mut stream) = bus.find_stream(bus.stream_name()).await? else {
+    let Some((stream, state)) = main_stream(bus).await? else {
         return Ok(None);
     };
-    let state = stream
-        .info()
-        .await
-        .map_err(|e| BusError::js("reading the event stream's state", e))?
-        .state
-        .clone();
     let mut positions = StreamPositions {
         by_position: BTreeMap::new(),
         redrives: 0,
@@ -499,13 +498,9 @@ pub async fn resume_sequence(bus: &Bus, after: i64) -> Result<Option<u64>, BusEr
     let Some(held) = last_position(bus).await? else {
         return Ok(None);
     };
-    let mut stream = bus.stream().await?;
-    let state = stream
-        .info()
-        .await
-        .map_err(|e| BusError::js("reading the event stream's state", e))?
-        .state
-        .clone();
+    let Some((stream, state)) = main_stream(bus).await? else {
+        return Ok(None);
+    };
     if after <= 0 {
         return Ok(Some(state.first_sequence.max(1)));
     }
