@@ -94,8 +94,13 @@ fn repair_report(repair: &Repair) -> String {
         ));
     }
     if repair.duplicates_deleted > 0 {
+        let copies = if repair.duplicates_deleted == 1 {
+            "copy"
+        } else {
+            "copies"
+        };
         out.push_str(&format!(
-            "repair: deleted {} extra copie(s)\n",
+            "repair: deleted {} extra {copies}\n",
             repair.duplicates_deleted
         ));
     }

@@ -61,7 +61,7 @@ async fn verify_stream_finds_a_hole_and_a_repeat_and_repair_mends_both() {
         report.contains("re-published 2 event(s) from the store (positions 2..3)"),
         "{report}"
     );
-    assert!(report.contains("deleted 1 extra copie(s)"), "{report}");
+    assert!(report.contains("deleted 1 extra copy"), "{report}");
 
     let json = orderflow.run(&["verify", "stream", "--json"]);
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
