@@ -34,7 +34,9 @@ pub mod stream_check;
 pub use connection::{redact_nats_url, Bus, BusError, BusOptions};
 pub use handler::{handle_each, Delivery, Effects, Handler, HandlerError};
 pub use relay::{run_relay, RelayError, RelayOptions};
-pub use runtime::{consumer_info, run_consumer, ConsumerLag, ConsumerOptions, RuntimeError};
+pub use runtime::{
+    consumer_info, run_consumer, ConsumerLag, ConsumerOptions, RuntimeError, StartAt,
+};
 
 /// Gives every metric of the relay and the consumer runtime its `# HELP` text. Call once after
 /// installing a metrics recorder (without one it does nothing).

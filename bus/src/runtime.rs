@@ -123,6 +123,23 @@ pub struct ConsumerOptions {
     /// held (in progress) and handled again once it is back, without spending one of its
     /// attempts (see the module doc). `None`: failures are retried as they come.
     pub database: Option<DatabaseHealth>,
+    /// Where a durable consumer that does not exist yet starts, when its handler names no
+    /// position of its own ([`Handler::resume_after`]): a consumer added to a running
+    /// system learns the whole log by default. Ignored once the durable consumer exists.
+    pub start: StartAt,
+}
+
+/// Where a new durable consumer starts reading the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartAt {
+    /// The first event of the log.
+    #[default]
+    Beginning,
+    /// The event at this global position of the log (1 is the first), once the stream holds
+    /// it; the events before it are never delivered.
+    Position(i64),
+    /// The first event stored in the stream at or after this time.
+    Time(chrono::DateTime<Utc>),
 }
 
 impl Default for ConsumerOptions {
@@ -143,6 +160,7 @@ impl Default for ConsumerOptions {
             handler_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
             database: None,
+            start: StartAt::Beginning,
         }
     }
 }
@@ -334,6 +352,9 @@ impl Consumer {
                     config.deliver_policy = DeliverPolicy::ByStartSequence {
                         start_sequence: sequence,
                     };
+                } else {
+                    config.deliver_policy =
+                        first_start(&bus, handler.name(), options.start).await?;
                 }
             }
             Err(_) => {}
@@ -1232,6 +1253,44 @@ async fn wait_for_position(bus: &Bus, consumer: &str, after: i64) -> Result<u64,
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The deliver policy of a durable consumer created for the first time, from where it is
+/// told to start.
+async fn first_start(
+    bus: &Bus,
+    consumer: &str,
+    start: StartAt,
+) -> Result<DeliverPolicy, RuntimeError> {
+    Ok(match start {
+        StartAt::Beginning => DeliverPolicy::All,
+        StartAt::Position(position) if position <= 1 => DeliverPolicy::All,
+        StartAt::Position(position) => {
+            let sequence = wait_for_position(bus, consumer, position - 1).await?;
+            tracing::info!(
+                consumer,
+                position,
+                sequence,
+                "creating the durable consumer at a position"
+            );
+            DeliverPolicy::ByStartSequence {
+                start_sequence: sequence,
+            }
+        }
+        StartAt::Time(at) => {
+            let nanos = i128::from(at.timestamp()) * 1_000_000_000
+                + i128::from(at.timestamp_subsec_nanos());
+            let start_time =
+                time::OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|error| {
+                    BusError::JetStream {
+                        operation: "creating the durable consumer",
+                        reason: format!("start time {at} is out of range: {error}"),
+                    }
+                })?;
+            tracing::info!(consumer, %at, "creating the durable consumer at a time");
+            DeliverPolicy::ByStartTime { start_time }
+        }
+    })
 }
 
 /// True for JetStream's "consumer not found" / "stream not found" answers.
