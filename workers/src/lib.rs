@@ -5,6 +5,7 @@
 //! - [`inventory`]: the inventory worker, stock and reservations.
 //! - [`notifications`]: the notifications worker and its channels (log, webhook, smtp).
 //! - [`shipments`]: the shipments worker and its carriers (simulated, http).
+//! - [`loyalty`]: the loyalty worker, points per shipped order, balances and entries.
 //! - [`registry`]: worker names to handlers ([`build_worker`]) for `orderflow worker`.
 //! - `command`: how a worker sends a command to an order (retrying conflicts).
 //! - `progress`: how far each worker's consumer had got, where a lost one resumes.
@@ -13,11 +14,12 @@
 //! - `orderflow worker <name>`: [`registry::build_worker`] then
 //!   `orderflow_bus::runtime::run_consumer`.
 //! - HTTP: [`inventory::set_stock`], [`inventory::get_stock`],
-//!   [`notifications::list_for_order`].
+//!   [`notifications::list_for_order`], [`loyalty::account`].
 #![forbid(unsafe_code)]
 
 mod command;
 pub mod inventory;
+pub mod loyalty;
 pub mod notifications;
 mod progress;
 pub mod registry;

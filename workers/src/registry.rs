@@ -6,12 +6,18 @@ use std::sync::Arc;
 use sqlx::PgPool;
 
 use crate::inventory::{self, InventoryWorker};
+use crate::loyalty::{self, LoyaltyWorker};
 use crate::notifications::{self, NotificationOptions, NotificationsWorker};
 use crate::shipments::{self, ShipmentOptions, ShipmentsWorker};
 use orderflow_bus::handler::Handler;
 
 /// The workers this crate provides (analytics lives in `orderflow-projections`).
-pub const WORKER_NAMES: [&str; 3] = [inventory::NAME, notifications::NAME, shipments::NAME];
+pub const WORKER_NAMES: [&str; 4] = [
+    inventory::NAME,
+    notifications::NAME,
+    shipments::NAME,
+    loyalty::NAME,
+];
 
 /// What the workers need.
 #[derive(Clone)]
@@ -39,7 +45,7 @@ impl WorkerDeps {
 #[derive(Debug, thiserror::Error)]
 pub enum UnknownWorker {
     /// The name (given here) is not one of [`WORKER_NAMES`].
-    #[error("unknown worker {0:?}; known: inventory, notifications, shipments")]
+    #[error("unknown worker {0:?}; known: inventory, notifications, shipments, loyalty")]
     Unknown(String),
     /// The worker is known but its channel or carrier options cannot be built.
     #[error("worker {worker} is misconfigured: {reason}")]
@@ -77,6 +83,7 @@ pub fn build_worker(name: &str, deps: WorkerDeps) -> Result<Arc<dyn Handler>, Un
                 .map_err(|e| misconfigured(e.to_string()))?;
             Arc::new(ShipmentsWorker::new(deps.pool, carrier))
         }
+        loyalty::NAME => Arc::new(LoyaltyWorker::new(deps.pool)),
         other => return Err(UnknownWorker::Unknown(other.to_string())),
     })
 }
