@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use orderflow_bus::relay::{publish_range, run_relay, RelayOptions};
-use orderflow_bus::runtime::{run_consumer, ConsumerOptions};
+use orderflow_bus::runtime::{run_consumer, ConsumerOptions, StartAt};
 use orderflow_bus::Bus;
 use orderflow_bus::Handler;
 use orderflow_gateway::GatewayState;
@@ -297,11 +297,32 @@ fn start_relay(roles: &mut Roles, pool: PgPool, bus: &Bus, options: RelayOptions
     });
 }
 
-/// `orderflow serve`: every role in one process.
+/// `orderflow serve`: every role in one process, but the consumers named in `without`.
 ///
 /// # Errors
-/// When a service cannot be reached at start, or a role fails.
-pub async fn serve(common: &CommonArgs, http: &HttpArgs, consumers: &ConsumerArgs) -> Result<()> {
+/// When a name in `without` is no consumer's, a service cannot be reached at start, or a role
+/// fails.
+pub async fn serve(
+    common: &CommonArgs,
+    http: &HttpArgs,
+    consumers: &ConsumerArgs,
+    without: &[String],
+) -> Result<()> {
+    let known = orderflow_operations::consumer_names();
+    let without: Vec<&str> = without
+        .iter()
+        .map(|name| name.trim())
+        .filter(|name| !name.is_empty())
+        .collect();
+    if let Some(unknown) = without.iter().find(|name| !known.contains(name)) {
+        anyhow::bail!(
+            "--without-consumer {unknown:?}: no such consumer; known: {}",
+            known.join(", ")
+        );
+    }
+    if !without.is_empty() {
+        tracing::info!(without = ?without, "serving without these consumers");
+    }
     let pool = connect_store(common, common.connect_wait()).await?;
     let bus = connect_bus(common, common.connect_wait()).await?;
     let deps = consumers
@@ -319,18 +340,15 @@ pub async fn serve(common: &CommonArgs, http: &HttpArgs, consumers: &ConsumerArg
     .await?;
     start_relay(&mut roles, pool.clone(), &bus, common.relay());
     let options = consumer_options(consumers, &pool);
-    for name in WORKER_NAMES {
+    for name in WORKER_NAMES.iter().filter(|name| !without.contains(name)) {
         let handler = build_worker(name, deps.clone())?;
         roles.spawn_consumer(handler, &bus, options.clone());
     }
-    start_projections(
-        &mut roles,
-        &pool,
-        &bus,
-        consumers,
-        orderflow_projections::all(),
-    )
-    .await?;
+    let projections = orderflow_projections::all()
+        .into_iter()
+        .filter(|projection| !without.contains(&projection.name()))
+        .collect();
+    start_projections(&mut roles, &pool, &bus, consumers, projections).await?;
     roles.wait().await
 }
 
@@ -461,13 +479,22 @@ pub async fn republish(common: &CommonArgs, after: i64, until: Option<i64>) -> R
     Ok(())
 }
 
-/// `orderflow worker <name>`: one worker's durable consumer.
+/// `orderflow worker <name>`: one worker's durable consumer; one created now starts at
+/// `from` (the start of the log when `None`).
 ///
 /// # Errors
 /// For an unknown worker, a misconfigured channel or carrier, or unreachable services.
-pub async fn worker(common: &CommonArgs, consumers: &ConsumerArgs, name: &str) -> Result<()> {
+pub async fn worker(
+    common: &CommonArgs,
+    consumers: &ConsumerArgs,
+    name: &str,
+    from: Option<StartAt>,
+) -> Result<()> {
     let pool = connect_store(common, common.connect_wait()).await?;
-    let options = consumer_options(consumers, &pool);
+    let options = ConsumerOptions {
+        start: from.unwrap_or_default(),
+        ..consumer_options(consumers, &pool)
+    };
     let handler = build_worker(
         name,
         consumers.worker_deps(pool).map_err(anyhow::Error::msg)?,

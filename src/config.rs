@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use orderflow_bus::runtime::ConsumerOptions;
-use orderflow_bus::{BusOptions, RelayOptions};
+use orderflow_bus::{BusOptions, RelayOptions, StartAt};
 use orderflow_store::DatabaseOptions;
 use orderflow_workers::notifications::{ChannelOptions, NotificationOptions};
 use orderflow_workers::registry::WorkerDeps;
@@ -271,6 +271,26 @@ pub enum CarrierKind {
     Simulated,
     /// A carrier reached over HTTP at --carrier-url.
     Http,
+}
+
+/// `--from` of `orderflow worker`: a global log position (1 or more) or an RFC 3339 time.
+///
+/// # Errors
+/// A message for anything else.
+pub fn parse_start(raw: &str) -> Result<StartAt, String> {
+    let raw = raw.trim();
+    if let Ok(position) = raw.parse::<i64>() {
+        return if position >= 1 {
+            Ok(StartAt::Position(position))
+        } else {
+            Err("a position is 1 or more (1 is the first event of the log)".into())
+        };
+    }
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|at| StartAt::Time(at.with_timezone(&chrono::Utc)))
+        .map_err(|_| {
+            format!("{raw:?} is neither a log position nor an RFC 3339 time such as 2026-11-30T04:00:00Z")
+        })
 }
 
 impl ConsumerArgs {

@@ -43,6 +43,16 @@ pub enum Command {
         /// Retries, ack wait, concurrency and notification channel of the consumers.
         #[command(flatten)]
         consumers: ConsumerArgs,
+        /// Leave out this consumer (a worker or a projection), for example to run it as a
+        /// process of its own or to add it later; repeat the flag, or separate names with
+        /// commas in the variable.
+        #[arg(
+            long = "without-consumer",
+            value_name = "NAME",
+            env = "ORDERFLOW_SERVE_WITHOUT",
+            value_delimiter = ','
+        )]
+        without: Vec<String>,
     },
     /// Run the REST gateway only.
     Gateway {
@@ -65,11 +75,20 @@ pub enum Command {
         #[arg(long)]
         until: Option<i64>,
     },
-    /// Run one worker's durable consumer: inventory, notifications or shipments. Several
-    /// processes may run the same worker; they share its durable consumer.
+    /// Run one worker's durable consumer: inventory, notifications, shipments or loyalty.
+    /// Several processes may run the same worker; they share its durable consumer. A worker
+    /// started for the first time learns the whole log (or from --from on), catching up in
+    /// full batches, then follows it live.
     Worker {
-        /// inventory, notifications or shipments.
+        /// inventory, notifications, shipments or loyalty.
         name: String,
+        /// Where the worker's durable consumer starts when it does not exist yet: a global
+        /// log position (the first event handled; 1 is the start of the log) or an RFC 3339
+        /// time (the first event that reached the stream at or after it). Default: the start
+        /// of the log. Ignored when the durable consumer exists, and when the worker noted
+        /// progress of its own before (it resumes after that).
+        #[arg(long, value_name = "POSITION|TIME", value_parser = crate::config::parse_start)]
+        from: Option<orderflow_bus::StartAt>,
         /// Retries, ack wait, concurrency and notification channel of the consumers.
         #[command(flatten)]
         consumers: ConsumerArgs,
@@ -138,11 +157,19 @@ impl Command {
 pub async fn run(cli: Cli) -> Result<()> {
     let common = cli.common;
     match cli.command {
-        Command::Serve { http, consumers } => crate::app::serve(&common, &http, &consumers).await,
+        Command::Serve {
+            http,
+            consumers,
+            without,
+        } => crate::app::serve(&common, &http, &consumers, &without).await,
         Command::Gateway { http } => crate::app::gateway(&common, &http).await,
         Command::Relay => crate::app::relay(&common).await,
         Command::Republish { after, until } => crate::app::republish(&common, after, until).await,
-        Command::Worker { name, consumers } => crate::app::worker(&common, &consumers, &name).await,
+        Command::Worker {
+            name,
+            from,
+            consumers,
+        } => crate::app::worker(&common, &consumers, &name, from).await,
         Command::Project { name, consumers } => {
             crate::app::project(&common, &consumers, &name).await
         }
