@@ -1,8 +1,12 @@
 //! `GET /v1/customers/{id}/orders`: one customer's orders from the order-summary projection,
 //! newest first, with the same filters and cursor as `GET /v1/orders`.
+//! `GET /v1/customers/{id}/loyalty`: the customer's loyalty points, as the loyalty worker
+//! keeps them.
 
+use orderflow_domain::values::FieldError;
 use orderflow_domain::CustomerId;
 use orderflow_projections::order_summary::OrderPage;
+use orderflow_workers::loyalty::{self, LoyaltyAccount, MAX_ENTRIES};
 use warp::filters::BoxedFilter;
 use warp::http::Method;
 use warp::reply::Response;
@@ -12,12 +16,15 @@ use crate::problem::ApiError;
 use crate::reply::{respond3, Json};
 use crate::request_id::{request_id, RequestId};
 use crate::routes::orders::{list_page, order_filter};
-use crate::routes::{decode_segment, paths, with_state, Resource};
+use crate::routes::{decode_segment, paths, query_param, with_state, Resource};
 use crate::GatewayState;
 
-/// `GET /v1/customers/{id}/orders`, with its 405.
+/// How many loyalty entries `GET /v1/customers/{id}/loyalty` returns without a `limit`.
+const DEFAULT_ENTRIES: u32 = 100;
+
+/// `GET /v1/customers/{id}/orders` and `GET /v1/customers/{id}/loyalty`, with their 405s.
 pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
-    Resource::new(paths::CUSTOMER_ORDERS)
+    let orders = Resource::new(paths::CUSTOMER_ORDERS)
         .on_param(Method::GET, |path| {
             path.and(with_state(&state))
                 .and(warp::query::<Vec<(String, String)>>())
@@ -25,7 +32,17 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
                 .then(respond3(customer_orders))
                 .boxed()
         })
-        .build()
+        .build();
+    let loyalty = Resource::new(paths::CUSTOMER_LOYALTY)
+        .on_param(Method::GET, |path| {
+            path.and(with_state(&state))
+                .and(warp::query::<Vec<(String, String)>>())
+                .and(request_id())
+                .then(respond3(customer_loyalty))
+                .boxed()
+        })
+        .build();
+    orders.or(loyalty).unify().boxed()
 }
 
 /// One customer's orders, newest first, a page at a time (a customer without orders has an
@@ -59,4 +76,55 @@ pub async fn customer_orders(
         .ok_or_else(|| ApiError::invalid("customer_id", "is not valid percent-encoded UTF-8"))?;
     let filter = order_filter(&query, Some(customer_id))?;
     list_page(&state, &filter).await
+}
+
+/// One customer's loyalty points: the balance (the sum of every entry) and the newest
+/// entries. A customer with no points has a balance of 0 and no entries, not a 404. Points
+/// appear once the loyalty worker has handled the order's shipment.
+#[utoipa::path(
+    get,
+    path = paths::CUSTOMER_LOYALTY,
+    tag = "orders",
+    params(
+        ("id" = CustomerId, Path, description = "The customer id (percent-encoded; trimmed, as when the order was placed)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Entries returned, newest first, 1 to 500 (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "The customer's balance and newest entries", body = LoyaltyAccount),
+        (status = 400, description = "The query string cannot be parsed"),
+        (status = 422, description = "A parameter has an invalid value, named in `errors`"),
+        (status = 500, description = "The database failed; the cause is logged, not shown"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(request_id = %request_id, customer_id = %raw_id))]
+pub async fn customer_loyalty(
+    raw_id: String,
+    state: GatewayState,
+    query: Vec<(String, String)>,
+    request_id: RequestId,
+) -> Result<Json<LoyaltyAccount>, ApiError> {
+    let customer_id = decode_segment(&raw_id)
+        .ok_or_else(|| ApiError::invalid("customer_id", "is not valid percent-encoded UTF-8"))?;
+    let mut errors = Vec::new();
+    let customer_id = CustomerId::parse(&customer_id)
+        .map_err(|error| errors.push(error))
+        .ok();
+    let limit = match query_param(&query, "limit") {
+        None => Some(DEFAULT_ENTRIES),
+        Some(raw) => match raw.trim().parse::<u32>() {
+            Ok(n) if (1..=MAX_ENTRIES).contains(&n) => Some(n),
+            _ => {
+                errors.push(FieldError::new(
+                    "limit",
+                    format!("must be an integer from 1 to {MAX_ENTRIES}"),
+                ));
+                None
+            }
+        },
+    };
+    let (Some(customer_id), Some(limit)) = (customer_id, limit) else {
+        return Err(ApiError::Invalid(errors));
+    };
+    let account = loyalty::account(&state.pool, customer_id.as_str(), limit).await?;
+    Ok(Json::ok(account))
 }

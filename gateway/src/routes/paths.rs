@@ -16,6 +16,8 @@ pub const ORDER_STATE: &str = "/v1/orders/{id}/state";
 pub const ORDER_NOTIFICATIONS: &str = "/v1/orders/{id}/notifications";
 /// One customer's orders, newest first, a page at a time (`GET`).
 pub const CUSTOMER_ORDERS: &str = "/v1/customers/{id}/orders";
+/// One customer's loyalty points: the balance and the newest entries (`GET`).
+pub const CUSTOMER_LOYALTY: &str = "/v1/customers/{id}/loyalty";
 /// The stock of one SKU: `GET` reads it, `PUT` sets it.
 pub const INVENTORY_SKU: &str = "/v1/inventory/{sku}";
 /// Analytics of the orders placed between two UTC days, from the analytics read model (`GET`).
