@@ -156,6 +156,7 @@ async fn consumers_show_their_lag() {
             "inventory",
             "notifications",
             "shipments",
+            "loyalty",
             "order-summary",
             "analytics"
         ]
@@ -165,7 +166,8 @@ async fn consumers_show_their_lag() {
         .unwrap()
         .iter()
         .all(|c| c["exists"] == false && c["last_handled_position"].is_null()));
-    assert_eq!(body["consumers"][3]["kind"], "projection");
+    assert_eq!(body["consumers"][3]["kind"], "worker");
+    assert_eq!(body["consumers"][4]["kind"], "projection");
 
     // Two events reach the stream; the notifications consumer handles them.
     confirmed_order(&app).await;

@@ -15,15 +15,17 @@ use orderflow_bus::dlq::{self, DeadLetter};
 use orderflow_bus::{Delivery, Handler};
 use orderflow_domain::OrderCommand;
 use orderflow_testkit::TestBus;
+use orderflow_workers::loyalty::LoyaltyWorker;
 use orderflow_workers::notifications::{LogChannel, NotificationsWorker};
 
 use crate::helpers::{spawn_admin_app, spawn_app, valid_order, TestApp, ADMIN_TOKEN};
 
 /// Every route the gateway serves, as the document must name it.
-const ROUTES: [(&str, &str); 24] = [
+const ROUTES: [(&str, &str); 25] = [
     ("post", "/v1/orders"),
     ("get", "/v1/orders"),
     ("get", "/v1/customers/{id}/orders"),
+    ("get", "/v1/customers/{id}/loyalty"),
     ("put", "/v1/inventory/{sku}"),
     ("get", "/v1/inventory/{sku}"),
     ("get", "/v1/orders/{id}/notifications"),
@@ -557,6 +559,7 @@ async fn answers_of_the_read_model_and_admin_routes_match_the_document() {
         "notifications",
         "inventory",
         "shipments",
+        "loyalty",
         "order-summary",
         "analytics",
     ] {
@@ -646,4 +649,58 @@ async fn answers_of_the_read_model_and_admin_routes_match_the_document() {
     )
     .await;
     test_bus.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn loyalty_answers_match_the_document() {
+    let app = spawn_app().await;
+    let document = document(&app).await;
+    let v = Validator {
+        document: &document,
+    };
+    let route = "/v1/customers/{id}/loyalty";
+    // The document states the limits the server checks.
+    let limit = document["paths"][route]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap()["schema"]
+        .clone();
+    assert_eq!(
+        (&limit["minimum"], &limit["maximum"]),
+        (&json!(1), &json!(500)),
+        "{limit}"
+    );
+    // Nothing yet: a balance of 0, no entries.
+    let empty = v
+        .check("get", route, app.get("/v1/customers/c-42/loyalty").await)
+        .await;
+    assert_eq!(empty["balance"], 0, "{empty}");
+
+    let (shipped, _) = app.place_order().await;
+    app.ship(shipped).await;
+    app.project().await;
+    let worker = LoyaltyWorker::new(app.db.pool.clone());
+    for event in app.events_after(0).await {
+        worker.handle(&event, Delivery::live(1)).await.unwrap();
+    }
+    let account = v
+        .check(
+            "get",
+            route,
+            app.get("/v1/customers/c-42/loyalty?limit=1").await,
+        )
+        .await;
+    assert_eq!(account["entries"].as_array().unwrap().len(), 1, "{account}");
+    assert_eq!(account["entries"][0]["reason"], "shipped", "{account}");
+    assert!(account["balance"].as_i64().unwrap() > 0, "{account}");
+    for bad in ["?limit=0", "?limit=501", "?limit=x"] {
+        let response = app.get(&format!("/v1/customers/c-42/loyalty{bad}")).await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        v.check("get", route, response).await;
+    }
+    let blank = app.get("/v1/customers/%20/loyalty").await;
+    assert_eq!(blank.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    v.check("get", route, blank).await;
 }

@@ -8,6 +8,7 @@ mod effectively_once;
 mod end_to_end;
 mod graceful_stop;
 mod log_order;
+mod loyalty_joins;
 mod no_lost_event;
 mod no_overselling;
 mod order_independent;
