@@ -352,6 +352,22 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    #[test]
+    fn from_is_a_position_of_the_log_or_a_time() {
+        assert_eq!(parse_start("1"), Ok(StartAt::Position(1)));
+        assert_eq!(parse_start(" 4200 "), Ok(StartAt::Position(4200)));
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-30T04:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            parse_start("2026-11-30T05:00:00+01:00"),
+            Ok(StartAt::Time(at))
+        );
+        for bad in ["0", "-3", "yesterday", "2026-11-30"] {
+            assert!(parse_start(bad).is_err(), "{bad} accepted");
+        }
+    }
+
     #[derive(Debug, Parser)]
     struct Consumers {
         #[command(flatten)]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::Utc;
 use orderflow_bus::relay::publish_events;
-use orderflow_bus::runtime::{consumer_info, run_consumer, Consumer, ConsumerOptions};
+use orderflow_bus::runtime::{consumer_info, run_consumer, Consumer, ConsumerOptions, StartAt};
 use orderflow_bus::{Delivery, Effects, Handler, HandlerError};
 use orderflow_store::{EventEnvelope, EventMetadata};
 use orderflow_testkit::TestBus;
@@ -305,5 +305,67 @@ async fn messages_waiting_behind_a_busy_handler_are_handled_not_abandoned() {
     run.await.unwrap().unwrap();
     let lag = consumer_info(&test.bus, &["slow"]).await.unwrap();
     assert_eq!(lag[0].redelivered, 0, "{lag:?}");
+    test.cleanup().await.unwrap();
+}
+
+/// Records the positions it handled, under a name of its own.
+struct Recording {
+    name: &'static str,
+    done: Mutex<Vec<i64>>,
+}
+
+#[async_trait]
+impl Handler for Recording {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    async fn handle(&self, event: &EventEnvelope, _: Delivery) -> Result<Effects, HandlerError> {
+        self.done.lock().unwrap().push(event.position.unwrap_or(0));
+        Ok(Effects::none())
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_created_now_starts_at_the_log_start_a_position_or_a_time() {
+    let test = TestBus::fresh().await;
+    publish_events(&test.bus, &(1..=3).map(envelope).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let between = Utc::now();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    publish_events(&test.bus, &(4..=6).map(envelope).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let starts = [
+        ("from-start", StartAt::Beginning, vec![1, 2, 3, 4, 5, 6]),
+        ("from-position", StartAt::Position(5), vec![5, 6]),
+        ("from-time", StartAt::Time(between), vec![4, 5, 6]),
+    ];
+    let mut handlers = Vec::new();
+    for (name, start, expected) in starts {
+        let handler = Arc::new(Recording {
+            name,
+            done: Mutex::new(Vec::new()),
+        });
+        let told = ConsumerOptions { start, ..options() };
+        let consumer = Consumer::bind(handler.clone(), test.bus.clone(), told)
+            .await
+            .unwrap();
+        consumer.drain().await.unwrap();
+        assert_eq!(*handler.done.lock().unwrap(), expected, "{name}");
+        handlers.push((handler, expected));
+    }
+    // Once a consumer exists, where it was told to start no longer matters.
+    publish_events(&test.bus, &[envelope(7)]).await.unwrap();
+    for (handler, mut expected) in handlers {
+        let consumer = Consumer::bind(handler.clone(), test.bus.clone(), options())
+            .await
+            .unwrap();
+        consumer.drain().await.unwrap();
+        expected.push(7);
+        assert_eq!(*handler.done.lock().unwrap(), expected, "{}", handler.name);
+    }
     test.cleanup().await.unwrap();
 }
