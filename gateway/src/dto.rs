@@ -421,7 +421,7 @@ pub struct OrderNotificationsResponse {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsumerKind {
-    /// A worker (inventory, notifications, shipments): it acts on events.
+    /// A worker (inventory, notifications, shipments, loyalty): it acts on events.
     Worker,
     /// A projection (order-summary, analytics): it folds events into a read model.
     Projection,

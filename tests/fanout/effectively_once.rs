@@ -1,5 +1,5 @@
 //! Guarantee 3, effectively-once effects: delivery is at-least-once, yet no stock change,
-//! notification or shipment happens twice, even when workers are SIGKILLed mid-batch and
+//! notification, shipment or loyalty point happens twice, even when workers are SIGKILLed mid-batch and
 //! restarted as competing processes. Database effects commit with the inbox claim, so they
 //! happen once. Effects outside the database carry an idempotency key derived from the event:
 //! the receiver sees exactly one key per notification and per shipment; a repeat (a message
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use orderflow_bus::relay::{run_relay, RelayOptions};
 use orderflow_bus::{Delivery, Handler};
 use orderflow_workers::inventory::{self, InventoryWorker};
+use orderflow_workers::loyalty::LoyaltyWorker;
 use orderflow_workers::notifications::{LogChannel, NotificationsWorker};
 use orderflow_workers::shipments::{ShipmentsWorker, SimulatedCarrier};
 use orderflow_workers::WORKER_NAMES;
@@ -140,6 +141,41 @@ async fn assert_each_notification_sent_once(world: &World, webhook: &Recorder) {
     );
 }
 
+async fn assert_points_earned_once(world: &World, shipped: i64) {
+    // Loyalty: one earning per shipped order, of one point per whole euro of its total, and
+    // each balance the sum of its customer's entries.
+    assert_eq!(
+        count(
+            world,
+            "SELECT count(*) FROM loyalty_entries WHERE kind = 'earned'"
+        )
+        .await,
+        shipped
+    );
+    assert_eq!(
+        count(
+            world,
+            "SELECT count(*) FROM loyalty_entries e
+               JOIN events p ON p.aggregate_id = e.order_id::text AND p.sequence = 1
+              WHERE e.points = (p.payload -> 'OrderPlaced' ->> 'total')::bigint / 100"
+        )
+        .await,
+        shipped,
+        "an entry of other points than its order's total"
+    );
+    assert_eq!(
+        count(
+            world,
+            "SELECT count(*) FROM loyalty_balances b
+              WHERE b.points <> (SELECT sum(points) FROM loyalty_entries e
+                                  WHERE e.customer_id = b.customer_id)"
+        )
+        .await,
+        0,
+        "a balance that is not the sum of its entries"
+    );
+}
+
 async fn assert_each_shipment_booked_once(world: &World, ids: &[Uuid], carrier: &Recorder) {
     // Shipments: one booking per confirmed order (same key on a repeat), its tracking number
     // on the order.
@@ -213,6 +249,7 @@ async fn workers_killed_mid_batch_and_restarted_apply_no_effect_twice() {
     assert_each_order_has_its_events_once(&world, &ids).await;
     assert_each_notification_sent_once(&world, &webhook).await;
     assert_each_shipment_booked_once(&world, &ids, &carrier).await;
+    assert_points_earned_once(&world, 100).await;
     world.cleanup().await;
 }
 
@@ -227,7 +264,8 @@ async fn a_redelivered_event_changes_nothing_in_any_worker() {
     let inventory_worker = InventoryWorker::new(pool.clone());
     let notifications = NotificationsWorker::new(pool.clone(), Arc::new(LogChannel));
     let shipments = ShipmentsWorker::new(pool.clone(), Arc::new(SimulatedCarrier::instant()));
-    let workers: [&dyn Handler; 3] = [&inventory_worker, &notifications, &shipments];
+    let loyalty = LoyaltyWorker::new(pool.clone());
+    let workers: [&dyn Handler; 4] = [&inventory_worker, &notifications, &shipments, &loyalty];
     // Handle the whole history twice, as a redelivery of every message would.
     for round in 1..=2 {
         let mut seen = 0;
@@ -275,6 +313,7 @@ async fn a_redelivered_event_changes_nothing_in_any_worker() {
             .await,
             1
         );
+        assert_points_earned_once(&world, 1).await;
     }
     world.cleanup().await;
 }

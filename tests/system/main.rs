@@ -98,7 +98,8 @@ async fn place_orders_over_http(http: &reqwest::Client, base: &str) {
 
 /// Waits until every order is shipped or rejected and every consumer has drained.
 async fn wait_until_every_consumer_drained(world: &World, http: &reqwest::Client, base: &str) {
-    // Every consumer (inventory, notifications, shipments, order-summary, analytics) drains.
+    // Every consumer (inventory, notifications, shipments, loyalty, order-summary, analytics)
+    // drains.
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
         let summary = statuses(world).await;
