@@ -69,6 +69,7 @@ use crate::routes::{
         orderflow_domain::Email,
         orderflow_domain::Currency,
         crate::params::OrderListLimit,
+        crate::params::LoyaltyEntriesLimit,
         crate::params::OrderListCursor,
         crate::params::DeadLetterLimit,
         crate::params::DeadLetterSequence,

@@ -3,6 +3,7 @@
 //! server accepts. The handlers parse the raw text themselves; these types only describe it.
 
 use orderflow_projections::order_summary;
+use orderflow_workers::loyalty;
 use orderflow_workers::registry::WORKER_NAMES;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::{KnownFormat, RefOr, SchemaFormat};
@@ -46,6 +47,25 @@ impl PartialSchema for OrderListLimit {
 }
 
 impl ToSchema for OrderListLimit {}
+
+/// `limit` of a customer's loyalty entries: 1 to [`loyalty::MAX_ENTRIES`].
+pub struct LoyaltyEntriesLimit;
+
+impl PartialSchema for LoyaltyEntriesLimit {
+    fn schema() -> RefOr<Schema> {
+        integer(
+            1,
+            Some(loyalty::MAX_ENTRIES.into()),
+            format!(
+                "Entries returned, newest first, 1 to {} (default {})",
+                loyalty::MAX_ENTRIES,
+                loyalty::DEFAULT_ENTRIES
+            ),
+        )
+    }
+}
+
+impl ToSchema for LoyaltyEntriesLimit {}
 
 /// `cursor` of the order lists: what `next_cursor` holds, 48 hexadecimal digits.
 pub struct OrderListCursor;

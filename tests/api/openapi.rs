@@ -660,12 +660,15 @@ async fn loyalty_answers_match_the_document() {
     };
     let route = "/v1/customers/{id}/loyalty";
     // The document states the limits the server checks.
-    let limit = document["paths"][route]["get"]["parameters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "limit")
-        .unwrap()["schema"]
+    let limit = v
+        .resolve(
+            &document["paths"][route]["get"]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == "limit")
+                .unwrap()["schema"],
+        )
         .clone();
     assert_eq!(
         (&limit["minimum"], &limit["maximum"]),

@@ -45,6 +45,9 @@ pub const ACCRUING: [&str; 3] = ["ShipmentStarted", "OrderDelivered", "OrderCanc
 /// Most entries one `GET /v1/customers/{id}/loyalty` returns.
 pub const MAX_ENTRIES: u32 = 500;
 
+/// The entries `GET /v1/customers/{id}/loyalty` returns when it is not given a `limit`.
+pub const DEFAULT_ENTRIES: u32 = 100;
+
 /// How many digits after the decimal point `currency` has (ISO 4217): 0 for JPY, 3 for KWD,
 /// 2 for every other code.
 pub fn minor_digits(currency: &Currency) -> u32 {

@@ -6,7 +6,7 @@
 use orderflow_domain::values::FieldError;
 use orderflow_domain::CustomerId;
 use orderflow_projections::order_summary::OrderPage;
-use orderflow_workers::loyalty::{self, LoyaltyAccount, MAX_ENTRIES};
+use orderflow_workers::loyalty::{self, LoyaltyAccount, DEFAULT_ENTRIES, MAX_ENTRIES};
 use warp::filters::BoxedFilter;
 use warp::http::Method;
 use warp::reply::Response;
@@ -18,9 +18,6 @@ use crate::request_id::{request_id, RequestId};
 use crate::routes::orders::{list_page, order_filter};
 use crate::routes::{decode_segment, paths, query_param, with_state, Resource};
 use crate::GatewayState;
-
-/// How many loyalty entries `GET /v1/customers/{id}/loyalty` returns without a `limit`.
-const DEFAULT_ENTRIES: u32 = 100;
 
 /// `GET /v1/customers/{id}/orders` and `GET /v1/customers/{id}/loyalty`, with their 405s.
 pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
@@ -87,7 +84,7 @@ pub async fn customer_orders(
     tag = "orders",
     params(
         ("id" = CustomerId, Path, description = "The customer id (percent-encoded; trimmed, as when the order was placed)"),
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Entries returned, newest first, 1 to 500 (default 100)"),
+        ("limit" = Option<crate::params::LoyaltyEntriesLimit>, Query, description = "Entries returned"),
     ),
     responses(
         (status = 200, description = "The customer's balance and newest entries", body = LoyaltyAccount),
