@@ -186,7 +186,7 @@ async fn a_loyalty_worker_started_later_learns_the_whole_log_and_keeps_up_alone(
         .into_iter()
         .filter(|name| *name != loyalty::NAME)
         .collect();
-    wait_until_settled(&world, &others, Duration::from_secs(60)).await;
+    wait_until_settled(&world, &others, Duration::from_secs(120)).await;
     eprintln!(
         "{ORDERS} orders placed and settled in {:?}",
         started.elapsed()
@@ -233,6 +233,10 @@ async fn a_loyalty_worker_started_later_learns_the_whole_log_and_keeps_up_alone(
         report.accepted.len() > 50,
         "only {} live orders were accepted: {report:?}",
         report.accepted.len()
+    );
+    assert!(
+        report.refused.is_empty() && report.unanswered == 0,
+        "the gateway refused or dropped orders while the loyalty worker joined: {report:?}"
     );
     let mut all = others.clone();
     all.push(loyalty::NAME);
