@@ -13,6 +13,7 @@ use futures::{stream, StreamExt};
 use orderflow_testkit::{orderflow, OrderFixture, Orderflow, World};
 use serde_json::{json, Value};
 
+mod forget;
 mod startup;
 mod verify_stream;
 
