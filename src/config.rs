@@ -105,7 +105,12 @@ pub struct CommonArgs {
     /// Master key (32 bytes, 64 hex digits) that wraps every customer's data key; personal
     /// data is sealed under those. Never printed. Required by the roles that place orders or
     /// read personal data, and by `forget` and `keys`.
-    #[arg(long, env = "ORDERFLOW_MASTER_KEY", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "ORDERFLOW_MASTER_KEY",
+        hide_env_values = true,
+        global = true
+    )]
     pub master_key: Option<String>,
 
     /// A file holding the master key in hex (instead of `--master-key`).

@@ -12,7 +12,10 @@ pub(crate) async fn run(common: &CommonArgs, order_id: Uuid, json: bool) -> Resu
         .context("cannot open the event store")?;
     let mut events = log::order_events(&pool, order_id).await?;
     // Personal data opened when this process has the master key; sealed as stored otherwise.
-    match orderflow_store::Vault::new(pool).open_all(&mut events).await {
+    match orderflow_store::Vault::new(pool)
+        .open_all(&mut events)
+        .await
+    {
         Ok(()) | Err(orderflow_store::VaultError::NoMasterKey) => {}
         Err(e) => return Err(e.into()),
     }

@@ -223,7 +223,8 @@ impl NewEvents {
     ) -> Result<(), CommandError> {
         use cqrs_es::DomainEvent;
         self.metadata.push(
-            serde_json::to_value(metadata.to_map()).map_err(|e| CommandError::Store(e.to_string()))?,
+            serde_json::to_value(metadata.to_map())
+                .map_err(|e| CommandError::Store(e.to_string()))?,
         );
         self.payloads.push(payload);
         self.order_ids.push(order_id.to_string());

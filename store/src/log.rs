@@ -82,7 +82,8 @@ impl EventEnvelope {
     /// Personal fields still sealed (not opened through [`crate::vault::Vault::open_all`])
     /// read as [`crate::vault::ERASED`].
     pub fn decode(&self) -> Result<OrderEvent, serde_json::Error> {
-        let body = crate::vault::without_sealed(&self.payload).unwrap_or_else(|| self.payload.clone());
+        let body =
+            crate::vault::without_sealed(&self.payload).unwrap_or_else(|| self.payload.clone());
         OrderEvent::from_parts(&self.event_type, body)
     }
 

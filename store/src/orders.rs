@@ -172,12 +172,12 @@ impl OrderStore {
             let store = self.clone();
             let metadata = metadata.clone();
             return tokio::spawn(async move {
-                store
-                    .execute_appending(order_id, command, &metadata)
-                    .await
+                store.execute_appending(order_id, command, &metadata).await
             })
             .await
-            .unwrap_or_else(|join| Err(CommandError::Store(format!("command task failed: {join}"))));
+            .unwrap_or_else(|join| {
+                Err(CommandError::Store(format!("command task failed: {join}")))
+            });
         }
         let cqrs = Arc::clone(&self.cqrs);
         let map = metadata.to_map();

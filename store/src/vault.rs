@@ -213,7 +213,8 @@ impl Vault {
     /// # Errors
     /// [`VaultError::NoMasterKey`], a database error, or a failed encryption.
     pub async fn seal(&self, event: &OrderEvent) -> Result<Value, VaultError> {
-        let mut stored = serde_json::to_value(event).map_err(|e| VaultError::Seal(e.to_string()))?;
+        let mut stored =
+            serde_json::to_value(event).map_err(|e| VaultError::Seal(e.to_string()))?;
         let OrderEvent::OrderPlaced {
             order_id,
             customer_id,
@@ -310,13 +311,12 @@ impl Vault {
         key_ids.sort_unstable();
         key_ids.dedup();
         let master = self.master()?;
-        let rows: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
-            "SELECT key_id, wrapped_key FROM customer_keys WHERE key_id = ANY($1)",
-        )
-        .persistent(false)
-        .bind(&key_ids)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(Uuid, Vec<u8>)> =
+            sqlx::query_as("SELECT key_id, wrapped_key FROM customer_keys WHERE key_id = ANY($1)")
+                .persistent(false)
+                .bind(&key_ids)
+                .fetch_all(&self.pool)
+                .await?;
         let mut keys: HashMap<Uuid, Aes256Gcm> = HashMap::with_capacity(rows.len());
         for (key_id, wrapped) in rows {
             keys.insert(key_id, master.unwrap_key(key_id, &wrapped)?);
@@ -378,7 +378,10 @@ impl Vault {
             if let Ok(id) = Uuid::parse_str(&aggregate_id) {
                 order_ids.push(id);
             }
-            let Some(body) = payload.get_mut("OrderPlaced").and_then(Value::as_object_mut) else {
+            let Some(body) = payload
+                .get_mut("OrderPlaced")
+                .and_then(Value::as_object_mut)
+            else {
                 continue;
             };
             if body.contains_key(SEALED_FIELD) {

@@ -29,10 +29,19 @@ async fn sealed_and_plaintext_placements_read_back_and_forgetting_erases_both() 
         .id(sealed)
         .customer("c-v")
         .email("sealed@example.com");
-    store.place_new(sealed, fixture.command(), &meta).await.unwrap();
+    store
+        .place_new(sealed, fixture.command(), &meta)
+        .await
+        .unwrap();
     let stored = stored_payload(&db, sealed).await;
-    assert!(stored["OrderPlaced"].get("customer_email").is_none(), "{stored}");
-    assert!(stored["OrderPlaced"].get("shipping_address").is_none(), "{stored}");
+    assert!(
+        stored["OrderPlaced"].get("customer_email").is_none(),
+        "{stored}"
+    );
+    assert!(
+        stored["OrderPlaced"].get("shipping_address").is_none(),
+        "{stored}"
+    );
     assert!(stored["OrderPlaced"][SEALED_FIELD]["sealed"].is_string());
     let loaded = store.load(sealed).await.unwrap().unwrap();
     assert_eq!(loaded.state.customer_email.as_str(), "sealed@example.com");
@@ -75,7 +84,10 @@ async fn sealed_and_plaintext_placements_read_back_and_forgetting_erases_both() 
         assert_eq!(state.shipping_address.line1, ERASED);
         assert_eq!(state.lines.len(), 1);
     }
-    assert_eq!(store.load(sealed).await.unwrap().unwrap().state.total, total);
+    assert_eq!(
+        store.load(sealed).await.unwrap().unwrap().state.total,
+        total
+    );
     let rewritten = stored_payload(&db, plain).await.to_string();
     assert!(!rewritten.contains("plain@example.com"), "{rewritten}");
     assert!(!rewritten.contains(&orderflow_testkit::fixture::address().line1));
@@ -109,11 +121,16 @@ async fn rotating_the_master_key_rewraps_every_data_key() {
         .await
         .unwrap();
     assert_eq!(rotated, 1);
-    let mut events = orderflow_store::log::order_events(&db.pool, id).await.unwrap();
+    let mut events = orderflow_store::log::order_events(&db.pool, id)
+        .await
+        .unwrap();
     let with_old = Vault::with_key(db.pool.clone(), old.clone())
         .open_all(&mut events.clone())
         .await;
-    assert!(matches!(with_old, Err(VaultError::WrongMasterKey(_))), "{with_old:?}");
+    assert!(
+        matches!(with_old, Err(VaultError::WrongMasterKey(_))),
+        "{with_old:?}"
+    );
     Vault::with_key(db.pool.clone(), new.clone())
         .open_all(&mut events)
         .await

@@ -24,14 +24,19 @@ fn order_of(customer: &str, email: &str, street: &str) -> Value {
 async fn a_forgotten_customer_reads_as_erased_and_is_not_notified() {
     let app = spawn_admin_app(|state| state).await;
     let tag = Uuid::new_v4().simple().to_string();
-    let (email, street) = (format!("gone-{tag}@example.com"), format!("{tag} Erasure Lane"));
+    let (email, street) = (
+        format!("gone-{tag}@example.com"),
+        format!("{tag} Erasure Lane"),
+    );
     let kept_email = format!("kept-{tag}@example.com");
 
     let placed = app.post_order(&order_of("c-gone", &email, &street)).await;
     assert_eq!(placed.status(), StatusCode::CREATED);
     let placed: Value = placed.json().await.unwrap();
     let id: Uuid = placed["id"].as_str().unwrap().parse().unwrap();
-    let kept = app.post_order(&order_of("c-kept", &kept_email, &street)).await;
+    let kept = app
+        .post_order(&order_of("c-kept", &kept_email, &street))
+        .await;
     let kept: Value = kept.json().await.unwrap();
     assert_eq!(placed["customer_email"], email.as_str());
 
@@ -41,7 +46,9 @@ async fn a_forgotten_customer_reads_as_erased_and_is_not_notified() {
         .await
         .unwrap();
     assert!(stored.iter().any(|p| p.contains("\"personal\"")));
-    assert!(!stored.iter().any(|p| p.contains(&email) || p.contains(&street)));
+    assert!(!stored
+        .iter()
+        .any(|p| p.contains(&email) || p.contains(&street)));
     // Opened for the routes.
     let before: Value = app.get_order(&id.to_string()).await.json().await.unwrap();
     assert_eq!(before["customer_email"], email.as_str());
@@ -79,7 +86,15 @@ async fn a_forgotten_customer_reads_as_erased_and_is_not_notified() {
     assert_eq!(after["customer_email"], "[erased]");
     assert_eq!(after["shipping_address"]["line1"], "[erased]");
     assert_eq!(after["shipping_address"]["name"], "[erased]");
-    for field in ["id", "customer_id", "lines", "total", "currency", "status", "placed_at"] {
+    for field in [
+        "id",
+        "customer_id",
+        "lines",
+        "total",
+        "currency",
+        "status",
+        "placed_at",
+    ] {
         assert_eq!(after[field], before[field], "{field}");
     }
     // Events, state at a sequence and the timeline: erased, never an error.
@@ -90,7 +105,10 @@ async fn a_forgotten_customer_reads_as_erased_and_is_not_notified() {
         let response = app.get(&path).await;
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         let text = response.text().await.unwrap();
-        assert!(!text.contains(&email) && !text.contains(&street), "{path}: {text}");
+        assert!(
+            !text.contains(&email) && !text.contains(&street),
+            "{path}: {text}"
+        );
         assert!(text.contains("[erased]"), "{path}: {text}");
     }
     let timeline = app
@@ -98,7 +116,10 @@ async fn a_forgotten_customer_reads_as_erased_and_is_not_notified() {
         .await;
     assert_eq!(timeline.status(), StatusCode::OK);
     let text = timeline.text().await.unwrap();
-    assert!(!text.contains(&email) && text.contains("[erased]"), "{text}");
+    assert!(
+        !text.contains(&email) && text.contains("[erased]"),
+        "{text}"
+    );
     // The worker's record no longer holds the address.
     assert_eq!(recipients().await, ["[erased]"]);
     // Another customer is untouched.

@@ -124,7 +124,10 @@ async fn a_forgotten_customers_personal_data_is_nowhere_and_their_orders_stay_wh
         if shipped == 3 && consumers_caught_up(&http, &base).await {
             break;
         }
-        assert!(Instant::now() < deadline, "not settled in time: {shipped} shipped");
+        assert!(
+            Instant::now() < deadline,
+            "not settled in time: {shipped} shipped"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
@@ -133,7 +136,10 @@ async fn a_forgotten_customers_personal_data_is_nowhere_and_their_orders_stay_wh
         ("events", events_text(&world).await),
         ("stream", stream_text(&world).await),
     ] {
-        assert!(!text.contains(&email) && !text.contains(&street), "{what}: {text}");
+        assert!(
+            !text.contains(&email) && !text.contains(&street),
+            "{what}: {text}"
+        );
         assert!(text.contains("\"personal\""), "{what} holds sealed fields");
     }
     // ...but the workers' records and the idempotency keys did, and the dump finds them: the
@@ -154,7 +160,10 @@ async fn a_forgotten_customers_personal_data_is_nowhere_and_their_orders_stay_wh
     );
 
     let nowhere = |what: &str, text: &str| {
-        assert!(!text.contains(&email), "{what} still holds the e-mail address");
+        assert!(
+            !text.contains(&email),
+            "{what} still holds the e-mail address"
+        );
         assert!(!text.contains(&street), "{what} still holds the street");
     };
     nowhere("the events table", &events_text(&world).await);
@@ -187,7 +196,10 @@ async fn a_forgotten_customers_personal_data_is_nowhere_and_their_orders_stay_wh
     }
     // The other customer keeps theirs.
     let stay: Value = http
-        .get(format!("{base}/v1/orders/{}", placed[2]["id"].as_str().unwrap()))
+        .get(format!(
+            "{base}/v1/orders/{}",
+            placed[2]["id"].as_str().unwrap()
+        ))
         .send()
         .await
         .unwrap()
@@ -201,9 +213,15 @@ async fn a_forgotten_customers_personal_data_is_nowhere_and_their_orders_stay_wh
         let rebuilt = orderflow.run(&["projections", "rebuild", projection]);
         assert!(rebuilt.contains("swapped in"), "{rebuilt}");
         let verified = orderflow.run(&["projections", "rebuild", projection, "--verify"]);
-        assert!(verified.contains("; 0 differences"), "{projection}: {verified}");
+        assert!(
+            verified.contains("; 0 differences"),
+            "{projection}: {verified}"
+        );
     }
-    nowhere("the read models after a rebuild", &read_model_rows(&world).await);
+    nowhere(
+        "the read models after a rebuild",
+        &read_model_rows(&world).await,
+    );
     nowhere("pg_dump after a rebuild", &pg_dump(&world));
 
     drop(served);

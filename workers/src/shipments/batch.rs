@@ -18,8 +18,7 @@ use orderflow_store::{log, orders, EventEnvelope};
 use uuid::Uuid;
 
 use super::{
-    ERASED_REASON,
-    Booking, CarrierError, ShipmentRecord, ShipmentRequest, ShipmentsWorker, NAME,
+    Booking, CarrierError, ShipmentRecord, ShipmentRequest, ShipmentsWorker, ERASED_REASON, NAME,
     SHIPMENT_NAMESPACE,
 };
 use crate::command;
