@@ -69,7 +69,7 @@ async fn a_forgotten_customer_reads_as_erased_and_is_not_notified() {
         .await
         .unwrap()
     };
-    assert_eq!(recipients().await, [email.clone()]);
+    assert_eq!(recipients().await, [email.as_str()]);
 
     let forgotten = app
         .admin_post("/v1/admin/customers/c-gone/forget", &json!({}))
