@@ -48,8 +48,14 @@ pub(crate) async fn forget(common: &CommonArgs, command: ForgetCommand) -> Resul
         .await
         .context("forgetting the customer")?;
     println!(
-        "customer {} forgotten: {} data key(s) deleted, personal data of {} order(s) erased",
-        forgotten.customer_id, forgotten.keys_deleted, forgotten.orders
+        "customer {} forgotten: {}, personal data of {} erased",
+        forgotten.customer_id,
+        count(
+            forgotten.keys_deleted,
+            "data key deleted",
+            "data keys deleted"
+        ),
+        count(forgotten.orders, "order", "orders"),
     );
     Ok(())
 }
@@ -75,9 +81,15 @@ pub(crate) async fn keys(common: &CommonArgs, command: KeysCommand) -> Result<()
                 .await
                 .context("re-wrapping the data keys")?;
             println!(
-                "{rewrapped} data key(s) re-wrapped; start every process with the new master key"
+                "{} re-wrapped; start every process with the new master key",
+                count(rewrapped, "data key", "data keys")
             );
             Ok(())
         }
     }
+}
+
+/// `n` and the noun in the right number.
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

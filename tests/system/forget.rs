@@ -155,7 +155,7 @@ async fn a_forgotten_customers_personal_data_is_nowhere_and_their_orders_stay_wh
 
     let forget = orderflow.run(&["forget", "customer", "c-forget"]);
     assert!(
-        forget.contains("1 data key(s) deleted") && forget.contains("2 order(s)"),
+        forget.contains("1 data key deleted") && forget.contains("of 2 orders erased"),
         "{forget}"
     );
 
