@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use orderflow_bus::runtime::ConsumerOptions;
 use orderflow_bus::{BusOptions, RelayOptions, StartAt};
-use orderflow_store::DatabaseOptions;
+use orderflow_store::{DatabaseOptions, MasterKey};
 use orderflow_workers::notifications::{ChannelOptions, NotificationOptions};
 use orderflow_workers::registry::WorkerDeps;
 use orderflow_workers::shipments::{CarrierOptions, ShipmentOptions};
@@ -102,6 +102,26 @@ pub struct CommonArgs {
     #[arg(long, env = "ORDERFLOW_METRICS_ADDR", global = true)]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// Master key (32 bytes, 64 hex digits) that wraps every customer's data key; personal
+    /// data is sealed under those. Never printed. Required by the roles that place orders or
+    /// read personal data, and by `forget` and `keys`.
+    #[arg(
+        long,
+        env = "ORDERFLOW_MASTER_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub master_key: Option<String>,
+
+    /// A file holding the master key in hex (instead of `--master-key`).
+    #[arg(
+        long,
+        env = "ORDERFLOW_MASTER_KEY_FILE",
+        conflicts_with = "master_key",
+        global = true
+    )]
+    pub master_key_file: Option<std::path::PathBuf>,
+
     /// Log format; the filter comes from RUST_LOG (default `info,sqlx=warn` for the roles,
     /// `warn` for operator commands).
     #[arg(
@@ -128,6 +148,39 @@ impl std::fmt::Debug for CommonArgs {
 }
 
 impl CommonArgs {
+    /// The configured master key, if any.
+    ///
+    /// # Errors
+    /// An unreadable key file, or a key that is not 32 bytes of hex.
+    pub fn master_key(&self) -> anyhow::Result<Option<MasterKey>> {
+        use anyhow::Context;
+        let text = match (&self.master_key, &self.master_key_file) {
+            (Some(text), _) => zeroize::Zeroizing::new(text.clone()),
+            (None, Some(path)) => zeroize::Zeroizing::new(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the master key file {}", path.display()))?,
+            ),
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(MasterKey::from_hex(&text)?))
+    }
+
+    /// Installs the configured master key in this process; with `required`, its absence is
+    /// an error.
+    ///
+    /// # Errors
+    /// A malformed key, or none when `required`.
+    pub fn install_master_key(&self, required: bool) -> anyhow::Result<()> {
+        match self.master_key()? {
+            Some(key) => Ok(orderflow_store::vault::install_master_key(key)?),
+            None if required => anyhow::bail!(
+                "no master key: set ORDERFLOW_MASTER_KEY (64 hex digits) or \
+                 ORDERFLOW_MASTER_KEY_FILE (scripts/run makes a development key)"
+            ),
+            None => Ok(()),
+        }
+    }
+
     /// How long a role waits for its services at start.
     pub fn connect_wait(&self) -> Duration {
         Duration::from_secs(self.connect_wait_secs)

@@ -10,7 +10,15 @@ pub(crate) async fn run(common: &CommonArgs, order_id: Uuid, json: bool) -> Resu
     let pool = orderflow_store::connect(&common.database())
         .await
         .context("cannot open the event store")?;
-    let events = log::order_events(&pool, order_id).await?;
+    let mut events = log::order_events(&pool, order_id).await?;
+    // Personal data opened when this process has the master key; sealed as stored otherwise.
+    match orderflow_store::Vault::new(pool)
+        .open_all(&mut events)
+        .await
+    {
+        Ok(()) | Err(orderflow_store::VaultError::NoMasterKey) => {}
+        Err(e) => return Err(e.into()),
+    }
     if events.is_empty() {
         anyhow::bail!("order {order_id} has no events (unknown order?)");
     }

@@ -8,6 +8,7 @@ use crate::config::{CommonArgs, ConsumerArgs, HttpArgs};
 
 mod dlq;
 mod events;
+mod keys;
 mod progress;
 mod projections;
 mod replay;
@@ -125,6 +126,18 @@ pub enum Command {
         #[command(subcommand)]
         command: verify::VerifyCommand,
     },
+    /// Forget a customer (the right to be forgotten): crypto-shred their personal data.
+    Forget {
+        /// Whom to forget.
+        #[command(subcommand)]
+        command: keys::ForgetCommand,
+    },
+    /// The master key that wraps the customers' data keys: make one, rotate it.
+    Keys {
+        /// What to do with the keys.
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
     /// Show an order's events: sequence, position, time, type, version, payload, ids.
     Events {
         /// The order's id.
@@ -156,6 +169,14 @@ impl Command {
 /// Whatever stopped the command, with its causes.
 pub async fn run(cli: Cli) -> Result<()> {
     let common = cli.common;
+    // The roles that place orders or read personal data cannot work without the master key.
+    let required = matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Gateway { .. } | Command::Worker { .. }
+    );
+    if !matches!(cli.command, Command::Keys { .. }) {
+        common.install_master_key(required)?;
+    }
     match cli.command {
         Command::Serve {
             http,
@@ -177,6 +198,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Replay { command } => replay::run(&common, command).await,
         Command::Dlq { command } => dlq::run(&common, command).await,
         Command::Verify { command } => verify::run(&common, command).await,
+        Command::Forget { command } => keys::forget(&common, command).await,
+        Command::Keys { command } => keys::keys(&common, command).await,
         Command::Events { order_id, json } => events::run(&common, order_id, json).await,
     }
 }

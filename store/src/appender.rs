@@ -212,20 +212,21 @@ impl NewEvents {
         parts
     }
 
+    /// Adds one event, `payload` being its stored (tagged, sealed) body.
     pub(crate) fn push(
         &mut self,
         order_id: Uuid,
         sequence: i64,
         event: &OrderEvent,
+        payload: serde_json::Value,
         metadata: &CommandMetadata,
     ) -> Result<(), CommandError> {
         use cqrs_es::DomainEvent;
-        let json = |value: serde_json::Result<serde_json::Value>| {
-            value.map_err(|e| CommandError::Store(e.to_string()))
-        };
-        self.payloads.push(json(serde_json::to_value(event))?);
-        self.metadata
-            .push(json(serde_json::to_value(metadata.to_map()))?);
+        self.metadata.push(
+            serde_json::to_value(metadata.to_map())
+                .map_err(|e| CommandError::Store(e.to_string()))?,
+        );
+        self.payloads.push(payload);
         self.order_ids.push(order_id.to_string());
         self.sequences.push(sequence);
         self.types.push(event.event_type());

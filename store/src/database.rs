@@ -27,6 +27,9 @@ pub enum StoreError {
     /// A query failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// Sealing or opening personal data failed (no master key, a wrong one).
+    #[error(transparent)]
+    Vault(#[from] crate::vault::VaultError),
     /// A stored event does not decode into its domain type, even after upcasting.
     #[error("stored event {event_type} {version} of order {order_id} cannot be read: {source}")]
     Corrupt {

@@ -17,6 +17,8 @@
 //!   pool.
 //! - [`idempotency`]: idempotency keys for `POST /v1/orders`.
 //! - [`inbox`]: the consumers' record of handled events.
+//! - [`vault`]: [`Vault`], per-customer encryption of personal data and forgetting a
+//!   customer (crypto-shredding).
 #![forbid(unsafe_code)]
 
 mod appender;
@@ -26,11 +28,13 @@ pub mod idempotency;
 pub mod inbox;
 pub mod log;
 pub mod orders;
+pub mod vault;
 
 pub use database::{connect, migrate, DatabaseOptions, StoreError};
 pub use health::{DatabaseHealth, DatabaseStatus, Unavailable};
 pub use log::{EventEnvelope, EventMetadata};
 pub use orders::{CommandError, CommandMetadata, LoadedOrder, OrderStore};
+pub use vault::{MasterKey, Vault, VaultError};
 
 /// Gives the store's metrics their `# HELP` text. Call once after installing a metrics
 /// recorder (without one it does nothing).

@@ -47,7 +47,8 @@ pub struct EventMetadata {
 }
 
 /// One stored event as it is published and shown: the body is already upcast to the current
-/// version and carries no type tag.
+/// version and carries no type tag. The personal fields of an `OrderPlaced` are sealed as
+/// stored until a [`crate::vault::Vault`] opens them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct EventEnvelope {
     /// The event's own id, unique in the log.
@@ -77,8 +78,13 @@ impl EventEnvelope {
     ///
     /// # Errors
     /// The serde error when the body does not fit its type.
+    ///
+    /// Personal fields still sealed (not opened through [`crate::vault::Vault::open_all`])
+    /// read as [`crate::vault::ERASED`].
     pub fn decode(&self) -> Result<OrderEvent, serde_json::Error> {
-        OrderEvent::from_parts(&self.event_type, self.payload.clone())
+        let body =
+            crate::vault::without_sealed(&self.payload).unwrap_or_else(|| self.payload.clone());
+        OrderEvent::from_parts(&self.event_type, body)
     }
 
     /// The domain event inside, with an error that names the stored event when it does not

@@ -25,6 +25,7 @@ use uuid::Uuid;
 use crate::appender::{Appender, NewEvents};
 use crate::health::DatabaseHealth;
 use crate::log::{self, EventEnvelope};
+use crate::vault::{Vault, VaultError};
 use crate::StoreError;
 
 type OrderCqrs = CqrsFramework<Order, PersistedEventStore<PostgresEventRepository, Order>>;
@@ -110,21 +111,37 @@ pub struct OrderStore {
     cqrs: Arc<OrderCqrs>,
     appender: Appender,
     health: DatabaseHealth,
+    vault: Vault,
 }
 
 impl OrderStore {
-    /// A store on `pool`, with the domain's upcasters for older event versions.
+    /// A store on `pool`, with the domain's upcasters for older event versions, sealing and
+    /// opening personal data with the process's master key ([`Vault::new`]).
     pub fn new(pool: PgPool) -> Self {
         let repository = PostgresEventRepository::new(pool.clone());
-        let store =
-            PersistedEventStore::new_event_store(repository).with_upcasters(upcasting::upcasters());
+        // Commands decided by cqrs-es never need personal data: sealed fields read as erased.
+        let mut upcasters = upcasting::upcasters();
+        upcasters.push(Box::new(SealedAsErased));
+        let store = PersistedEventStore::new_event_store(repository).with_upcasters(upcasters);
         let health = DatabaseHealth::new(&pool);
         Self {
             appender: Appender::new(pool.clone(), health.clone()),
             health,
+            vault: Vault::new(pool.clone()),
             pool,
             cqrs: Arc::new(CqrsFramework::new(store, vec![], ())),
         }
+    }
+
+    /// The store with `vault` instead of one on the process's master key.
+    pub fn with_vault(mut self, vault: Vault) -> Self {
+        self.vault = vault;
+        self
+    }
+
+    /// The vault that seals and opens the personal data of this store's orders.
+    pub fn vault(&self) -> &Vault {
+        &self.vault
     }
 
     /// The connection pool the store runs on.
@@ -150,6 +167,18 @@ impl OrderStore {
         command: OrderCommand,
         metadata: &CommandMetadata,
     ) -> Result<(), CommandError> {
+        if matches!(command, OrderCommand::PlaceOrder(_)) {
+            // A placement is sealed by the store's own append, never written by cqrs-es.
+            let store = self.clone();
+            let metadata = metadata.clone();
+            return tokio::spawn(async move {
+                store.execute_appending(order_id, command, &metadata).await
+            })
+            .await
+            .unwrap_or_else(|join| {
+                Err(CommandError::Store(format!("command task failed: {join}")))
+            });
+        }
         let cqrs = Arc::clone(&self.cqrs);
         let map = metadata.to_map();
         let task = tokio::spawn(async move {
@@ -211,7 +240,9 @@ impl OrderStore {
         command: OrderCommand,
         metadata: &CommandMetadata,
     ) -> Result<(), CommandError> {
-        let stored = self.events(order_id).await.map_err(store_error)?;
+        let stored = log::order_events(&self.pool, order_id)
+            .await
+            .map_err(store_error)?;
         let (order, version) = aggregate_of(&stored).map_err(store_error)?;
         let events = order.decide(command)?;
         if events.is_empty() {
@@ -258,7 +289,11 @@ impl OrderStore {
                     let mut outcome = Ok(());
                     for event in events {
                         *version += 1;
-                        if let Err(error) = rows.push(*id, *version, &event, metadata) {
+                        let pushed = match self.vault.seal(&event).await {
+                            Ok(payload) => rows.push(*id, *version, &event, payload, metadata),
+                            Err(error) => Err(CommandError::Store(error.to_string())),
+                        };
+                        if let Err(error) = pushed {
                             outcome = Err(error);
                             break;
                         }
@@ -301,7 +336,13 @@ impl OrderStore {
     ) -> Result<(), CommandError> {
         let mut rows = NewEvents::default();
         for (sequence, event) in (after + 1..).zip(events) {
-            rows.push(order_id, sequence, event, metadata)?;
+            let payload = self.vault.seal(event).await.map_err(|e| match e {
+                VaultError::Database(e) if crate::health::is_connection_error(&e) => {
+                    CommandError::Unavailable(e.to_string())
+                }
+                e => CommandError::Store(e.to_string()),
+            })?;
+            rows.push(order_id, sequence, event, payload, metadata)?;
         }
         self.appender.append(rows).await
     }
@@ -335,12 +376,15 @@ impl OrderStore {
         }
     }
 
-    /// Every event of the order, by sequence (empty for an unknown order).
+    /// Every event of the order, by sequence (empty for an unknown order), personal data
+    /// opened through the store's [`Vault`] (erased when the customer was forgotten).
     ///
     /// # Errors
-    /// A database error or an unreadable stored event.
+    /// A database error, an unreadable stored event, or no master key to open with.
     pub async fn events(&self, order_id: Uuid) -> Result<Vec<EventEnvelope>, StoreError> {
-        log::order_events(&self.pool, order_id).await
+        let mut events = log::order_events(&self.pool, order_id).await?;
+        self.vault.open_all(&mut events).await?;
+        Ok(events)
     }
 
     /// The order as the log says now, or `None` when it was never placed.
@@ -409,4 +453,26 @@ pub fn fold(
     Ok(order
         .into_state()
         .map(|state| LoadedOrder { state, version }))
+}
+
+/// Shows the sealed personal fields of a stored `OrderPlaced` as erased, for the commands
+/// cqrs-es decides (they never read personal data).
+struct SealedAsErased;
+
+impl cqrs_es::persist::EventUpcaster for SealedAsErased {
+    fn can_upcast(&self, event_type: &str, _event_version: &str) -> bool {
+        event_type == "OrderPlaced"
+    }
+
+    fn upcast(
+        &self,
+        mut event: cqrs_es::persist::SerializedEvent,
+    ) -> cqrs_es::persist::SerializedEvent {
+        if let Some(body) = event.payload.get_mut("OrderPlaced") {
+            if let Some(shown) = crate::vault::without_sealed(body) {
+                *body = shown;
+            }
+        }
+        event
+    }
 }

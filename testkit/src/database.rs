@@ -9,6 +9,20 @@ use uuid::Uuid;
 /// allows 100, and tests of a binary run side by side.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 30;
 
+/// The master key of every test process (hex): installed by [`TestDatabase`], given to the
+/// binary by [`crate::process::binary_env`]. For tests only.
+pub const TEST_MASTER_KEY: &str =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+/// Installs [`TEST_MASTER_KEY`] as the test process's master key (once).
+///
+/// # Panics
+/// When the test installed another key before.
+pub fn install_test_master_key() {
+    let key = orderflow_store::MasterKey::from_hex(TEST_MASTER_KEY).expect("the test key is hex");
+    orderflow_store::vault::install_master_key(key).expect("no other master key in tests");
+}
+
 /// The server tests use, without a database name: `ORDERFLOW_TEST_DATABASE_URL`, by default
 /// `postgres://postgres@127.0.0.1:5432/postgres`.
 pub fn server_url() -> String {
@@ -53,6 +67,7 @@ impl TestDatabase {
     /// # Panics
     /// When that server is unreachable.
     pub async fn on_server(server: &str, max_connections: u32) -> Self {
+        install_test_master_key();
         let name = format!("orderflow_test_{}", Uuid::new_v4().simple());
         let mut url = url::Url::parse(server).expect("the test server's URL is a URL");
         url.set_path(&name);

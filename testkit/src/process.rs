@@ -34,6 +34,10 @@ pub fn binary_env(world: &World) -> Vec<(&'static str, String)> {
         // The simulated carrier books at once: tests do not wait for a person.
         ("ORDERFLOW_CARRIER_BOOKING_DELAY_MS", "0".into()),
         ("RUST_LOG", "warn,sqlx=error".into()),
+        (
+            "ORDERFLOW_MASTER_KEY",
+            crate::database::TEST_MASTER_KEY.into(),
+        ),
     ];
     if let Some(bus) = world.try_bus() {
         env.extend([

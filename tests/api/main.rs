@@ -19,6 +19,7 @@
 mod admin;
 mod bad_input;
 mod cancellation;
+mod forget;
 mod helpers;
 mod idempotency;
 mod inventory;

@@ -21,7 +21,7 @@ use orderflow_workers::notifications::{LogChannel, NotificationsWorker};
 use crate::helpers::{spawn_admin_app, spawn_app, valid_order, TestApp, ADMIN_TOKEN};
 
 /// Every route the gateway serves, as the document must name it.
-const ROUTES: [(&str, &str); 25] = [
+const ROUTES: [(&str, &str); 26] = [
     ("post", "/v1/orders"),
     ("get", "/v1/orders"),
     ("get", "/v1/customers/{id}/orders"),
@@ -39,6 +39,7 @@ const ROUTES: [(&str, &str); 25] = [
     ("get", "/v1/admin/dlq/{seq}"),
     ("post", "/v1/admin/dlq/{seq}/redrive"),
     ("get", "/v1/admin/stream/verify"),
+    ("post", "/v1/admin/customers/{id}/forget"),
     ("get", "/metrics"),
     ("get", "/v1/orders/{id}"),
     ("post", "/v1/orders/{id}/cancel"),
@@ -550,6 +551,24 @@ async fn answers_of_the_read_model_and_admin_routes_match_the_document() {
         "get",
         route,
         app.admin_get(&format!("/v1/admin/orders/{unknown}/replay"))
+            .await,
+    )
+    .await;
+
+    let route = "/v1/admin/customers/{id}/forget";
+    let forgotten = v
+        .check(
+            "post",
+            route,
+            app.admin_post("/v1/admin/customers/c-nobody/forget", &json!({}))
+                .await,
+        )
+        .await;
+    assert_eq!(forgotten["orders"], 0);
+    v.check(
+        "post",
+        route,
+        app.admin_post("/v1/admin/customers/%20/forget", &json!({}))
             .await,
     )
     .await;

@@ -13,6 +13,7 @@ use futures::{stream, StreamExt};
 use orderflow_testkit::{orderflow, OrderFixture, Orderflow, World};
 use serde_json::{json, Value};
 
+mod forget;
 mod startup;
 mod verify_stream;
 
@@ -53,7 +54,7 @@ async fn consumers_caught_up(http: &reqwest::Client, base: &str) -> bool {
         return false;
     };
     let consumers = body["consumers"].as_array().cloned().unwrap_or_default();
-    consumers.len() == 5
+    consumers.len() == orderflow_operations::consumer_names().len()
         && consumers
             .iter()
             .all(|c| c["exists"] == json!(true) && c["pending"] == 0 && c["ack_pending"] == 0)

@@ -332,7 +332,13 @@ fn money(amount: Money, currency: &str) -> String {
 
 /// Renders the message for `event` of `order` (the order as it was after the event), or
 /// `None` when the event does not notify.
+///
+/// A forgotten customer (their e-mail address erased) is never notified: `None`.
 pub fn render(event: &EventEnvelope, order: &OrderState) -> Option<Notification> {
+    if orderflow_store::vault::is_erased(order.customer_email.as_str()) {
+        tracing::debug!(order_id = %order.id, "customer forgotten: notification skipped");
+        return None;
+    }
     let short = &order.id.simple().to_string()[..8];
     let (subject, text) = match event.decode().ok()? {
         OrderEvent::OrderPlaced {
@@ -463,7 +469,14 @@ impl Handler for NotificationsWorker {
         // The order as it was after the event; a placement (the first event) is the whole
         // order, so it needs no read of the log.
         let order = if event.sequence == 1 {
-            orderflow_store::orders::fold(std::slice::from_ref(event), None)
+            // The recipient is sealed: open it through the vault.
+            let mut placed = event.clone();
+            self.store
+                .vault()
+                .open_all(std::slice::from_mut(&mut placed))
+                .await
+                .map_err(HandlerError::retry)?;
+            orderflow_store::orders::fold(std::slice::from_ref(&placed), None)
         } else {
             self.store
                 .load_at(event.order_id, Some(event.sequence))

@@ -283,6 +283,9 @@ pub async fn shipment_for_order(
     .await
 }
 
+/// Why a shipment is skipped for a forgotten customer.
+pub(crate) const ERASED_REASON: &str = "the customer was forgotten (shipping address erased)";
+
 /// The shipments worker.
 #[derive(Clone)]
 pub struct ShipmentsWorker {
@@ -378,6 +381,13 @@ impl ShipmentsWorker {
                     "no shipment for order {order_id}: no longer confirmed"
                 )));
             };
+            if orderflow_store::vault::is_erased_address(&state.shipping_address) {
+                self.set_status(order_id, "skipped", Some(ERASED_REASON))
+                    .await?;
+                return Ok(Effects::one(format!(
+                    "no shipment for order {order_id}: {ERASED_REASON}"
+                )));
+            }
             let request = ShipmentRequest {
                 shipment_id: record.shipment_id,
                 order_id,

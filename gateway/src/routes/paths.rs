@@ -39,6 +39,8 @@ pub const ADMIN_PROJECTION_REBUILD: &str = "/v1/admin/projections/{name}/rebuild
 pub const ADMIN_ORDER_REPLAY: &str = "/v1/admin/orders/{id}/replay";
 /// The stream compared with the event log.
 pub const ADMIN_STREAM_VERIFY: &str = "/v1/admin/stream/verify";
+/// Forget a customer: delete their data key, erase their personal data (`POST`).
+pub const ADMIN_CUSTOMER_FORGET: &str = "/v1/admin/customers/{id}/forget";
 /// The dead letters (`GET`).
 pub const ADMIN_DLQ: &str = "/v1/admin/dlq";
 /// One dead letter, by its sequence in the dead-letter stream (`GET`).

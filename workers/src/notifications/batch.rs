@@ -98,13 +98,21 @@ impl NotificationsWorker {
             .collect();
         need.sort_unstable();
         need.dedup();
-        let logs = if need.is_empty() {
+        let mut logs = if need.is_empty() {
             HashMap::new()
         } else {
             log::events_of_orders(&self.pool, &need)
                 .await
                 .map_err(|e| format!("reading the orders: {e}"))?
         };
+        // The recipient is sealed: open the placements (from the stream or the log) through
+        // the vault; a forgotten customer's reads as erased, and is not notified.
+        let mut events: Vec<EventEnvelope> = events.iter().map(|e| (*e).clone()).collect();
+        self.store
+            .vault()
+            .open(events.iter_mut().chain(logs.values_mut().flatten()))
+            .await
+            .map_err(|e| format!("opening personal data: {e}"))?;
         Ok(events
             .iter()
             .map(|event| {
@@ -112,7 +120,7 @@ impl NotificationsWorker {
                     return Ok(None);
                 }
                 let folded = if event.sequence == 1 {
-                    orders::fold(std::slice::from_ref(*event), None)
+                    orders::fold(std::slice::from_ref(event), None)
                 } else {
                     let log = logs.get(&event.order_id).map_or(&[][..], Vec::as_slice);
                     orders::fold(log, Some(event.sequence))

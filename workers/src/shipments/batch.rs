@@ -18,7 +18,7 @@ use orderflow_store::{log, orders, EventEnvelope};
 use uuid::Uuid;
 
 use super::{
-    Booking, CarrierError, ShipmentRecord, ShipmentRequest, ShipmentsWorker, NAME,
+    Booking, CarrierError, ShipmentRecord, ShipmentRequest, ShipmentsWorker, ERASED_REASON, NAME,
     SHIPMENT_NAMESPACE,
 };
 use crate::command;
@@ -96,6 +96,15 @@ impl ShipmentsWorker {
                         Effects::one(format!(
                             "no shipment for order {order_id}: no longer confirmed"
                         )),
+                    );
+                }
+                ("requested", Some(state))
+                    if orderflow_store::vault::is_erased_address(&state.shipping_address) =>
+                {
+                    changes.push((order_id, "skipped", Some(ERASED_REASON.into())));
+                    effects.insert(
+                        order_id,
+                        Effects::one(format!("no shipment for order {order_id}: {ERASED_REASON}")),
                     );
                 }
                 ("requested", Some(state)) => to_book.push(ShipmentRequest {
@@ -216,9 +225,15 @@ impl ShipmentsWorker {
         &self,
         order_ids: &[Uuid],
     ) -> Result<(HashMap<Uuid, OrderState>, Vec<(Uuid, String)>), String> {
-        let logs = log::events_of_orders(&self.pool, order_ids)
+        let mut logs = log::events_of_orders(&self.pool, order_ids)
             .await
             .map_err(|e| format!("reading the orders: {e}"))?;
+        // The shipping address is sealed: open it through the vault.
+        self.store
+            .vault()
+            .open(logs.values_mut().flatten())
+            .await
+            .map_err(|e| format!("opening personal data: {e}"))?;
         let mut confirmed = HashMap::new();
         let mut unreadable = Vec::new();
         for id in order_ids {

@@ -1,7 +1,7 @@
 //! The operator routes under `/v1/admin/...`, behind the admin bearer token
 //! ([`crate::auth`]), one module per resource: [`consumers`] (lag, and replaying a range of
 //! the log to one consumer), [`projections`] (list, rebuild, verify), [`orders`] (an order's
-//! timeline), [`dlq`] (the dead-letter stream: list, show, redrive) and [`stream`] (the
+//! timeline), [`customers`] (forgetting one), [`dlq`] (the dead-letter stream: list, show, redrive) and [`stream`] (the
 //! stream verified against the log). This module joins
 //! them behind the token check and holds the helpers they share.
 //!
@@ -11,6 +11,7 @@
 //! exist.
 
 pub mod consumers;
+pub mod customers;
 pub mod dlq;
 pub mod orders;
 pub mod projections;
@@ -40,6 +41,8 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
         .or(dlq::routes(&state))
         .unify()
         .or(stream::routes(&state))
+        .unify()
+        .or(customers::routes(&state))
         .unify();
     warp::path("v1")
         .and(warp::path("admin"))
