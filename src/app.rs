@@ -32,33 +32,33 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 pub fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
+    // Registered here, before anything else of the role runs: a SIGTERM that comes while the
+    // role still connects is kept, not left to the default action (which kills the process).
+    #[cfg(unix)]
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let terminate = async move {
+            match terminate {
+                Some(mut signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            () = ctrl_c => {}
+            () = terminate => {}
+        }
         tracing::info!("shutdown signal received, finishing in-flight work");
         cancel.cancel();
     });
     token
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
 }
 
 /// Connects to the event store, creating the database and applying migrations if needed.
@@ -308,6 +308,7 @@ pub async fn serve(
     consumers: &ConsumerArgs,
     without: &[String],
 ) -> Result<()> {
+    let shutdown = shutdown_on_signal();
     let known = orderflow_operations::consumer_names();
     let without: Vec<&str> = without
         .iter()
@@ -328,7 +329,7 @@ pub async fn serve(
     let deps = consumers
         .worker_deps(pool.clone())
         .map_err(anyhow::Error::msg)?;
-    let mut roles = Roles::new(shutdown_on_signal());
+    let mut roles = Roles::new(shutdown);
     start_gateway(
         &mut roles,
         pool.clone(),
@@ -406,10 +407,11 @@ pub fn consumer_handler(
 /// # Errors
 /// For an unknown projection or unreachable services.
 pub async fn project(common: &CommonArgs, consumers: &ConsumerArgs, name: &str) -> Result<()> {
+    let shutdown = shutdown_on_signal();
     let projection = orderflow_projections::by_name(name)?;
     let pool = connect_store(common, common.connect_wait()).await?;
     let bus = connect_bus(common, common.connect_wait()).await?;
-    let mut roles = Roles::new(shutdown_on_signal());
+    let mut roles = Roles::new(shutdown);
     start_metrics_endpoint(&mut roles, common).await?;
     start_projections(&mut roles, &pool, &bus, consumers, vec![projection]).await?;
     roles.wait().await
@@ -421,6 +423,7 @@ pub async fn project(common: &CommonArgs, consumers: &ConsumerArgs, name: &str) 
 /// # Errors
 /// When PostgreSQL cannot be reached at start or the address cannot be bound.
 pub async fn gateway(common: &CommonArgs, http: &HttpArgs) -> Result<()> {
+    let shutdown = shutdown_on_signal();
     let pool = connect_store(common, common.connect_wait()).await?;
     let bus = match Bus::connect(common.bus()).await {
         Ok(bus) => Some(bus),
@@ -429,7 +432,7 @@ pub async fn gateway(common: &CommonArgs, http: &HttpArgs) -> Result<()> {
             None
         }
     };
-    let mut roles = Roles::new(shutdown_on_signal());
+    let mut roles = Roles::new(shutdown);
     start_gateway(
         &mut roles,
         pool,
@@ -447,9 +450,10 @@ pub async fn gateway(common: &CommonArgs, http: &HttpArgs) -> Result<()> {
 /// # Errors
 /// When a service cannot be reached at start.
 pub async fn relay(common: &CommonArgs) -> Result<()> {
+    let shutdown = shutdown_on_signal();
     let pool = connect_store(common, common.connect_wait()).await?;
     let bus = connect_bus(common, common.connect_wait()).await?;
-    let mut roles = Roles::new(shutdown_on_signal());
+    let mut roles = Roles::new(shutdown);
     start_metrics_endpoint(&mut roles, common).await?;
     start_relay(&mut roles, pool, &bus, common.relay());
     roles.wait().await
@@ -490,6 +494,7 @@ pub async fn worker(
     name: &str,
     from: Option<StartAt>,
 ) -> Result<()> {
+    let shutdown = shutdown_on_signal();
     let pool = connect_store(common, common.connect_wait()).await?;
     let options = ConsumerOptions {
         start: from.unwrap_or_default(),
@@ -500,7 +505,7 @@ pub async fn worker(
         consumers.worker_deps(pool).map_err(anyhow::Error::msg)?,
     )?;
     let bus = connect_bus(common, common.connect_wait()).await?;
-    let mut roles = Roles::new(shutdown_on_signal());
+    let mut roles = Roles::new(shutdown);
     start_metrics_endpoint(&mut roles, common).await?;
     roles.spawn_consumer(handler, &bus, options);
     roles.wait().await
