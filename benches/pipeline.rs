@@ -315,6 +315,11 @@ async fn main() {
         .env("ORDERFLOW_STREAM", &stream)
         .env("ORDERFLOW_SUBJECT_PREFIX", format!("bench_{id}"))
         .env("ORDERFLOW_ADMIN_TOKEN", ADMIN_TOKEN)
+        // A throwaway master key for the customers' data keys of the bench's own database.
+        .env(
+            "ORDERFLOW_MASTER_KEY",
+            orderflow_testkit::database::TEST_MASTER_KEY,
+        )
         .env("ORDERFLOW_CARRIER_BOOKING_DELAY_MS", "0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

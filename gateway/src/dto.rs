@@ -285,7 +285,8 @@ pub struct OrderResponse {
     pub status: OrderStatus,
     /// The customer's id in the shop, as given when the order was placed.
     pub customer_id: String,
-    /// Where order e-mails go.
+    /// Where order e-mails go; `[erased]` once the customer was forgotten.
+    #[schema(schema_with = erasable_email)]
     pub customer_email: Email,
     /// ISO 4217 code of every amount in the order.
     pub currency: Currency,
@@ -293,7 +294,8 @@ pub struct OrderResponse {
     pub lines: Vec<OrderLine>,
     /// Sum of the lines in minor units.
     pub total: Money,
-    /// Where the order is shipped.
+    /// Where the order is shipped; every field `[erased]` once the customer was forgotten.
+    #[schema(schema_with = erasable_address)]
     pub shipping_address: ShippingAddress,
     /// Sequence of the order's last event (the one this view includes).
     pub version: i64,
@@ -921,4 +923,39 @@ impl From<orderflow_bus::stream_check::Verification> for StreamVerificationRespo
             unreadable: v.unreadable,
         }
     }
+}
+
+/// The marker a forgotten customer's personal fields read as
+/// ([`orderflow_store::vault::ERASED`]).
+fn erased_marker() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some([orderflow_store::vault::ERASED]))
+        .build()
+}
+
+/// An answered e-mail address: the customer's, or the erased marker once they were forgotten.
+fn erasable_email() -> Schema {
+    Schema::OneOf(
+        utoipa::openapi::schema::OneOfBuilder::new()
+            .item(<Email as utoipa::PartialSchema>::schema())
+            .item(erased_marker())
+            .build(),
+    )
+}
+
+/// An answered shipping address: the customer's, or every field the erased marker once they
+/// were forgotten.
+fn erasable_address() -> Schema {
+    let mut erased = utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Object);
+    for field in ["name", "line1", "city", "postal_code", "country"] {
+        erased = erased.property(field, erased_marker()).required(field);
+    }
+    Schema::OneOf(
+        utoipa::openapi::schema::OneOfBuilder::new()
+            .item(<ShippingAddress as utoipa::PartialSchema>::schema())
+            .item(erased.build())
+            .build(),
+    )
 }
