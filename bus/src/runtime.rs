@@ -335,13 +335,14 @@ impl Consumer {
     ) -> Result<Self, RuntimeError> {
         let stream = bus.stream().await?;
         let mut config = options.consumer_config(&bus, handler.as_ref());
+        let resume_after = handler.resume_after().await;
         match stream.consumer_info(handler.name()).await {
             // An update keeps where the consumer started (the server refuses to change it).
             Ok(info) => {
                 config.deliver_policy = info.config.deliver_policy;
             }
             Err(error) if is_not_found(&error.to_string()) => {
-                if let Some(after) = handler.resume_after().await.filter(|after| *after > 0) {
+                if let Some(after) = resume_after.filter(|after| *after > 0) {
                     let sequence = wait_for_position(&bus, handler.name(), after).await?;
                     tracing::info!(
                         consumer = handler.name(),
@@ -370,7 +371,7 @@ impl Consumer {
                     .map_err(|e| BusError::js("binding a durable consumer", e))?
             }
         };
-        let handled_floor = AtomicI64::new(handler.resume_after().await.unwrap_or(0).max(0));
+        let handled_floor = AtomicI64::new(resume_after.unwrap_or(0).max(0));
         Ok(Self {
             handler,
             bus,
@@ -1314,10 +1315,13 @@ pub async fn run_consumer(
     options: ConsumerOptions,
     shutdown: CancellationToken,
 ) -> Result<(), RuntimeError> {
-    Consumer::bind(handler, bus, options)
-        .await?
-        .run(shutdown)
-        .await
+    // Binding may wait for the relay to repair the stream (a consumer created anew resumes
+    // after its recorded position): a stop meanwhile ends it, with nothing taken yet.
+    let consumer = tokio::select! {
+        bound = Consumer::bind(handler, bus, options) => bound?,
+        () = shutdown.cancelled() => return Ok(()),
+    };
+    consumer.run(shutdown).await
 }
 
 /// The lag of one durable consumer, for `GET /v1/admin/consumers`.
