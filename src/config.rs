@@ -13,7 +13,7 @@ use orderflow_workers::registry::WorkerDeps;
 use orderflow_workers::shipments::{CarrierOptions, ShipmentOptions};
 use sqlx::PgPool;
 
-use crate::telemetry::LogFormat;
+use crate::telemetry::{LogFormat, OtlpExport};
 
 /// Settings every command shares. `Debug` shows the URLs redacted.
 #[derive(Clone, clap::Args)]
@@ -132,6 +132,27 @@ pub struct CommonArgs {
         global = true
     )]
     pub log_format: LogFormat,
+
+    /// OTLP/HTTP endpoint to export spans to, for example `http://127.0.0.1:4318` (a
+    /// collector, or Jaeger's OTLP port); spans are posted as protobuf to
+    /// `<endpoint>/v1/traces`. Unset (the default), nothing is exported, and trace ids still
+    /// travel with requests, events and messages and appear in JSON logs.
+    #[arg(
+        long,
+        env = "ORDERFLOW_OTLP_ENDPOINT",
+        hide_env_values = true,
+        global = true
+    )]
+    pub otlp_endpoint: Option<String>,
+
+    /// The `service.name` exported spans are reported under.
+    #[arg(
+        long,
+        env = "ORDERFLOW_OTLP_SERVICE_NAME",
+        default_value = "orderflow",
+        global = true
+    )]
+    pub otlp_service_name: String,
 }
 
 impl std::fmt::Debug for CommonArgs {
@@ -143,6 +164,7 @@ impl std::fmt::Debug for CommonArgs {
             .field("stream_check_secs", &self.stream_check_secs)
             .field("metrics_addr", &self.metrics_addr)
             .field("log_format", &self.log_format)
+            .field("otlp_export", &self.otlp_endpoint.is_some())
             .finish()
     }
 }
@@ -179,6 +201,18 @@ impl CommonArgs {
             ),
             None => Ok(()),
         }
+    }
+
+    /// Where spans are exported, when an OTLP endpoint is set (an empty one counts as unset).
+    pub fn otlp(&self) -> Option<OtlpExport> {
+        self.otlp_endpoint
+            .as_deref()
+            .map(str::trim)
+            .filter(|endpoint| !endpoint.is_empty())
+            .map(|endpoint| OtlpExport {
+                endpoint: endpoint.to_string(),
+                service_name: self.otlp_service_name.clone(),
+            })
     }
 
     /// How long a role waits for its services at start.

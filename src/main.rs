@@ -8,8 +8,21 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = orderflow::cli::Cli::parse();
-    orderflow::telemetry::init(cli.common.log_format, cli.command.default_log_filter());
-    match orderflow::cli::run(cli).await {
+    let telemetry = match orderflow::telemetry::init(
+        cli.common.log_format,
+        cli.command.default_log_filter(),
+        cli.common.otlp().as_ref(),
+    ) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {}", one_line(&error));
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = orderflow::cli::run(cli).await;
+    // The roles have stopped: what they traced goes out before the process ends.
+    telemetry.shutdown().await;
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {}", one_line(&error));

@@ -36,6 +36,11 @@ pub const RELAY_LOCK_KEY: i64 = 0x6f72_6465_7266_6c6f;
 /// The header carrying the event's correlation id (the request that set it in motion).
 pub const CORRELATION_HEADER: &str = "Orderflow-Correlation-Id";
 
+/// The header carrying the W3C trace context the event was stored in (its metadata's
+/// `traceparent`); consumers handle the message in a child span of it. Events stored before
+/// trace context existed are published without it.
+pub const TRACEPARENT_HEADER: &str = orderflow_trace::TRACEPARENT;
+
 /// The NOTIFY channel the event store signals on commit.
 pub const EVENTS_CHANNEL: &str = "orderflow_events";
 
@@ -339,6 +344,9 @@ pub async fn publish_events_with(
             .filter(|c| c.len() <= 200 && c.chars().all(|ch| ch.is_ascii_graphic()))
         {
             publish = publish.header(CORRELATION_HEADER, correlation.as_str());
+        }
+        if let Some(trace) = event.metadata.trace() {
+            publish = publish.header(TRACEPARENT_HEADER, trace.to_string().as_str());
         }
         let ack = bus
             .jetstream()

@@ -43,6 +43,14 @@
 //! again (at most `handler_timeout`), and runs the handler again on the failed ones, as the
 //! same attempt. Effects stay idempotent as for any retry.
 //!
+//! # Traces
+//! Each delivered event is handled in a span of its own (`handle`, with the consumer, order,
+//! event type, position and attempt), a child of the W3C trace context the message carries
+//! (`orderflow_trace`), so one order's handling by every consumer joins the trace its request
+//! started. The handler sees the event with this span as its `traceparent`, so the commands
+//! it issues continue the trace. The ack, nak or parking of the message is logged inside it,
+//! one `message handled` line (target [`CONSUMED_TARGET`]) for each message handled.
+//!
 //! # Nothing vanishes at the delivery limit
 //! JetStream stops delivering a message after `max_deliver` deliveries and tells nobody but
 //! an advisory. So a message on its last allowed delivery is parked in the dead-letter stream
@@ -315,12 +323,14 @@ enum Prepared {
     Event(Box<ReadEvent>),
 }
 
-/// A delivered event with its delivery count and, when handled alone, its order's lane.
+/// A delivered event with its delivery count, its span (see [Traces](self#traces)) and,
+/// when handled alone, its order's lane.
 struct ReadEvent {
     message: Message,
     envelope: EventEnvelope,
     attempt: u64,
     lane: Option<Lane>,
+    span: tracing::Span,
 }
 
 impl Consumer {
@@ -892,7 +902,8 @@ impl Consumer {
                 .map(|(_, e)| (e.envelope.clone(), Delivery::live(e.attempt)))
                 .collect();
             let messages: Vec<&Message> = events.iter().map(|(_, e)| &e.message).collect();
-            let handling = self.riding_out(input, |input| self.run_batch(input));
+            let spans: Vec<&tracing::Span> = events.iter().map(|(_, e)| &e.span).collect();
+            let handling = self.riding_out(input, |input| self.run_batch(input, &spans));
             let results = match self.with_progress(&messages, handling).await {
                 Ok(results) => results,
                 Err(error) => events
@@ -900,11 +911,13 @@ impl Consumer {
                     .map(|_| Err(HandlerError::retry(&error)))
                     .collect(),
             };
-            let settled =
-                futures::future::join_all(events.iter().zip(results).map(
-                    |((_, event), result)| self.settle(&event.message, event.attempt, result),
-                ))
-                .await;
+            let settled = futures::future::join_all(events.iter().zip(results).map(
+                |((_, event), result)| {
+                    self.settle(&event.message, event.attempt, result)
+                        .instrument(event.span.clone())
+                },
+            ))
+            .await;
             for ((index, _), outcome) in events.iter().zip(settled) {
                 outcomes[*index] = Some(outcome);
             }
@@ -940,8 +953,9 @@ impl Consumer {
             return Prepared::ForAnother(message);
         }
         match serde_json::from_slice::<EventEnvelope>(&message.payload) {
-            Ok(envelope) => Prepared::Event(Box::new(ReadEvent {
+            Ok(mut envelope) => Prepared::Event(Box::new(ReadEvent {
                 lane: in_lane.then(|| self.lanes.enter(envelope.order_id)),
+                span: message_span(name, &message, &mut envelope, attempt),
                 message,
                 envelope,
                 attempt,
@@ -962,9 +976,8 @@ impl Consumer {
             envelope,
             attempt,
             lane,
+            span,
         } = *event;
-        let span = tracing::info_span!("handle", consumer = self.name(),
-            order_id = %envelope.order_id, event = %envelope.event_type, attempt);
         let work = async {
             if let Some(lane) = &lane {
                 lane.wait_for_earlier().await;
@@ -998,17 +1011,34 @@ impl Consumer {
             .await
             .unwrap_or_else(|error| Err(HandlerError::retry(error)));
         drop(lane);
-        self.settle(&message, attempt, result).await
+        self.settle(&message, attempt, result)
+            .instrument(span)
+            .await
     }
 
     /// Runs the handler on `input` as one batch, bounded by `handler_timeout`: one result per
     /// event, in order.
+    /// The batch's span is the child of its message's span when it holds one message (the
+    /// usual case while the consumer keeps up), so the handler's own lines join that trace;
+    /// a larger batch spans many traces and gets a span of its own, linked to each message's
+    /// when spans are exported.
     async fn run_batch(
         &self,
         input: Vec<(EventEnvelope, Delivery)>,
+        spans: &[&tracing::Span],
     ) -> Vec<Result<Effects, HandlerError>> {
-        let span =
-            tracing::info_span!("handle_batch", consumer = self.name(), events = input.len());
+        let span = match spans {
+            [one] => tracing::info_span!(parent: *one, "handle_batch",
+                consumer = self.name(), events = input.len()),
+            many => {
+                let span = tracing::info_span!(parent: None, "handle_batch",
+                    consumer = self.name(), events = input.len());
+                for message in many {
+                    orderflow_trace::link(&span, message);
+                }
+                span
+            }
+        };
         let handling = tokio::time::timeout(
             self.options.handler_timeout,
             self.handler.handle_batch(&input).instrument(span),
@@ -1127,6 +1157,8 @@ impl Consumer {
         match result {
             Ok(effects) => {
                 self.ack(message).await;
+                tracing::info!(target: CONSUMED_TARGET, consumer = name, attempt,
+                    effects = ?effects.0, "message handled");
                 Outcome::Handled(effects.0)
             }
             Err(HandlerError::Retry(error)) if attempt < self.options.max_attempts => {
@@ -1195,6 +1227,41 @@ impl Consumer {
             tracing::warn!(consumer = self.name(), %error, "ack failed; the message will come back");
         }
     }
+}
+
+/// The log target of the one line each consumer writes per message it handled ("message
+/// handled", at info, inside the message's span): the consumers' access log. Retries and
+/// dead letters have lines of their own. `RUST_LOG=info,orderflow_bus::consumed=warn` turns
+/// it off.
+pub const CONSUMED_TARGET: &str = "orderflow_bus::consumed";
+
+/// The span `consumer` handles one delivered event in: a child of the trace context the
+/// message carries (its `traceparent` header, else the event's stored one), else the root of
+/// a trace of its own. While the handler runs, the envelope's `traceparent` names this span,
+/// so the commands the handler issues (`CommandMetadata::caused_by`) continue the trace
+/// below it. A disabled span leaves the envelope as it was.
+fn message_span(
+    consumer: &str,
+    message: &Message,
+    envelope: &mut EventEnvelope,
+    attempt: u64,
+) -> tracing::Span {
+    let span = tracing::info_span!(parent: None, "handle", consumer,
+        order_id = %envelope.order_id, event = %envelope.event_type,
+        position = envelope.position.unwrap_or_default(), attempt);
+    let carried = message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(crate::relay::TRACEPARENT_HEADER))
+        .and_then(|value| orderflow_trace::TraceContext::parse(value.as_str()))
+        .or_else(|| envelope.metadata.trace());
+    if let Some(parent) = carried {
+        orderflow_trace::set_parent(&span, parent);
+    }
+    if let Some(own) = orderflow_trace::context_of(&span) {
+        envelope.metadata.set_trace(own);
+    }
+    span
 }
 
 /// Counts one message's outcome in `orderflow_consumer_messages_total`.

@@ -12,6 +12,9 @@
 //!
 //! `/health`, `/ready`, `/metrics`, `/openapi.json` and the dead-letter routes (JetStream)
 //! are not guarded.
+//!
+//! Every request, guarded or not, is answered inside its `request` span, which joins the
+//! client's W3C trace when the request carries a `traceparent` header (`orderflow_trace`).
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -19,6 +22,7 @@ use std::time::Instant;
 
 use futures::future::BoxFuture;
 use orderflow_store::{DatabaseHealth, Unavailable};
+use tracing::Instrument;
 use warp::http::Request;
 use warp::reply::Response;
 
@@ -57,6 +61,35 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        let span = request_span(&request);
+        let answer = span.in_scope(|| self.answer(request));
+        Box::pin(answer.instrument(span))
+    }
+}
+
+/// The span a request is answered in (`request`, with its method and path): a child of the
+/// client's `traceparent` when it sends a valid one, else the root of a new trace. The
+/// routes' spans, the access line, and the commands the request issues sit inside it.
+fn request_span<B>(request: &Request<B>) -> tracing::Span {
+    let span = tracing::info_span!(parent: None, "request",
+        method = %request.method(), path = request.uri().path());
+    let incoming = request
+        .headers()
+        .get(orderflow_trace::TRACEPARENT)
+        .and_then(|value| value.to_str().ok())
+        .and_then(orderflow_trace::TraceContext::parse);
+    if let Some(parent) = incoming {
+        orderflow_trace::set_parent(&span, parent);
+    }
+    span
+}
+
+impl<S> Guarded<S> {
+    fn answer<B>(&mut self, request: Request<B>) -> BoxFuture<'static, Result<Response, Infallible>>
+    where
+        S: tower_service::Service<Request<B>, Response = Response, Error = Infallible>,
+        S::Future: Send + 'static,
+    {
         if !needs_database(request.uri().path()) {
             return Box::pin(self.inner.call(request));
         }

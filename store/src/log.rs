@@ -41,9 +41,25 @@ pub struct EventMetadata {
     /// The id of the event whose handling issued the command (absent for client requests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<String>,
-    /// Anything else recorded (for example `actor`).
+    /// Anything else recorded (for example `actor`, and `traceparent`: the W3C trace
+    /// context of the span that issued the command).
     #[serde(flatten)]
     pub other: BTreeMap<String, String>,
+}
+
+impl EventMetadata {
+    /// The trace context recorded with the event (its `traceparent`), if any and readable.
+    pub fn trace(&self) -> Option<orderflow_trace::TraceContext> {
+        self.other
+            .get(orderflow_trace::TRACEPARENT)
+            .and_then(|value| orderflow_trace::TraceContext::parse(value))
+    }
+
+    /// Records `trace` as the event's `traceparent`.
+    pub fn set_trace(&mut self, trace: orderflow_trace::TraceContext) {
+        self.other
+            .insert(orderflow_trace::TRACEPARENT.to_string(), trace.to_string());
+    }
 }
 
 /// One stored event as it is published and shown: the body is already upcast to the current

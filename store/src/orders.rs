@@ -18,6 +18,7 @@ use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{AggregateError, CqrsFramework};
 use orderflow_domain::aggregate::OrderState;
 use orderflow_domain::{upcasting, Order, OrderCommand, OrderError, OrderEvent};
+use orderflow_trace::{TraceContext, TRACEPARENT};
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -58,19 +59,27 @@ pub struct CommandMetadata {
     pub causation_id: Option<String>,
     /// Who issued it: `api`, or a consumer's name.
     pub actor: String,
+    /// The span that issued it (the request's, or the consumer's for the event it handled),
+    /// stored as the events' `traceparent` so that their handling joins the same trace.
+    /// Events stored before trace context existed have none.
+    pub trace: Option<TraceContext>,
 }
 
 impl CommandMetadata {
-    /// A command from an HTTP request.
+    /// A command from an HTTP request, in the trace of the current span (the request's).
     pub fn from_request(request_id: &str) -> Self {
         Self {
             correlation_id: request_id.to_string(),
             causation_id: None,
             actor: "api".into(),
+            trace: orderflow_trace::current(),
         }
     }
 
-    /// A command issued by `actor` while handling `event`: same correlation, caused by it.
+    /// A command issued by `actor` while handling `event`: same correlation, caused by it,
+    /// in the trace of the event's `traceparent`. While a consumer handles an event, that
+    /// names the consumer's span for it (the runtime sets it), so the command's events are
+    /// children of the consumer's handling.
     pub fn caused_by(event: &EventEnvelope, actor: &str) -> Self {
         Self {
             correlation_id: event
@@ -80,7 +89,14 @@ impl CommandMetadata {
                 .unwrap_or_else(|| event.event_id.to_string()),
             causation_id: Some(event.event_id.to_string()),
             actor: actor.to_string(),
+            trace: event.metadata.trace(),
         }
+    }
+
+    /// The same metadata in the trace `trace` instead.
+    pub fn with_trace(mut self, trace: Option<TraceContext>) -> Self {
+        self.trace = trace;
+        self
     }
 
     pub(crate) fn to_map(&self) -> HashMap<String, String> {
@@ -90,6 +106,9 @@ impl CommandMetadata {
         ]);
         if let Some(causation) = &self.causation_id {
             map.insert("causation_id".into(), causation.clone());
+        }
+        if let Some(trace) = &self.trace {
+            map.insert(TRACEPARENT.into(), trace.to_string());
         }
         map
     }
