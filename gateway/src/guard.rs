@@ -121,6 +121,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_requests_traceparent_is_honoured() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let subscriber = tracing_subscriber::registry().with(orderflow_trace::TraceLayer);
+        tracing::subscriber::with_default(subscriber, || {
+            let sent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+            let request = Request::builder()
+                .uri("/v1/orders")
+                .header("traceparent", sent)
+                .body(())
+                .unwrap();
+            let span = request_span(&request);
+            let context = orderflow_trace::context_of(&span).unwrap();
+            let sent = orderflow_trace::TraceContext::parse(sent).unwrap();
+            assert_eq!(context.trace_id, sent.trace_id);
+            assert_ne!(context.span_id, sent.span_id);
+            // What the request stores with its events is in the same trace.
+            let metadata = span.in_scope(|| orderflow_store::CommandMetadata::from_request("r"));
+            assert_eq!(metadata.trace.map(|t| t.trace_id), Some(sent.trace_id));
+
+            // No header, or a malformed one: a trace of its own.
+            for header in [None, Some("00-not-a-trace-01")] {
+                let mut request = Request::builder().uri("/v1/orders");
+                if let Some(value) = header {
+                    request = request.header("traceparent", value);
+                }
+                let span = request_span(&request.body(()).unwrap());
+                let own = orderflow_trace::context_of(&span).unwrap();
+                assert_ne!(own.trace_id, sent.trace_id);
+            }
+        });
+    }
+
+    #[test]
     fn guards_the_resource_routes_only() {
         assert!(needs_database("/v1/orders"));
         assert!(needs_database("/v1/inventory/SKU-1"));

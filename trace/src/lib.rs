@@ -434,4 +434,42 @@ mod tests {
         }
         assert_eq!(parsed[1]["answer"], 42);
     }
+
+    #[test]
+    fn with_opentelemetry_the_ids_are_its_spans() {
+        use opentelemetry::trace::TracerProvider as _;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .event_format(WithTraceId(
+                        tracing_subscriber::fmt::format().json().flatten_event(true),
+                    ))
+                    .with_writer(move || writer.clone()),
+            );
+        let remote = TraceContext::parse(SAMPLE).unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            let request = tracing::info_span!(parent: None, "request");
+            set_parent(&request, remote);
+            let own = context_of(&request).unwrap();
+            assert_eq!(own.trace_id, remote.trace_id);
+            assert_ne!(own.span_id, remote.span_id);
+            request.in_scope(|| {
+                assert_eq!(current(), Some(own));
+                let inner = tracing::info_span!("inner");
+                assert_eq!(context_of(&inner).unwrap().trace_id, remote.trace_id);
+                inner.in_scope(|| tracing::info!("inside"));
+            });
+            let batch = tracing::info_span!(parent: None, "batch");
+            link(&batch, &request);
+            assert_ne!(context_of(&batch).unwrap().trace_id, remote.trace_id);
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["trace_id"], remote.trace_id_hex(), "{text}");
+    }
 }
