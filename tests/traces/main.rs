@@ -303,6 +303,27 @@ async fn json_logs_of_the_gateway_and_every_consumer_share_the_orders_trace_id()
     assert_ne!(confirmed.span_id, placed.span_id);
     assert_ne!(shipped.span_id, confirmed.span_id);
 
+    // The relay published each event with its traceparent as a header.
+    let stream = world.bus().bus.stream().await.unwrap();
+    let mut headers_seen = 0;
+    for message in world.bus().messages().await.unwrap() {
+        if !message.subject.contains(&order) {
+            continue;
+        }
+        let raw = stream
+            .get_raw_message(message.stream_sequence)
+            .await
+            .unwrap();
+        let stored = message.envelope().unwrap().metadata.trace().unwrap();
+        let header = raw
+            .headers
+            .get("traceparent")
+            .unwrap_or_else(|| panic!("no traceparent header on {}", message.subject));
+        assert_eq!(header.as_str(), stored.to_string());
+        headers_seen += 1;
+    }
+    assert_eq!(headers_seen, stored.len(), "one message per event");
+
     let new_trace = trace_of(&events(&http, &serve.base, &other).await, "OrderPlaced");
     assert_ne!(new_trace.trace_id, sent.trace_id);
     let new_trace_id = new_trace.trace_id_hex();
