@@ -49,7 +49,8 @@
 //! (`orderflow_trace`), so one order's handling by every consumer joins the trace its request
 //! started. The handler sees the event with this span as its `traceparent`, so the commands
 //! it issues continue the trace. The ack, nak or parking of the message is logged inside it,
-//! one `message handled` line (target [`CONSUMED_TARGET`]) for each message handled.
+//! one `message handled` line (target [`CONSUMED_TARGET`]) for each message handled: at info
+//! with the effects when the handler did something, at debug when it did nothing.
 //!
 //! # Nothing vanishes at the delivery limit
 //! JetStream stops delivering a message after `max_deliver` deliveries and tells nobody but
@@ -1157,8 +1158,13 @@ impl Consumer {
         match result {
             Ok(effects) => {
                 self.ack(message).await;
-                tracing::info!(target: CONSUMED_TARGET, consumer = name, attempt,
-                    effects = ?effects.0, "message handled");
+                if effects.is_empty() {
+                    tracing::debug!(target: CONSUMED_TARGET, consumer = name, attempt,
+                        "message handled, nothing to do");
+                } else {
+                    tracing::info!(target: CONSUMED_TARGET, consumer = name, attempt,
+                        effects = ?effects.0, "message handled");
+                }
                 Outcome::Handled(effects.0)
             }
             Err(HandlerError::Retry(error)) if attempt < self.options.max_attempts => {
@@ -1229,10 +1235,12 @@ impl Consumer {
     }
 }
 
-/// The log target of the one line each consumer writes per message it handled ("message
-/// handled", at info, inside the message's span): the consumers' access log. Retries and
-/// dead letters have lines of their own. `RUST_LOG=info,orderflow_bus::consumed=warn` turns
-/// it off.
+/// The log target of the one line each consumer writes per message it handled, inside the
+/// message's span: the consumers' access log. "message handled" with the effects at info when
+/// the handler did something, "nothing to do" at debug when it did not (an event the consumer
+/// ignores, a repeat), which keeps the volume to what happened: about a dozen lines per order
+/// for the six consumers. Retries and dead letters have lines of their own.
+/// `RUST_LOG=info,orderflow_bus::consumed=warn` turns it off.
 pub const CONSUMED_TARGET: &str = "orderflow_bus::consumed";
 
 /// The span `consumer` handles one delivered event in: a child of the trace context the
