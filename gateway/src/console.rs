@@ -1,0 +1,157 @@
+//! The operator console at `/console`: a page and its static files (HTML, CSS, JavaScript
+//! modules, the vendored uPlot chart library), built into the binary from `gateway/console/`.
+//!
+//! The files are public; everything they show comes from the admin routes, which need the
+//! admin token (the page asks for it and keeps it in the tab's `sessionStorage`). Every answer
+//! carries a Content-Security-Policy that allows only this origin (no inline script or style,
+//! no framing), `nosniff`, no referrer, and `Cache-Control: no-cache` (the files change with
+//! the binary, so the browser revalidates them).
+
+use warp::filters::path::Tail;
+use warp::filters::BoxedFilter;
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use crate::routes::paths;
+use crate::telemetry::tag;
+
+/// The Content-Security-Policy of the console's files: this origin only.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; \
+     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// One built-in file: its path under `/console/`, media type and content.
+struct Asset {
+    path: &'static str,
+    media_type: &'static str,
+    body: &'static [u8],
+}
+
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+macro_rules! asset {
+    ($path:literal, $media_type:expr) => {
+        Asset {
+            path: $path,
+            media_type: $media_type,
+            body: include_bytes!(concat!("../console/", $path)),
+        }
+    };
+}
+
+/// Every file of the console; `index.html` is also the answer to `/console` itself.
+const ASSETS: &[Asset] = &[
+    asset!("index.html", HTML),
+    asset!("console.css", CSS),
+    asset!("app.js", JS),
+    asset!("api.js", JS),
+    asset!("ui.js", JS),
+    asset!("flow.js", JS),
+    asset!("consumers.js", JS),
+    asset!("projections.js", JS),
+    asset!("orders.js", JS),
+    asset!("analytics.js", JS),
+    asset!("vendor/uplot/uPlot.iife.min.js", JS),
+    asset!("vendor/uplot/uPlot.min.css", CSS),
+    asset!("vendor/uplot/LICENSE", TEXT),
+    asset!("vendor/uplot/README.md", TEXT),
+];
+
+fn find(path: &str) -> Option<&'static Asset> {
+    let path = if path.is_empty() { "index.html" } else { path };
+    ASSETS.iter().find(|a| a.path == path)
+}
+
+/// `GET` (and `HEAD`) `/console` and `/console/<file>`; unknown files fall through to the
+/// gateway's 404.
+pub fn routes() -> BoxedFilter<(Response,)> {
+    warp::get()
+        .or(warp::head())
+        .unify()
+        .and(warp::path("console"))
+        .and(warp::path::tail())
+        .and_then(|tail: Tail| async move {
+            find(tail.as_str())
+                .map(answer)
+                .ok_or_else(warp::reject::not_found)
+        })
+        .map(tag(paths::CONSOLE))
+        .boxed()
+}
+
+fn answer(asset: &'static Asset) -> Response {
+    let mut response = warp::reply::with_status(asset.body, StatusCode::OK).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(asset.media_type),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_page_and_its_files_are_served_with_their_headers() {
+        let routes = routes();
+        for (path, media_type) in [
+            ("/console", HTML),
+            ("/console/", HTML),
+            ("/console/app.js", JS),
+            ("/console/vendor/uplot/uPlot.iife.min.js", JS),
+            ("/console/vendor/uplot/uPlot.min.css", CSS),
+        ] {
+            let response = warp::test::request().path(path).reply(&routes).await;
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            assert_eq!(response.headers()["content-type"], media_type, "{path}");
+            assert_eq!(
+                response.headers()["content-security-policy"],
+                CONTENT_SECURITY_POLICY
+            );
+            assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+            assert!(!response.body().is_empty(), "{path}");
+        }
+        for path in ["/console/nothing.js", "/console/../Cargo.toml", "/consoles"] {
+            let response = warp::test::request().path(path).reply(&routes).await;
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+        }
+        let post = warp::test::request()
+            .method("POST")
+            .path("/console")
+            .reply(&routes)
+            .await;
+        assert_eq!(post.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn the_page_loads_only_files_that_are_served() {
+        let page = std::str::from_utf8(find("").unwrap().body).unwrap();
+        for reference in page
+            .split(['"', '\''])
+            .filter(|s| s.ends_with(".js") || s.ends_with(".css"))
+        {
+            let file = reference.trim_start_matches("/console/");
+            assert!(find(file).is_some(), "{reference} is not built in");
+        }
+    }
+}
