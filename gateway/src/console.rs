@@ -9,10 +9,11 @@
 
 use warp::filters::path::Tail;
 use warp::filters::BoxedFilter;
-use warp::http::{header, HeaderValue, StatusCode};
+use warp::http::{header, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
+use crate::problem::ApiError;
 use crate::routes::paths;
 use crate::telemetry::tag;
 
@@ -66,18 +67,22 @@ fn find(path: &str) -> Option<&'static Asset> {
     ASSETS.iter().find(|a| a.path == path)
 }
 
-/// `GET` (and `HEAD`) `/console` and `/console/<file>`; unknown files fall through to the
-/// gateway's 404.
+/// `GET` (and `HEAD`) `/console` and `/console/<file>`; another method on a file is a 405,
+/// and unknown files fall through to the gateway's 404.
 pub fn routes() -> BoxedFilter<(Response,)> {
-    warp::get()
-        .or(warp::head())
-        .unify()
-        .and(warp::path("console"))
+    warp::path("console")
         .and(warp::path::tail())
-        .and_then(|tail: Tail| async move {
-            find(tail.as_str())
-                .map(answer)
-                .ok_or_else(warp::reject::not_found)
+        .and(warp::method())
+        .and_then(|tail: Tail, method: Method| async move {
+            let asset = find(tail.as_str()).ok_or_else(warp::reject::not_found)?;
+            Ok::<_, warp::Rejection>(if method == Method::GET || method == Method::HEAD {
+                answer(asset)
+            } else {
+                ApiError::MethodNotAllowed {
+                    allow: Some("GET, HEAD".into()),
+                }
+                .into_response()
+            })
         })
         .map(tag(paths::CONSOLE))
         .boxed()
@@ -140,18 +145,31 @@ mod tests {
             .path("/console")
             .reply(&routes)
             .await;
-        assert_eq!(post.status(), StatusCode::NOT_FOUND);
+        assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(post.headers()["allow"], "GET, HEAD");
     }
 
     #[test]
-    fn the_page_loads_only_files_that_are_served() {
-        let page = std::str::from_utf8(find("").unwrap().body).unwrap();
-        for reference in page
-            .split(['"', '\''])
-            .filter(|s| s.ends_with(".js") || s.ends_with(".css"))
+    fn the_page_and_its_modules_load_only_files_that_are_served() {
+        for asset in ASSETS
+            .iter()
+            .filter(|a| a.path.ends_with(".html") || (a.path.ends_with(".js") && !a.path.starts_with("vendor/")))
         {
-            let file = reference.trim_start_matches("/console/");
-            assert!(find(file).is_some(), "{reference} is not built in");
+            let text = std::str::from_utf8(asset.body).unwrap();
+            for reference in text
+                .split(['"', '\''])
+                .filter(|s| s.ends_with(".js") || s.ends_with(".css"))
+                .filter(|s| s.starts_with("./") || s.starts_with("/console/"))
+            {
+                let file = reference
+                    .trim_start_matches("./")
+                    .trim_start_matches("/console/");
+                assert!(
+                    find(file).is_some(),
+                    "{} loads {reference}, which is not built in",
+                    asset.path
+                );
+            }
         }
     }
 }
