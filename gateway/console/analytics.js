@@ -6,6 +6,21 @@ import { h, fill, table, money, notice, lineChart, barChart } from './ui.js';
 
 const TOP = 10;
 
+const DAY = 86_400_000;
+/** The chart shows at least this many days, up to today. */
+const MIN_DAYS = 14;
+
+/** Every day (YYYY-MM-DD) from the first of `days` (or MIN_DAYS ago) to today or the last. */
+function dayRange(days) {
+  const today = Math.floor(Date.now() / DAY) * DAY;
+  const stamps = days.map((d) => Date.parse(`${d}T00:00:00Z`));
+  const first = Math.min(today - (MIN_DAYS - 1) * DAY, ...stamps);
+  const last = Math.max(today, ...stamps);
+  const all = [];
+  for (let t = first; t <= last; t += DAY) all.push(new Date(t).toISOString().slice(0, 10));
+  return all;
+}
+
 export function mount(root) {
   const message = h('div', { id: 'analytics-message' });
   const revenueBox = h('div', { class: 'chart', id: 'revenue-chart' });
@@ -27,9 +42,9 @@ export function mount(root) {
       fill(revenueBox);
       fill(skuBox);
       const currencies = [...new Set(summary.revenue_per_day.map((r) => r.currency))].sort();
-      const days = [...new Set(summary.revenue_per_day.map((r) => r.day))].sort();
+      const days = dayRange(summary.revenue_per_day.map((r) => r.day));
       notice(message, `As of log position ${summary.position}; revenue counts orders ${summary.revenue_statuses.join(', ')}.`);
-      if (days.length > 0) {
+      if (summary.revenue_per_day.length > 0) {
         const xs = days.map((d) => Date.parse(`${d}T00:00:00Z`) / 1000);
         const ys = currencies.map((c) => days.map((d) => {
           const row = summary.revenue_per_day.find((r) => r.day === d && r.currency === c);

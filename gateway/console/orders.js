@@ -68,15 +68,23 @@ function stateCard(order) {
     order.rejection_reason ? [h('dt', {}, 'rejected'), h('dd', { class: 'bad' }, order.rejection_reason)] : null);
 }
 
+/** Changes listed in full; an event that changes more (the order placed) folds them away. */
+const SHOWN_CHANGES = 6;
+
+function changes(list) {
+  const items = h('ul', { class: 'changes' }, list.map((c) => h('li', {},
+    h('code', {}, c.path), ': ', h('span', { class: 'before' }, value(c.before)), ' → ', h('span', { class: 'after' }, value(c.after)))));
+  return list.length <= SHOWN_CHANGES ? items : h('details', {}, h('summary', {}, `${list.length} fields set`), items);
+}
+
 function timeline(replay) {
   return h('ol', { class: 'timeline', id: 'order-timeline' }, replay.entries.map((e) => h('li', { class: 'entry', dataset: { sequence: e.sequence } },
     h('div', { class: 'head' },
       h('span', { class: 'seq' }, `#${e.sequence}`), ' ',
-      h('span', { class: `type ${e.event_type}` }, e.event_type), ' ',
+      h('span', { class: `type ${e.type}` }, e.type), ' ',
       h('span', { class: 'muted' }, `${dateTime(e.recorded_at)} · position ${e.position ?? 'not yet numbered'}`), ' → ',
       h('span', { class: `status ${e.state?.status}` }, e.state?.status || '')),
-    e.changes.length === 0 ? null : h('ul', { class: 'changes' }, e.changes.map((c) => h('li', {},
-      h('code', {}, c.path), ': ', h('span', { class: 'before' }, value(c.before)), ' → ', h('span', { class: 'after' }, value(c.after))))))));
+    e.changes.length === 0 ? null : changes(e.changes))));
 }
 
 const OUTCOME_CLASS = { dead_lettered: 'bad', pending: 'warn', retrying: 'warn', redriven: 'warn', handled: 'ok', already_handled: 'ok' };
@@ -117,6 +125,8 @@ function orderPage(root, id) {
       h('div', {}, h('h2', {}, 'Trace'), traceBox)));
   let stopped = false;
   let timer = null;
+  let shownVersion = null;
+  let shownTrace = null;
 
   async function load() {
     try {
@@ -125,13 +135,23 @@ function orderPage(root, id) {
         api(`/v1/admin/orders/${encodeURIComponent(id)}/replay`),
       ]);
       if (stopped) return;
-      fill(state, stateCard(order));
-      fill(history, timeline(replay));
+      // Drawn again only when they changed, so that what the operator unfolded stays open.
+      if (replay.version !== shownVersion) {
+        shownVersion = replay.version;
+        fill(state, stateCard(order));
+        fill(history, timeline(replay));
+      }
+      let traced = null;
       try {
-        fill(traceBox, trace(await api(`/v1/admin/orders/${encodeURIComponent(id)}/trace`)));
+        traced = await api(`/v1/admin/orders/${encodeURIComponent(id)}/trace`);
       } catch (error) {
         if (!(error instanceof ApiError) || error.status !== 404) throw error;
-        fill(traceBox, h('p', { class: 'muted', id: 'no-trace' }, 'No trace yet: this gateway does not record one for this order.'));
+      }
+      const traceKey = JSON.stringify(traced);
+      if (traceKey !== shownTrace) {
+        shownTrace = traceKey;
+        fill(traceBox, traced ? trace(traced)
+          : h('p', { class: 'muted', id: 'no-trace' }, 'No trace yet: this gateway does not record one for this order.'));
       }
       notice(message, '');
     } catch (error) {

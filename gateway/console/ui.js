@@ -74,14 +74,17 @@ function width(el) {
 
 /**
  * A time-series line chart in `el`: `series` are labels, `data` is [xs, ...ys] (x in Unix
- * seconds unless `opts.x` says otherwise). Returns the uPlot instance; it follows the width of
- * `el`.
+ * seconds unless `opts.time` is false). `opts.xRange` may fix the x axis, as uPlot's scale
+ * range function. Returns the uPlot instance; it follows the width of `el`.
  */
 export function lineChart(el, series, data, opts = {}) {
   const chart = new window.uPlot({
     width: width(el),
     height: opts.height || 260,
-    scales: { x: { time: opts.time !== false } },
+    scales: {
+      x: { time: opts.time !== false, range: opts.xRange },
+      y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] },
+    },
     axes: [{}, { values: opts.yValues, size: 60 }],
     series: [
       { label: opts.xLabel || 'time' },
@@ -104,7 +107,10 @@ export function barChart(el, labels, values, opts = {}) {
   const chart = new window.uPlot({
     width: width(el),
     height: opts.height || 260,
-    scales: { x: { time: false, range: (u, min, max) => [min - 0.5, max + 0.5] } },
+    scales: {
+      x: { time: false, range: (u, min, max) => [min - 0.5, max + 0.5] },
+      y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] },
+    },
     axes: [
       { values: (u, ticks) => ticks.map((t) => labels[t] ?? ''), splits: () => labels.map((_, i) => i) },
       { size: 60, values: opts.yValues },
