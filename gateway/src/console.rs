@@ -151,10 +151,9 @@ mod tests {
 
     #[test]
     fn the_page_and_its_modules_load_only_files_that_are_served() {
-        for asset in ASSETS
-            .iter()
-            .filter(|a| a.path.ends_with(".html") || (a.path.ends_with(".js") && !a.path.starts_with("vendor/")))
-        {
+        for asset in ASSETS.iter().filter(|a| {
+            a.path.ends_with(".html") || (a.path.ends_with(".js") && !a.path.starts_with("vendor/"))
+        }) {
             let text = std::str::from_utf8(asset.body).unwrap();
             for reference in text
                 .split(['"', '\''])

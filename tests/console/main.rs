@@ -34,7 +34,8 @@ const INSTALL: &str = "run scripts/install-console-test (scripts/test runs it): 
 /// Node, the folder holding playwright-core, and the browser; panics saying how to install
 /// what is missing.
 fn tools() -> (PathBuf, PathBuf, PathBuf) {
-    let node = std::env::var_os("ORDERFLOW_NODE").map_or_else(|| PathBuf::from("node"), PathBuf::from);
+    let node =
+        std::env::var_os("ORDERFLOW_NODE").map_or_else(|| PathBuf::from("node"), PathBuf::from);
     let version = std::process::Command::new(&node).arg("--version").output();
     assert!(
         version.as_ref().is_ok_and(|o| o.status.success()),
