@@ -43,7 +43,7 @@ function showDisabled() {
     h('h1', {}, 'The operator console is off'),
     h('p', {}, 'The console reads the admin routes, and they are off because this gateway has no admin token.'),
     h('p', {}, 'To turn them on, set ', h('code', {}, 'ORDERFLOW_ADMIN_TOKEN'), ' to a secret and restart it, for example:'),
-    h('pre', {}, 'ORDERFLOW_ADMIN_TOKEN=$(openssl rand -hex 16) scripts/run'),
+    h('pre', {}, 'export ORDERFLOW_ADMIN_TOKEN=choose-a-long-secret\nscripts/run'),
     h('p', {}, 'then open this page again and log in with that token.')));
 }
 

@@ -116,39 +116,6 @@ fn answer(asset: &'static Asset) -> Response {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn the_page_and_its_files_are_served_with_their_headers() {
-        let routes = routes();
-        for (path, media_type) in [
-            ("/console", HTML),
-            ("/console/", HTML),
-            ("/console/app.js", JS),
-            ("/console/vendor/uplot/uPlot.iife.min.js", JS),
-            ("/console/vendor/uplot/uPlot.min.css", CSS),
-        ] {
-            let response = warp::test::request().path(path).reply(&routes).await;
-            assert_eq!(response.status(), StatusCode::OK, "{path}");
-            assert_eq!(response.headers()["content-type"], media_type, "{path}");
-            assert_eq!(
-                response.headers()["content-security-policy"],
-                CONTENT_SECURITY_POLICY
-            );
-            assert_eq!(response.headers()["x-content-type-options"], "nosniff");
-            assert!(!response.body().is_empty(), "{path}");
-        }
-        for path in ["/console/nothing.js", "/console/../Cargo.toml", "/consoles"] {
-            let response = warp::test::request().path(path).reply(&routes).await;
-            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
-        }
-        let post = warp::test::request()
-            .method("POST")
-            .path("/console")
-            .reply(&routes)
-            .await;
-        assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(post.headers()["allow"], "GET, HEAD");
-    }
-
     #[test]
     fn the_page_and_its_modules_load_only_files_that_are_served() {
         for asset in ASSETS.iter().filter(|a| {

@@ -39,6 +39,12 @@ async fn the_console_page_and_its_files_are_served_with_their_headers() {
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         assert_eq!(response.headers()["content-type"], media_type, "{path}");
     }
+    // Other methods are refused, saying which ones the files take.
+    let post = app.send(Method::POST, "/console", None, None).await;
+    assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(post.headers()["allow"], "GET, HEAD");
+    let head = app.send(Method::HEAD, "/console/app.js", None, None).await;
+    assert_eq!(head.status(), StatusCode::OK);
     // Unknown files are the gateway's usual 404 problem.
     let missing = app.get("/console/missing.js").await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);

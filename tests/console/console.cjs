@@ -158,6 +158,61 @@ const SCENARIOS = {
     await shot(page, '03-order');
   },
 
+  // An order's trace as the shared contract of GET /v1/admin/orders/{id}/trace has it (the
+  // answer is stubbed in the browser, so this holds whether this gateway records traces or
+  // not): every event with its steps, dead-lettered and pending steps marked, what each event
+  // led to.
+  async trace(page) {
+    check(placed.length > 0, 'the flow scenario placed orders');
+    const id = placed[1];
+    const at = new Date().toISOString();
+    const step = (consumer, outcome, extra = {}) => ({
+      consumer, first_seen_at: at, last_attempt_at: at, attempts: 1, outcome,
+      error: null, duration_ms: 4, effect: null, ...extra,
+    });
+    const sample = {
+      order_id: id,
+      request_id: 'req-console-test',
+      events: [
+        {
+          sequence: 1, position: 1, event_type: 'OrderPlaced', stored_at: at, published_at: at,
+          request_id: 'req-console-test', causation_id: null, caused_by: 'request req-console-test',
+          steps: [
+            step('inventory', 'handled', { effect: 'reserved 1 x SKU-1' }),
+            step('notifications', 'dead_lettered', { attempts: 5, error: 'webhook answered 400 Bad Request' }),
+            step('analytics', 'pending', { first_seen_at: null, last_attempt_at: null, attempts: 0, duration_ms: null }),
+          ],
+          caused: [{ sequence: 2, event_type: 'OrderConfirmed', by: 'inventory' }],
+        },
+        {
+          sequence: 2, position: 3, event_type: 'OrderConfirmed', stored_at: at, published_at: null,
+          request_id: 'req-console-test', causation_id: 'e-1', caused_by: 'inventory on event e-1',
+          steps: [step('shipments', 'retrying', { attempts: 2, error: 'carrier timed out' })],
+          caused: [],
+        },
+      ],
+    };
+    await page.route(`**/v1/admin/orders/${id}/trace`, (route) => route.fulfill({
+      status: 200, contentType: 'application/json', body: JSON.stringify(sample),
+    }));
+    await page.goto(`${base}/console#/orders/${id}`);
+    await page.locator('#order-trace').waitFor({ timeout: WAIT });
+    check((await page.textContent('#order-trace')).includes('req-console-test'), 'the request that placed it');
+    const steps = await page.locator('#order-trace tr.step').evaluateAll((rows) => rows.map((r) => [r.dataset.consumer, r.dataset.outcome, r.className]));
+    check(steps.length === 4, `every step: ${JSON.stringify(steps)}`);
+    const marked = Object.fromEntries(steps.map(([consumer, , cls]) => [consumer, cls]));
+    check(marked.notifications.includes('bad'), `a dead-lettered step stands out: ${marked.notifications}`);
+    check(marked.analytics.includes('warn'), `a pending step stands out: ${marked.analytics}`);
+    check(marked.shipments.includes('warn'), `a retrying step stands out: ${marked.shipments}`);
+    check(!marked.inventory.includes('bad') && !marked.inventory.includes('warn'), 'a handled step does not');
+    const text = await page.textContent('#order-trace');
+    for (const expected of ['webhook answered 400 Bad Request', 'reserved 1 x SKU-1', 'inventory on event e-1', '#2 OrderConfirmed (by inventory)', 'published not yet']) {
+      check(text.includes(expected), `the trace shows "${expected}"`);
+    }
+    await shot(page, '03-trace');
+    await page.unroute(`**/v1/admin/orders/${id}/trace`);
+  },
+
   // The notifications webhook refused the first message, so it was parked: the console lists
   // it with its error, and its Redrive button sends it back until the list is empty.
   async redrive(page) {

@@ -2,7 +2,8 @@
 //! fresh database and streams of its own, admin token set), and `console.cjs` driving
 //! headless Chromium through it with playwright-core. Scenarios: log in; orders placed
 //! through the API change the live chart and event list without a reload; an order's
-//! timeline and trace; a dead letter redriven from the consumers page; a projection rebuilt
+//! timeline and trace (and a trace of the shared contract, stubbed in the browser, with its
+//! dead-lettered and pending steps marked); a dead letter redriven from the consumers page; a projection rebuilt
 //! and watched to its end; the analytics charts; and, on a gateway without a token, the page
 //! that says how to turn the admin routes on. Each scenario asserts on what the page shows and
 //! saves a screenshot under `<target>/console-screenshots/`.
@@ -120,7 +121,15 @@ async fn an_operator_watches_and_repairs_the_system_in_the_console() {
     browse(
         &base,
         Some(ADMIN_TOKEN),
-        &["login", "flow", "order", "redrive", "rebuild", "analytics"],
+        &[
+            "login",
+            "flow",
+            "order",
+            "trace",
+            "redrive",
+            "rebuild",
+            "analytics",
+        ],
     )
     .await;
     serve.assert_running();
