@@ -81,6 +81,7 @@ const SCENARIOS = {
   async login(page) {
     await page.goto(`${base}/console`);
     await page.locator('#login').waitFor({ timeout: WAIT });
+    check(!(await page.isVisible('#nav')), 'the pages are not offered before logging in');
     await page.fill('#token', 'not-the-token');
     await page.click('#login button[type=submit]');
     await page.locator('#login-error:not([hidden])').waitFor({ timeout: WAIT });
@@ -89,6 +90,7 @@ const SCENARIOS = {
     await page.fill('#token', adminToken);
     await page.click('#login button[type=submit]');
     await page.locator('#page-flow').waitFor({ timeout: WAIT });
+    check(await page.isVisible('#nav'), 'the pages are offered once logged in');
     check(await page.evaluate(() => sessionStorage.getItem('orderflow.console.token')) === adminToken, 'the token is kept in sessionStorage');
     check(!page.url().includes(adminToken), `the token is not in the URL: ${page.url()}`);
     check(await page.evaluate(() => document.cookie) === '', 'no cookie is set');
@@ -278,6 +280,7 @@ const SCENARIOS = {
     await page.locator('#disabled').waitFor({ timeout: WAIT });
     check((await page.textContent('#disabled')).includes('ORDERFLOW_ADMIN_TOKEN'), 'names ORDERFLOW_ADMIN_TOKEN');
     check(await page.locator('#login').count() === 0, 'no login form');
+    check(!(await page.isVisible('#nav')), 'no pages offered');
     await shot(page, '08-disabled');
   },
 };
@@ -305,6 +308,7 @@ async function main() {
     for (const name of scenarios) {
       current = name;
       check(SCENARIOS[name], `no scenario ${name}`);
+      fs.rmSync(path.join(shots, `failed-${name}.png`), { force: true });
       await SCENARIOS[name](page);
       check(problems.length === 0, problems.join('\n'));
       console.log(`ok ${name}`);
