@@ -53,6 +53,7 @@ use crate::routes::{
         admin::dlq::show_dead_letter,
         admin::dlq::redrive_dead_letter,
         admin::stream::verify_stream,
+        admin::console::console_stream,
         metrics::metrics,
         orders::get_order,
         orders::cancel_order,
@@ -128,6 +129,9 @@ use crate::routes::{
         orderflow_projections::analytics::CurrencyRevenue,
         orderflow_projections::analytics::StatusCount,
         orderflow_projections::analytics::SkuSales,
+        admin::console::ConsoleTick,
+        admin::console::ConsoleEvent,
+        admin::console::ConsoleSecond,
         Problem,
     )),
     tags(

@@ -21,7 +21,7 @@ use orderflow_workers::notifications::{LogChannel, NotificationsWorker};
 use crate::helpers::{spawn_admin_app, spawn_app, valid_order, TestApp, ADMIN_TOKEN};
 
 /// Every route the gateway serves, as the document must name it.
-const ROUTES: [(&str, &str); 26] = [
+const ROUTES: [(&str, &str); 27] = [
     ("post", "/v1/orders"),
     ("get", "/v1/orders"),
     ("get", "/v1/customers/{id}/orders"),
@@ -40,6 +40,7 @@ const ROUTES: [(&str, &str); 26] = [
     ("post", "/v1/admin/dlq/{seq}/redrive"),
     ("get", "/v1/admin/stream/verify"),
     ("post", "/v1/admin/customers/{id}/forget"),
+    ("get", "/v1/admin/console/stream"),
     ("get", "/metrics"),
     ("get", "/v1/orders/{id}"),
     ("post", "/v1/orders/{id}/cancel"),
