@@ -21,7 +21,7 @@ use orderflow_workers::notifications::{LogChannel, NotificationsWorker};
 use crate::helpers::{spawn_admin_app, spawn_app, valid_order, TestApp, ADMIN_TOKEN};
 
 /// Every route the gateway serves, as the document must name it.
-const ROUTES: [(&str, &str); 26] = [
+const ROUTES: [(&str, &str); 27] = [
     ("post", "/v1/orders"),
     ("get", "/v1/orders"),
     ("get", "/v1/customers/{id}/orders"),
@@ -35,6 +35,7 @@ const ROUTES: [(&str, &str); 26] = [
     ("get", "/v1/admin/projections"),
     ("post", "/v1/admin/projections/{name}/rebuild"),
     ("get", "/v1/admin/orders/{id}/replay"),
+    ("get", "/v1/admin/orders/{id}/trace"),
     ("get", "/v1/admin/dlq"),
     ("get", "/v1/admin/dlq/{seq}"),
     ("post", "/v1/admin/dlq/{seq}/redrive"),
