@@ -73,7 +73,8 @@ pub struct NewStep {
     /// The delivery count of the attempt (1 for the first).
     pub attempt: i64,
     /// What came of it. [`StepOutcome::Handled`] is stored as
-    /// [`StepOutcome::AlreadyHandled`] when the consumer has a handled step for the event.
+    /// [`StepOutcome::AlreadyHandled`] when the consumer has a handled step for the event
+    /// (recorded before, or earlier in the same call).
     pub outcome: StepOutcome,
     /// When the consumer started on it.
     pub started_at: DateTime<Utc>,
@@ -173,15 +174,20 @@ pub async fn record<'e>(
         "INSERT INTO consumer_steps
                 (consumer, event_id, attempt, outcome, started_at, duration_ms, error, effect)
          SELECT $1, u.event_id, u.attempt,
-                CASE WHEN u.outcome = 'handled' AND EXISTS (
-                          SELECT 1 FROM consumer_steps s
-                           WHERE s.event_id = u.event_id AND s.consumer = $1
-                             AND s.outcome = 'handled')
+                CASE WHEN u.outcome = 'handled' AND (
+                          count(*) FILTER (WHERE u.outcome = 'handled')
+                              OVER (PARTITION BY u.event_id ORDER BY u.i) > 1
+                          OR EXISTS (
+                              SELECT 1 FROM consumer_steps s
+                               WHERE s.event_id = u.event_id AND s.consumer = $1
+                                 AND s.outcome = 'handled'))
                      THEN 'already_handled' ELSE u.outcome END,
                 u.started_at, u.duration_ms, u.error, u.effect
            FROM UNNEST($2::uuid[], $3::bigint[], $4::text[], $5::timestamptz[], $6::bigint[],
                        $7::text[], $8::text[])
-                AS u(event_id, attempt, outcome, started_at, duration_ms, error, effect)",
+                WITH ORDINALITY
+                AS u(event_id, attempt, outcome, started_at, duration_ms, error, effect, i)
+          ORDER BY u.i",
     )
     // A plan per call, for the arrays it gets (see `crate::log::events_of_orders`).
     .persistent(false)
