@@ -194,29 +194,29 @@ async fn lead(
     // The trace cleanup runs beside the publishing, on the pool, while this relay leads.
     let publishing = async {
         loop {
-        let summary = publish_from(&mut lock, bus, options.batch_size, &mut position).await?;
-        if summary.published + summary.duplicates > 0 {
-            tracing::debug!(?summary, "relay round");
-        }
-        // More than one event in a round means commits come close together: let the next
-        // ones gather. A lone event (a quiet system) goes out without that wait.
-        if summary.published + summary.duplicates > 1 {
+            let summary = publish_from(&mut lock, bus, options.batch_size, &mut position).await?;
+            if summary.published + summary.duplicates > 0 {
+                tracing::debug!(?summary, "relay round");
+            }
+            // More than one event in a round means commits come close together: let the next
+            // ones gather. A lone event (a quiet system) goes out without that wait.
+            if summary.published + summary.duplicates > 1 {
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(options.gather) => {}
+                }
+            }
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
-                () = tokio::time::sleep(options.gather) => {}
+                notification = listener.recv() => {
+                    notification?;
+                    while listener.next_buffered().is_some() {}
+                }
+                () = tokio::time::sleep(options.fallback_tick) => {}
+                _ = check.tick() => {
+                    repair_tail(pool, bus, position).await?;
+                }
             }
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            notification = listener.recv() => {
-                notification?;
-                while listener.next_buffered().is_some() {}
-            }
-            () = tokio::time::sleep(options.fallback_tick) => {}
-            _ = check.tick() => {
-                repair_tail(pool, bus, position).await?;
-            }
-        }
         }
     };
     tokio::select! {
@@ -316,7 +316,10 @@ async fn publish_from(
         }
         let short = i64::try_from(events.len()).unwrap_or(i64::MAX) < batch_size;
         let summary = publish_events(bus, &events).await?;
-        let first = events.first().and_then(|e| e.position).unwrap_or(*position + 1);
+        let first = events
+            .first()
+            .and_then(|e| e.position)
+            .unwrap_or(*position + 1);
         *position = summary.last_position;
         // The checkpoint and when this batch went out (for traces), in one statement.
         steps::note_published(&mut *lock, bus.stream_name(), first, *position).await?;

@@ -978,7 +978,10 @@ impl Consumer {
             .as_ref()
             .and_then(|h| h.get(REDRIVE_FOR_HEADER))
             .map(|v| v.as_str().to_string());
-        if redrive_target.as_deref().is_some_and(|target| target != name) {
+        if redrive_target
+            .as_deref()
+            .is_some_and(|target| target != name)
+        {
             return Prepared::ForAnother(message);
         }
         let redrive = redrive_target.is_some();

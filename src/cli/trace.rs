@@ -65,9 +65,7 @@ pub(crate) fn render(trace: &OrderTrace, colour: bool) -> String {
             event.event_type,
             event.position.map_or_else(|| "-".into(), |p| p.to_string()),
             time(event.stored_at),
-            event
-                .published_at
-                .map_or_else(|| "-".into(), time),
+            event.published_at.map_or_else(|| "-".into(), time),
         );
         let _ = writeln!(out, "   caused by {}", event.caused_by);
         for step in &event.steps {

@@ -316,7 +316,11 @@ pub async fn remove_expired(
     let mut removed = Removed::default();
     for (table, column, count) in [
         ("consumer_steps", "recorded_at", &mut removed.steps),
-        ("relay_publications", "published_at", &mut removed.publications),
+        (
+            "relay_publications",
+            "published_at",
+            &mut removed.publications,
+        ),
     ] {
         loop {
             let deleted = sqlx::query(&format!(

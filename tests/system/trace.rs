@@ -141,7 +141,10 @@ async fn a_trace_shows_the_failed_attempts_the_dead_letter_the_redrive_and_the_s
         ]))
         .unwrap();
         if let Some(letter) = listed.as_array().unwrap().first() {
-            assert_eq!(letter["letter"]["attempts"], MAX_ATTEMPTS as u64, "{letter:#}");
+            assert_eq!(
+                letter["letter"]["attempts"], MAX_ATTEMPTS as u64,
+                "{letter:#}"
+            );
             break letter["sequence"].as_u64().unwrap();
         }
         assert!(
@@ -156,7 +159,11 @@ async fn a_trace_shows_the_failed_attempts_the_dead_letter_the_redrive_and_the_s
         "every attempt asked the carrier"
     );
     // While parked, the trace says so.
-    let parked: Value = trace_over_http(&http, &base, id).await.json().await.unwrap();
+    let parked: Value = trace_over_http(&http, &base, id)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(
         outcomes(&parked, "OrderConfirmed", "shipments"),
         ["retrying", "dead_lettered"],
@@ -272,12 +279,23 @@ async fn a_trace_shows_the_failed_attempts_the_dead_letter_the_redrive_and_the_s
     let retried = line_with(
         &lines,
         confirmed_at,
-        &["shipments", "retrying", "attempt 1", "error: carrier answered 503"],
+        &[
+            "shipments",
+            "retrying",
+            "attempt 1",
+            "error: carrier answered 503",
+        ],
     );
     let parked_at = line_with(
         &lines,
         retried,
-        &["!!", "shipments", "DEAD_LETTERED", "attempt 2", "carrier answered 503"],
+        &[
+            "!!",
+            "shipments",
+            "DEAD_LETTERED",
+            "attempt 2",
+            "carrier answered 503",
+        ],
     );
     let redrive_at = line_with(&lines, parked_at, &["shipments", "redriven"]);
     let shipped_at = line_with(
@@ -372,7 +390,9 @@ async fn expired_trace_records_are_removed_in_batches_and_new_ones_kept() {
     assert_eq!(kinds, [StepOutcome::Handled, StepOutcome::AlreadyHandled]);
 
     let before = chrono::Utc::now() - chrono::Duration::days(30);
-    let removed = steps::remove_expired(world.pool(), before, 1).await.unwrap();
+    let removed = steps::remove_expired(world.pool(), before, 1)
+        .await
+        .unwrap();
     assert_eq!((removed.steps, removed.publications), (2, 2));
     assert!(steps::steps_of_events(world.pool(), &[old])
         .await
@@ -390,7 +410,9 @@ async fn expired_trace_records_are_removed_in_batches_and_new_ones_kept() {
         1
     );
     // Nothing left to remove.
-    let again = steps::remove_expired(world.pool(), before, 1).await.unwrap();
+    let again = steps::remove_expired(world.pool(), before, 1)
+        .await
+        .unwrap();
     assert_eq!((again.steps, again.publications), (0, 0));
     world.cleanup().await;
 }
