@@ -265,8 +265,10 @@ pub async fn note_published<'e>(
     Ok(())
 }
 
-/// When each of `positions` was first published (to `stream`, or to any stream), where a
-/// publication row still says so; in the order given.
+/// When each of `positions` was published (to `stream`, or to any stream), where a
+/// publication row still says so; in the order given. The relay's batches follow its
+/// checkpoint and do not overlap, so the first batch ending at or after a position is the one
+/// that holds it (one index probe on `(stream, to_position)`).
 ///
 /// # Errors
 /// The database error.
@@ -279,10 +281,9 @@ pub async fn published_at<'e>(
         "SELECT u.i, r.published_at
            FROM UNNEST($1::bigint[]) WITH ORDINALITY AS u(position, i)
            LEFT JOIN LATERAL (
-                SELECT p.published_at FROM relay_publications p
-                 WHERE ($2::text IS NULL OR p.stream = $2)
-                   AND p.to_position >= u.position AND p.from_position <= u.position
-                 ORDER BY p.published_at LIMIT 1) r ON true
+                SELECT p.published_at, p.from_position FROM relay_publications p
+                 WHERE ($2::text IS NULL OR p.stream = $2) AND p.to_position >= u.position
+                 ORDER BY p.to_position LIMIT 1) r ON r.from_position <= u.position
           ORDER BY u.i",
     )
     .persistent(false)
