@@ -229,6 +229,7 @@ fn config_toml(order_id: &str) -> String {
         "/v1/orders/{id}/cancel",
         "/v1/orders/{id}/notifications",
         "/v1/admin/orders/{id}/replay",
+        "/v1/admin/orders/{id}/trace",
     ] {
         toml.push_str(&format!(
             "[[operations]]\ninclude-path = \"{path}\"\nparameters = {{ \"path.id\" = \"{order_id}\" }}\n"

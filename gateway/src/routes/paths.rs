@@ -37,6 +37,9 @@ pub const ADMIN_PROJECTIONS: &str = "/v1/admin/projections";
 pub const ADMIN_PROJECTION_REBUILD: &str = "/v1/admin/projections/{name}/rebuild";
 /// One order's timeline, event by event (`GET`).
 pub const ADMIN_ORDER_REPLAY: &str = "/v1/admin/orders/{id}/replay";
+/// One order's full trace: its events, what every consumer did with each, what each caused
+/// (`GET`).
+pub const ADMIN_ORDER_TRACE: &str = "/v1/admin/orders/{id}/trace";
 /// The stream compared with the event log.
 pub const ADMIN_STREAM_VERIFY: &str = "/v1/admin/stream/verify";
 /// Forget a customer: delete their data key, erase their personal data (`POST`).
