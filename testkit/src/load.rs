@@ -83,13 +83,7 @@ impl LoadReport {
         let started = Instant::now();
         for (key, body) in std::mem::take(&mut self.uncertain) {
             loop {
-                let answer = http
-                    .post(format!("{base}/v1/orders"))
-                    .header("Idempotency-Key", &key)
-                    .json(&body)
-                    .send()
-                    .await;
-                match answer {
+                match place_order(&http, base, &key, &body).await {
                     Ok(response) if response.status() == 201 => {
                         self.accepted.push(order_id(response).await);
                         break;
@@ -110,6 +104,23 @@ impl LoadReport {
             }
         }
     }
+}
+
+/// `POST <base>/v1/orders` with `body` under the `Idempotency-Key` `key`.
+///
+/// # Errors
+/// When no answer came (refused, reset, timed out).
+pub async fn place_order(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: &serde_json::Value,
+) -> reqwest::Result<reqwest::Response> {
+    http.post(format!("{base}/v1/orders"))
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
 }
 
 /// The id of the order a 201 answer names.
@@ -143,13 +154,7 @@ impl OrderLoad {
                 let body = order_body(&sku, i);
                 let key = Uuid::new_v4().to_string();
                 requests.push(tokio::spawn(async move {
-                    let answer = http
-                        .post(format!("{base}/v1/orders"))
-                        .header("Idempotency-Key", &key)
-                        .json(&body)
-                        .send()
-                        .await;
-                    match answer {
+                    match place_order(&http, &base, &key, &body).await {
                         Ok(response) if response.status() == 201 => {
                             let id = order_id(response).await;
                             report.lock().unwrap().accepted.push(id);

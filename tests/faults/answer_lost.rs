@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use orderflow_testkit::load::{order_body, wait_until_healthy};
+use orderflow_testkit::load::{order_body, place_order, wait_until_healthy};
 use orderflow_testkit::proxy::AnswerLosingProxy;
 use uuid::Uuid;
 
@@ -30,11 +30,7 @@ async fn an_order_whose_commit_answer_was_lost_is_not_called_undone_and_a_retry_
     let body = order_body(SKU, 1);
 
     proxy.lose_answer_to("INSERT INTO events");
-    let lost = http
-        .post(format!("{base}/v1/orders"))
-        .header("Idempotency-Key", &key)
-        .json(&body)
-        .send()
+    let lost = place_order(&http, &base, &key, &body)
         .await
         .expect("the gateway answers");
     tokio::time::timeout(Duration::from_secs(5), proxy.tripped())
@@ -64,11 +60,7 @@ async fn an_order_whose_commit_answer_was_lost_is_not_called_undone_and_a_retry_
     // The retry the answer asks for finds the order instead of placing a second one.
     let started = Instant::now();
     let id = loop {
-        let retry = http
-            .post(format!("{base}/v1/orders"))
-            .header("Idempotency-Key", &key)
-            .json(&body)
-            .send()
+        let retry = place_order(&http, &base, &key, &body)
             .await
             .expect("the gateway answers");
         if retry.status() == 201 {
