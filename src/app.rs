@@ -355,10 +355,12 @@ pub async fn serve(
 
 /// The consumers' options, with the health of the database on `pool`: while it does not
 /// answer, consumers take no messages and hold the ones that failed because of it, so an
-/// outage spends none of their attempts.
+/// outage spends none of their attempts. Their steps are recorded in the same database (an
+/// order's trace).
 fn consumer_options(consumers: &ConsumerArgs, pool: &PgPool) -> ConsumerOptions {
     ConsumerOptions {
         database: Some(DatabaseHealth::new(pool)),
+        steps: Some(pool.clone()),
         ..consumers.consumer_options()
     }
 }

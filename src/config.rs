@@ -86,6 +86,18 @@ pub struct CommonArgs {
     )]
     pub stream_check_secs: u64,
 
+    /// Days an order's trace is kept: the consumers' step records and the relay's
+    /// publication times older than this are removed by the relay that publishes (serve,
+    /// relay), in the background, every ten minutes. `orderflow trace` shows what is left.
+    #[arg(
+        long,
+        env = "ORDERFLOW_TRACE_RETENTION_DAYS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=36_500),
+        global = true
+    )]
+    pub trace_retention_days: u64,
+
     /// Seconds a role (serve, gateway, relay, worker, project) waits at start for PostgreSQL
     /// and NATS while they refuse connections, retrying with a growing pause; 0 fails at
     /// once. Operator commands never wait. Wrong credentials or a malformed URL fail at once.
@@ -224,6 +236,7 @@ impl CommonArgs {
     pub fn relay(&self) -> RelayOptions {
         RelayOptions {
             check_every: Duration::from_secs(self.stream_check_secs),
+            trace_retention: Duration::from_secs(self.trace_retention_days * 24 * 3600),
             ..RelayOptions::default()
         }
     }

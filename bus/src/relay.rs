@@ -15,6 +15,11 @@
 //! instead of one round each, while a lone event on a quiet system goes out at once. The lock holder alone writes the checkpoint, so it keeps it in memory
 //! between rounds.
 //!
+//! With the checkpoint, in the same statement, it notes when each batch went out (one row
+//! per batch of positions, for an order's trace), and while it holds the lock it removes
+//! trace records older than the retention in the background
+//! ([`orderflow_store::steps::remove_expired`]).
+//!
 //! The relay also keeps the stream whole: when it takes the lock, after every failed round and
 //! every `check_every`, it checks that the stream still holds its checkpoint and re-publishes
 //! from the store what the broker lost ([`crate::stream_check`]).
@@ -22,7 +27,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
-use orderflow_store::{log, EventEnvelope, StoreError};
+use orderflow_store::{log, steps, EventEnvelope, StoreError};
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -43,6 +48,15 @@ pub const TRACEPARENT_HEADER: &str = orderflow_trace::TRACEPARENT;
 
 /// The NOTIFY channel the event store signals on commit.
 pub const EVENTS_CHANNEL: &str = "orderflow_events";
+
+/// How long an order's trace (step records, publication rows) is kept by default: 30 days.
+pub const DEFAULT_TRACE_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How often the lock holder removes expired trace records.
+const TRACE_CLEANUP_EVERY: Duration = Duration::from_secs(600);
+
+/// Rows one statement of the trace cleanup removes.
+const TRACE_CLEANUP_BATCH: i64 = 5_000;
 
 /// Why the relay stopped or a publish failed.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +103,9 @@ pub struct RelayOptions {
     /// checks when it takes the lock and after every failed round) and repairs it from the
     /// store when not.
     pub check_every: Duration,
+    /// How long step records and publication rows (an order's trace) are kept; the lock
+    /// holder removes older ones in the background.
+    pub trace_retention: Duration,
 }
 
 impl Default for RelayOptions {
@@ -100,6 +117,7 @@ impl Default for RelayOptions {
             retry_delay: Duration::from_secs(1),
             gather: Duration::from_millis(5),
             check_every: Duration::from_secs(30),
+            trace_retention: DEFAULT_TRACE_RETENTION,
         }
     }
 }
@@ -178,29 +196,61 @@ async fn lead(
     let mut check = tokio::time::interval(options.check_every);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     check.tick().await;
-    loop {
-        let summary = publish_from(&mut lock, bus, options.batch_size, &mut position).await?;
-        if summary.published + summary.duplicates > 0 {
-            tracing::debug!(?summary, "relay round");
-        }
-        // More than one event in a round means commits come close together: let the next
-        // ones gather. A lone event (a quiet system) goes out without that wait.
-        if summary.published + summary.duplicates > 1 {
+    // The trace cleanup runs beside the publishing, on the pool, while this relay leads.
+    let publishing = async {
+        loop {
+            let summary = publish_from(&mut lock, bus, options.batch_size, &mut position).await?;
+            if summary.published + summary.duplicates > 0 {
+                tracing::debug!(?summary, "relay round");
+            }
+            // More than one event in a round means commits come close together: let the next
+            // ones gather. A lone event (a quiet system) goes out without that wait.
+            if summary.published + summary.duplicates > 1 {
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(options.gather) => {}
+                }
+            }
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
-                () = tokio::time::sleep(options.gather) => {}
+                notification = listener.recv() => {
+                    notification?;
+                    while listener.next_buffered().is_some() {}
+                }
+                () = tokio::time::sleep(options.fallback_tick) => {}
+                _ = check.tick() => {
+                    repair_tail(pool, bus, position).await?;
+                }
             }
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            notification = listener.recv() => {
-                notification?;
-                while listener.next_buffered().is_some() {}
+    };
+    tokio::select! {
+        result = publishing => result,
+        () = clean_traces(pool, options.trace_retention) => Ok(()),
+    }
+}
+
+/// Removes expired trace records now and every [`TRACE_CLEANUP_EVERY`]; never returns.
+async fn clean_traces(pool: &PgPool, retention: Duration) {
+    let mut every = tokio::time::interval(TRACE_CLEANUP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Ok(retention) = chrono::Duration::from_std(retention) else {
+            continue;
+        };
+        let before = chrono::Utc::now() - retention;
+        match steps::remove_expired(pool, before, TRACE_CLEANUP_BATCH).await {
+            Ok(removed) if removed.steps + removed.publications > 0 => {
+                tracing::info!(
+                    steps = removed.steps,
+                    publications = removed.publications,
+                    %before,
+                    "removed expired trace records"
+                );
             }
-            () = tokio::time::sleep(options.fallback_tick) => {}
-            _ = check.tick() => {
-                repair_tail(pool, bus, position).await?;
-            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "removing expired trace records failed"),
         }
     }
 }
@@ -271,8 +321,13 @@ async fn publish_from(
         }
         let short = i64::try_from(events.len()).unwrap_or(i64::MAX) < batch_size;
         let summary = publish_events(bus, &events).await?;
+        let first = events
+            .first()
+            .and_then(|e| e.position)
+            .unwrap_or(*position + 1);
         *position = summary.last_position;
-        store_checkpoint(&mut *lock, bus.stream_name(), *position).await?;
+        // The checkpoint and when this batch went out (for traces), in one statement.
+        steps::note_published(&mut *lock, bus.stream_name(), first, *position).await?;
         metrics::counter!("orderflow_relay_published_total").increment(summary.published);
         metrics::counter!("orderflow_relay_duplicates_total").increment(summary.duplicates);
         #[allow(clippy::cast_precision_loss)] // positions stay far below 2^52
@@ -446,20 +501,4 @@ pub async fn checkpoint<'e>(
             .fetch_optional(db)
             .await?;
     Ok(position.unwrap_or(0))
-}
-
-async fn store_checkpoint(
-    conn: &mut PgConnection,
-    stream: &str,
-    position: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO relay_checkpoints (stream, position) VALUES ($1, $2)
-         ON CONFLICT (stream) DO UPDATE SET position = excluded.position, updated_at = now()",
-    )
-    .bind(stream)
-    .bind(position)
-    .execute(conn)
-    .await?;
-    Ok(())
 }

@@ -26,6 +26,12 @@
 //! `ack_wait` (up to `handler_timeout`), so only a dead or stuck process has its messages
 //! redelivered. Several processes may run the same durable consumer.
 //!
+//! # Step records
+//! With [`ConsumerOptions::steps`] set, the runtime records what came of each delivery (an
+//! order's trace, `orderflow_store::steps`): the handler's effects or the error, retries,
+//! parkings (its own and the advisory's) and the first delivery of a redrive, one statement
+//! per batch, after the batch's messages were settled.
+//!
 //! # Stopping
 //! On shutdown the loop asks for nothing more, and handles what its open pull still
 //! delivers (at most `batch_size` messages within `fetch_wait`) like any other message: they
@@ -71,6 +77,7 @@ use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
+use orderflow_store::steps::{NewStep, StepOutcome};
 use orderflow_store::{DatabaseHealth, EventEnvelope};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -136,6 +143,9 @@ pub struct ConsumerOptions {
     /// position of its own ([`Handler::resume_after`]): a consumer added to a running
     /// system learns the whole log by default. Ignored once the durable consumer exists.
     pub start: StartAt,
+    /// Where the consumer records its steps (what it did with each event, for an order's
+    /// trace): one statement per batch, after the messages are settled. `None`: no records.
+    pub steps: Option<sqlx::PgPool>,
 }
 
 /// Where a new durable consumer starts reading the stream.
@@ -170,6 +180,7 @@ impl Default for ConsumerOptions {
             shutdown_grace: Duration::from_secs(10),
             database: None,
             start: StartAt::Beginning,
+            steps: None,
         }
     }
 }
@@ -331,6 +342,10 @@ struct ReadEvent {
     envelope: EventEnvelope,
     attempt: u64,
     lane: Option<Lane>,
+    /// A redrive addressed to this consumer.
+    redrive: bool,
+    /// When this process received it.
+    received_at: chrono::DateTime<Utc>,
     span: tracing::Span,
 }
 
@@ -712,8 +727,23 @@ impl Consumer {
             parked_at: Utc::now(),
             body: String::from_utf8_lossy(&message.payload).into_owned(),
         };
+        let event_id = serde_json::from_str::<EventEnvelope>(&letter.body)
+            .ok()
+            .map(|e| e.event_id);
         match dlq::park(&self.bus, &letter).await {
             Ok(parked) => {
+                if let (true, Some(event_id)) = (parked.is_new(), event_id) {
+                    self.record_steps(&[NewStep {
+                        event_id,
+                        attempt: i64::try_from(advisory.deliveries).unwrap_or(i64::MAX),
+                        outcome: StepOutcome::DeadLettered,
+                        started_at: letter.parked_at,
+                        duration_ms: 0,
+                        error: Some(letter.error.clone()),
+                        effect: None,
+                    }])
+                    .await;
+                }
                 if parked.is_new() {
                     count_dead_letter(name, "delivery_limit");
                     tracing::warn!(
@@ -903,15 +933,22 @@ impl Consumer {
                 .map(|(_, e)| (e.envelope.clone(), Delivery::live(e.attempt)))
                 .collect();
             let messages: Vec<&Message> = events.iter().map(|(_, e)| &e.message).collect();
+            let handling_started = Instant::now();
             let spans: Vec<&tracing::Span> = events.iter().map(|(_, e)| &e.span).collect();
             let handling = self.riding_out(input, |input| self.run_batch(input, &spans));
-            let results = match self.with_progress(&messages, handling).await {
-                Ok(results) => results,
-                Err(error) => events
-                    .iter()
-                    .map(|_| Err(HandlerError::retry(&error)))
-                    .collect(),
-            };
+            let results: Vec<Result<Effects, HandlerError>> =
+                match self.with_progress(&messages, handling).await {
+                    Ok(results) => results,
+                    Err(error) => events
+                        .iter()
+                        .map(|_| Err(HandlerError::retry(&error)))
+                        .collect(),
+                };
+            let duration = handling_started.elapsed();
+            let errors: Vec<Option<String>> = results
+                .iter()
+                .map(|r| r.as_ref().err().map(ToString::to_string))
+                .collect();
             let settled = futures::future::join_all(events.iter().zip(results).map(
                 |((_, event), result)| {
                     self.settle(&event.message, event.attempt, result)
@@ -919,6 +956,11 @@ impl Consumer {
                 },
             ))
             .await;
+            let mut steps = Vec::with_capacity(events.len());
+            for (((_, event), error), outcome) in events.iter().zip(errors).zip(&settled) {
+                step_records(event, duration, error, outcome, &mut steps);
+            }
+            self.record_steps(&steps).await;
             for ((index, _), outcome) in events.iter().zip(settled) {
                 outcomes[*index] = Some(outcome);
             }
@@ -950,9 +992,13 @@ impl Consumer {
             .as_ref()
             .and_then(|h| h.get(REDRIVE_FOR_HEADER))
             .map(|v| v.as_str().to_string());
-        if redrive_target.is_some_and(|target| target != name) {
+        if redrive_target
+            .as_deref()
+            .is_some_and(|target| target != name)
+        {
             return Prepared::ForAnother(message);
         }
+        let redrive = redrive_target.is_some();
         match serde_json::from_slice::<EventEnvelope>(&message.payload) {
             Ok(mut envelope) => Prepared::Event(Box::new(ReadEvent {
                 lane: in_lane.then(|| self.lanes.enter(envelope.order_id)),
@@ -960,6 +1006,8 @@ impl Consumer {
                 message,
                 envelope,
                 attempt,
+                redrive,
+                received_at: Utc::now(),
             })),
             Err(error) => Prepared::Malformed {
                 message,
@@ -977,8 +1025,12 @@ impl Consumer {
             envelope,
             attempt,
             lane,
+            redrive,
+            received_at,
             span,
         } = *event;
+        let event_id = envelope.event_id;
+        let handling_started = Instant::now();
         let work = async {
             if let Some(lane) = &lane {
                 lane.wait_for_earlier().await;
@@ -1012,9 +1064,34 @@ impl Consumer {
             .await
             .unwrap_or_else(|error| Err(HandlerError::retry(error)));
         drop(lane);
-        self.settle(&message, attempt, result)
+        let duration = handling_started.elapsed();
+        let error = result.as_ref().err().map(ToString::to_string);
+        let outcome = self
+            .settle(&message, attempt, result)
             .instrument(span)
-            .await
+            .await;
+        let mut steps = Vec::with_capacity(2);
+        let of = StepOf {
+            event_id,
+            attempt,
+            redrive,
+            received_at,
+        };
+        push_steps(of, duration, error, &outcome, &mut steps);
+        self.record_steps(&steps).await;
+        outcome
+    }
+
+    /// Records `steps` when the consumer keeps step records; a failure is logged, never
+    /// fatal (the trace misses them, the messages are settled already).
+    async fn record_steps(&self, steps: &[NewStep]) {
+        let Some(pool) = &self.options.steps else {
+            return;
+        };
+        if let Err(error) = orderflow_store::steps::record(pool, self.name(), steps).await {
+            tracing::warn!(consumer = self.name(), %error, steps = steps.len(),
+                "cannot record the consumer's steps; the trace will miss them");
+        }
     }
 
     /// Runs the handler on `input` as one batch, bounded by `handler_timeout`: one result per
@@ -1270,6 +1347,91 @@ fn message_span(
         envelope.metadata.set_trace(own);
     }
     span
+}
+
+/// Which delivery a step record is about.
+struct StepOf {
+    event_id: uuid::Uuid,
+    attempt: u64,
+    redrive: bool,
+    received_at: chrono::DateTime<Utc>,
+}
+
+/// The longest effect or error text a step record keeps.
+const STEP_TEXT_LIMIT: usize = 1000;
+
+/// The step records of one handled delivery of `event`.
+fn step_records(
+    event: &ReadEvent,
+    duration: Duration,
+    error: Option<String>,
+    outcome: &Outcome,
+    steps: &mut Vec<NewStep>,
+) {
+    let of = StepOf {
+        event_id: event.envelope.event_id,
+        attempt: event.attempt,
+        redrive: event.redrive,
+        received_at: event.received_at,
+    };
+    push_steps(of, duration, error, outcome, steps);
+}
+
+/// Pushes the step records of one delivery: a `redriven` step first for the first delivery of
+/// a redrive, then the attempt's own (none for an outcome that is no step, such as a
+/// release on stop).
+fn push_steps(
+    of: StepOf,
+    duration: Duration,
+    error: Option<String>,
+    outcome: &Outcome,
+    steps: &mut Vec<NewStep>,
+) {
+    let attempt = i64::try_from(of.attempt).unwrap_or(i64::MAX);
+    let (outcome, error, effect) = match outcome {
+        Outcome::Handled(effects) => (
+            StepOutcome::Handled,
+            None,
+            (!effects.is_empty()).then(|| effects.join("; ")),
+        ),
+        Outcome::Retried { .. } => (StepOutcome::Retrying, error, None),
+        Outcome::DeadLettered { error, .. } => {
+            (StepOutcome::DeadLettered, Some(error.clone()), None)
+        }
+        Outcome::Skipped | Outcome::Released => return,
+    };
+    if of.redrive && of.attempt <= 1 {
+        steps.push(NewStep {
+            event_id: of.event_id,
+            attempt: 0,
+            outcome: StepOutcome::Redriven,
+            started_at: of.received_at,
+            duration_ms: 0,
+            error: None,
+            effect: None,
+        });
+    }
+    steps.push(NewStep {
+        event_id: of.event_id,
+        attempt,
+        outcome,
+        started_at: of.received_at,
+        duration_ms: i64::try_from(duration.as_millis()).unwrap_or(i64::MAX),
+        error: error.map(clip),
+        effect: effect.map(clip),
+    });
+}
+
+/// `text`, cut to [`STEP_TEXT_LIMIT`] bytes (on a character boundary) with an ellipsis.
+fn clip(text: String) -> String {
+    if text.len() <= STEP_TEXT_LIMIT {
+        return text;
+    }
+    let mut end = STEP_TEXT_LIMIT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 /// Counts one message's outcome in `orderflow_consumer_messages_total`.

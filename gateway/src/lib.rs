@@ -12,6 +12,8 @@
 //!   template).
 //! - [`auth`]: the admin bearer token ([`AdminToken`]) and the filter guarding `/v1/admin/...`.
 //! - [`telemetry`]: the Prometheus recorder and the per-request metrics.
+//! - [`console`]: the operator console's page and static files at `/console` (its data comes
+//!   from the admin routes).
 //! - [`rebuilds`]: projection rebuilds started over HTTP, running as background tasks.
 //! - [`dto`]: request and response bodies, and request -> command conversion.
 //! - [`body`]: size-limited reading of JSON bodies (415 for other media types) and their
@@ -31,6 +33,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod console;
 pub mod dto;
 mod guard;
 pub mod openapi;
@@ -86,6 +89,9 @@ pub struct GatewayState {
     pub metrics: Option<PrometheusHandle>,
     /// Rebuilds started over HTTP.
     pub rebuilds: rebuilds::Rebuilds,
+    /// Cancelled when the server stops ([`serve`] sets it): long answers such as the console's
+    /// live feed end then, so that a graceful stop does not wait for them.
+    pub shutdown: CancellationToken,
 }
 
 impl std::fmt::Debug for GatewayState {
@@ -115,6 +121,7 @@ impl GatewayState {
             admin_token: None,
             metrics: None,
             rebuilds: rebuilds::Rebuilds::default(),
+            shutdown: CancellationToken::new(),
         }
     }
 
@@ -195,6 +202,8 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(openapi::route())
         .unify()
+        .or(console::routes())
+        .unify()
         .recover(problem::recover)
         .unify();
     warp::any()
@@ -246,7 +255,7 @@ fn log_answer(started: Instant, method: &Method, path: &str, response: &Response
 /// # Errors
 /// [`GatewayError::Bind`] when the address cannot be bound.
 pub async fn serve(
-    state: GatewayState,
+    mut state: GatewayState,
     addr: SocketAddr,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>), GatewayError> {
@@ -256,6 +265,7 @@ pub async fn serve(
         .map_err(bind_error)?;
     let bound = listener.local_addr().map_err(bind_error)?;
     let database = state.database.clone();
+    state.shutdown = shutdown.clone();
     let task = tokio::spawn(async move {
         run_server(listener, routes(state), database, shutdown).await;
         tracing::info!("gateway stopped");

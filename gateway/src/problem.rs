@@ -125,6 +125,10 @@ pub enum ApiError {
     /// `Retry-After`; holds why, which is logged, not shown.
     #[error("the event store does not answer: {0}")]
     DatabaseUnavailable(String),
+    /// The event store stopped answering while a command was being written, so it may or
+    /// may not have been stored. 503, with `Retry-After`; holds why, which is logged.
+    #[error("the event store stopped answering during a write: {0}")]
+    OutcomeUnknown(String),
     /// The service cannot serve now (readiness). 503.
     #[error("not ready: {0}")]
     NotReady(String),
@@ -158,9 +162,10 @@ impl ApiError {
             ApiError::WrongState(_) | ApiError::ConcurrentChange | ApiError::Busy(_) => {
                 StatusCode::CONFLICT
             }
-            ApiError::NotReady(_) | ApiError::Unavailable(_) | ApiError::DatabaseUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::NotReady(_)
+            | ApiError::Unavailable(_)
+            | ApiError::DatabaseUnavailable(_)
+            | ApiError::OutcomeUnknown(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -291,6 +296,21 @@ impl ApiError {
                 ),
                 None,
             ),
+            ApiError::OutcomeUnknown(why) => {
+                tracing::warn!(%why, "the event store stopped answering during a write");
+                (
+                    "outcome-unknown".into(),
+                    "The event store stopped answering during the write",
+                    format!(
+                        "the event store (PostgreSQL) stopped answering while this request was \
+                         being written, so it may or may not have been carried out; retry in \
+                         {RETRY_AFTER_SECS} s or so with the same Idempotency-Key (the order is \
+                         placed at most once and the retry answers with it), or read the order \
+                         to see"
+                    ),
+                    None,
+                )
+            }
             ApiError::NotReady(why) => ("not-ready".into(), "Not ready", why.clone(), None),
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "request failed with an internal error");
@@ -331,7 +351,9 @@ impl ApiError {
                     HeaderValue::from_static("Bearer realm=\"orderflow-admin\""),
                 );
             }
-            ApiError::DatabaseUnavailable(_) | ApiError::NotReady(_) => {
+            ApiError::DatabaseUnavailable(_)
+            | ApiError::OutcomeUnknown(_)
+            | ApiError::NotReady(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
             }
             _ => {}
@@ -354,6 +376,7 @@ impl ApiError {
             ) => ApiError::WrongState(e.to_string()),
             CommandError::Conflict => ApiError::ConcurrentChange,
             CommandError::Unavailable(why) => ApiError::DatabaseUnavailable(why),
+            CommandError::OutcomeUnknown(why) => ApiError::OutcomeUnknown(why),
             CommandError::Store(cause) => ApiError::Internal(cause),
         }
     }

@@ -9,12 +9,15 @@
 //! - [`consumers`]: every consumer's name, and the handler behind a name.
 //! - [`replay`]: an order's timeline with state diffs, replaying a range of the log to one
 //!   consumer, and the rules a range must follow.
+//! - [`trace`]: an order's full trace: its events, what every consumer did with each one,
+//!   and what each one caused.
 //! - Rebuilds are [`mod@orderflow_projections::rebuild`], dead letters [`orderflow_bus::dlq`];
 //!   they are re-exported here as [`mod@rebuild`] and [`dlq`] so that callers have one door.
 #![forbid(unsafe_code)]
 
 pub mod consumers;
 pub mod replay;
+pub mod trace;
 
 pub use consumers::{consumer_handler, consumer_names, ConsumerError};
 pub use orderflow_bus::dlq;

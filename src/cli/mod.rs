@@ -13,6 +13,7 @@ mod progress;
 mod projections;
 mod replay;
 mod table;
+mod trace;
 mod verify;
 
 /// orderflow: an event-sourced order system. Orders are stored as events in PostgreSQL,
@@ -138,6 +139,21 @@ pub enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Show an order's full trace: the request that placed it, then each event (sequence,
+    /// position, type, when it was stored and published) with what every consumer did with it
+    /// (outcome, attempt, handler time, effect or error: every failed attempt, a parking in
+    /// the dead-letter stream, a redrive, the final handling) and the events it caused.
+    ///
+    /// A step that needs attention, a message parked in the dead-letter stream or a consumer
+    /// that has not seen the event yet (pending), is marked `!!` with its outcome in capitals
+    /// (and red on a terminal). Steps are kept for --trace-retention-days (30 by default).
+    Trace {
+        /// The order's id.
+        order_id: Uuid,
+        /// Print the trace as JSON (the document GET /v1/admin/orders/{id}/trace answers).
+        #[arg(long)]
+        json: bool,
+    },
     /// Show an order's events: sequence, position, time, type, version, payload, ids.
     Events {
         /// The order's id.
@@ -201,5 +217,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Forget { command } => keys::forget(&common, command).await,
         Command::Keys { command } => keys::keys(&common, command).await,
         Command::Events { order_id, json } => events::run(&common, order_id, json).await,
+        Command::Trace { order_id, json } => trace::run(&common, order_id, json).await,
     }
 }

@@ -14,7 +14,9 @@
 //! away before the group has one, every append of the group fails at once with
 //! [`CommandError::Unavailable`] and nothing of it is ever written, instead of each waiting for
 //! the pool's acquire timeout (and being written after its caller was told it failed). A group
-//! that fails because the connection broke is not split: its appends all fail.
+//! whose statement was sent when the connection broke is not split: its appends all fail with
+//! [`CommandError::OutcomeUnknown`], since PostgreSQL may have committed the statement without
+//! the answer reaching us (a server killed between its commit and its reply does exactly that).
 
 use std::sync::{Arc, OnceLock};
 
@@ -151,8 +153,9 @@ async fn write_groups(pool: PgPool, health: DatabaseHealth, mut queue: mpsc::Rec
                     let _ = answer.send(Ok(()));
                 }
             }
-            Err(error @ CommandError::Unavailable(_)) => {
-                // The connection broke: nothing was written, and nothing more can be now.
+            Err(error @ CommandError::OutcomeUnknown(_)) => {
+                // The connection broke: the statement may or may not have been committed, and
+                // nothing more can be written now.
                 for answer in answers {
                     let _ = answer.send(Err(error.clone()));
                 }
@@ -258,7 +261,7 @@ impl NewEvents {
         match inserted {
             Ok(_) => Ok(()),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(CommandError::Conflict),
-            Err(e) if is_connection_error(&e) => Err(CommandError::Unavailable(e.to_string())),
+            Err(e) if is_connection_error(&e) => Err(CommandError::OutcomeUnknown(e.to_string())),
             Err(e) => Err(CommandError::Store(e.to_string())),
         }
     }

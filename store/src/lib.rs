@@ -17,6 +17,8 @@
 //!   pool.
 //! - [`idempotency`]: idempotency keys for `POST /v1/orders`.
 //! - [`inbox`]: the consumers' record of handled events.
+//! - [`steps`]: step records (what each consumer did with each event) and when the relay
+//!   published each batch: an order's trace, kept for a retention time.
 //! - [`vault`]: [`Vault`], per-customer encryption of personal data and forgetting a
 //!   customer (crypto-shredding).
 #![forbid(unsafe_code)]
@@ -28,6 +30,7 @@ pub mod idempotency;
 pub mod inbox;
 pub mod log;
 pub mod orders;
+pub mod steps;
 pub mod vault;
 
 pub use database::{connect, migrate, DatabaseOptions, StoreError};

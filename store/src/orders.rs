@@ -48,6 +48,12 @@ pub enum CommandError {
     /// written. A retry may succeed once it is back.
     #[error("the event store is unavailable: {0}")]
     Unavailable(String),
+    /// The connection broke after the write was sent: PostgreSQL may have committed it
+    /// without the answer arriving, so the command may or may not have been carried out.
+    /// Only a read after PostgreSQL is back tells which; a retry of the same command must
+    /// expect either.
+    #[error("the event store stopped answering during the write, which may have been stored: {0}")]
+    OutcomeUnknown(String),
 }
 
 /// Where a command came from, stored with its events.
@@ -208,8 +214,10 @@ impl OrderStore {
             Ok(Ok(())) => Ok(()),
             Ok(Err(AggregateError::UserError(e))) => Err(CommandError::Domain(e)),
             Ok(Err(AggregateError::AggregateConflict)) => Err(CommandError::Conflict),
+            // cqrs-es does not say whether the connection broke while loading or while
+            // committing, so the outcome is not known.
             Ok(Err(AggregateError::DatabaseConnectionError(e))) => {
-                Err(CommandError::Unavailable(e.to_string()))
+                Err(CommandError::OutcomeUnknown(e.to_string()))
             }
             Ok(Err(other)) => Err(CommandError::Store(other.to_string())),
             Err(join) => Err(CommandError::Store(format!("command task failed: {join}"))),

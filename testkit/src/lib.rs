@@ -13,6 +13,7 @@
 //! - [`load`]: a steady load of orders through the real gateway.
 //! - [`nats`]: a `nats-server` of a test's own, to kill, wipe and restart, and a three-node
 //!   JetStream cluster of a test's own, to kill and restart the node that leads a stream.
+//! - [`proxy`]: a proxy in front of PostgreSQL that loses the answer to one write.
 //! - [`postgres`]: a PostgreSQL cluster of a test's own (`initdb` on a free port), to stop,
 //!   kill and start again.
 //!
@@ -45,6 +46,7 @@ pub mod log;
 pub mod nats;
 pub mod postgres;
 pub mod process;
+pub mod proxy;
 pub mod world;
 
 pub use bus::{fast_consumer, read_stream, StoredMessage, TestBus};

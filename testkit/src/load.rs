@@ -1,6 +1,9 @@
 //! A steady load of orders through the real gateway, as the tests that stop, kill or starve
 //! the system under load use it: one `POST /v1/orders` every so often, each on its own task,
-//! counting only the orders answered 201 (nobody was told the others were accepted).
+//! counting only the orders answered 201 (nobody was told the others were accepted). Each
+//! request carries an `Idempotency-Key`, so the requests whose outcome the client does not
+//! know (answered 503, or not answered at all) can be sent again the way a careful client
+//! would ([`LoadReport::retry_uncertain`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -58,6 +61,75 @@ pub struct LoadReport {
     pub refused: std::collections::BTreeMap<u16, usize>,
     /// Requests that got no answer (connection refused, timed out).
     pub unanswered: usize,
+    /// The requests answered 503 or not answered, as `(Idempotency-Key, body)`: the order
+    /// may or may not have been stored, and only sending it again tells.
+    pub uncertain: Vec<(String, serde_json::Value)>,
+}
+
+impl LoadReport {
+    /// Sends every request answered 503 or not answered again with its `Idempotency-Key`, as
+    /// the 503 asks, until each is answered 201, and counts those orders as accepted. Such a
+    /// request may have been stored (PostgreSQL may have committed it before dying; a request
+    /// that timed out may have been carried out after the client gave up), so only such a
+    /// retry tells which orders exist.
+    ///
+    /// # Panics
+    /// When a request is answered otherwise than 201 or 503, or is not placed within `within`.
+    pub async fn retry_uncertain(&mut self, base: &str, within: Duration) {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("an HTTP client");
+        let started = Instant::now();
+        for (key, body) in std::mem::take(&mut self.uncertain) {
+            loop {
+                match place_order(&http, base, &key, &body).await {
+                    Ok(response) if response.status() == 201 => {
+                        self.accepted.push(order_id(response).await);
+                        break;
+                    }
+                    Ok(response) => assert_eq!(
+                        response.status(),
+                        503,
+                        "a retry with Idempotency-Key {key} was answered {}",
+                        response.status()
+                    ),
+                    Err(_) => {}
+                }
+                assert!(
+                    started.elapsed() < within,
+                    "the order with Idempotency-Key {key} was not placed within {within:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// `POST <base>/v1/orders` with `body` under the `Idempotency-Key` `key`.
+///
+/// # Errors
+/// When no answer came (refused, reset, timed out).
+pub async fn place_order(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: &serde_json::Value,
+) -> reqwest::Result<reqwest::Response> {
+    http.post(format!("{base}/v1/orders"))
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
+}
+
+/// The id of the order a 201 answer names.
+async fn order_id(response: reqwest::Response) -> Uuid {
+    let body: serde_json::Value = response.json().await.expect("a 201 has a JSON body");
+    body["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("a 201 names the order's id")
 }
 
 impl OrderLoad {
@@ -80,28 +152,26 @@ impl OrderLoad {
                 i += 1;
                 let (http, base, report) = (http.clone(), base.clone(), Arc::clone(&report));
                 let body = order_body(&sku, i);
+                let key = Uuid::new_v4().to_string();
                 requests.push(tokio::spawn(async move {
-                    let answer = http
-                        .post(format!("{base}/v1/orders"))
-                        .json(&body)
-                        .send()
-                        .await;
-                    let report_now = |f: &dyn Fn(&mut LoadReport)| f(&mut report.lock().unwrap());
-                    match answer {
+                    match place_order(&http, &base, &key, &body).await {
                         Ok(response) if response.status() == 201 => {
-                            let body: serde_json::Value =
-                                response.json().await.expect("a 201 has a JSON body");
-                            let id: Uuid = body["id"]
-                                .as_str()
-                                .and_then(|id| id.parse().ok())
-                                .expect("a 201 names the order's id");
-                            report_now(&|r| r.accepted.push(id));
+                            let id = order_id(response).await;
+                            report.lock().unwrap().accepted.push(id);
                         }
                         Ok(response) => {
                             let status = response.status().as_u16();
-                            report_now(&|r| *r.refused.entry(status).or_default() += 1);
+                            let mut report = report.lock().unwrap();
+                            *report.refused.entry(status).or_default() += 1;
+                            if status == 503 {
+                                report.uncertain.push((key, body));
+                            }
                         }
-                        Err(_) => report_now(&|r| r.unanswered += 1),
+                        Err(_) => {
+                            let mut report = report.lock().unwrap();
+                            report.unanswered += 1;
+                            report.uncertain.push((key, body));
+                        }
                     }
                 }));
             }

@@ -35,6 +35,7 @@ fn admin_routes() -> Vec<(Method, String)> {
             "/v1/admin/projections/order-summary/rebuild".into(),
         ),
         (Method::GET, format!("/v1/admin/orders/{id}/replay?at=1")),
+        (Method::GET, format!("/v1/admin/orders/{id}/trace")),
         (Method::GET, "/v1/admin/dlq".into()),
         (Method::GET, "/v1/admin/dlq/1".into()),
         (Method::POST, "/v1/admin/dlq/1/redrive".into()),

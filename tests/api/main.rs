@@ -15,10 +15,12 @@
 //! - `read_models`: notifications of an order and the analytics summary.
 //! - `admin`: the admin token rules and every `/v1/admin/...` route.
 //! - `metrics`: `GET /metrics`.
+//! - `console`: the operator console's files and its live feed.
 
 mod admin;
 mod bad_input;
 mod cancellation;
+mod console;
 mod forget;
 mod helpers;
 mod idempotency;

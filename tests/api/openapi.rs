@@ -14,6 +14,7 @@ use std::sync::Arc;
 use orderflow_bus::dlq::{self, DeadLetter};
 use orderflow_bus::{Delivery, Handler};
 use orderflow_domain::OrderCommand;
+use orderflow_store::steps::StepOutcome;
 use orderflow_testkit::TestBus;
 use orderflow_workers::loyalty::LoyaltyWorker;
 use orderflow_workers::notifications::{LogChannel, NotificationsWorker};
@@ -21,7 +22,7 @@ use orderflow_workers::notifications::{LogChannel, NotificationsWorker};
 use crate::helpers::{spawn_admin_app, spawn_app, valid_order, TestApp, ADMIN_TOKEN};
 
 /// Every route the gateway serves, as the document must name it.
-const ROUTES: [(&str, &str); 26] = [
+const ROUTES: [(&str, &str); 28] = [
     ("post", "/v1/orders"),
     ("get", "/v1/orders"),
     ("get", "/v1/customers/{id}/orders"),
@@ -35,11 +36,13 @@ const ROUTES: [(&str, &str); 26] = [
     ("get", "/v1/admin/projections"),
     ("post", "/v1/admin/projections/{name}/rebuild"),
     ("get", "/v1/admin/orders/{id}/replay"),
+    ("get", "/v1/admin/orders/{id}/trace"),
     ("get", "/v1/admin/dlq"),
     ("get", "/v1/admin/dlq/{seq}"),
     ("post", "/v1/admin/dlq/{seq}/redrive"),
     ("get", "/v1/admin/stream/verify"),
     ("post", "/v1/admin/customers/{id}/forget"),
+    ("get", "/v1/admin/console/stream"),
     ("get", "/metrics"),
     ("get", "/v1/orders/{id}"),
     ("post", "/v1/orders/{id}/cancel"),
@@ -551,6 +554,59 @@ async fn answers_of_the_read_model_and_admin_routes_match_the_document() {
         "get",
         route,
         app.admin_get(&format!("/v1/admin/orders/{unknown}/replay"))
+            .await,
+    )
+    .await;
+
+    // A trace with recorded steps (one failed, one handled) and pending consumers.
+    let first = app.events_after(0).await[0].event_id;
+    let step = |attempt, outcome, error: Option<&str>, effect: Option<&str>| {
+        orderflow_store::steps::NewStep {
+            event_id: first,
+            attempt,
+            outcome,
+            started_at: chrono::Utc::now(),
+            duration_ms: 4,
+            error: error.map(String::from),
+            effect: effect.map(String::from),
+        }
+    };
+    orderflow_store::steps::record(
+        &app.db.pool,
+        "notifications",
+        &[
+            step(1, StepOutcome::Retrying, Some("smtp away"), None),
+            step(
+                2,
+                StepOutcome::Handled,
+                None,
+                Some("notified a***@example.com"),
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let route = "/v1/admin/orders/{id}/trace";
+    let traced = v
+        .check(
+            "get",
+            route,
+            app.admin_get(&format!("/v1/admin/orders/{id}/trace")).await,
+        )
+        .await;
+    let outcomes: Vec<&str> = traced["events"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["consumer"] == "notifications")
+        .map(|s| s["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["retrying", "handled"]);
+    assert_eq!(traced["events"][0]["steps"][0]["outcome"], "pending");
+    v.check(
+        "get",
+        route,
+        app.admin_get(&format!("/v1/admin/orders/{unknown}/trace"))
             .await,
     )
     .await;

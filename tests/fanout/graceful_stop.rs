@@ -201,7 +201,17 @@ async fn serve_stopped_with_sigterm_under_load_three_times_loses_nothing() {
         wait_until_healthy(&base, Duration::from_secs(15)).await;
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let ids = load.stop().await.accepted;
+    let mut report = load.stop().await;
+    eprintln!(
+        "graceful stop under load: accepted {}, refused {:?}, unanswered {}",
+        report.accepted.len(),
+        report.refused,
+        report.unanswered
+    );
+    // A request the client gave up on (30 s without an answer, on a starved machine) may
+    // still have been carried out: sent again with its Idempotency-Key, it answers with it.
+    report.retry_uncertain(&base, Duration::from_secs(60)).await;
+    let ids = report.accepted;
     assert!(ids.len() > 100, "only {} orders were accepted", ids.len());
 
     assert_every_order_done_once(&world, &ids, &webhook, &carrier).await;

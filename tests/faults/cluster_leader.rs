@@ -117,6 +117,7 @@ async fn stream_leader_and_publishing_relay_killed_under_load_lose_nothing() {
         report.accepted.len()
     );
     report.accepted.push(probe);
+    report.retry_uncertain(&base, Duration::from_secs(60)).await;
     system
         .assert_settled_once(&report.accepted, Duration::from_secs(180))
         .await;

@@ -165,6 +165,11 @@ impl<Nats> System<Nats> {
         let mut report = load.stop().await;
         let stopped = Instant::now();
         served.assert_running();
+        // A request that got no answer in time may still have been stored: the client sends
+        // it again with its Idempotency-Key to learn which (a 503 likewise).
+        report
+            .retry_uncertain(&self.served_at(), Duration::from_secs(60))
+            .await;
         report.accepted.extend_from_slice(earlier);
         self.assert_settled_once(&report.accepted, Duration::from_secs(120))
             .await;
@@ -187,12 +192,7 @@ impl<Nats> System<Nats> {
     /// long after the fault that took (the time to recover that RELIABILITY.md quotes) and
     /// returns its id, to be counted with the others.
     pub(crate) async fn time_to_recover(&self, fault: Instant) -> Uuid {
-        let base = self
-            .served_at
-            .lock()
-            .unwrap()
-            .clone()
-            .expect("serve_under_load or load_on first");
+        let base = self.served_at();
         let http = reqwest::Client::new();
         let id = loop {
             let answer = http
@@ -224,6 +224,18 @@ impl<Nats> System<Nats> {
             fault.elapsed().as_secs_f64()
         );
         id
+    }
+
+    /// The base URL of the gateway the load goes to.
+    ///
+    /// # Panics
+    /// Before [`System::serve_under_load`] or [`System::load_on`].
+    pub(crate) fn served_at(&self) -> String {
+        self.served_at
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("serve_under_load or load_on first")
     }
 
     /// The repair counters of the last `serve`'s `/metrics`, as one line.

@@ -7,6 +7,7 @@
 //! ([`harness::System::assert_settled_once`]). `cluster_replicas` checks the setup the
 //! cluster faults rely on: the binary on a cluster, with replicated streams.
 
+mod answer_lost;
 mod cluster_leader;
 mod cluster_replicas;
 mod harness;

@@ -60,7 +60,9 @@ async fn consumers_lost_while_stopped_resume_where_they_were() {
     let mut system = System::start().await;
     let (served, load) = system.serve_under_load().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let first = load.stop().await;
+    let mut first = load.stop().await;
+    let base = system.served_at();
+    first.retry_uncertain(&base, Duration::from_secs(60)).await;
     system
         .assert_settled_once(&first.accepted, Duration::from_secs(60))
         .await;

@@ -73,9 +73,11 @@ pub(crate) async fn live_an_order(store: &OrderStore, i: usize, placed_at: DateT
             for attempt in 1.. {
                 match store.execute_retrying(id, command.clone(), &meta, 5).await {
                     Ok(()) => return,
-                    Err(CommandError::Store(error) | CommandError::Unavailable(error))
-                        if attempt < 20 =>
-                    {
+                    Err(
+                        CommandError::Store(error)
+                        | CommandError::Unavailable(error)
+                        | CommandError::OutcomeUnknown(error),
+                    ) if attempt < 20 => {
                         eprintln!("seeding order {i}: {error}; retrying");
                         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
                     }

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 mod forget;
 mod startup;
+mod trace;
 mod verify_stream;
 
 const ORDERS: usize = 2_000;

@@ -50,8 +50,10 @@ pub(crate) async fn send_allowing(
         Ok(()) => Ok(Ok(())),
         Err(CommandError::Domain(refusal)) => Ok(Err(refusal)),
         Err(
-            error
-            @ (CommandError::Conflict | CommandError::Store(_) | CommandError::Unavailable(_)),
+            error @ (CommandError::Conflict
+            | CommandError::Store(_)
+            | CommandError::Unavailable(_)
+            | CommandError::OutcomeUnknown(_)),
         ) => Err(HandlerError::retry(format!(
             "{name} for order {order_id}: {error}"
         ))),
@@ -86,7 +88,8 @@ pub(crate) async fn send_all_allowing(
             Err(
                 error @ (CommandError::Conflict
                 | CommandError::Store(_)
-                | CommandError::Unavailable(_)),
+                | CommandError::Unavailable(_)
+                | CommandError::OutcomeUnknown(_)),
             ) => Err(HandlerError::retry(format!(
                 "{name} for order {order_id}: {error}"
             ))),

@@ -164,6 +164,15 @@ fn decision_command(decision: &Reservation) -> Option<OrderCommand> {
     }
 }
 
+/// `2 x SKU-1, 1 x SKU-2`: quantities per SKU in words, for effects.
+fn quantities(wanted: &BTreeMap<String, i64>) -> String {
+    wanted
+        .iter()
+        .map(|(sku, quantity)| format!("{quantity} x {sku}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Quantities per SKU, in SKU order (one lock order for every transaction).
 fn wanted(lines: &[OrderLine]) -> BTreeMap<String, i64> {
     let mut wanted: BTreeMap<String, i64> = BTreeMap::new();
@@ -281,7 +290,11 @@ impl InventoryWorker {
         }
         tx.commit().await?;
         let mut effects = if short.is_empty() {
-            Effects::one(format!("reserved {wanted:?} for order {}", event.order_id))
+            Effects::one(format!(
+                "reserved {} for order {}",
+                quantities(&wanted),
+                event.order_id
+            ))
         } else {
             Effects::one(format!(
                 "rejected order {}: short of {short:?}",
@@ -450,8 +463,9 @@ impl InventoryWorker {
             let (effects, decision) = match decided {
                 batch::Decided::Reserved(decision) => (
                     Effects::one(format!(
-                        "reserved {:?} for order {}",
-                        placement.wanted, event.order_id
+                        "reserved {} for order {}",
+                        quantities(&placement.wanted),
+                        event.order_id
                     )),
                     decision,
                 ),

@@ -562,7 +562,7 @@ impl NotificationsWorker {
         match result {
             Ok(()) => Ok(Effects::one(format!(
                 "notified {} via {}: {}",
-                n.to,
+                orderflow_store::steps::mask_emails(&n.to),
                 self.channel.name(),
                 n.subject
             ))),

@@ -407,10 +407,10 @@ impl ShipmentsWorker {
                     .execute(&self.pool)
                     .await?;
                     effects.push(format!(
-                        "booked shipment {} with {} ({})",
+                        "carrier booking {}: booked shipment {} with {}",
+                        booking.tracking_number,
                         record.shipment_id,
-                        self.carrier.name(),
-                        booking.tracking_number
+                        self.carrier.name()
                     ));
                     record.status = "booked".into();
                     record.carrier = Some(self.carrier.name().to_string());

@@ -239,7 +239,7 @@ pub async fn list_page(
         (status = 415, description = "A body sent as another media type than JSON"),
         (status = 422, description = "Fields missing, of the wrong JSON type or with invalid values, one entry per field in `errors` (by JSON path, e.g. `lines[0].quantity`); or an Idempotency-Key reused with another body"),
         (status = 500, description = "The event store failed; the cause is logged, not shown"),
-        (status = 503, description = "The event store (PostgreSQL) does not answer or is too busy; nothing was done. Answered within about 1.5 s, with `Retry-After`",
+        (status = 503, description = "The event store (PostgreSQL) does not answer or is too busy. Type `/problems/database-unavailable`: nothing was done. Type `/problems/outcome-unknown`: the connection broke after the order was sent to PostgreSQL, so it may have been stored; retry with the same Idempotency-Key to get it (placed at most once). Answered within about 1.5 s, with `Retry-After`",
          headers(("Retry-After" = u16, description = "Seconds to wait before retrying"))),
     )
 )]
@@ -409,7 +409,7 @@ pub async fn get_order(
         (status = 415, description = "A body sent as another media type than JSON"),
         (status = 422, description = "A field of the wrong JSON type, or a blank or over-long reason or canceller, one entry per field in `errors`"),
         (status = 500, description = "The event store failed; the cause is logged, not shown"),
-        (status = 503, description = "The event store (PostgreSQL) does not answer or is too busy; nothing was done. Answered within about 1.5 s, with `Retry-After`",
+        (status = 503, description = "The event store (PostgreSQL) does not answer or is too busy. Type `/problems/database-unavailable`: nothing was done. Type `/problems/outcome-unknown`: the connection broke after the cancellation was sent, so it may have been stored; read the order to see. Answered within about 1.5 s, with `Retry-After`",
          headers(("Retry-After" = u16, description = "Seconds to wait before retrying"))),
     )
 )]

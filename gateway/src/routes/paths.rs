@@ -37,10 +37,15 @@ pub const ADMIN_PROJECTIONS: &str = "/v1/admin/projections";
 pub const ADMIN_PROJECTION_REBUILD: &str = "/v1/admin/projections/{name}/rebuild";
 /// One order's timeline, event by event (`GET`).
 pub const ADMIN_ORDER_REPLAY: &str = "/v1/admin/orders/{id}/replay";
+/// One order's full trace: its events, what every consumer did with each, what each caused
+/// (`GET`).
+pub const ADMIN_ORDER_TRACE: &str = "/v1/admin/orders/{id}/trace";
 /// The stream compared with the event log.
 pub const ADMIN_STREAM_VERIFY: &str = "/v1/admin/stream/verify";
 /// Forget a customer: delete their data key, erase their personal data (`POST`).
 pub const ADMIN_CUSTOMER_FORGET: &str = "/v1/admin/customers/{id}/forget";
+/// The operator console's live feed of the event log, as server-sent events (`GET`).
+pub const ADMIN_CONSOLE_STREAM: &str = "/v1/admin/console/stream";
 /// The dead letters (`GET`).
 pub const ADMIN_DLQ: &str = "/v1/admin/dlq";
 /// One dead letter, by its sequence in the dead-letter stream (`GET`).
@@ -54,5 +59,7 @@ pub const METRICS: &str = "/metrics";
 pub const HEALTH: &str = "/health";
 /// Readiness: whether the database and NATS are reachable (`GET`).
 pub const READY: &str = "/ready";
+/// The operator console: its page and static files (`GET`), outside the OpenAPI document.
+pub const CONSOLE: &str = "/console";
 /// This API's OpenAPI document (`GET`).
 pub const OPENAPI: &str = "/openapi.json";

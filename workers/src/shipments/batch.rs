@@ -138,10 +138,10 @@ impl ShipmentsWorker {
             match outcome {
                 Ok(booking) => {
                     effects.entry(order_id).or_default().push(format!(
-                        "booked shipment {} with {} ({})",
+                        "carrier booking {}: booked shipment {} with {}",
+                        booking.tracking_number,
                         request.shipment_id,
-                        self.carrier.name(),
-                        booking.tracking_number
+                        self.carrier.name()
                     ));
                     to_start.push((
                         order_id,

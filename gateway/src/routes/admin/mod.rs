@@ -1,7 +1,7 @@
 //! The operator routes under `/v1/admin/...`, behind the admin bearer token
 //! ([`crate::auth`]), one module per resource: [`consumers`] (lag, and replaying a range of
 //! the log to one consumer), [`projections`] (list, rebuild, verify), [`orders`] (an order's
-//! timeline), [`customers`] (forgetting one), [`dlq`] (the dead-letter stream: list, show, redrive) and [`stream`] (the
+//! timeline), [`customers`] (forgetting one), [`console`] (the operator console's live feed), [`dlq`] (the dead-letter stream: list, show, redrive) and [`stream`] (the
 //! stream verified against the log). This module joins
 //! them behind the token check and holds the helpers they share.
 //!
@@ -10,6 +10,7 @@
 //! before anything else, so an unauthorised caller learns nothing about which admin paths
 //! exist.
 
+pub mod console;
 pub mod consumers;
 pub mod customers;
 pub mod dlq;
@@ -43,6 +44,8 @@ pub fn routes(state: GatewayState) -> BoxedFilter<(Response,)> {
         .or(stream::routes(&state))
         .unify()
         .or(customers::routes(&state))
+        .unify()
+        .or(console::routes(&state))
         .unify();
     warp::path("v1")
         .and(warp::path("admin"))

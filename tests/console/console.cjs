@@ -1,0 +1,330 @@
+// The operator console in headless Chromium (playwright-core), against a running
+// `orderflow serve` that tests/console/main.rs started. Each scenario drives the page as an
+// operator would, asserts on what the page shows, and saves a screenshot.
+//
+// Environment: CONSOLE_BASE (http://127.0.0.1:<port>), CONSOLE_TOKEN (the admin token, unset
+// for a gateway without one), CONSOLE_SCENARIOS (comma-separated, in order), CONSOLE_SHOTS
+// (the screenshot folder), CONSOLE_CHROMIUM (the browser), NODE_PATH (where playwright-core
+// is). Prints `ok <scenario>` for each one that passed; the first failure ends the run with a
+// non-zero exit and what was on the page.
+
+'use strict';
+
+const fs = require('node:fs');
+const path = require('node:path');
+const { chromium } = require('playwright-core');
+
+const base = process.env.CONSOLE_BASE;
+const adminToken = process.env.CONSOLE_TOKEN || '';
+const shots = process.env.CONSOLE_SHOTS;
+const scenarios = (process.env.CONSOLE_SCENARIOS || '').split(',').filter(Boolean);
+const CUSTOMER = 'c-console';
+const WAIT = 30_000;
+
+function check(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+async function api(method, route, body, token) {
+  const headers = { 'content-type': 'application/json' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const response = await fetch(base + route, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  let data = text;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    // not JSON
+  }
+  return { status: response.status, data };
+}
+
+async function placeOrder(sku, quantity, key) {
+  const response = await api('POST', '/v1/orders', {
+    customer_id: CUSTOMER,
+    customer_email: 'ops@example.com',
+    currency: 'EUR',
+    lines: [{ sku, quantity, unit_price: 1299 }],
+    shipping_address: { name: 'Ada L', line1: '1 Main St', city: 'Berlin', postal_code: '10115', country: 'DE' },
+  });
+  check(response.status === 201, `placing an order answered ${response.status}: ${JSON.stringify(response.data)}`);
+  return response.data.id;
+}
+
+/** The number a selector's element shows. */
+async function number(page, selector) {
+  return Number((await page.locator(selector).textContent()).trim());
+}
+
+/** Waits until `fn(arg)` is true in the page. */
+async function until(page, what, fn, arg, timeout = WAIT) {
+  try {
+    await page.waitForFunction(fn, arg, { timeout, polling: 200 });
+  } catch (error) {
+    throw new Error(`${what}: not within ${timeout} ms`);
+  }
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
+}
+
+const placed = [];
+
+const SCENARIOS = {
+  // The login form: a wrong token is refused, the right one opens the flow page; the token
+  // is in sessionStorage and nowhere in the URL or a cookie.
+  async login(page) {
+    await page.goto(`${base}/console`);
+    await page.locator('#login').waitFor({ timeout: WAIT });
+    check(!(await page.isVisible('#nav')), 'the pages are not offered before logging in');
+    await page.fill('#token', 'not-the-token');
+    await page.click('#login button[type=submit]');
+    await page.locator('#login-error:not([hidden])').waitFor({ timeout: WAIT });
+    check((await page.textContent('#login-error')).includes('does not open'), 'a wrong token is refused');
+    await shot(page, '01-login');
+    await page.fill('#token', adminToken);
+    await page.click('#login button[type=submit]');
+    await page.locator('#page-flow').waitFor({ timeout: WAIT });
+    check(await page.isVisible('#nav'), 'the pages are offered once logged in');
+    check(await page.evaluate(() => sessionStorage.getItem('orderflow.console.token')) === adminToken, 'the token is kept in sessionStorage');
+    check(!page.url().includes(adminToken), `the token is not in the URL: ${page.url()}`);
+    check(await page.evaluate(() => document.cookie) === '', 'no cookie is set');
+  },
+
+  // Orders placed through the API show up in the live chart's totals and the event list, with
+  // no reload of the page.
+  async flow(page) {
+    await page.goto(`${base}/console#/flow`);
+    await until(page, 'the live feed connects', () => document.querySelector('#flow-status')?.textContent.startsWith('live'));
+    await page.evaluate(() => { window.notReloaded = true; });
+    const before = {
+      placed: await number(page, '#total-placed'),
+      confirmed: await number(page, '#total-confirmed'),
+      rejected: await number(page, '#total-rejected'),
+    };
+    for (const sku of ['SKU-1', 'SKU-2']) {
+      const stock = await api('PUT', `/v1/inventory/${sku}`, { available: 1000 });
+      check(stock.status === 200, `setting stock answered ${stock.status}`);
+    }
+    for (let i = 0; i < 8; i++) placed.push(await placeOrder(i % 3 === 2 ? 'SKU-2' : 'SKU-1', 1 + (i % 3)));
+    // No stock of this one: inventory rejects it.
+    placed.push(await placeOrder('SKU-NONE', 1));
+    await until(page, 'the chart counts 9 more placed orders',
+      (n) => Number(document.querySelector('#total-placed').textContent) >= n, before.placed + 9);
+    await until(page, 'the chart counts 8 more confirmed orders',
+      (n) => Number(document.querySelector('#total-confirmed').textContent) >= n, before.confirmed + 8);
+    await until(page, 'the chart counts a rejected order',
+      (n) => Number(document.querySelector('#total-rejected').textContent) >= n, before.rejected + 1);
+    await until(page, 'the event list shows the newest order',
+      (id) => [...document.querySelectorAll('#flow-events a')].some((a) => a.textContent === id), placed[placed.length - 1]);
+    check(await page.locator('#flow-chart canvas').count() > 0, 'the chart is drawn');
+    const rows = await page.locator('#flow-events tbody tr').count();
+    check(rows >= 9, `the event list has the new events (${rows} rows)`);
+    check(await page.evaluate(() => window.notReloaded === true), 'the page was not reloaded');
+    // Let a few shipments in before the picture.
+    await until(page, 'a shipment shows', () => Number(document.querySelector('#total-shipped').textContent) >= 1);
+    await shot(page, '02-flow');
+  },
+
+  // Find the customer's orders, open one: its state, its timeline and its trace (or that
+  // there is none yet).
+  async order(page) {
+    check(placed.length > 0, 'the flow scenario placed orders');
+    const id = placed[0];
+    await page.goto(`${base}/console#/orders`);
+    await page.fill('#order-search', CUSTOMER);
+    await page.click('form.search button');
+    await until(page, 'the customer\'s orders are listed',
+      (n) => document.querySelectorAll('#orders-table tr.order-row').length >= n, placed.length);
+    await page.click(`#orders-table a[href="#/orders/${id}"]`);
+    await until(page, 'the order has its timeline up to its shipment',
+      () => [...document.querySelectorAll('#order-timeline .type')].map((e) => e.textContent).includes('ShipmentStarted'));
+    const types = await page.locator('#order-timeline .type').allTextContents();
+    check(types[0] === 'OrderPlaced' && types[1] === 'OrderConfirmed', `timeline: ${types}`);
+    check((await page.textContent('#order-status')).trim() === 'shipped', 'the state says shipped');
+    const changes = await page.locator('#order-timeline ul.changes li').allTextContents();
+    check(changes.some((c) => c.startsWith('status')), `the timeline says what changed: ${changes}`);
+    await until(page, 'the trace or its absence shows',
+      () => document.querySelector('#order-trace, #no-trace') !== null);
+    if (await page.locator('#order-trace').count() > 0) {
+      const consumers = await page.locator('#order-trace tr.step').evaluateAll((rows) => rows.map((r) => r.dataset.consumer));
+      check(consumers.includes('inventory'), `the trace names the consumers: ${consumers}`);
+    } else {
+      check((await page.textContent('#no-trace')).includes('No trace yet'), 'says there is no trace yet');
+    }
+    await shot(page, '03-order');
+  },
+
+  // An order's trace as the shared contract of GET /v1/admin/orders/{id}/trace has it (the
+  // answer is stubbed in the browser, so this holds whether this gateway records traces or
+  // not): every event with its steps, dead-lettered and pending steps marked, what each event
+  // led to.
+  async trace(page) {
+    check(placed.length > 0, 'the flow scenario placed orders');
+    const id = placed[1];
+    const at = new Date().toISOString();
+    const step = (consumer, outcome, extra = {}) => ({
+      consumer, first_seen_at: at, last_attempt_at: at, attempts: 1, outcome,
+      error: null, duration_ms: 4, effect: null, ...extra,
+    });
+    const sample = {
+      order_id: id,
+      request_id: 'req-console-test',
+      events: [
+        {
+          sequence: 1, position: 1, event_type: 'OrderPlaced', stored_at: at, published_at: at,
+          request_id: 'req-console-test', causation_id: null, caused_by: 'request req-console-test',
+          steps: [
+            step('inventory', 'handled', { effect: 'reserved 1 x SKU-1' }),
+            step('notifications', 'dead_lettered', { attempts: 5, error: 'webhook answered 400 Bad Request' }),
+            step('analytics', 'pending', { first_seen_at: null, last_attempt_at: null, attempts: 0, duration_ms: null }),
+          ],
+          caused: [{ sequence: 2, event_type: 'OrderConfirmed', by: 'inventory' }],
+        },
+        {
+          sequence: 2, position: 3, event_type: 'OrderConfirmed', stored_at: at, published_at: null,
+          request_id: 'req-console-test', causation_id: 'e-1', caused_by: 'inventory on event e-1',
+          steps: [step('shipments', 'retrying', { attempts: 2, error: 'carrier timed out' })],
+          caused: [],
+        },
+      ],
+    };
+    await page.route(`**/v1/admin/orders/${id}/trace`, (route) => route.fulfill({
+      status: 200, contentType: 'application/json', body: JSON.stringify(sample),
+    }));
+    await page.goto(`${base}/console#/orders/${id}`);
+    await page.locator('#order-trace').waitFor({ timeout: WAIT });
+    check((await page.textContent('#order-trace')).includes('req-console-test'), 'the request that placed it');
+    const steps = await page.locator('#order-trace tr.step').evaluateAll((rows) => rows.map((r) => [r.dataset.consumer, r.dataset.outcome, r.className]));
+    check(steps.length === 4, `every step: ${JSON.stringify(steps)}`);
+    const marked = Object.fromEntries(steps.map(([consumer, , cls]) => [consumer, cls]));
+    check(marked.notifications.includes('bad'), `a dead-lettered step stands out: ${marked.notifications}`);
+    check(marked.analytics.includes('warn'), `a pending step stands out: ${marked.analytics}`);
+    check(marked.shipments.includes('warn'), `a retrying step stands out: ${marked.shipments}`);
+    check(!marked.inventory.includes('bad') && !marked.inventory.includes('warn'), 'a handled step does not');
+    const text = await page.textContent('#order-trace');
+    for (const expected of ['webhook answered 400 Bad Request', 'reserved 1 x SKU-1', 'inventory on event e-1', '#2 OrderConfirmed (by inventory)', 'published not yet']) {
+      check(text.includes(expected), `the trace shows "${expected}"`);
+    }
+    await shot(page, '03-trace');
+    await page.unroute(`**/v1/admin/orders/${id}/trace`);
+  },
+
+  // The notifications webhook refused the first message, so it was parked: the console lists
+  // it with its error, and its Redrive button sends it back until the list is empty.
+  async redrive(page) {
+    await page.goto(`${base}/console#/consumers`);
+    await until(page, 'the consumers are listed',
+      () => document.querySelector('#consumers-table tr[data-consumer="inventory"]') !== null);
+    const row = 'tr.dead-letter[data-consumer="notifications"]';
+    await page.locator(row).first().waitFor({ timeout: 60_000 });
+    const error = await page.locator(`${row} td.error`).first().textContent();
+    check(error.includes('400'), `the dead letter shows its error: ${error}`);
+    const parked = await page.locator('tr[data-consumer="notifications"] td.dead').textContent();
+    check(Number(parked) >= 1, `the consumer row counts its dead letters: ${parked}`);
+    await until(page, 'the consumers\' counters show',
+      () => Number(document.querySelector('tr[data-consumer="inventory"] td.handled')?.textContent) > 0);
+    await shot(page, '04-dead-letter');
+    const sequence = await page.locator(row).first().getAttribute('data-sequence');
+    await page.locator(`${row} button.redrive`).first().click();
+    await until(page, 'the redrive is confirmed',
+      () => (document.querySelector('#consumers-message')?.textContent || '').includes('sent back'));
+    await until(page, 'the dead letter is gone',
+      (seq) => document.querySelector(`tr.dead-letter[data-sequence="${seq}"]`) === null, sequence);
+    await until(page, 'no dead letters are left', () => document.querySelector('#dlq-empty') !== null);
+    await shot(page, '05-redriven');
+  },
+
+  // Start a rebuild of order-summary and watch it to its end.
+  async rebuild(page) {
+    await page.goto(`${base}/console#/projections`);
+    const row = 'tr[data-projection="order-summary"]';
+    await page.locator(row).waitFor({ timeout: WAIT });
+    await page.click(`${row} button.rebuild-button`);
+    await until(page, 'the rebuild starts',
+      () => (document.querySelector('#projections-message')?.textContent || '').includes('started'));
+    await until(page, 'the rebuild is done',
+      (r) => document.querySelector(r)?.dataset.rebuild === 'done', row, 60_000);
+    const progress = await page.textContent(`${row} td.progress`);
+    check(progress.includes('done') && progress.includes('events'), `the progress says done: ${progress}`);
+    check((await page.getAttribute(row, 'data-state')) === 'live', 'the projection is live again');
+    await shot(page, '06-rebuild');
+  },
+
+  // Revenue per day and the top SKUs as charts and numbers.
+  async analytics(page) {
+    await page.goto(`${base}/console#/analytics`);
+    const deadline = Date.now() + WAIT;
+    for (;;) {
+      const units = await page.locator('#sku-table tr[data-sku="SKU-1"] td.units').textContent({ timeout: 2000 }).catch(() => null);
+      if (units !== null && Number(units) > 0) break;
+      check(Date.now() < deadline, 'the analytics show SKU-1');
+      await page.waitForTimeout(500);
+      await page.click('#page-analytics h1 button');
+    }
+    check(await page.locator('#revenue-chart canvas').count() > 0, 'the revenue chart is drawn');
+    check(await page.locator('#sku-chart canvas').count() > 0, 'the SKU chart is drawn');
+    const skus = await page.locator('#sku-table tr[data-sku]').evaluateAll((rows) => rows.map((r) => r.dataset.sku));
+    check(skus.includes('SKU-2'), `top SKUs: ${skus}`);
+    await shot(page, '07-analytics');
+  },
+
+  // A gateway without a token: the console says how to turn the admin routes on.
+  async disabled(page) {
+    await page.goto(`${base}/console`);
+    await page.locator('#disabled').waitFor({ timeout: WAIT });
+    check((await page.textContent('#disabled')).includes('ORDERFLOW_ADMIN_TOKEN'), 'names ORDERFLOW_ADMIN_TOKEN');
+    check(await page.locator('#login').count() === 0, 'no login form');
+    check(!(await page.isVisible('#nav')), 'no pages offered');
+    await shot(page, '08-disabled');
+  },
+};
+
+async function main() {
+  fs.mkdirSync(shots, { recursive: true });
+  const browser = await chromium.launch({
+    executablePath: process.env.CONSOLE_CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-dev-shm-usage'],
+  });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  const problems = [];
+  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+  page.on('console', (message) => {
+    // A 401 or 404 the console asked for on purpose is logged by the browser as a failed
+    // resource; everything else (a script error, a blocked inline style) is a failure.
+    if (message.type() === 'error' && !/status of 40[14]/.test(message.text())) {
+      problems.push(`console error: ${message.text()}`);
+    }
+  });
+  let current = null;
+  try {
+    for (const name of scenarios) {
+      current = name;
+      check(SCENARIOS[name], `no scenario ${name}`);
+      fs.rmSync(path.join(shots, `failed-${name}.png`), { force: true });
+      await SCENARIOS[name](page);
+      check(problems.length === 0, problems.join('\n'));
+      console.log(`ok ${name}`);
+    }
+  } catch (error) {
+    console.error(`FAILED ${current}: ${error.message}`);
+    await page.screenshot({ path: path.join(shots, `failed-${current}.png`), fullPage: true }).catch(() => {});
+    const text = await page.evaluate(() => document.body.innerText).catch(() => '(no page)');
+    console.error(`the page showed:\n${text.slice(0, 4000)}`);
+    process.exitCode = 1;
+  } finally {
+    await browser.close();
+  }
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});
