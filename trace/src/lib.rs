@@ -23,6 +23,14 @@
 //!
 //! Ids are random enough to be unique (a per-thread generator seeded from the standard
 //! library's random hasher keys), not secret.
+//!
+//! # Why a crate of its own
+//! The store (which keeps the `traceparent` in an event's metadata), the bus (which puts it
+//! on messages and opens each consumer's span under it), the gateway (which reads it from a
+//! request) and the binary (which installs the layer and the log format) all need the same
+//! context type and the same answer to "which span am I in". None of them is a natural home
+//! for it without the others depending on that crate's unrelated parts, and the store, the
+//! lowest of them, should not carry `tracing-subscriber` layers.
 
 #![forbid(unsafe_code)]
 
