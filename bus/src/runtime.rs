@@ -919,7 +919,12 @@ impl Consumer {
         if !events.is_empty() {
             let input: Vec<(EventEnvelope, Delivery)> = events
                 .iter()
-                .map(|(_, e)| (e.envelope.clone(), Delivery::live(e.attempt)))
+                .map(|(_, e)| {
+                    (
+                        e.envelope.clone(),
+                        Delivery::received(e.attempt, e.received_at),
+                    )
+                })
                 .collect();
             let messages: Vec<&Message> = events.iter().map(|(_, e)| &e.message).collect();
             let handling_started = Instant::now();
@@ -1021,7 +1026,7 @@ impl Consumer {
             if let Some(lane) = &lane {
                 lane.wait_for_earlier().await;
             }
-            let input = vec![(envelope, Delivery::live(attempt))];
+            let input = vec![(envelope, Delivery::received(attempt, received_at))];
             let span = &span;
             self.riding_out(input, |input| async move {
                 let mut results = Vec::with_capacity(1);
@@ -1068,6 +1073,13 @@ impl Consumer {
     /// Records `steps` when the consumer keeps step records; a failure is logged, never
     /// fatal (the trace misses them, the messages are settled already).
     async fn record_steps(&self, steps: &[NewStep]) {
+        let own = self.handler.records_own_steps();
+        let steps: Vec<NewStep> = steps
+            .iter()
+            .filter(|s| !(own && s.outcome == StepOutcome::Handled))
+            .cloned()
+            .collect();
+        let steps = steps.as_slice();
         let Some(pool) = &self.options.steps else {
             return;
         };
