@@ -324,8 +324,11 @@ impl LoyaltyWorker {
                 }
             }
             Err(error) => {
-                for (index, _, _) in &claims {
-                    results[*index] = Err(HandlerError::retry(format!("database: {error}")));
+                // Nothing of the transaction is committed, the steps of the others neither.
+                for result in &mut results {
+                    if result.is_ok() {
+                        *result = Err(HandlerError::retry(format!("database: {error}")));
+                    }
                 }
             }
         }
