@@ -927,6 +927,12 @@ impl Consumer {
                 })
                 .collect();
             let messages: Vec<&Message> = events.iter().map(|(_, e)| &e.message).collect();
+            self.record_redrives(
+                events
+                    .iter()
+                    .map(|(_, e)| (e.envelope.event_id, e.attempt, e.redrive, e.received_at)),
+            )
+            .await;
             let handling_started = Instant::now();
             let handling = self.riding_out(input, |input| self.run_batch(input));
             let results: Vec<Result<Effects, HandlerError>> =
@@ -1019,6 +1025,8 @@ impl Consumer {
             received_at,
         } = *event;
         let event_id = envelope.event_id;
+        self.record_redrives(std::iter::once((event_id, attempt, redrive, received_at)))
+            .await;
         let handling_started = Instant::now();
         let span = tracing::info_span!("handle", consumer = self.name(),
             order_id = %envelope.order_id, event = %envelope.event_type, attempt);
@@ -1070,13 +1078,46 @@ impl Consumer {
         outcome
     }
 
+    /// For a handler that records its own steps: the `redriven` steps of the first deliveries
+    /// of redrives among `events` (id, attempt, redrive, received at), written before the
+    /// handler runs, so that they come before its `handled` step.
+    async fn record_redrives(
+        &self,
+        events: impl Iterator<Item = (uuid::Uuid, u64, bool, chrono::DateTime<Utc>)>,
+    ) {
+        let Some(pool) = &self.options.steps else {
+            return;
+        };
+        if !self.handler.records_own_steps() {
+            return;
+        }
+        let redriven: Vec<NewStep> = events
+            .filter(|(_, attempt, redrive, _)| *redrive && *attempt <= 1)
+            .map(|(event_id, _, _, received_at)| NewStep {
+                event_id,
+                attempt: 0,
+                outcome: StepOutcome::Redriven,
+                started_at: received_at,
+                duration_ms: 0,
+                error: None,
+                effect: None,
+            })
+            .collect();
+        if let Err(error) = orderflow_store::steps::record(pool, self.name(), &redriven).await {
+            tracing::warn!(consumer = self.name(), %error,
+                "cannot record the redrives; the trace will miss them");
+        }
+    }
+
     /// Records `steps` when the consumer keeps step records; a failure is logged, never
     /// fatal (the trace misses them, the messages are settled already).
     async fn record_steps(&self, steps: &[NewStep]) {
+        // A handler that records its own steps wrote its handled ones with its effect, and
+        // the redrives were written before it ran (`record_redrives`).
         let own = self.handler.records_own_steps();
         let steps: Vec<NewStep> = steps
             .iter()
-            .filter(|s| !(own && s.outcome == StepOutcome::Handled))
+            .filter(|s| !(own && matches!(s.outcome, StepOutcome::Handled | StepOutcome::Redriven)))
             .cloned()
             .collect();
         let steps = steps.as_slice();
