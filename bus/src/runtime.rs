@@ -30,7 +30,9 @@
 //! With [`ConsumerOptions::steps`] set, the runtime records what came of each delivery (an
 //! order's trace, `orderflow_store::steps`): the handler's effects or the error, retries,
 //! parkings (its own and the advisory's) and the first delivery of a redrive, one statement
-//! per batch, after the batch's messages were settled.
+//! per batch, after the batch's messages were settled. A handler that records its own success
+//! steps in the transaction of its effect (`Handler::records_own_steps`) gets only its
+//! failures recorded here, and its redrives before it runs.
 //!
 //! # Stopping
 //! On shutdown the loop asks for nothing more, and handles what its open pull still
