@@ -826,3 +826,17 @@ pub(crate) mod fixtures {
         .unwrap()
     }
 }
+
+#[cfg(test)]
+mod effect_tests {
+    use super::signed_money;
+
+    #[test]
+    fn money_in_effect_lines_is_signed_with_the_currency_digits() {
+        assert_eq!(signed_money(2598, "EUR"), "+25.98 EUR");
+        assert_eq!(signed_money(-5, "EUR"), "-0.05 EUR");
+        assert_eq!(signed_money(1000, "JPY"), "+1000 JPY");
+        assert_eq!(signed_money(-1234, "KWD"), "-1.234 KWD");
+        assert_eq!(signed_money(0, "USD"), "+0.00 USD");
+    }
+}
