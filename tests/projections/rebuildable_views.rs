@@ -323,9 +323,8 @@ async fn a_gap_asks_for_a_retry_then_heals_from_the_log_and_a_repeat_changes_not
         .handle(
             &events[0],
             Delivery {
-                attempt: 1,
                 dry_run: true,
-                ignore_inbox: false,
+                ..Delivery::live(1)
             },
         )
         .await
