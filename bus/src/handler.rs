@@ -4,14 +4,8 @@
 //! Handlers are at-least-once: the same event may arrive again, after later ones, or on
 //! another process. Each handler makes its effect idempotent (the inbox, see
 //! `orderflow_store::inbox`) and checks the order's sequence instead of assuming arrival order.
-//!
-//! A handler whose effect is a database transaction records its own success step in that
-//! transaction ([`Handler::records_own_steps`], [`Delivery::handled_step`]), so a `handled`
-//! step exists if and only if the effect was committed; the runtime records the rest.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use orderflow_store::steps::{NewStep, StepOutcome};
 use orderflow_store::EventEnvelope;
 
 /// How an event is being delivered to a handler.
@@ -23,45 +17,15 @@ pub struct Delivery {
     pub dry_run: bool,
     /// Apply the effect even when the inbox says it was handled (replay `--force`).
     pub ignore_inbox: bool,
-    /// When the consumer received the message (a step record's start).
-    pub received_at: DateTime<Utc>,
-    /// When the handler was handed the event (a step record's duration runs from here).
-    pub handed_at: DateTime<Utc>,
 }
 
 impl Delivery {
-    /// A normal delivery from the stream, received and handed over now.
+    /// A normal delivery from the stream.
     pub fn live(attempt: u64) -> Self {
-        Self::received(attempt, Utc::now())
-    }
-
-    /// A normal delivery from the stream that the consumer received at `received_at`,
-    /// handed to the handler now.
-    pub fn received(attempt: u64, received_at: DateTime<Utc>) -> Self {
         Self {
             attempt,
             dry_run: false,
             ignore_inbox: false,
-            received_at,
-            handed_at: Utc::now(),
-        }
-    }
-
-    /// The success step of this delivery of event `event_id`, for a handler that records its
-    /// own steps ([`Handler::records_own_steps`]) to write in the transaction of its effect
-    /// (`orderflow_store::steps::record_in`) right before the commit: outcome `handled`
-    /// (stored as `already_handled` when the consumer has a handled step for the event),
-    /// the handler's time so far, and `effect`, one readable line (`None`: nothing to do).
-    pub fn handled_step(&self, event_id: uuid::Uuid, effect: Option<String>) -> NewStep {
-        let ran = (Utc::now() - self.handed_at).num_milliseconds().max(0);
-        NewStep {
-            event_id,
-            attempt: i64::try_from(self.attempt).unwrap_or(i64::MAX),
-            outcome: StepOutcome::Handled,
-            started_at: self.received_at,
-            duration_ms: ran,
-            error: None,
-            effect,
         }
     }
 }
@@ -126,14 +90,6 @@ impl From<sqlx::Error> for HandlerError {
 pub trait Handler: Send + Sync + 'static {
     /// The durable consumer's name (`inventory`, `notifications`, ...).
     fn name(&self) -> &str;
-
-    /// True when the handler records its own success steps (`handled` / `already_handled`)
-    /// in the transaction of its effect ([`Delivery::handled_step`]); the runtime then records
-    /// only failures (`retrying`, `dead_lettered`) and redrives. A dry run records nothing.
-    /// The default: false, the runtime records every step after the handler returned.
-    fn records_own_steps(&self) -> bool {
-        false
-    }
 
     /// How many messages may be delivered and not yet acked at once (the durable consumer's
     /// `max_ack_pending`).

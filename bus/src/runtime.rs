@@ -30,9 +30,7 @@
 //! With [`ConsumerOptions::steps`] set, the runtime records what came of each delivery (an
 //! order's trace, `orderflow_store::steps`): the handler's effects or the error, retries,
 //! parkings (its own and the advisory's) and the first delivery of a redrive, one statement
-//! per batch, after the batch's messages were settled. A handler that records its own success
-//! steps in the transaction of its effect (`Handler::records_own_steps`) gets only its
-//! failures recorded here, and its redrives before it runs.
+//! per batch, after the batch's messages were settled.
 //!
 //! # Stopping
 //! On shutdown the loop asks for nothing more, and handles what its open pull still
@@ -932,20 +930,9 @@ impl Consumer {
         if !events.is_empty() {
             let input: Vec<(EventEnvelope, Delivery)> = events
                 .iter()
-                .map(|(_, e)| {
-                    (
-                        e.envelope.clone(),
-                        Delivery::received(e.attempt, e.received_at),
-                    )
-                })
+                .map(|(_, e)| (e.envelope.clone(), Delivery::live(e.attempt)))
                 .collect();
             let messages: Vec<&Message> = events.iter().map(|(_, e)| &e.message).collect();
-            self.record_redrives(
-                events
-                    .iter()
-                    .map(|(_, e)| (e.envelope.event_id, e.attempt, e.redrive, e.received_at)),
-            )
-            .await;
             let handling_started = Instant::now();
             let spans: Vec<&tracing::Span> = events.iter().map(|(_, e)| &e.span).collect();
             let handling = self.riding_out(input, |input| self.run_batch(input, &spans));
@@ -1043,14 +1030,12 @@ impl Consumer {
             span,
         } = *event;
         let event_id = envelope.event_id;
-        self.record_redrives(std::iter::once((event_id, attempt, redrive, received_at)))
-            .await;
         let handling_started = Instant::now();
         let work = async {
             if let Some(lane) = &lane {
                 lane.wait_for_earlier().await;
             }
-            let input = vec![(envelope, Delivery::received(attempt, received_at))];
+            let input = vec![(envelope, Delivery::live(attempt))];
             let span = &span;
             self.riding_out(input, |input| async move {
                 let mut results = Vec::with_capacity(1);
@@ -1097,49 +1082,9 @@ impl Consumer {
         outcome
     }
 
-    /// For a handler that records its own steps: the `redriven` steps of the first deliveries
-    /// of redrives among `events` (id, attempt, redrive, received at), written before the
-    /// handler runs, so that they come before its `handled` step.
-    async fn record_redrives(
-        &self,
-        events: impl Iterator<Item = (uuid::Uuid, u64, bool, chrono::DateTime<Utc>)>,
-    ) {
-        let Some(pool) = &self.options.steps else {
-            return;
-        };
-        if !self.handler.records_own_steps() {
-            return;
-        }
-        let redriven: Vec<NewStep> = events
-            .filter(|(_, attempt, redrive, _)| *redrive && *attempt <= 1)
-            .map(|(event_id, _, _, received_at)| NewStep {
-                event_id,
-                attempt: 0,
-                outcome: StepOutcome::Redriven,
-                started_at: received_at,
-                duration_ms: 0,
-                error: None,
-                effect: None,
-            })
-            .collect();
-        if let Err(error) = orderflow_store::steps::record(pool, self.name(), &redriven).await {
-            tracing::warn!(consumer = self.name(), %error,
-                "cannot record the redrives; the trace will miss them");
-        }
-    }
-
     /// Records `steps` when the consumer keeps step records; a failure is logged, never
     /// fatal (the trace misses them, the messages are settled already).
     async fn record_steps(&self, steps: &[NewStep]) {
-        // A handler that records its own steps wrote its handled ones with its effect, and
-        // the redrives were written before it ran (`record_redrives`).
-        let own = self.handler.records_own_steps();
-        let steps: Vec<NewStep> = steps
-            .iter()
-            .filter(|s| !(own && matches!(s.outcome, StepOutcome::Handled | StepOutcome::Redriven)))
-            .cloned()
-            .collect();
-        let steps = steps.as_slice();
         let Some(pool) = &self.options.steps else {
             return;
         };

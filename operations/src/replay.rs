@@ -393,9 +393,9 @@ pub async fn replay_consumer(
         None => log::head_position(pool).await?,
     };
     let delivery = Delivery {
+        attempt: 1,
         dry_run,
         ignore_inbox: force,
-        ..Delivery::live(1)
     };
     tracing::info!(
         consumer = handler.name(),

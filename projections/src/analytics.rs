@@ -30,9 +30,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::projection::{
-    signed_money, Change, Fold, ProjectionError, StatusColumn, TableSpec, Tables,
-};
+use crate::projection::{Change, Fold, ProjectionError, StatusColumn, TableSpec, Tables};
 
 mod counters;
 mod query;
@@ -227,28 +225,6 @@ impl Fold for AnalyticsProjection {
         }
         row.version = sequence;
         Some(row)
-    }
-
-    /// The revenue it moved and the status it counted the order in: `revenue +25.98 EUR,
-    /// 1 order confirmed`.
-    fn effect(
-        &self,
-        before: Option<&Contribution>,
-        after: &Contribution,
-        _event: &OrderEvent,
-    ) -> Option<String> {
-        let revenue =
-            |c: Option<&Contribution>| c.filter(|c| c.counts_as_revenue()).map_or(0, |c| c.total);
-        let moved = revenue(Some(after)) - revenue(before);
-        let counted = format!("1 order {}", after.status);
-        Some(if moved == 0 {
-            counted
-        } else {
-            format!(
-                "revenue {}, {counted}",
-                signed_money(moved, &after.currency)
-            )
-        })
     }
 
     /// Upserts the changed `analytics_orders` rows, then adds the counters' net changes

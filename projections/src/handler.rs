@@ -10,9 +10,7 @@
 //! not coming (it was parked in the dead-letter stream, or lost by the broker): the handler
 //! then folds the missing events from the event log itself, so one parked message cannot
 //! stall the projection forever. When the batch's transaction fails, the events are folded
-//! one by one ([`apply_live`]), so one unreadable event fails alone. Each event's `handled`
-//! step record is written in the transaction that folds it (or finds it folded already), so
-//! the step exists if and only if the fold was committed.
+//! one by one ([`apply_live`]), so one unreadable event fails alone.
 
 use std::sync::Arc;
 
@@ -53,11 +51,6 @@ impl Handler for ProjectionHandler {
         true
     }
 
-    /// Each event's `handled` step is written in the transaction that folds it.
-    fn records_own_steps(&self) -> bool {
-        true
-    }
-
     /// The checkpoint: every event up to it is folded.
     async fn resume_after(&self) -> Option<i64> {
         crate::projection::checkpoint(&self.pool, self.projection.name())
@@ -76,14 +69,7 @@ impl Handler for ProjectionHandler {
         if events.len() > 1 && events.iter().all(|(_, d)| !d.dry_run) {
             let input: Vec<(&EventEnvelope, bool)> =
                 events.iter().map(|(e, d)| (e, d.attempt > 1)).collect();
-            let deliveries: Vec<Delivery> = events.iter().map(|(_, d)| *d).collect();
-            let folding = apply_live_batch(
-                &self.pool,
-                self.projection.as_ref(),
-                &input,
-                Some(&deliveries),
-            );
-            match folding.await {
+            match apply_live_batch(&self.pool, self.projection.as_ref(), &input).await {
                 Ok(outcomes) => {
                     return events
                         .iter()
@@ -114,7 +100,6 @@ impl Handler for ProjectionHandler {
             event,
             delivery.dry_run,
             heal_gaps,
-            Some(&delivery),
         )
         .await;
         self.result_of(event, outcome)

@@ -12,9 +12,7 @@ use sqlx::{PgConnection, PgPool};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::projection::{
-    signed_money, Change, Fold, ProjectionError, StatusColumn, TableSpec, Tables,
-};
+use crate::projection::{Change, Fold, ProjectionError, StatusColumn, TableSpec, Tables};
 
 /// The live table.
 pub const TABLE: &str = "order_summary";
@@ -87,29 +85,6 @@ impl Fold for OrderSummaryProjection {
 
     fn order_id(row: &OrderSummary) -> Uuid {
         row.id
-    }
-
-    /// The row it wrote: `placed: 2 line(s), total 25.98 EUR`, `status placed -> confirmed`,
-    /// `status confirmed -> shipped, tracking T-1`.
-    fn effect(
-        &self,
-        before: Option<&OrderSummary>,
-        after: &OrderSummary,
-        _event: &OrderEvent,
-    ) -> Option<String> {
-        let Some(before) = before else {
-            let total = signed_money(after.total, &after.currency);
-            return Some(format!(
-                "placed: {} line(s), total {}",
-                after.line_count,
-                total.trim_start_matches('+')
-            ));
-        };
-        let mut line = format!("status {} -> {}", before.status, after.status);
-        if let (Some(tracking), None) = (&after.tracking_number, &before.tracking_number) {
-            line.push_str(&format!(", tracking {tracking}"));
-        }
-        Some(line)
     }
 
     /// An `OrderPlaced` starts the row; later events set the status (and the tracking

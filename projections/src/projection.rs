@@ -23,9 +23,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use orderflow_bus::Delivery;
 use orderflow_domain::{OrderEvent, OrderStatus};
-use orderflow_store::{log, steps, EventEnvelope, StoreError};
+use orderflow_store::{log, EventEnvelope, StoreError};
 use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool};
@@ -159,22 +158,6 @@ pub trait Projection: Send + Sync + 'static {
         self.apply_batch(tx, tables, std::slice::from_ref(event))
             .await
     }
-
-    /// [`Projection::apply_batch`], saying per event (in the order given) what folding it
-    /// changed, one readable line (`None`: nothing, or nothing to tell): the effect of the
-    /// consumer's step records. The default tells nothing.
-    ///
-    /// # Errors
-    /// As [`Projection::apply_batch`].
-    async fn apply_batch_described(
-        &self,
-        tx: &mut PgConnection,
-        tables: &Tables,
-        events: &[EventEnvelope],
-    ) -> Result<Vec<Option<String>>, ProjectionError> {
-        self.apply_batch(tx, tables, events).await?;
-        Ok(vec![None; events.len()])
-    }
 }
 
 /// What a projection supplies; the framework makes it a [`Projection`].
@@ -204,18 +187,6 @@ pub trait Fold: Send + Sync + 'static {
     /// nothing (an event at or below the row's version, or one that cannot start a row).
     fn fold(&self, row: Option<&Self::Row>, sequence: i64, event: &OrderEvent)
         -> Option<Self::Row>;
-
-    /// What folding `event` changed, one readable line for the step records (`before`: the
-    /// row before it, `after`: the row [`Fold::fold`] made of it). Pure; the default tells
-    /// nothing.
-    fn effect(
-        &self,
-        _before: Option<&Self::Row>,
-        _after: &Self::Row,
-        _event: &OrderEvent,
-    ) -> Option<String> {
-        None
-    }
 
     /// Writes a batch's changes (by order id) into `tables`, inside the caller's transaction.
     ///
@@ -251,15 +222,6 @@ impl<F: Fold> Projection for F {
     ) -> Result<(), ProjectionError> {
         fold_batch(self, tx, tables, events).await
     }
-
-    async fn apply_batch_described(
-        &self,
-        tx: &mut PgConnection,
-        tables: &Tables,
-        events: &[EventEnvelope],
-    ) -> Result<Vec<Option<String>>, ProjectionError> {
-        fold_batch_described(self, tx, tables, events).await
-    }
 }
 
 /// How one order's row changed in a batch.
@@ -283,21 +245,6 @@ pub async fn fold_batch<F: Fold>(
     tables: &Tables,
     events: &[EventEnvelope],
 ) -> Result<(), ProjectionError> {
-    fold_batch_described(fold, tx, tables, events).await?;
-    Ok(())
-}
-
-/// [`fold_batch`], returning per event (in the order given) what folding it changed
-/// ([`Fold::effect`]).
-///
-/// # Errors
-/// As [`fold_batch`].
-pub async fn fold_batch_described<F: Fold>(
-    fold: &F,
-    tx: &mut PgConnection,
-    tables: &Tables,
-    events: &[EventEnvelope],
-) -> Result<Vec<Option<String>>, ProjectionError> {
     let decoded = events
         .iter()
         .map(|e| {
@@ -310,7 +257,7 @@ pub async fn fold_batch_described<F: Fold>(
     ids.sort_unstable();
     ids.dedup();
     if ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let rows = &F::TABLES[0];
     let current: HashMap<Uuid, F::Row> = sqlx::query_as::<_, F::Row>(&format!(
@@ -327,43 +274,30 @@ pub async fn fold_batch_described<F: Fold>(
     .into_iter()
     .map(|row| (F::order_id(&row), row))
     .collect();
-    let (changes, effects) = fold_events_described(
+    let changes = fold_events(
         fold,
         current,
         decoded
             .iter()
             .map(|(id, sequence, event)| (*id, *sequence, event)),
     );
-    if !changes.is_empty() {
-        fold.write(tx, tables, &changes).await?;
+    if changes.is_empty() {
+        return Ok(());
     }
-    Ok(effects)
+    fold.write(tx, tables, &changes).await
 }
 
 /// Folds events (order id, sequence, event; in position order) into the current rows, in
 /// memory: the changed rows by order id, each with its row before the batch. Pure.
 pub fn fold_events<'e, F: Fold>(
     fold: &F,
-    current: HashMap<Uuid, F::Row>,
-    events: impl IntoIterator<Item = (Uuid, i64, &'e OrderEvent)>,
-) -> Vec<Change<F::Row>> {
-    fold_events_described(fold, current, events).0
-}
-
-/// [`fold_events`], with what folding each event changed ([`Fold::effect`]), one entry per
-/// event in the order given. Pure.
-pub fn fold_events_described<'e, F: Fold>(
-    fold: &F,
     mut current: HashMap<Uuid, F::Row>,
     events: impl IntoIterator<Item = (Uuid, i64, &'e OrderEvent)>,
-) -> (Vec<Change<F::Row>>, Vec<Option<String>>) {
+) -> Vec<Change<F::Row>> {
     let mut after: HashMap<Uuid, F::Row> = HashMap::new();
-    let mut effects = Vec::new();
     for (id, sequence, event) in events {
         let row = after.get(&id).or_else(|| current.get(&id));
-        let new = fold.fold(row, sequence, event);
-        effects.push(new.as_ref().and_then(|new| fold.effect(row, new, event)));
-        match new {
+        match fold.fold(row, sequence, event) {
             Some(new) => {
                 after.insert(id, new);
             }
@@ -382,27 +316,7 @@ pub fn fold_events_described<'e, F: Fold>(
         })
         .collect();
     changes.sort_unstable_by_key(|c| F::order_id(&c.after));
-    (changes, effects)
-}
-
-/// `minor` units of `currency` as a signed decimal amount with the code (`+25.98 EUR`,
-/// `-1000 JPY`): the effect lines' money.
-pub fn signed_money(minor: i64, currency: &str) -> String {
-    let digits: u32 = match currency {
-        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
-        | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
-        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
-        "CLF" => 4,
-        _ => 2,
-    };
-    let sign = if minor < 0 { '-' } else { '+' };
-    let abs = minor.unsigned_abs();
-    if digits == 0 {
-        return format!("{sign}{abs} {currency}");
-    }
-    let unit = 10u64.pow(digits);
-    let width = digits as usize;
-    format!("{sign}{}.{:0width$} {currency}", abs / unit, abs % unit)
+    changes
 }
 
 /// An `OrderStatus` column (`text`), for `#[sqlx(try_from = "StatusColumn")]`.
@@ -574,7 +488,6 @@ pub async fn apply_live(
     event: &EventEnvelope,
     dry_run: bool,
     heal_gaps: bool,
-    delivery: Option<&Delivery>,
 ) -> Result<LiveOutcome, ProjectionError> {
     let position = event
         .position
@@ -588,11 +501,6 @@ pub async fn apply_live(
         });
     }
     if position <= checkpoint.position {
-        if let (Some(delivery), false) = (delivery, dry_run) {
-            let step = delivery.handled_step(event.event_id, None);
-            steps::record_in(&mut tx, projection.name(), &[step]).await?;
-            tx.commit().await?;
-        }
         return Ok(LiveOutcome::AlreadyApplied {
             position,
             checkpoint: checkpoint.position,
@@ -627,8 +535,8 @@ pub async fn apply_live(
     }
     let from_log = batch.len();
     batch.push(event.clone());
-    let effects = projection
-        .apply_batch_described(&mut tx, &Tables::live(), &batch)
+    projection
+        .apply_batch(&mut tx, &Tables::live(), &batch)
         .await?;
     sqlx::query(
         "UPDATE projection_checkpoints SET position = $2, updated_at = now() WHERE name = $1",
@@ -637,11 +545,6 @@ pub async fn apply_live(
     .bind(position)
     .execute(&mut *tx)
     .await?;
-    if let Some(delivery) = delivery {
-        let effect = effect_line(effects.last().cloned().flatten(), from_log);
-        let step = delivery.handled_step(event.event_id, effect);
-        steps::record_in(&mut tx, projection.name(), &[step]).await?;
-    }
     tx.commit().await?;
     if from_log > 0 {
         return Ok(LiveOutcome::Healed { position, from_log });
@@ -662,7 +565,6 @@ pub async fn apply_live_batch(
     pool: &PgPool,
     projection: &dyn Projection,
     events: &[(&EventEnvelope, bool)],
-    deliveries: Option<&[Delivery]>,
 ) -> Result<Vec<LiveOutcome>, ProjectionError> {
     let mut by_position = Vec::with_capacity(events.len());
     for (index, (event, heal_gaps)) in events.iter().enumerate() {
@@ -722,16 +624,10 @@ pub async fn apply_live_batch(
         };
         outcomes[index] = Some(outcome);
     }
-    let mut effects: HashMap<Uuid, String> = HashMap::new();
     if !folded.is_empty() {
-        let described = projection
-            .apply_batch_described(&mut tx, &Tables::live(), &folded)
+        projection
+            .apply_batch(&mut tx, &Tables::live(), &folded)
             .await?;
-        effects = folded
-            .iter()
-            .zip(described)
-            .filter_map(|(event, effect)| Some((event.event_id, effect?)))
-            .collect();
         sqlx::query(
             "UPDATE projection_checkpoints SET position = $2, updated_at = now() WHERE name = $1",
         )
@@ -739,41 +635,10 @@ pub async fn apply_live_batch(
         .bind(last)
         .execute(&mut *tx)
         .await?;
-    }
-    // Every event was given its outcome in the loop above.
-    let outcomes: Vec<LiveOutcome> = outcomes.into_iter().flatten().collect();
-    let mut handled = Vec::new();
-    for ((event, delivery), outcome) in events.iter().zip(deliveries.unwrap_or(&[])).zip(&outcomes)
-    {
-        let from_log = match outcome {
-            LiveOutcome::Applied { .. } => 0,
-            LiveOutcome::Healed { from_log, .. } => *from_log,
-            LiveOutcome::AlreadyApplied { .. } => {
-                handled.push(delivery.handled_step(event.0.event_id, None));
-                continue;
-            }
-            _ => continue,
-        };
-        let effect = effect_line(effects.remove(&event.0.event_id), from_log);
-        handled.push(delivery.handled_step(event.0.event_id, effect));
-    }
-    // One statement for the batch's steps, in the transaction of its rows.
-    steps::record_in(&mut tx, projection.name(), &handled).await?;
-    if !folded.is_empty() || !handled.is_empty() {
         tx.commit().await?;
     }
-    Ok(outcomes)
-}
-
-/// The effect line of a folded event: what folding it changed, and the missing events folded
-/// from the log before it, if any.
-fn effect_line(effect: Option<String>, from_log: usize) -> Option<String> {
-    let effect = effect.unwrap_or_else(|| "no change".to_string());
-    Some(if from_log > 0 {
-        format!("{effect} (after folding {from_log} missing event(s) from the log)")
-    } else {
-        effect
-    })
+    // Every event was given its outcome in the loop above.
+    Ok(outcomes.into_iter().flatten().collect())
 }
 
 #[cfg(test)]
@@ -824,19 +689,5 @@ pub(crate) mod fixtures {
                    "tracking_number": tracking_number}),
         )
         .unwrap()
-    }
-}
-
-#[cfg(test)]
-mod effect_tests {
-    use super::signed_money;
-
-    #[test]
-    fn money_in_effect_lines_is_signed_with_the_currency_digits() {
-        assert_eq!(signed_money(2598, "EUR"), "+25.98 EUR");
-        assert_eq!(signed_money(-5, "EUR"), "-0.05 EUR");
-        assert_eq!(signed_money(1000, "JPY"), "+1000 JPY");
-        assert_eq!(signed_money(-1234, "KWD"), "-1.234 KWD");
-        assert_eq!(signed_money(0, "USD"), "+0.00 USD");
     }
 }

@@ -3,9 +3,8 @@
 //! the relay published each batch of positions. Together with the event log they are an
 //! order's trace (`orderflow trace`, `GET /v1/admin/orders/{id}/trace`).
 //!
-//! A handler whose effect is a database transaction writes its success steps in that
-//! transaction ([`record_in`]); the consumer runtime writes the other steps of a whole batch
-//! with one statement ([`record`]); the relay writes one publication row per acknowledged batch, with its
+//! The consumer runtime writes the steps of a whole batch with one statement
+//! ([`record`]); the relay writes one publication row per acknowledged batch, with its
 //! checkpoint. Both are kept for a retention time and then removed by [`remove_expired`],
 //! which the relay holding the relay lock runs in the background.
 
@@ -203,20 +202,6 @@ pub async fn record<'e>(
     .execute(db)
     .await?;
     Ok(())
-}
-
-/// Records `steps` of `consumer` inside the caller's transaction, with one statement: what a
-/// handler calls right before it commits its effect, so the success steps exist if and only
-/// if the effect was committed. As [`record`] otherwise.
-///
-/// # Errors
-/// The database error (the caller's transaction should then be rolled back).
-pub async fn record_in(
-    tx: &mut sqlx::PgConnection,
-    consumer: &str,
-    steps: &[NewStep],
-) -> Result<(), sqlx::Error> {
-    record(&mut *tx, consumer, steps).await
 }
 
 /// Every recorded step of the events `event_ids`, in the order they were recorded.

@@ -5,5 +5,4 @@ mod lives;
 mod queries;
 mod rebuildable_views;
 mod replay;
-mod steps_in_the_transaction;
 mod through_the_stream;

@@ -323,8 +323,9 @@ async fn a_gap_asks_for_a_retry_then_heals_from_the_log_and_a_repeat_changes_not
         .handle(
             &events[0],
             Delivery {
+                attempt: 1,
                 dry_run: true,
-                ..Delivery::live(1)
+                ignore_inbox: false,
             },
         )
         .await

@@ -24,7 +24,6 @@ use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
 use orderflow_domain::{OrderCommand, OrderEvent, OrderLine, Sku};
-use orderflow_store::steps::{self, NewStep};
 use orderflow_store::{inbox, EventEnvelope, OrderStore};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -174,14 +173,6 @@ fn quantities(wanted: &BTreeMap<String, i64>) -> String {
         .join(", ")
 }
 
-/// The handled step of `delivery` of `event` (none for a dry run), with `effect`.
-fn handled(event: &EventEnvelope, delivery: &Delivery, effect: Option<String>) -> Vec<NewStep> {
-    if delivery.dry_run {
-        return Vec::new();
-    }
-    vec![delivery.handled_step(event.event_id, effect)]
-}
-
 /// Quantities per SKU, in SKU order (one lock order for every transaction).
 fn wanted(lines: &[OrderLine]) -> BTreeMap<String, i64> {
     let mut wanted: BTreeMap<String, i64> = BTreeMap::new();
@@ -196,9 +187,6 @@ struct ReservedLine {
     sku: String,
     quantity: i64,
 }
-
-/// The step effect of a shipment that deducted its order's reservation.
-const SHIPPED_EFFECT: &str = "deducted the reserved stock for good: shipped";
 
 /// The inventory worker.
 #[derive(Clone)]
@@ -237,8 +225,6 @@ impl InventoryWorker {
         .await?;
         match existing.as_deref() {
             Some("cancelled") => {
-                let effect = "nothing reserved: the order was cancelled before".to_string();
-                steps::record_in(&mut tx, NAME, &handled(event, &delivery, Some(effect))).await?;
                 tx.commit().await?;
                 return Ok(Effects::one(format!(
                     "order {} was cancelled before it was seen placed: nothing reserved",
@@ -246,13 +232,11 @@ impl InventoryWorker {
                 )));
             }
             Some(_) => {
-                steps::record_in(&mut tx, NAME, &handled(event, &delivery, None)).await?;
                 tx.commit().await?;
                 return self.resend(event).await;
             }
             None if !claimed && !delivery.ignore_inbox => {
                 // Handled before, yet nothing recorded: cannot happen (same transaction).
-                steps::record_in(&mut tx, NAME, &handled(event, &delivery, None)).await?;
                 tx.commit().await?;
                 return Ok(Effects::none());
             }
@@ -304,12 +288,6 @@ impl InventoryWorker {
             .execute(&mut *tx)
             .await?;
         }
-        let effect = if short.is_empty() {
-            format!("reserved {}", quantities(&wanted))
-        } else {
-            format!("rejected: short of {}", short.join(", "))
-        };
-        steps::record_in(&mut tx, NAME, &handled(event, &delivery, Some(effect))).await?;
         tx.commit().await?;
         let mut effects = if short.is_empty() {
             Effects::one(format!(
@@ -395,7 +373,6 @@ impl InventoryWorker {
             events.iter().map(|_| None).collect();
         let mut placements = Vec::new();
         let mut shipments = Vec::new();
-        let mut plain = Vec::new();
         for (index, ((event, delivery), decoded)) in events.iter().zip(decoded).enumerate() {
             match decoded {
                 Ok(OrderEvent::OrderPlaced { lines, .. }) => {
@@ -403,21 +380,15 @@ impl InventoryWorker {
                         index,
                         batch::Placement {
                             event,
-                            delivery: *delivery,
                             wanted: wanted(&lines),
                         },
                     ));
                 }
-                Ok(OrderEvent::ShipmentStarted { .. }) => {
-                    shipments.push((index, event, *delivery));
-                }
+                Ok(OrderEvent::ShipmentStarted { .. }) => shipments.push((index, event)),
                 Ok(OrderEvent::OrderCancelled { .. }) => {
                     results[index] = Some(self.on_cancelled(event, *delivery).await);
                 }
-                Ok(_) => {
-                    plain.extend(handled(event, delivery, None));
-                    results[index] = Some(Ok(Effects::none()));
-                }
+                Ok(_) => results[index] = Some(Ok(Effects::none())),
                 Err(error) => {
                     results[index] = Some(Err(HandlerError::give_up(format!(
                         "unreadable {} event: {error}",
@@ -427,11 +398,10 @@ impl InventoryWorker {
             }
         }
         if !shipments.is_empty() {
-            let batch: Vec<(&EventEnvelope, Delivery)> =
-                shipments.iter().map(|(_, e, d)| (*e, *d)).collect();
+            let batch: Vec<&EventEnvelope> = shipments.iter().map(|(_, e)| *e).collect();
             match batch::ship_all(&self.pool, &batch).await {
                 Ok(deducted) => {
-                    for (index, event, _) in &shipments {
+                    for (index, event) in &shipments {
                         results[*index] = Some(Ok(if deducted.contains(&event.order_id) {
                             Effects::one(format!(
                                 "deducted the reserved stock of order {}: shipped",
@@ -443,7 +413,7 @@ impl InventoryWorker {
                     }
                 }
                 Err(error) => {
-                    for (index, _, _) in &shipments {
+                    for (index, _) in &shipments {
                         results[*index] =
                             Some(Err(HandlerError::retry(format!("database: {error}"))));
                     }
@@ -455,7 +425,6 @@ impl InventoryWorker {
                 .iter()
                 .map(|(_, p)| batch::Placement {
                     event: p.event,
-                    delivery: p.delivery,
                     wanted: p.wanted.clone(),
                 })
                 .collect();
@@ -470,15 +439,6 @@ impl InventoryWorker {
                         results[*index] =
                             Some(Err(HandlerError::retry(format!("database: {error}"))));
                     }
-                }
-            }
-        }
-        // The events that need nothing of the inventory: their steps, with one statement.
-        if let Err(error) = steps::record(&self.pool, NAME, &plain).await {
-            let ids: HashSet<Uuid> = plain.iter().map(|s| s.event_id).collect();
-            for ((event, _), result) in events.iter().zip(&mut results) {
-                if ids.contains(&event.event_id) {
-                    *result = Some(Err(HandlerError::retry(format!("database: {error}"))));
                 }
             }
         }
@@ -572,8 +532,6 @@ impl InventoryWorker {
         }
         let mut tx = self.pool.begin().await?;
         if !inbox::claim(&mut tx, NAME, event.event_id).await? && !delivery.ignore_inbox {
-            steps::record_in(&mut tx, NAME, &handled(event, &delivery, None)).await?;
-            tx.commit().await?;
             return Ok(Effects::none());
         }
         let existing: Option<(String, sqlx::types::Json<Vec<ReservedLine>>)> = sqlx::query_as(
@@ -582,7 +540,7 @@ impl InventoryWorker {
         .bind(event.order_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let (effect, step) = match existing {
+        let effect = match existing {
             None => {
                 let inserted = sqlx::query(
                     "INSERT INTO inventory_reservations (order_id, status) VALUES ($1, 'cancelled')
@@ -597,12 +555,9 @@ impl InventoryWorker {
                         "the placement was recorded at the same time; retrying",
                     ));
                 }
-                (
-                    format!(
-                        "tombstone for order {}: cancelled before placed",
-                        event.order_id
-                    ),
-                    "tombstone: cancelled before placed".to_string(),
+                format!(
+                    "tombstone for order {}: cancelled before placed",
+                    event.order_id
                 )
             }
             Some((status, lines)) if status == "reserved" => {
@@ -623,23 +578,13 @@ impl InventoryWorker {
                 .bind(event.order_id)
                 .execute(&mut *tx)
                 .await?;
-                let given_back: BTreeMap<String, i64> = lines
-                    .0
-                    .iter()
-                    .map(|line| (line.sku.clone(), line.quantity))
-                    .collect();
-                (
-                    format!("released the reservation of order {}", event.order_id),
-                    format!("released {}", quantities(&given_back)),
-                )
+                format!("released the reservation of order {}", event.order_id)
             }
             Some(_) => {
-                steps::record_in(&mut tx, NAME, &handled(event, &delivery, None)).await?;
                 tx.commit().await?;
                 return Ok(Effects::none());
             }
         };
-        steps::record_in(&mut tx, NAME, &handled(event, &delivery, Some(step))).await?;
         tx.commit().await?;
         Ok(Effects::one(effect))
     }
@@ -657,8 +602,6 @@ impl InventoryWorker {
         }
         let mut tx = self.pool.begin().await?;
         if !inbox::claim(&mut tx, NAME, event.event_id).await? && !delivery.ignore_inbox {
-            steps::record_in(&mut tx, NAME, &handled(event, &delivery, None)).await?;
-            tx.commit().await?;
             return Ok(Effects::none());
         }
         let deducted = sqlx::query(
@@ -669,8 +612,6 @@ impl InventoryWorker {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        let effect = (deducted == 1).then(|| SHIPPED_EFFECT.to_string());
-        steps::record_in(&mut tx, NAME, &handled(event, &delivery, effect)).await?;
         tx.commit().await?;
         Ok(if deducted == 1 {
             Effects::one(format!(
@@ -701,11 +642,6 @@ impl Handler for InventoryWorker {
         true
     }
 
-    /// Every handled step is written in the transaction of the effect it reports.
-    fn records_own_steps(&self) -> bool {
-        true
-    }
-
     async fn handle_batch(
         &self,
         events: &[(EventEnvelope, Delivery)],
@@ -724,10 +660,7 @@ impl Handler for InventoryWorker {
             }
             Ok(OrderEvent::OrderCancelled { .. }) => self.on_cancelled(event, delivery).await,
             Ok(OrderEvent::ShipmentStarted { .. }) => self.on_shipped(event, delivery).await,
-            Ok(_) => {
-                steps::record(&self.pool, NAME, &handled(event, &delivery, None)).await?;
-                Ok(Effects::none())
-            }
+            Ok(_) => Ok(Effects::none()),
             Err(error) => Err(HandlerError::give_up(format!(
                 "unreadable {} event: {error}",
                 event.event_type

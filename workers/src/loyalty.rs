@@ -18,8 +18,7 @@
 //! the event: an entry is keyed by (order, kind), whichever event of the order is handled
 //! first or again, the same rows come out. The inbox claim of each event, the entries and the
 //! balances are written in one statement, so a redelivery finds the claim (or the entry) and
-//! changes nothing, and the balance is always the sum of the entries. The batch's `handled`
-//! step records are written in the same transaction (`points +7 for customer c-1 ...`).
+//! changes nothing, and the balance is always the sum of the entries.
 //!
 //! A batch is one read of the log (for the orders of its shipping, delivery and cancellation
 //! events; the rest need nothing) and one statement, whatever its size: a consumer joining a
@@ -31,7 +30,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use orderflow_bus::handler::{handle_each, Delivery, Effects, Handler, HandlerError};
 use orderflow_domain::{Currency, Money, OrderStatus};
-use orderflow_store::steps::{self, NewStep};
 use orderflow_store::{log, orders, EventEnvelope};
 use serde::Serialize;
 use sqlx::PgPool;
@@ -225,17 +223,6 @@ fn describe(entry: &Entry) -> String {
     }
 }
 
-/// The step record's effect line of a written entry: `points +7 for customer c-1`.
-fn step_effect(entry: &Entry) -> String {
-    format!(
-        "points {:+} for customer {} (order {}, {})",
-        entry.points,
-        entry.customer_id,
-        entry.order_id,
-        entry.reason.as_str()
-    )
-}
-
 /// The loyalty worker.
 #[derive(Clone)]
 pub struct LoyaltyWorker {
@@ -248,15 +235,12 @@ impl LoyaltyWorker {
         Self { pool }
     }
 
-    /// Handles `events` (all live, all dry runs, or all forced): one result per event. With
-    /// `deliveries` (one per event), the handled steps are recorded in the transaction that
-    /// writes the entries.
+    /// Handles `events` (all live, all dry runs, or all forced): one result per event.
     async fn apply(
         &self,
         events: &[&EventEnvelope],
         dry_run: bool,
         ignore_inbox: bool,
-        deliveries: Option<&[Delivery]>,
     ) -> Vec<Result<Effects, HandlerError>> {
         let mut results: Vec<Result<Effects, HandlerError>> =
             events.iter().map(|_| Ok(Effects::none())).collect();
@@ -267,14 +251,6 @@ impl LoyaltyWorker {
             .map(|e| e.order_id)
             .collect();
         if need.is_empty() {
-            // Nothing to write: the steps (no effect) need no transaction of their own.
-            let steps = handled_steps(events, deliveries, &results, &[], &HashSet::new());
-            if let Err(error) = steps::record(&self.pool, NAME, &steps).await {
-                return events
-                    .iter()
-                    .map(|_| Err(HandlerError::retry(format!("database: {error}"))))
-                    .collect();
-            }
             return results;
         }
         need.sort_unstable();
@@ -310,10 +286,7 @@ impl LoyaltyWorker {
             }
             return results;
         }
-        let steps_of = |written: &HashSet<(Uuid, EntryKind)>| {
-            handled_steps(events, deliveries, &results, &claims, written)
-        };
-        match self.write(&claims, ignore_inbox, steps_of).await {
+        match self.write(&claims, ignore_inbox).await {
             Ok(written) => {
                 for (index, _, entry) in &claims {
                     if let Some(entry) = entry {
@@ -324,11 +297,8 @@ impl LoyaltyWorker {
                 }
             }
             Err(error) => {
-                // Nothing of the transaction is committed, the steps of the others neither.
-                for result in &mut results {
-                    if result.is_ok() {
-                        *result = Err(HandlerError::retry(format!("database: {error}")));
-                    }
+                for (index, _, _) in &claims {
+                    results[*index] = Err(HandlerError::retry(format!("database: {error}")));
                 }
             }
         }
@@ -338,14 +308,10 @@ impl LoyaltyWorker {
     /// Claims every event, writes the entries of the claimed ones (of all of them when
     /// `ignore_inbox`) and adds what was written to the balances, in one statement; the keys
     /// of the entries written.
-    ///
-    /// `steps_of` makes the handled steps of what was written; they are recorded in the same
-    /// transaction, so they exist if and only if the entries were committed.
     async fn write(
         &self,
         claims: &[(usize, Uuid, Option<Entry>)],
         ignore_inbox: bool,
-        steps_of: impl FnOnce(&HashSet<(Uuid, EntryKind)>) -> Vec<NewStep>,
     ) -> Result<HashSet<(Uuid, EntryKind)>, sqlx::Error> {
         let claimed: Vec<Uuid> = claims.iter().map(|(_, id, _)| *id).collect();
         let mut entries: Vec<(Uuid, &Entry)> = Vec::new();
@@ -360,7 +326,6 @@ impl LoyaltyWorker {
         let column = |f: fn(&Entry) -> String| -> Vec<String> {
             entries.iter().map(|(_, e)| f(e)).collect()
         };
-        let mut tx = self.pool.begin().await?;
         let rows: Vec<(Uuid, String)> = sqlx::query_as(
             "WITH claim AS (
                  INSERT INTO inbox (consumer, event_id)
@@ -410,48 +375,13 @@ impl LoyaltyWorker {
                 .collect::<Vec<_>>(),
         )
         .bind(ignore_inbox)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
-        let written = rows
+        Ok(rows
             .into_iter()
             .filter_map(|(order_id, kind)| EntryKind::parse(&kind).map(|k| (order_id, k)))
-            .collect();
-        steps::record_in(&mut tx, NAME, &steps_of(&written)).await?;
-        tx.commit().await?;
-        Ok(written)
+            .collect())
     }
-}
-
-/// The handled steps of `events` (none without `deliveries`, none for a failed event): the
-/// effect of each claimed event whose entry was written names the points and the customer.
-fn handled_steps(
-    events: &[&EventEnvelope],
-    deliveries: Option<&[Delivery]>,
-    results: &[Result<Effects, HandlerError>],
-    claims: &[(usize, Uuid, Option<Entry>)],
-    written: &HashSet<(Uuid, EntryKind)>,
-) -> Vec<NewStep> {
-    let Some(deliveries) = deliveries else {
-        return Vec::new();
-    };
-    let mut effects: HashMap<usize, String> = HashMap::new();
-    for (index, _, entry) in claims {
-        if let Some(entry) = entry {
-            if written.contains(&(entry.order_id, entry.kind)) {
-                effects.insert(*index, step_effect(entry));
-            }
-        }
-    }
-    events
-        .iter()
-        .zip(deliveries)
-        .zip(results)
-        .enumerate()
-        .filter(|(_, (_, result))| result.is_ok())
-        .map(|(index, ((event, delivery), _))| {
-            delivery.handled_step(event.event_id, effects.remove(&index))
-        })
-        .collect()
 }
 
 #[async_trait]
@@ -472,11 +402,6 @@ impl Handler for LoyaltyWorker {
         true
     }
 
-    /// The handled steps are written in the transaction of the entries.
-    fn records_own_steps(&self) -> bool {
-        true
-    }
-
     /// A batch of live deliveries in one read of the log and one statement; replays one by
     /// one.
     async fn handle_batch(
@@ -486,9 +411,8 @@ impl Handler for LoyaltyWorker {
         if events.iter().any(|(_, d)| d.dry_run || d.ignore_inbox) {
             return handle_each(self, events).await;
         }
-        let deliveries: Vec<Delivery> = events.iter().map(|(_, d)| *d).collect();
         let events: Vec<&EventEnvelope> = events.iter().map(|(e, _)| e).collect();
-        self.apply(&events, false, false, Some(&deliveries)).await
+        self.apply(&events, false, false).await
     }
 
     async fn handle(
@@ -496,9 +420,7 @@ impl Handler for LoyaltyWorker {
         event: &EventEnvelope,
         delivery: Delivery,
     ) -> Result<Effects, HandlerError> {
-        let deliveries = [delivery];
-        let record = (!delivery.dry_run).then_some(&deliveries[..]);
-        self.apply(&[event], delivery.dry_run, delivery.ignore_inbox, record)
+        self.apply(&[event], delivery.dry_run, delivery.ignore_inbox)
             .await
             .pop()
             .unwrap_or_else(|| Ok(Effects::none()))

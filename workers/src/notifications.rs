@@ -446,11 +446,6 @@ impl Handler for NotificationsWorker {
         true
     }
 
-    /// The handled steps are written in the transaction that records the sends' outcomes.
-    fn records_own_steps(&self) -> bool {
-        true
-    }
-
     /// A batch of live deliveries in a few statements (see `batch`); replays one by one.
     async fn handle_batch(
         &self,
@@ -459,9 +454,8 @@ impl Handler for NotificationsWorker {
         if events.iter().any(|(_, d)| d.dry_run || d.ignore_inbox) {
             return handle_each(self, events).await;
         }
-        let deliveries: Vec<Delivery> = events.iter().map(|(_, d)| *d).collect();
         let events: Vec<&EventEnvelope> = events.iter().map(|(e, _)| e).collect();
-        self.notify_all(&events, &deliveries).await
+        self.notify_all(&events).await
     }
 
     async fn handle(
@@ -469,16 +463,8 @@ impl Handler for NotificationsWorker {
         event: &EventEnvelope,
         delivery: Delivery,
     ) -> Result<Effects, HandlerError> {
-        // What needs no transaction of its own: a handled step without effect.
-        let nothing = || async {
-            if !delivery.dry_run {
-                let step = delivery.handled_step(event.event_id, None);
-                orderflow_store::steps::record(&self.pool, NAME, &[step]).await?;
-            }
-            Ok::<_, HandlerError>(Effects::none())
-        };
         if !NOTIFIABLE.contains(&event.event_type.as_str()) {
-            return nothing().await;
+            return Ok(Effects::none());
         }
         // The order as it was after the event; a placement (the first event) is the whole
         // order, so it needs no read of the log.
@@ -499,7 +485,7 @@ impl Handler for NotificationsWorker {
         .map_err(HandlerError::retry)?
         .ok_or_else(|| HandlerError::retry(format!("order {} not found", event.order_id)))?;
         let Some(n) = render(event, &order.state) else {
-            return nothing().await;
+            return Ok(Effects::none());
         };
         if delivery.dry_run {
             return Ok(Effects::one(format!(
@@ -544,15 +530,13 @@ impl Handler for NotificationsWorker {
         let unsent = matches!(status.as_deref(), Some("pending" | "failed"));
         let forced = delivery.ignore_inbox && status.as_deref() == Some("sent");
         if !unsent && !forced {
-            return nothing().await;
+            return Ok(Effects::none());
         }
         let result = self.channel.send(&n).await;
         let (status, error) = match &result {
             Ok(()) => ("sent", None),
             Err(e) => ("failed", Some(e.to_string())),
         };
-        let answer = self.sent(&n, &result);
-        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE notifications SET status = $2, last_error = $3, attempts = attempts + 1,
                     sent_at = CASE WHEN $2 = 'sent' THEN now() END
@@ -561,15 +545,9 @@ impl Handler for NotificationsWorker {
         .bind(event.event_id)
         .bind(status)
         .bind(&error)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        // The send's handled step goes with its `sent`; a failed one is the runtime's.
-        if let Ok(effects) = &answer {
-            let step = delivery.handled_step(event.event_id, Some(effects.0.join("; ")));
-            orderflow_store::steps::record_in(&mut tx, NAME, &[step]).await?;
-        }
-        tx.commit().await?;
-        answer
+        self.sent(&n, result)
     }
 }
 
@@ -579,7 +557,7 @@ impl NotificationsWorker {
     fn sent(
         &self,
         n: &Notification,
-        result: &Result<(), SendError>,
+        result: Result<(), SendError>,
     ) -> Result<Effects, HandlerError> {
         match result {
             Ok(()) => Ok(Effects::one(format!(
@@ -588,8 +566,8 @@ impl NotificationsWorker {
                 self.channel.name(),
                 n.subject
             ))),
-            Err(SendError::Transient(e)) => Err(HandlerError::Retry(e.clone())),
-            Err(SendError::Permanent(e)) => Err(HandlerError::GiveUp(e.clone())),
+            Err(SendError::Transient(e)) => Err(HandlerError::Retry(e)),
+            Err(SendError::Permanent(e)) => Err(HandlerError::GiveUp(e)),
         }
     }
 }

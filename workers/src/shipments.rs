@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use orderflow_domain::{OrderCommand, OrderLine, OrderStatus, ShippingAddress};
-use orderflow_store::steps::{self, NewStep};
 use orderflow_store::{inbox, EventEnvelope, OrderStore};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -306,16 +305,12 @@ impl ShipmentsWorker {
         }
     }
 
-    /// Sets the shipment's status, and records `handled` (the steps of the confirmation that
-    /// reached it) in the same transaction.
     async fn set_status(
         &self,
         order_id: Uuid,
         status: &str,
         error: Option<&str>,
-        handled: &[NewStep],
     ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE shipments SET status = $2, last_error = $3, updated_at = now()
               WHERE order_id = $1",
@@ -323,10 +318,8 @@ impl ShipmentsWorker {
         .bind(order_id)
         .bind(status)
         .bind(error)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        steps::record_in(&mut tx, NAME, handled).await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -376,30 +369,20 @@ impl ShipmentsWorker {
             .await?;
         }
         tx.commit().await?;
-        // The handled step of this confirmation, written with the status it reached.
-        let step = |effect: String| [delivery.handled_step(event.event_id, Some(effect))];
-        let nothing = || async {
-            let step = delivery.handled_step(event.event_id, None);
-            steps::record(&self.pool, NAME, &[step]).await?;
-            Ok::<_, HandlerError>(Effects::none())
-        };
         let Some(mut record) = shipment_for_order(&self.pool, order_id).await? else {
-            return nothing().await;
+            return Ok(Effects::none());
         };
         let mut effects = Effects::none();
         if record.status == "requested" {
             let Some(state) = order else {
-                let reason = "order no longer confirmed";
-                let effect = format!("no shipment: {reason}");
-                self.set_status(order_id, "skipped", Some(reason), &step(effect))
+                self.set_status(order_id, "skipped", Some("order no longer confirmed"))
                     .await?;
                 return Ok(Effects::one(format!(
                     "no shipment for order {order_id}: no longer confirmed"
                 )));
             };
             if orderflow_store::vault::is_erased_address(&state.shipping_address) {
-                let effect = format!("no shipment: {ERASED_REASON}");
-                self.set_status(order_id, "skipped", Some(ERASED_REASON), &step(effect))
+                self.set_status(order_id, "skipped", Some(ERASED_REASON))
                     .await?;
                 return Ok(Effects::one(format!(
                     "no shipment for order {order_id}: {ERASED_REASON}"
@@ -434,12 +417,11 @@ impl ShipmentsWorker {
                     record.tracking_number = Some(booking.tracking_number);
                 }
                 Err(CarrierError::Transient(e)) => {
-                    self.set_status(order_id, "requested", Some(&e), &[])
-                        .await?;
+                    self.set_status(order_id, "requested", Some(&e)).await?;
                     return Err(HandlerError::Retry(e));
                 }
                 Err(CarrierError::Refused(e)) => {
-                    self.set_status(order_id, "refused", Some(&e), &[]).await?;
+                    self.set_status(order_id, "refused", Some(&e)).await?;
                     return Err(HandlerError::GiveUp(e));
                 }
             }
@@ -458,25 +440,19 @@ impl ShipmentsWorker {
             };
             match command::send_allowing(&self.store, event, NAME, order_id, start).await? {
                 Ok(()) => {
+                    self.set_status(order_id, "started", None).await?;
                     effects.push(format!("sent StartShipment to order {order_id}"));
-                    let effect = effects.0.join("; ");
-                    self.set_status(order_id, "started", None, &step(effect))
-                        .await?;
                 }
                 Err(refusal) => {
                     // Cancelled between booking and starting: no shipment for it. (A real
                     // carrier would be told to cancel the booking here.)
                     let reason = format!("the order refused StartShipment: {refusal}");
+                    self.set_status(order_id, "skipped", Some(&reason)).await?;
                     effects.push(format!("no shipment for order {order_id}: {reason}"));
-                    let effect = effects.0.join("; ");
-                    self.set_status(order_id, "skipped", Some(&reason), &step(effect))
-                        .await?;
                 }
             }
-            return Ok(effects);
         }
-        // Started or skipped before (a redelivery), or refused: nothing more to do.
-        nothing().await
+        Ok(effects)
     }
 }
 
@@ -498,11 +474,6 @@ impl Handler for ShipmentsWorker {
         true
     }
 
-    /// The handled steps are written in the transaction that records the shipment's status.
-    fn records_own_steps(&self) -> bool {
-        true
-    }
-
     /// A batch of live confirmations in a few statements (see `batch`); replays, and a batch
     /// holding one event twice, one by one.
     async fn handle_batch(
@@ -514,8 +485,7 @@ impl Handler for ShipmentsWorker {
         if replay || !batch::one_confirmation_per_order(&live) {
             return handle_each(self, events).await;
         }
-        let deliveries: Vec<Delivery> = events.iter().map(|(_, d)| *d).collect();
-        self.ship_all(&live, &deliveries).await
+        self.ship_all(&live).await
     }
 
     async fn handle(
@@ -526,10 +496,6 @@ impl Handler for ShipmentsWorker {
         if event.event_type == "OrderConfirmed" {
             self.on_confirmed(event, delivery).await
         } else {
-            if !delivery.dry_run {
-                let step = delivery.handled_step(event.event_id, None);
-                steps::record(&self.pool, NAME, &[step]).await?;
-            }
             Ok(Effects::none())
         }
     }

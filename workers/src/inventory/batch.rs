@@ -16,13 +16,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use orderflow_bus::handler::Delivery;
-use orderflow_store::steps::{self, NewStep};
 use orderflow_store::EventEnvelope;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{quantities, Reservation, ReservedLine, NAME, RESERVATION_NAMESPACE, SHIPPED_EFFECT};
+use super::{Reservation, ReservedLine, NAME, RESERVATION_NAMESPACE};
 
 /// A decision to record: order, reservation id, status, reserved lines, short SKUs.
 type NewRow = (
@@ -36,8 +34,6 @@ type NewRow = (
 /// One placement of a batch: its event and the quantity wanted per SKU.
 pub(super) struct Placement<'a> {
     pub(super) event: &'a EventEnvelope,
-    /// How it was delivered (its step record is written with the decision).
-    pub(super) delivery: Delivery,
     pub(super) wanted: BTreeMap<String, i64>,
 }
 
@@ -56,8 +52,7 @@ pub(super) enum Decided {
     Nothing,
 }
 
-/// Decides and records every placement of a batch in one transaction, with their handled
-/// steps (one statement).
+/// Decides and records every placement of a batch in one transaction.
 ///
 /// # Errors
 /// The database error; the transaction is then rolled back and nothing is recorded.
@@ -226,45 +221,22 @@ pub(super) async fn place_all(
         .execute(&mut *tx)
         .await?;
     }
-    let handled: Vec<NewStep> = placements
-        .iter()
-        .zip(&decided)
-        .map(|(placement, decided)| {
-            let effect = match decided {
-                Decided::Reserved(_) => Some(format!("reserved {}", quantities(&placement.wanted))),
-                Decided::Rejected(r) => Some(format!(
-                    "rejected: short of {}",
-                    r.unavailable_skus.join(", ")
-                )),
-                Decided::CancelledFirst => {
-                    Some("nothing reserved: the order was cancelled before".to_string())
-                }
-                Decided::Recorded(_) | Decided::Nothing => None,
-            };
-            placement
-                .delivery
-                .handled_step(placement.event.event_id, effect)
-        })
-        .collect();
-    steps::record_in(&mut tx, NAME, &handled).await?;
     tx.commit().await?;
     Ok(decided)
 }
 
 /// Claims every shipment of a batch and deducts the reservations of the claimed ones, in one
-/// statement, and records their handled steps, in one transaction: the orders whose reserved
-/// stock was deducted now.
+/// statement: the orders whose reserved stock was deducted now.
 ///
 /// # Errors
 /// The database error; nothing is then claimed or deducted.
 pub(super) async fn ship_all(
     pool: &PgPool,
-    events: &[(&EventEnvelope, Delivery)],
+    events: &[&EventEnvelope],
 ) -> Result<HashSet<Uuid>, sqlx::Error> {
-    let event_ids: Vec<Uuid> = events.iter().map(|(e, _)| e.event_id).collect();
-    let order_ids: Vec<Uuid> = events.iter().map(|(e, _)| e.order_id).collect();
-    let mut tx = pool.begin().await?;
-    let deducted: HashSet<Uuid> = sqlx::query_scalar(
+    let event_ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    let order_ids: Vec<Uuid> = events.iter().map(|e| e.order_id).collect();
+    let deducted = sqlx::query_scalar(
         "WITH claim AS (
              INSERT INTO inbox (consumer, event_id)
              SELECT $1, e FROM UNNEST($2::uuid[]) AS e ORDER BY e
@@ -280,21 +252,7 @@ pub(super) async fn ship_all(
     .bind(NAME)
     .bind(&event_ids)
     .bind(&order_ids)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .collect();
-    // An order is deducted once: the first of its shipments in the batch names it.
-    let mut named = HashSet::new();
-    let handled: Vec<NewStep> = events
-        .iter()
-        .map(|(event, delivery)| {
-            let effect = (deducted.contains(&event.order_id) && named.insert(event.order_id))
-                .then(|| SHIPPED_EFFECT.to_string());
-            delivery.handled_step(event.event_id, effect)
-        })
-        .collect();
-    steps::record_in(&mut tx, NAME, &handled).await?;
-    tx.commit().await?;
-    Ok(deducted)
+    .fetch_all(pool)
+    .await?;
+    Ok(deducted.into_iter().collect())
 }

@@ -4,16 +4,13 @@
 //! claim and `pending` record, the sends (16 at a time), one statement for every outcome.
 //! The guarantees are those of a single event: a record is written only by the delivery that
 //! made the claim; a redelivery sends again only what is not `sent`; the notification id is
-//! the receiver's idempotency key. The handled steps of the batch are written in the
-//! transaction that records the outcomes, so a send is `handled` if and only if its `sent`
-//! is committed.
+//! the receiver's idempotency key.
 
 use std::collections::{HashMap, HashSet};
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use orderflow_bus::handler::{Delivery, Effects, HandlerError};
-use orderflow_store::steps::{self, NewStep};
+use orderflow_bus::handler::{Effects, HandlerError};
 use orderflow_store::{log, orders, EventEnvelope};
 use uuid::Uuid;
 
@@ -28,7 +25,6 @@ impl NotificationsWorker {
     pub(super) async fn notify_all(
         &self,
         events: &[&EventEnvelope],
-        deliveries: &[Delivery],
     ) -> Vec<Result<Effects, HandlerError>> {
         let mut results: Vec<Result<Effects, HandlerError>> =
             events.iter().map(|_| Ok(Effects::none())).collect();
@@ -51,17 +47,16 @@ impl NotificationsWorker {
                 Ok(_) => {}
             }
         }
-        let to_send = if batch.is_empty() {
-            HashSet::new()
-        } else {
-            match self.claim_all(&batch).await {
-                Ok(to_send) => to_send,
-                Err(error) => {
-                    for (index, _, _) in &batch {
-                        results[*index] = Err(HandlerError::retry(format!("database: {error}")));
-                    }
-                    HashSet::new()
+        if batch.is_empty() {
+            return results;
+        }
+        let to_send = match self.claim_all(&batch).await {
+            Ok(to_send) => to_send,
+            Err(error) => {
+                for (index, _, _) in &batch {
+                    results[*index] = Err(HandlerError::retry(format!("database: {error}")));
                 }
+                return results;
             }
         };
         let mut sending: Vec<BoxFuture<'_, Sent>> = Vec::new();
@@ -75,28 +70,16 @@ impl NotificationsWorker {
             .buffer_unordered(16)
             .collect()
             .await;
+        if let Err(error) = self.record_outcomes(&sent).await {
+            for (index, _, _) in &sent {
+                results[*index] = Err(HandlerError::retry(format!("database: {error}")));
+            }
+            return results;
+        }
         let by_index: HashMap<usize, &Notification> =
             batch.iter().map(|(index, _, n)| (*index, n)).collect();
-        for (index, _, outcome) in &sent {
-            results[*index] = self.sent(by_index[index], outcome);
-        }
-        // Every event handled without error, with what was sent for it.
-        let handled: Vec<NewStep> = events
-            .iter()
-            .zip(deliveries)
-            .zip(&results)
-            .filter_map(|((event, delivery), result)| {
-                let effects = result.as_ref().ok()?;
-                let effect = (!effects.is_empty()).then(|| effects.0.join("; "));
-                Some(delivery.handled_step(event.event_id, effect))
-            })
-            .collect();
-        if let Err(error) = self.record_outcomes(&sent, &handled).await {
-            for result in &mut results {
-                if result.is_ok() {
-                    *result = Err(HandlerError::retry(format!("database: {error}")));
-                }
-            }
+        for (index, _, outcome) in sent {
+            results[index] = self.sent(by_index[&index], outcome);
         }
         results
     }
@@ -215,11 +198,10 @@ impl NotificationsWorker {
         Ok(to_send)
     }
 
-    /// Records every send's outcome (`sent`, or `failed` with the error) in one statement,
-    /// and the `handled` steps in the same transaction.
-    async fn record_outcomes(&self, sent: &[Sent], handled: &[NewStep]) -> Result<(), sqlx::Error> {
+    /// Records every send's outcome (`sent`, or `failed` with the error) in one statement.
+    async fn record_outcomes(&self, sent: &[Sent]) -> Result<(), sqlx::Error> {
         if sent.is_empty() {
-            return steps::record(&self.pool, NAME, handled).await;
+            return Ok(());
         }
         let event_ids: Vec<Uuid> = sent.iter().map(|(_, id, _)| *id).collect();
         let statuses: Vec<&str> = sent
@@ -230,7 +212,6 @@ impl NotificationsWorker {
             .iter()
             .map(|(_, _, r)| r.as_ref().err().map(ToString::to_string))
             .collect();
-        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE notifications n
                 SET status = u.status, last_error = u.error, attempts = n.attempts + 1,
@@ -243,10 +224,8 @@ impl NotificationsWorker {
         .bind(&event_ids)
         .bind(&statuses)
         .bind(&errors)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        steps::record_in(&mut tx, NAME, handled).await?;
-        tx.commit().await?;
         Ok(())
     }
 }

@@ -4,18 +4,16 @@
 //! one read of the records, the bookings (16 at a time, each with its shipment id as
 //! idempotency key), one statement for every `booked`, the `StartShipment` commands in one
 //! read and one append ([`crate::command::send_all_allowing`]), and one statement for every
-//! final status, with the batch's handled step records in the same transaction. The steps
-//! and statuses are those of a single confirmation, so a batch cut short anywhere continues
-//! on redelivery from the recorded status.
+//! final status. The steps and statuses are those of a single confirmation, so a batch cut
+//! short anywhere continues on redelivery from the recorded status.
 
 use std::collections::{HashMap, HashSet};
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use orderflow_bus::handler::{Delivery, Effects, HandlerError};
+use orderflow_bus::handler::{Effects, HandlerError};
 use orderflow_domain::aggregate::OrderState;
 use orderflow_domain::{OrderCommand, OrderStatus};
-use orderflow_store::steps::{self, NewStep};
 use orderflow_store::{log, orders, EventEnvelope};
 use uuid::Uuid;
 
@@ -34,7 +32,6 @@ impl ShipmentsWorker {
     pub(super) async fn ship_all(
         &self,
         events: &[&EventEnvelope],
-        deliveries: &[Delivery],
     ) -> Vec<Result<Effects, HandlerError>> {
         let mut results: Vec<Result<Effects, HandlerError>> =
             events.iter().map(|_| Ok(Effects::none())).collect();
@@ -45,7 +42,7 @@ impl ShipmentsWorker {
             .map(|(i, e)| (i, *e))
             .collect();
         if confirmations.is_empty() {
-            return self.finish(events, deliveries, results, &[]).await;
+            return results;
         }
         let retry_all = |results: &mut Vec<Result<Effects, HandlerError>>, error: String| {
             for (index, _) in &confirmations {
@@ -57,7 +54,7 @@ impl ShipmentsWorker {
             Ok(found) => found,
             Err(error) => {
                 retry_all(&mut results, error);
-                return self.finish(events, deliveries, results, &[]).await;
+                return results;
             }
         };
         // An order that cannot be read is retried alone; the others go on.
@@ -74,7 +71,7 @@ impl ShipmentsWorker {
             Ok(records) => records,
             Err(error) => {
                 retry_all(&mut results, format!("database: {error}"));
-                return self.finish(events, deliveries, results, &[]).await;
+                return results;
             }
         };
 
@@ -166,7 +163,7 @@ impl ShipmentsWorker {
         }
         if let Err(error) = self.record_booked(&newly_booked).await {
             retry_all(&mut results, format!("database: {error}"));
-            return self.finish(events, deliveries, results, &[]).await;
+            return results;
         }
 
         let by_order: HashMap<Uuid, &EventEnvelope> = confirmations
@@ -209,40 +206,15 @@ impl ShipmentsWorker {
                 }
             }
         }
+        if let Err(error) = self.record_statuses(&changes).await {
+            retry_all(&mut results, format!("database: {error}"));
+            return results;
+        }
         for (index, event) in &confirmations {
             results[*index] = match failed.remove(&event.order_id) {
                 Some(error) => Err(error),
                 None => Ok(effects.remove(&event.order_id).unwrap_or_default()),
             };
-        }
-        self.finish(events, deliveries, results, &changes).await
-    }
-
-    /// Records the statuses reached and the handled steps of the events handled without
-    /// error, in one transaction; when that fails, those events are retried.
-    async fn finish(
-        &self,
-        events: &[&EventEnvelope],
-        deliveries: &[Delivery],
-        mut results: Vec<Result<Effects, HandlerError>>,
-        changes: &[StatusChange],
-    ) -> Vec<Result<Effects, HandlerError>> {
-        let handled: Vec<NewStep> = events
-            .iter()
-            .zip(deliveries)
-            .zip(&results)
-            .filter_map(|((event, delivery), result)| {
-                let effects = result.as_ref().ok()?;
-                let effect = (!effects.is_empty()).then(|| effects.0.join("; "));
-                Some(delivery.handled_step(event.event_id, effect))
-            })
-            .collect();
-        if let Err(error) = self.record_statuses(changes, &handled).await {
-            for result in &mut results {
-                if result.is_ok() {
-                    *result = Err(HandlerError::retry(format!("database: {error}")));
-                }
-            }
         }
         results
     }
@@ -377,17 +349,11 @@ impl ShipmentsWorker {
         Ok(())
     }
 
-    /// Records the statuses reached (with their errors) in one statement, and the handled
-    /// steps in the same transaction.
-    async fn record_statuses(
-        &self,
-        changes: &[StatusChange],
-        handled: &[NewStep],
-    ) -> Result<(), sqlx::Error> {
+    /// Records the statuses reached (with their errors) in one statement.
+    async fn record_statuses(&self, changes: &[StatusChange]) -> Result<(), sqlx::Error> {
         if changes.is_empty() {
-            return steps::record(&self.pool, NAME, handled).await;
+            return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
         let order_ids: Vec<Uuid> = changes.iter().map(|(id, _, _)| *id).collect();
         let statuses: Vec<&str> = changes.iter().map(|(_, s, _)| *s).collect();
         let errors: Vec<Option<&str>> = changes.iter().map(|(_, _, e)| e.as_deref()).collect();
@@ -401,10 +367,8 @@ impl ShipmentsWorker {
         .bind(&order_ids)
         .bind(&statuses)
         .bind(&errors)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        steps::record_in(&mut tx, NAME, handled).await?;
-        tx.commit().await?;
         Ok(())
     }
 }
