@@ -46,6 +46,32 @@ pub async fn wait_until_healthy(base: &str, within: Duration) {
     }
 }
 
+/// True when the gateway at `base` (admin token `admin_token`) lists `consumers` durable
+/// consumers, each existing with nothing pending and nothing awaiting its ack.
+pub async fn consumers_caught_up(
+    http: &reqwest::Client,
+    base: &str,
+    admin_token: &str,
+    consumers: usize,
+) -> bool {
+    let Ok(response) = http
+        .get(format!("{base}/v1/admin/consumers"))
+        .bearer_auth(admin_token)
+        .send()
+        .await
+    else {
+        return false;
+    };
+    let Ok(body) = response.json::<serde_json::Value>().await else {
+        return false;
+    };
+    let listed = body["consumers"].as_array().cloned().unwrap_or_default();
+    listed.len() == consumers
+        && listed
+            .iter()
+            .all(|c| c["exists"] == json!(true) && c["pending"] == 0 && c["ack_pending"] == 0)
+}
+
 /// Orders posted to a gateway every `every` until [`OrderLoad::stop`].
 pub struct OrderLoad {
     stop: Arc<AtomicBool>,

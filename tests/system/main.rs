@@ -43,22 +43,13 @@ fn order_body(i: usize) -> Value {
 }
 
 async fn consumers_caught_up(http: &reqwest::Client, base: &str) -> bool {
-    let Ok(response) = http
-        .get(format!("{base}/v1/admin/consumers"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-    else {
-        return false;
-    };
-    let Ok(body) = response.json::<Value>().await else {
-        return false;
-    };
-    let consumers = body["consumers"].as_array().cloned().unwrap_or_default();
-    consumers.len() == orderflow_operations::consumer_names().len()
-        && consumers
-            .iter()
-            .all(|c| c["exists"] == json!(true) && c["pending"] == 0 && c["ack_pending"] == 0)
+    orderflow_testkit::load::consumers_caught_up(
+        http,
+        base,
+        ADMIN_TOKEN,
+        orderflow_operations::consumer_names().len(),
+    )
+    .await
 }
 
 async fn statuses(world: &World) -> Vec<(String, i64)> {

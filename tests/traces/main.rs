@@ -188,7 +188,15 @@ async fn wait_until_shipped_and_drained(http: &reqwest::Client, base: &str, orde
             .await
             .unwrap()["status"]
             .clone();
-        if status == "shipped" && consumers_drained(http, base).await {
+        if status == "shipped"
+            && orderflow_testkit::load::consumers_caught_up(
+                http,
+                base,
+                ADMIN_TOKEN,
+                orderflow_operations::consumer_names().len(),
+            )
+            .await
+        {
             return;
         }
         assert!(
@@ -197,25 +205,6 @@ async fn wait_until_shipped_and_drained(http: &reqwest::Client, base: &str, orde
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-async fn consumers_drained(http: &reqwest::Client, base: &str) -> bool {
-    let Ok(response) = http
-        .get(format!("{base}/v1/admin/consumers"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-    else {
-        return false;
-    };
-    let Ok(body) = response.json::<Value>().await else {
-        return false;
-    };
-    let consumers = body["consumers"].as_array().cloned().unwrap_or_default();
-    consumers.len() == orderflow_operations::consumer_names().len()
-        && consumers
-            .iter()
-            .all(|c| c["exists"] == json!(true) && c["pending"] == 0 && c["ack_pending"] == 0)
 }
 
 /// What is missing from the logs for `trace_id`: the gateway, or a consumer by name.
