@@ -57,6 +57,9 @@ impl BusError {
     }
 }
 
+/// How long creating a replicated stream waits for a forming cluster to have its peers.
+const CLUSTER_FORMING_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// `url` (one NATS URL, or several separated by commas) with every credential replaced by
 /// `***`: the password of `user:password@`, and a token or nkey given alone before the `@`.
 /// Safe to log.
@@ -316,16 +319,35 @@ impl Bus {
     /// by another stream).
     pub async fn ensure_streams(&self) -> Result<(), BusError> {
         let main = self.stream_config(self.options.stream.clone(), self.events_filter());
-        self.jetstream
-            .create_or_update_stream(main)
-            .await
-            .map_err(|e| BusError::js("creating the event stream", e))?;
+        self.create_stream(main, "creating the event stream")
+            .await?;
         let dlq = self.stream_config(self.dlq_stream_name(), self.dlq_filter());
-        self.jetstream
-            .create_or_update_stream(dlq)
+        self.create_stream(dlq, "creating the dead-letter stream")
             .await
-            .map_err(|e| BusError::js("creating the dead-letter stream", e))?;
-        Ok(())
+    }
+
+    /// Creates or updates one stream. A cluster whose servers have not all joined yet answers
+    /// "no suitable peers for placement" (10005) to a replicated stream: that is waited out,
+    /// for up to [`CLUSTER_FORMING_PATIENCE`], instead of failing the start.
+    async fn create_stream(
+        &self,
+        config: stream::Config,
+        operation: &'static str,
+    ) -> Result<(), BusError> {
+        let started = std::time::Instant::now();
+        loop {
+            match self.jetstream.create_or_update_stream(config.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(error)
+                    if error.to_string().contains("10005")
+                        && started.elapsed() < CLUSTER_FORMING_PATIENCE =>
+                {
+                    tracing::info!(%error, "JetStream has no peers for the stream yet; waiting for the cluster to form");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Err(error) => return Err(BusError::js(operation, error)),
+            }
+        }
     }
 
     /// The main stream.
