@@ -14,6 +14,7 @@
 //! - [`nats`]: a `nats-server` of a test's own, to kill, wipe and restart, and a three-node
 //!   JetStream cluster of a test's own, to kill and restart the node that leads a stream.
 //! - [`proxy`]: a proxy in front of PostgreSQL that loses the answer to one write.
+//! - [`cpu`]: a CPU cap on one process a test started: a starved machine on demand.
 //! - [`postgres`]: a PostgreSQL cluster of a test's own (`initdb` on a free port), to stop,
 //!   kill and start again.
 //!
@@ -38,6 +39,7 @@
 //! skips.
 
 pub mod bus;
+pub mod cpu;
 pub mod database;
 pub mod fixture;
 pub mod http;

@@ -177,6 +177,11 @@ pub struct Process {
 }
 
 impl Process {
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no shutdown handler runs, nothing is flushed.
     pub fn kill(mut self) {
         self.sigkill();
