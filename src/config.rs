@@ -355,7 +355,7 @@ pub struct ConsumerArgs {
 /// Notification channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum NotifyChannel {
-    /// Write each notification to the log.
+    /// Write each notification to the log (the recipient masked: `a***@example.com`).
     Log,
     /// POST each notification as JSON to --notify-webhook-url.
     Webhook,

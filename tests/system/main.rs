@@ -14,6 +14,7 @@ use orderflow_testkit::{orderflow, OrderFixture, Orderflow, World};
 use serde_json::{json, Value};
 
 mod forget;
+mod no_personal_data_in_logs;
 mod startup;
 mod trace;
 mod verify_stream;

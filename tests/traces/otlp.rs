@@ -1,5 +1,5 @@
 //! A small OTLP/HTTP receiver: accepts `POST /v1/traces` (protobuf), answers 200, and keeps
-//! the spans it decoded.
+//! the spans it decoded and the bodies as they came.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,6 +35,7 @@ impl ReceivedSpan {
 struct Received {
     requests: AtomicUsize,
     spans: Mutex<Vec<ReceivedSpan>>,
+    bodies: Mutex<Vec<Vec<u8>>>,
 }
 
 /// The receiver, listening on a free loopback port until dropped.
@@ -79,6 +80,18 @@ impl Receiver {
     pub(crate) fn spans(&self) -> Vec<ReceivedSpan> {
         self.received.spans.lock().unwrap().clone()
     }
+
+    /// True when a body received so far holds `text` anywhere: a span's or an event's
+    /// attribute, a name, the resource (protobuf writes strings as their UTF-8 bytes).
+    pub(crate) fn received_text(&self, text: &str) -> bool {
+        let needle = text.as_bytes();
+        self.received
+            .bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|body| body.windows(needle.len()).any(|window| window == needle))
+    }
 }
 
 impl Drop for Receiver {
@@ -115,6 +128,7 @@ async fn serve(socket: tokio::net::TcpStream, received: &Received) -> std::io::R
             match ExportTraceServiceRequest::decode(body.as_slice()) {
                 Ok(export) => {
                     keep(export, received);
+                    received.bodies.lock().unwrap().push(body);
                     received.requests.fetch_add(1, Ordering::SeqCst);
                     "200 OK"
                 }

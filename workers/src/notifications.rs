@@ -10,9 +10,14 @@
 //! deliveries of one event racing in two processes may both call the channel; the
 //! idempotency key lets the receiver drop the second.
 //!
-//! Channels: `log` (default: a tracing line), `webhook` (POST JSON, timeout, retries on 5xx,
-//! timeouts and connection errors, permanent failure on 4xx) and `smtp` (lettre, from a URL
-//! such as `smtp://localhost:1025`).
+//! Channels: `log` (default: a tracing line, with the recipient masked), `webhook` (POST
+//! JSON, timeout, retries on 5xx, timeouts and connection errors, permanent failure on 4xx)
+//! and `smtp` (lettre, from a URL such as `smtp://localhost:1025`).
+//!
+//! Nothing here writes the recipient whole into a log line, a span, an effect or an error:
+//! log lines outlive forgetting the customer, so each shows it masked
+//! ([`orderflow_store::steps::mask_emails`], `a***@example.com`); so does the `Debug` of a
+//! [`Notification`].
 
 mod batch;
 
@@ -46,8 +51,8 @@ pub const NOTIFIABLE: [&str; 5] = [
     "ShipmentStarted",
 ];
 
-/// A rendered notification, as handed to a channel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A rendered notification, as handed to a channel. Its `Debug` masks the recipient.
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct Notification {
     /// Also the idempotency key.
     pub notification_id: Uuid,
@@ -61,6 +66,25 @@ pub struct Notification {
     pub subject: String,
     /// The plain-text body; amounts in major units with the currency code.
     pub text: String,
+}
+
+impl std::fmt::Debug for Notification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notification")
+            .field("notification_id", &self.notification_id)
+            .field("order_id", &self.order_id)
+            .field("event_type", &self.event_type)
+            .field("to", &masked(&self.to))
+            .field("subject", &self.subject)
+            .field("text", &self.text)
+            .finish()
+    }
+}
+
+/// `address` as log lines, effects and errors show it: `ada@example.com` reads
+/// `a***@example.com`.
+fn masked(address: &str) -> String {
+    orderflow_store::steps::mask_emails(address)
 }
 
 /// Why a channel did not deliver.
@@ -87,7 +111,8 @@ pub trait Channel: Send + Sync {
     async fn send(&self, notification: &Notification) -> Result<(), SendError>;
 }
 
-/// The `log` channel: writes the notification to the log.
+/// The `log` channel: writes the notification to the log, the recipient masked
+/// (`a***@example.com`): a log line outlives forgetting the customer.
 pub struct LogChannel;
 
 #[async_trait]
@@ -97,8 +122,8 @@ impl Channel for LogChannel {
     }
 
     async fn send(&self, n: &Notification) -> Result<(), SendError> {
-        tracing::info!(notification_id = %n.notification_id, to = %n.to, subject = %n.subject,
-            "notification");
+        tracing::info!(notification_id = %n.notification_id, to = %masked(&n.to),
+            subject = %n.subject, "notification");
         Ok(())
     }
 }
@@ -205,7 +230,7 @@ impl Channel for SmtpChannel {
         use lettre::AsyncTransport;
         let to =
             n.to.parse()
-                .map_err(|e| SendError::Permanent(format!("recipient {}: {e}", n.to)))?;
+                .map_err(|e| SendError::Permanent(format!("recipient {}: {e}", masked(&n.to))))?;
         let message = lettre::Message::builder()
             .from(self.from.clone())
             .to(to)
@@ -224,7 +249,7 @@ impl Channel for SmtpChannel {
 /// Which channel to use. `Default` is `log`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum ChannelOptions {
-    /// [`LogChannel`]: only a tracing line, nothing leaves the process.
+    /// [`LogChannel`]: only a tracing line (the recipient masked), nothing leaves the process.
     #[default]
     Log,
     /// [`WebhookChannel`]: POST each notification as JSON.
@@ -490,7 +515,8 @@ impl Handler for NotificationsWorker {
         if delivery.dry_run {
             return Ok(Effects::one(format!(
                 "would notify {}: {}",
-                n.to, n.subject
+                masked(&n.to),
+                n.subject
             )));
         }
         // The inbox claim and the pending record in one statement (atomic without a
@@ -562,7 +588,7 @@ impl NotificationsWorker {
         match result {
             Ok(()) => Ok(Effects::one(format!(
                 "notified {} via {}: {}",
-                orderflow_store::steps::mask_emails(&n.to),
+                masked(&n.to),
                 self.channel.name(),
                 n.subject
             ))),
