@@ -85,8 +85,14 @@ pub async fn last_position(bus: &Bus) -> Result<Option<i64>, BusError> {
     let Some((stream, state)) = main_stream(bus).await? else {
         return Ok(None);
     };
+    Ok(Some(highest_position(&stream, &state).await?))
+}
+
+/// The highest position among the last messages of the stream as `state` saw it (0 when it
+/// was empty); messages published after `state` was read are not looked at.
+async fn highest_position(stream: &Stream, state: &stream::State) -> Result<i64, BusError> {
     if state.messages == 0 {
-        return Ok(Some(0));
+        return Ok(0);
     }
     let floor = state
         .first_sequence
@@ -106,14 +112,13 @@ pub async fn last_position(bus: &Bus) -> Result<Option<i64>, BusError> {
     }
     // A stream with messages of which none could be read is not an empty one: re-publishing
     // the whole log on a read failure would only add copies.
-    let highest = highest.ok_or_else(|| BusError::JetStream {
+    highest.ok_or_else(|| BusError::JetStream {
         operation: "reading the last messages of the event stream",
         reason: format!(
             "none of the last {} messages carries a position",
             state.last_sequence - floor + 1
         ),
-    })?;
-    Ok(Some(highest))
+    })
 }
 
 /// What a repair did.
@@ -487,31 +492,39 @@ async fn repair_in_full(pool: &PgPool, bus: &Bus) -> Result<(Repair, Verificatio
 }
 
 /// Where a consumer that has handled every position up to `after` resumes in the stream as it
-/// is now: the sequence of the first message with a later position (positions grow with the
-/// sequence, apart from redrives and the odd re-publish), the sequence after the last message
-/// when the stream ends at `after`, or `None` when the stream does not hold `after` yet (the
-/// relay is still repairing it: ask again later). `after == 0` starts at the beginning.
+/// is now: the sequence of the first message with a later position, the sequence after the
+/// last message when the stream ends at `after`, or `None` when the stream does not hold
+/// `after` yet (the relay is still repairing it: ask again later). `after == 0` starts at the
+/// beginning.
+///
+/// The answer comes from one look at the stream's state: a message the relay publishes while
+/// it is worked out lies after the state's last sequence, so the answer is at or before it
+/// and the consumer gets it. (Reading where the stream ends after reading what it holds would
+/// start the consumer past an event published in between, which it would never get.)
+///
+/// Positions grow with the sequence, apart from redrives and re-published holes; the search
+/// relies on that. One exception is looked for: a stream whose first event message is already
+/// past `after` (a stream emptied or created again, to which the relay published new events
+/// before it re-published the old ones behind them) is resumed at its first message, so
+/// those new events are not skipped; what the consumer had handled comes again and changes
+/// nothing (inbox, checkpoint).
 ///
 /// # Errors
 /// [`BusError::JetStream`] when the stream cannot be read.
 pub async fn resume_sequence(bus: &Bus, after: i64) -> Result<Option<u64>, BusError> {
-    let Some(held) = last_position(bus).await? else {
-        return Ok(None);
-    };
     let Some((stream, state)) = main_stream(bus).await? else {
         return Ok(None);
     };
+    let first = state.first_sequence.max(1);
     if after <= 0 {
-        return Ok(Some(state.first_sequence.max(1)));
+        return Ok(Some(first));
     }
+    let held = highest_position(&stream, &state).await?;
     if held < after {
         return Ok(None);
     }
-    if held == after {
-        return Ok(Some(state.last_sequence + 1));
-    }
     // The position of the first event message at or after a sequence (holes and redrives
-    // carry none), which grows with the sequence; past the end, "infinitely far".
+    // carry none), which grows with the sequence; past the state's end, "infinitely far".
     let position_from = |sequence: u64| {
         let stream = stream.clone();
         async move {
@@ -525,7 +538,13 @@ pub async fn resume_sequence(bus: &Bus, after: i64) -> Result<Option<u64>, BusEr
             i64::MAX
         }
     };
-    let (mut low, mut high) = (state.first_sequence, state.last_sequence + 1);
+    if position_from(first).await > after {
+        return Ok(Some(first));
+    }
+    if held == after {
+        return Ok(Some(state.last_sequence + 1));
+    }
+    let (mut low, mut high) = (first, state.last_sequence + 1);
     while low < high {
         let middle = low + (high - low) / 2;
         if position_from(middle).await > after {

@@ -13,10 +13,11 @@ use crate::harness::System;
 async fn nats_killed_and_restarted_under_load_loses_nothing() {
     let mut system = System::start().await;
     let (served, load) = system.serve_under_load().await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    load.accepted_more(50, Duration::from_secs(120)).await;
     system.nats.kill();
     let fault = Instant::now();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // NATS stays down while the gateway goes on storing orders.
+    load.accepted_more(50, Duration::from_secs(120)).await;
     system.nats.restart().await;
     let probe = system.time_to_recover(fault).await;
     system.finish(served, load, &[probe]).await;
@@ -26,7 +27,7 @@ async fn nats_killed_and_restarted_under_load_loses_nothing() {
 async fn nats_store_emptied_under_load_is_repaired_from_the_store() {
     let mut system = System::start().await;
     let (served, load) = system.serve_under_load().await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    load.accepted_more(100, Duration::from_secs(120)).await;
     system.nats.kill();
     system.nats.wipe_store();
     system.nats.restart().await;
@@ -38,8 +39,8 @@ async fn nats_store_emptied_under_load_is_repaired_from_the_store() {
             break;
         }
         assert!(
-            restarted.elapsed() < Duration::from_secs(30),
-            "the stream was not repaired within 30 s:\n{}",
+            restarted.elapsed() < Duration::from_secs(120),
+            "the stream was not repaired within 120 s:\n{}",
             String::from_utf8_lossy(&output.stdout)
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -59,22 +60,45 @@ async fn nats_store_emptied_under_load_is_repaired_from_the_store() {
 async fn consumers_lost_while_stopped_resume_where_they_were() {
     let mut system = System::start().await;
     let (served, load) = system.serve_under_load().await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    load.accepted_more(50, Duration::from_secs(120)).await;
     let mut first = load.stop().await;
     let base = system.served_at();
     first.retry_uncertain(&base, Duration::from_secs(60)).await;
     system
         .assert_settled_once(&first.accepted, Duration::from_secs(60))
         .await;
-    // The runtime notes how far each consumer got every 2 s.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let head = orderflow_store::log::head_position(&system.world.db.pool)
+        .await
+        .unwrap();
+    // Each consumer's own record (a worker's floor, noted every few seconds; a projection's
+    // checkpoint) says it handled the whole log.
+    let names = orderflow_operations::consumer_names();
+    let recorded = Instant::now();
+    loop {
+        let at_head: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT name) FROM (
+                 SELECT consumer AS name, position FROM consumer_floors
+                 UNION ALL SELECT name, position FROM projection_checkpoints) records
+              WHERE name = ANY($1) AND position >= $2",
+        )
+        .bind(&names)
+        .bind(head)
+        .fetch_one(&system.world.db.pool)
+        .await
+        .unwrap();
+        if at_head == i64::try_from(names.len()).unwrap() {
+            break;
+        }
+        assert!(
+            recorded.elapsed() < Duration::from_secs(60),
+            "after 60 s, {at_head} of the {} consumers have a record (floor or checkpoint) at \
+             the head of the log, position {head}",
+            names.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     served.terminate(Duration::from_secs(30)).await;
-    let stream_length = u64::try_from(
-        orderflow_store::log::head_position(&system.world.db.pool)
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let stream_length = u64::try_from(head).unwrap();
     system.nats.kill();
     system.nats.wipe_store();
     system.nats.restart().await;
@@ -83,19 +107,26 @@ async fn consumers_lost_while_stopped_resume_where_they_were() {
     let (served, load) = system.serve_under_load().await;
     eprintln!("serving again after {:?}", restarted.elapsed());
     let stream = system.bus.stream().await.expect("the event stream again");
-    for name in orderflow_operations::consumer_names() {
-        let mut policy = None;
-        for _ in 0..100 {
+    // The relay re-publishes the log in order (position n at sequence n), so a consumer that
+    // had handled all of it is created at the sequence after it: earlier would walk the log
+    // again, later would skip the first events stored since the restart.
+    for name in &names {
+        let policy = loop {
             if let Ok(info) = stream.consumer_info(name).await {
-                policy = Some(info.config.deliver_policy);
-                break;
+                break info.config.deliver_policy;
             }
+            assert!(
+                restarted.elapsed() < Duration::from_secs(120),
+                "the durable consumer {name} was not created within 120 s of the restart"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        };
         match policy {
-            Some(DeliverPolicy::ByStartSequence { start_sequence }) => assert!(
-                start_sequence > stream_length / 2,
-                "{name} resumed at stream sequence {start_sequence} of {stream_length}"
+            DeliverPolicy::ByStartSequence { start_sequence } => assert_eq!(
+                start_sequence,
+                stream_length + 1,
+                "{name} had handled the whole log, {stream_length} events, and was created at \
+                 stream sequence {start_sequence}"
             ),
             other => panic!("{name} was not created after what it had handled: {other:?}"),
         }
@@ -104,7 +135,7 @@ async fn consumers_lost_while_stopped_resume_where_they_were() {
         "every consumer created again after {:?}",
         restarted.elapsed()
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    load.accepted_more(50, Duration::from_secs(120)).await;
     let second = system.finish(served, load, &first.accepted).await;
     assert!(!second.accepted.is_empty());
 }
