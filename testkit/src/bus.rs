@@ -38,12 +38,19 @@ impl StoredMessage {
 }
 
 /// A unique stream pair (`T_<uuid>` and `T_<uuid>_DLQ`, prefix `t_<uuid>`) whose messages
-/// expire after an hour, so leftovers of crashed tests go away by themselves.
+/// expire after an hour.
+///
+/// Both streams are deleted when the test is done with them, whether it passed or failed: by
+/// [`TestBus::cleanup`], or else when the `TestBus` is dropped (a test that panicked, or one
+/// that never said). `scripts/services clean` deletes the pairs a killed test process left
+/// on the shared server (the names say which are the tests').
 pub struct TestBus {
     /// A bus connected to the test's own streams, which exist already.
     pub bus: Bus,
     /// The options naming those streams and the subject prefix, for a second connection or a process.
     pub options: BusOptions,
+    /// Whether dropping the value still has to delete the streams.
+    guard: bool,
 }
 
 impl TestBus {
@@ -67,7 +74,11 @@ impl TestBus {
                      or point ORDERFLOW_TEST_NATS_URL at a server"
                 )
             });
-        Self { bus, options }
+        Self {
+            bus,
+            options,
+            guard: true,
+        }
     }
 
     /// Every message the main stream holds, in stream order.
@@ -89,8 +100,8 @@ impl TestBus {
     /// Deletes both streams (and with them their consumers).
     ///
     /// # Errors
-    /// [`BusError::JetStream`] when the server refuses.
-    pub async fn cleanup(self) -> Result<(), BusError> {
+    /// [`BusError::JetStream`] when the server refuses (dropping the value tries again).
+    pub async fn cleanup(mut self) -> Result<(), BusError> {
         let js = self.bus.jetstream();
         js.delete_stream(&self.options.stream)
             .await
@@ -98,7 +109,43 @@ impl TestBus {
         js.delete_stream(self.bus.dlq_stream_name())
             .await
             .map_err(|e| jetstream_error("deleting the test dead-letter stream", e))?;
+        self.guard = false;
         Ok(())
+    }
+}
+
+impl Drop for TestBus {
+    fn drop(&mut self) {
+        if !self.guard {
+            return;
+        }
+        let url = self.options.nats_url.clone();
+        let names = [self.options.stream.clone(), self.bus.dlq_stream_name()];
+        crate::database::finish_on_own_thread(
+            format!("test streams {}", names.join(" and ")),
+            move || async move {
+                let client = async_nats::ConnectOptions::new()
+                    .connection_timeout(Duration::from_secs(10))
+                    .connect(url.as_str())
+                    .await
+                    .map_err(|e| format!("connecting to {url}: {e}"))?;
+                let js = async_nats::jetstream::new(client);
+                for name in names {
+                    // A stream already gone (the test deleted it itself) is fine.
+                    if let Err(error) = js.delete_stream(&name).await {
+                        let gone = matches!(
+                            error.kind(),
+                            async_nats::jetstream::context::DeleteStreamErrorKind::JetStream(e)
+                                if e.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND
+                        );
+                        if !gone {
+                            return Err(format!("deleting stream {name}: {error}"));
+                        }
+                    }
+                }
+                Ok(())
+            },
+        );
     }
 }
 

@@ -1,8 +1,13 @@
 //! A fresh, uniquely named database per test on the real PostgreSQL, so tests run in
-//! parallel and re-run on a dirty machine.
+//! parallel and re-run on a dirty machine. It is dropped when the test is done with it,
+//! whether the test passed or failed: by [`TestDatabase::drop_database`], or else when the
+//! [`TestDatabase`] is dropped (a test that panicked, or one that never said).
+
+use std::future::Future;
+use std::time::Duration;
 
 use orderflow_store::{connect, DatabaseOptions};
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
 /// How many connections a test's pool may open unless it asks for another budget. The server
@@ -31,7 +36,13 @@ pub fn server_url() -> String {
 }
 
 /// A fresh database of its own, migrated. Its name starts with `orderflow_test_`, so
-/// `scripts/services clean` drops leftovers of earlier runs.
+/// `scripts/services clean` drops leftovers of earlier runs (a test process killed before it
+/// could clean up).
+///
+/// Dropping it drops the database (`WITH (FORCE)`, whoever is still connected) when
+/// [`TestDatabase::drop_database`] did not already, so a test that fails leaves nothing behind
+/// on the shared server. A database on a server of the test's own is left to that server,
+/// which is removed with its folder.
 pub struct TestDatabase {
     /// The database's name, `orderflow_test_<uuid>`.
     pub name: String,
@@ -41,6 +52,8 @@ pub struct TestDatabase {
     pub options: DatabaseOptions,
     /// A pool on the database.
     pub pool: PgPool,
+    /// Whether dropping the value still has to drop the database.
+    guard: bool,
 }
 
 impl TestDatabase {
@@ -87,6 +100,7 @@ impl TestDatabase {
             server: server.to_string(),
             options,
             pool,
+            guard: server == server_url(),
         }
     }
 
@@ -94,18 +108,81 @@ impl TestDatabase {
     ///
     /// # Panics
     /// When the server refuses.
-    pub async fn drop_database(self) {
+    pub async fn drop_database(mut self) {
+        self.guard = false;
         self.pool.close().await;
-        let admin = PgPool::connect(&self.server)
+        drop_named(&self.server, &self.name)
             .await
-            .expect("connecting to drop a test database");
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-            self.name
-        ))
-        .execute(&admin)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if !self.guard {
+            return;
+        }
+        let (server, name) = (self.server.clone(), self.name.clone());
+        finish_on_own_thread(format!("test database {name}"), move || async move {
+            drop_named(&server, &name).await
+        });
+    }
+}
+
+/// Drops database `name` on `server` (a URL naming another database there), whoever is
+/// still connected to it.
+async fn drop_named(server: &str, name: &str) -> Result<(), String> {
+    let mut admin = PgConnection::connect(server)
         .await
-        .unwrap_or_else(|e| panic!("dropping {}: {e}", self.name));
-        admin.close().await;
+        .map_err(|e| format!("connecting to drop {name}: {e}"))?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .map_err(|e| format!("dropping {name}: {e}"))?;
+    let _ = admin.close().await;
+    Ok(())
+}
+
+/// How long a cleanup in `Drop` may take before the test goes on without it.
+const CLEANUP_WITHIN: Duration = Duration::from_secs(30);
+
+/// Runs the future `work` makes to its end on a thread and a runtime of its own, and waits
+/// for it (at most [`CLEANUP_WITHIN`]): cleanup for `Drop`, which cannot await, may run while a
+/// test panics, and may run on a runtime's thread (whose runtime must not be blocked on) or
+/// outside any. A failure is reported on standard error, never raised: a panic in `Drop`
+/// during a panic would abort the test binary. What is not removed here,
+/// `scripts/services clean` removes later.
+pub(crate) fn finish_on_own_thread<F, Fut>(what: String, work: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let (done, finished) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("testkit-cleanup".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("no runtime for the cleanup: {e}"))
+                .and_then(|runtime| {
+                    runtime.block_on(async {
+                        tokio::time::timeout(CLEANUP_WITHIN, work())
+                            .await
+                            .unwrap_or_else(|_| Err(format!("no answer within {CLEANUP_WITHIN:?}")))
+                    })
+                });
+            let _ = done.send(result);
+        });
+    let outcome = match spawned {
+        Ok(_) => finished
+            .recv_timeout(CLEANUP_WITHIN + Duration::from_secs(5))
+            .unwrap_or_else(|e| Err(format!("the cleanup thread ended without a word ({e})"))),
+        Err(e) => Err(format!("no thread for the cleanup: {e}")),
+    };
+    if let Err(error) = outcome {
+        eprintln!(
+            "testkit: could not remove the {what} ({error}); `scripts/services clean` removes it"
+        );
     }
 }

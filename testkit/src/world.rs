@@ -14,7 +14,8 @@ use crate::fixture::OrderFixture;
 use crate::TestBus;
 
 /// A fresh database (`orderflow_test_<uuid>`), a stream pair and subject prefix of its own,
-/// and the order store. [`World::cleanup`] removes both.
+/// and the order store. [`World::cleanup`] removes both; dropping the world without it (a
+/// test that failed) removes them too ([`TestDatabase`], [`TestBus`]).
 pub struct World {
     /// The world's own database.
     pub db: TestDatabase,
