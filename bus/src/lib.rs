@@ -11,6 +11,8 @@
 //!   redacting credentials.
 //! - [`relay`]: the relay from the event log to the stream (lock, checkpoint, pipelining).
 //! - [`runtime`]: durable pull consumers: retries, dead letters, graceful stop, step/drain, lag.
+//! - `in_hand`: what one consumer process holds: kept in progress, redeliveries of it
+//!   recognised, pulls sized to the ack wait, stalls detected.
 //! - [`dlq`]: the dead-letter stream: park, list, show, redrive.
 //! - [`stream_check`]: the stream compared with the log and repaired from it (the relay's
 //!   check, `orderflow verify stream`).
@@ -26,6 +28,7 @@
 pub mod connection;
 pub mod dlq;
 pub mod handler;
+mod in_hand;
 mod lanes;
 pub mod relay;
 pub mod runtime;
@@ -84,6 +87,15 @@ pub fn describe_metrics() {
         "orderflow_consumer_batch_size",
         Unit::Count,
         "Messages in one batch of a batched consumer, by consumer"
+    );
+    describe_gauge!(
+        "orderflow_consumer_stalled_seconds",
+        Unit::Seconds,
+        "How long a consumer with a backlog has settled no message in this process (0 while it advances), by consumer"
+    );
+    describe_counter!(
+        "orderflow_consumer_redelivered_in_hand_total",
+        "Redeliveries of a message this process still held, dropped unworked (the copy in hand settles it), by consumer"
     );
     describe_counter!(
         "orderflow_dead_letters_total",

@@ -22,9 +22,17 @@
 //!
 //! [`Consumer::step`] processes one batch and says what it did; [`Consumer::drain`] steps
 //! until the consumer has nothing pending, so tests need no sleeps. [`run_consumer`] is the
-//! long-running loop. While a handler runs, the runtime sends in-progress acks every half
-//! `ack_wait` (up to `handler_timeout`), so only a dead or stuck process has its messages
-//! redelivered. Several processes may run the same durable consumer.
+//! long-running loop. Several processes may run the same durable consumer.
+//!
+//! # No livelock
+//! A message is in hand from its delivery to this process until it is settled, whether it is
+//! being handled or waits behind a batch (`crate::in_hand`). Everything in hand is said to be
+//! in progress three times per `ack_wait`, from a task of its own, so only a dead or stuck
+//! process has its messages redelivered, however long a batch takes on a busy machine (a
+//! handler call is bounded by `handler_timeout`). A redelivery of a message still in hand is
+//! dropped, not worked twice. Each pull asks for as many messages as recent ones say fit one
+//! ack wait (at least 32, at most `batch_size`). A consumer with a backlog that settles nothing for
+//! `stall_after` says so: a warning every 30 s and `orderflow_consumer_stalled_seconds`.
 //!
 //! # Step records
 //! With [`ConsumerOptions::steps`] set, the runtime records what came of each delivery (an
@@ -66,6 +74,7 @@
 //! server gave up on anyway (a process killed on the last delivery, an outside nak). Parking
 //! twice stores one dead letter (`Nats-Msg-Id: <consumer>:<stream sequence>`).
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -86,6 +95,7 @@ use tracing::Instrument;
 use crate::connection::{Bus, BusError};
 use crate::dlq::{self, DeadLetter, REDRIVE_FOR_HEADER};
 use crate::handler::{Delivery, Effects, Handler, HandlerError};
+use crate::in_hand::{stream_sequence, InHand, PullSize};
 use crate::lanes::{Lane, OrderLanes};
 use crate::stream_check;
 
@@ -146,6 +156,9 @@ pub struct ConsumerOptions {
     /// Where the consumer records its steps (what it did with each event, for an order's
     /// trace): one statement per batch, after the messages are settled. `None`: no records.
     pub steps: Option<sqlx::PgPool>,
+    /// How long a consumer with a backlog may settle nothing before it is called stalled:
+    /// logged, and exported as `orderflow_consumer_stalled_seconds`.
+    pub stall_after: Duration,
 }
 
 /// Where a new durable consumer starts reading the stream.
@@ -181,6 +194,7 @@ impl Default for ConsumerOptions {
             database: None,
             start: StartAt::Beginning,
             steps: None,
+            stall_after: Duration::from_secs(60),
         }
     }
 }
@@ -225,8 +239,20 @@ impl ConsumerOptions {
     }
 }
 
-/// How often a running consumer notes the position of its ack floor.
+/// How often a running consumer notes the position of its ack floor (and whether it stalls).
 const FLOOR_EVERY: Duration = Duration::from_secs(2);
+
+/// How often a stalled consumer says so again.
+const STALL_NOTE_EVERY: Duration = Duration::from_secs(30);
+
+/// A spawned task, aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// How long a [`Consumer::step`] pull may wait for the server's answer.
 const STEP_EXPIRES: Duration = Duration::from_millis(500);
@@ -319,6 +345,9 @@ pub struct Consumer {
     /// consumer created again resumes.
     handled_floor: AtomicI64,
     lanes: OrderLanes,
+    /// The messages delivered to this process and not yet settled (see [`crate::in_hand`]).
+    in_hand: Arc<InHand>,
+    pull_size: PullSize,
 }
 
 /// A delivered message, read.
@@ -398,6 +427,7 @@ impl Consumer {
             }
         };
         let handled_floor = AtomicI64::new(resume_after.unwrap_or(0).max(0));
+        let pull_size = PullSize::new(options.batch_size, options.ack_wait);
         Ok(Self {
             handler,
             bus,
@@ -405,6 +435,8 @@ impl Consumer {
             consumer: std::sync::Mutex::new(consumer),
             handled_floor,
             lanes: OrderLanes::default(),
+            in_hand: Arc::new(InHand::default()),
+            pull_size,
         })
     }
 
@@ -419,7 +451,8 @@ impl Consumer {
     /// Reads the consumer's ack floor and remembers its position (for [`Consumer::recover`]);
     /// when the consumer is gone, recovers it. A pull on a consumer that no longer exists
     /// does not fail (nobody answers it, it just expires), so this is how its loss is seen.
-    async fn track_floor(&self) {
+    /// Returns the messages not yet delivered to the consumer, when the server said.
+    async fn track_floor(&self) -> Option<u64> {
         let info = match self.info().await {
             Ok(info) => info,
             Err(error) => {
@@ -428,20 +461,66 @@ impl Consumer {
                         tracing::debug!(consumer = self.name(), %error, "cannot recover the durable consumer yet");
                     }
                 }
-                return;
+                return None;
             }
         };
         let floor = info.ack_floor.stream_sequence;
         if floor == 0 {
-            return;
+            return Some(info.num_pending);
         }
         let Ok(stream) = self.bus.stream().await else {
-            return;
+            return Some(info.num_pending);
         };
         if let Ok(message) = stream.get_raw_message(floor).await {
             if let Some(position) = stream_check::stored_position(&message) {
                 if self.handled_floor.fetch_max(position, Ordering::Relaxed) < position {
                     self.handler.note_handled_through(position).await;
+                }
+            }
+        }
+        Some(info.num_pending)
+    }
+
+    /// How long this process has settled nothing while the consumer has a backlog (messages
+    /// not yet delivered, or in this process's hands), once that is `stall_after` or more.
+    ///
+    /// # Errors
+    /// [`BusError::JetStream`] when the consumer's info cannot be read.
+    pub async fn stalled_for(&self) -> Result<Option<Duration>, RuntimeError> {
+        let pending = self.info().await?.num_pending;
+        Ok(self.in_hand.stalled_for(pending, self.options.stall_after))
+    }
+
+    /// Says whether the consumer is stalled (see [`Consumer::stalled_for`]): the gauge
+    /// `orderflow_consumer_stalled_seconds` (0 while it advances), and a warning every
+    /// [`STALL_NOTE_EVERY`] while it is, naming what it holds and what waits.
+    fn note_stall(&self, pending: u64, last_told: &mut Option<Instant>) {
+        let gauge = metrics::gauge!("orderflow_consumer_stalled_seconds",
+            "consumer" => self.name().to_string());
+        match self.in_hand.stalled_for(pending, self.options.stall_after) {
+            Some(idle) => {
+                gauge.set(idle.as_secs_f64());
+                if last_told.is_none_or(|told| told.elapsed() >= STALL_NOTE_EVERY) {
+                    let database_away = self
+                        .options
+                        .database
+                        .as_ref()
+                        .is_some_and(DatabaseHealth::is_down);
+                    tracing::warn!(
+                        consumer = self.name(),
+                        stalled_secs = idle.as_secs(),
+                        pending,
+                        in_hand = self.in_hand.len(),
+                        database_away,
+                        "the consumer has a backlog and has settled no message for a while"
+                    );
+                    *last_told = Some(Instant::now());
+                }
+            }
+            None => {
+                gauge.set(0.0);
+                if last_told.take().is_some() {
+                    tracing::info!(consumer = self.name(), "the consumer advances again");
                 }
             }
         }
@@ -531,23 +610,39 @@ impl Consumer {
         while let Ok(next) = tokio::time::timeout(STEP_EXPIRES * 2, batch.next()).await {
             match next {
                 None => break,
-                Some(Ok(message)) => messages.push(message),
+                Some(Ok(message)) => {
+                    if self.take_in_hand(&message) {
+                        messages.push(message);
+                    }
+                }
                 Some(Err(error)) if is_end_of_pull(&error.to_string()) => break,
-                Some(Err(error)) => return Err(BusError::js("receiving a message", error).into()),
+                Some(Err(error)) => {
+                    // What was taken is given back at once, not left to its ack wait.
+                    for message in messages {
+                        self.release(message).await;
+                    }
+                    return Err(BusError::js("receiving a message", error).into());
+                }
             }
         }
         let mut report = StepReport {
             fetched: messages.len(),
             ..StepReport::default()
         };
-        let outcomes: Vec<Outcome> = if self.handler.batched() {
-            self.process_batch(messages).await
-        } else {
-            futures::stream::iter(messages)
-                .map(|message| self.process(message))
-                .buffer_unordered(self.options.concurrency.max(1))
-                .collect()
-                .await
+        let processing = async {
+            if self.handler.batched() {
+                self.process_batch(messages).await
+            } else {
+                futures::stream::iter(messages)
+                    .map(|message| self.process(message))
+                    .buffer_unordered(self.options.concurrency.max(1))
+                    .collect()
+                    .await
+            }
+        };
+        let outcomes: Vec<Outcome> = tokio::select! {
+            outcomes = processing => outcomes,
+            never = self.in_hand.keep_alive(self.options.ack_wait) => match never {},
         };
         for outcome in outcomes {
             report.record(outcome);
@@ -653,11 +748,20 @@ impl Consumer {
             }
         };
         let tracking = async {
+            let mut stall_told = None;
             loop {
                 tokio::time::sleep(FLOOR_EVERY).await;
-                self.track_floor().await;
+                if let Some(pending) = self.track_floor().await {
+                    self.note_stall(pending, &mut stall_told);
+                }
             }
         };
+        // From a task of its own, so that a long batch on a busy machine cannot delay it.
+        let in_hand = Arc::clone(&self.in_hand);
+        let ack_wait = self.options.ack_wait;
+        let keeping_alive = AbortOnDrop(tokio::spawn(async move {
+            match in_hand.keep_alive(ack_wait).await {}
+        }));
         tokio::select! {
             () = pulling => {}
             () = tracking => {}
@@ -665,6 +769,7 @@ impl Consumer {
                 tracing::warn!(consumer = self.name(), "the max-deliveries advisory subscription ended");
             }
         }
+        drop(keeping_alive);
         tracing::info!(consumer = self.name(), "consumer stopped");
         Ok(())
     }
@@ -759,19 +864,25 @@ impl Consumer {
         }
     }
 
+    /// One pull: asks for as many messages as fit one ack wait ([`PullSize`]), takes
+    /// each into hand as soon as it is delivered (from then on it is kept in progress, see
+    /// [`crate::in_hand`]), and handles them: a batched handler one batch at a time, in
+    /// delivery order, others up to `concurrency` at once, each order's one after another.
+    /// Returns once the pull has ended and everything it delivered is settled.
     async fn pull_and_process(&self, shutdown: &CancellationToken) -> Result<(), RuntimeError> {
         let mut batch = self
             .pull_consumer()
             .batch()
-            .max_messages(self.options.batch_size)
+            .max_messages(self.pull_size.next())
             .expires(self.options.fetch_wait)
             .messages()
             .await
             .map_err(|e| BusError::js("pulling messages", e))?;
         let mut in_flight: FuturesUnordered<BoxFuture<'_, usize>> = FuturesUnordered::new();
-        let mut batch_done = false;
-        // A batched handler folds one batch at a time, in delivery order; others handle up to
-        // `concurrency` messages at once, each order's one after another.
+        // Delivered, in hand, not started yet.
+        let mut waiting: VecDeque<Message> = VecDeque::new();
+        let mut pull_done = false;
+        let mut failure = None;
         let batched = self.handler.batched();
         let limit = if batched {
             1
@@ -785,76 +896,91 @@ impl Consumer {
             tokio::time::sleep(self.options.shutdown_grace).await;
         };
         tokio::pin!(grace_over);
+        let mut grace_spent = false;
         // The server ends the pull at `fetch_wait`; an end that never arrives (seen on 2.9
         // under load) must not leave a consumer with a backlog idle, so the client gives the
-        // pull up a little after its expiry, as `step` does. Only when a slot is free and
-        // nothing is waiting in the client: the branches are polled in order (`biased`), so a
-        // message already delivered is always taken before the pull is given up.
+        // pull up a little after its expiry, as `step` does. The branches are polled in order
+        // (`biased`), so a message already delivered is always taken before the pull is
+        // given up.
         let pull_given_up = tokio::time::sleep(self.options.fetch_wait + PULL_MARGIN);
         tokio::pin!(pull_given_up);
         loop {
+            while in_flight.len() < limit && !waiting.is_empty() {
+                if batched {
+                    // The batch is what has been delivered by now: one message when the
+                    // consumer keeps up, many when it has a backlog.
+                    let take = waiting.len().min(self.options.batch_size.max(1));
+                    let messages: Vec<Message> = waiting.drain(..take).collect();
+                    in_flight.push(self.process_batch(messages).map(|o| o.len()).boxed());
+                } else if let Some(message) = waiting.pop_front() {
+                    in_flight.push(self.process(message).map(|_| 1).boxed());
+                }
+            }
+            if pull_done && waiting.is_empty() && in_flight.is_empty() {
+                return failure.map_or(Ok(()), Err);
+            }
             tokio::select! {
                 biased;
                 Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                     tracing::trace!(consumer = self.name(), messages = done, "done");
                 }
-                next = batch.next(), if !batch_done && in_flight.len() < limit => match next {
-                    None => batch_done = true,
-                    Some(Ok(message)) if batched => {
-                        // The batch is what has been delivered by now: one message when the
-                        // consumer keeps up, many when it has a backlog.
-                        let mut messages = vec![message];
-                        while messages.len() < self.options.batch_size {
-                            match batch.next().now_or_never() {
-                                Some(Some(Ok(message))) => messages.push(message),
-                                Some(None) => {
-                                    batch_done = true;
-                                    break;
-                                }
-                                Some(Some(Err(error))) => {
-                                    if !is_end_of_pull(&error.to_string()) {
-                                        tracing::warn!(consumer = self.name(), %error,
-                                            "the pull failed; pulling again");
-                                    }
-                                    batch_done = true;
-                                    break;
-                                }
-                                None => break,
-                            }
+                next = batch.next(), if !pull_done => match next {
+                    None => pull_done = true,
+                    Some(Ok(message)) => {
+                        if self.take_in_hand(&message) {
+                            waiting.push_back(message);
                         }
-                        in_flight.push(self.process_batch(messages).map(|o| o.len()).boxed());
                     }
-                    Some(Ok(message)) => in_flight.push(self.process(message).map(|_| 1).boxed()),
-                    Some(Err(error)) if is_end_of_pull(&error.to_string()) => batch_done = true,
+                    Some(Err(error)) if is_end_of_pull(&error.to_string()) => pull_done = true,
                     Some(Err(error)) => {
-                        while in_flight.next().await.is_some() {}
-                        return Err(BusError::js("receiving a message", error).into());
+                        pull_done = true;
+                        failure = Some(BusError::js("receiving a message", error).into());
                     }
                 },
-                () = &mut pull_given_up,
-                    if !batch_done && in_flight.len() < limit && !shutdown.is_cancelled() =>
-                {
+                () = &mut pull_given_up, if !pull_done && !shutdown.is_cancelled() => {
                     tracing::debug!(consumer = self.name(), "the pull did not end on time; pulling again");
-                    batch_done = true;
+                    pull_done = true;
                 }
-                () = &mut grace_over, if !batch_done => {
-                    batch_done = true;
-                    let mut released = 0;
+                () = &mut grace_over, if !grace_spent && (!pull_done || !waiting.is_empty()) => {
+                    grace_spent = true;
+                    pull_done = true;
                     while let Some(Some(Ok(message))) = batch.next().now_or_never() {
+                        if self.take_in_hand(&message) {
+                            waiting.push_back(message);
+                        }
+                    }
+                    let released = waiting.len();
+                    for message in waiting.drain(..) {
                         self.release(message).await;
-                        released += 1;
                     }
                     tracing::warn!(consumer = self.name(), released, grace = ?self.options.shutdown_grace,
                         "stopping: gave back the messages not started within the grace");
                 }
-                else => return Ok(()),
             }
         }
+    }
+
+    /// Takes a delivered message into hand; false for a redelivery of a message this process
+    /// holds already, which is dropped: the copy in hand settles it (see [`crate::in_hand`]).
+    fn take_in_hand(&self, message: &Message) -> bool {
+        if self.in_hand.take(message) {
+            return true;
+        }
+        metrics::counter!("orderflow_consumer_redelivered_in_hand_total",
+            "consumer" => self.name().to_string())
+        .increment(1);
+        tracing::debug!(
+            consumer = self.name(),
+            stream_sequence = stream_sequence(message),
+            "a redelivery of a message in hand: left to the copy in hand"
+        );
+        false
     }
 
     /// Gives back a message this process will not start (it is stopping): naked with a short
     /// delay, or parked when this was its last allowed delivery.
     async fn release(&self, message: Message) -> Outcome {
+        let sequence = stream_sequence(&message);
         let attempt = message
             .info()
             .map(|info| u64::try_from(info.delivered).unwrap_or(1))
@@ -873,6 +999,7 @@ impl Consumer {
             }
             Outcome::Released
         };
+        self.in_hand.settled(sequence);
         count_outcome(self.name(), &outcome);
         outcome
     }
@@ -883,6 +1010,7 @@ impl Consumer {
     /// orders run concurrently.
     pub fn process(&self, message: Message) -> impl Future<Output = Outcome> + Send + '_ {
         let started = Instant::now();
+        let sequence = stream_sequence(&message);
         let prepared = self.prepare(message, true);
         async move {
             let outcome = match prepared {
@@ -897,6 +1025,10 @@ impl Consumer {
                 } => self.park(&message, attempt, error, "malformed").await,
                 Prepared::Event(event) => self.handle_event(event).await,
             };
+            self.in_hand.settled(sequence);
+            // Handled `concurrency` at a time: one message's share of the time is a part of it.
+            let concurrency = u32::try_from(self.options.concurrency.max(1)).unwrap_or(u32::MAX);
+            self.pull_size.observe(1, started.elapsed() / concurrency);
             count_outcome(self.name(), &outcome);
             metrics::histogram!("orderflow_consumer_message_duration_seconds", "consumer" => self.name().to_string())
                 .record(started.elapsed().as_secs_f64());
@@ -909,6 +1041,7 @@ impl Consumer {
     pub async fn process_batch(&self, messages: Vec<Message>) -> Vec<Outcome> {
         let started = Instant::now();
         let count = messages.len();
+        let sequences: Vec<Option<u64>> = messages.iter().map(stream_sequence).collect();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; count];
         let mut events = Vec::new();
         for (index, message) in messages.into_iter().enumerate() {
@@ -932,18 +1065,11 @@ impl Consumer {
                 .iter()
                 .map(|(_, e)| (e.envelope.clone(), Delivery::live(e.attempt)))
                 .collect();
-            let messages: Vec<&Message> = events.iter().map(|(_, e)| &e.message).collect();
             let handling_started = Instant::now();
             let spans: Vec<&tracing::Span> = events.iter().map(|(_, e)| &e.span).collect();
-            let handling = self.riding_out(input, |input| self.run_batch(input, &spans));
-            let results: Vec<Result<Effects, HandlerError>> =
-                match self.with_progress(&messages, handling).await {
-                    Ok(results) => results,
-                    Err(error) => events
-                        .iter()
-                        .map(|_| Err(HandlerError::retry(&error)))
-                        .collect(),
-                };
+            let results = self
+                .riding_out(input, |input| self.run_batch(input, &spans))
+                .await;
             let duration = handling_started.elapsed();
             let errors: Vec<Option<String>> = results
                 .iter()
@@ -965,6 +1091,10 @@ impl Consumer {
                 outcomes[*index] = Some(outcome);
             }
         }
+        for sequence in sequences {
+            self.in_hand.settled(sequence);
+        }
+        self.pull_size.observe(count, started.elapsed());
         let outcomes: Vec<Outcome> = outcomes
             .into_iter()
             .map(|o| o.unwrap_or(Outcome::Skipped))
@@ -1059,10 +1189,7 @@ impl Consumer {
             .pop()
             .unwrap_or_else(|| Err(HandlerError::retry("the handler answered nothing")))
         };
-        let result = self
-            .with_progress(&[&message], work)
-            .await
-            .unwrap_or_else(|error| Err(HandlerError::retry(error)));
+        let result = work.await;
         drop(lane);
         let duration = handling_started.elapsed();
         let error = result.as_ref().err().map(ToString::to_string);
@@ -1198,29 +1325,6 @@ impl Consumer {
             if started.elapsed() >= self.options.handler_timeout {
                 return results;
             }
-        }
-    }
-
-    /// Runs `work` while telling the server every half ack wait that `messages` are in
-    /// progress, so a slow but live handler is not redelivered to a competing process.
-    async fn with_progress<T>(
-        &self,
-        messages: &[&Message],
-        work: impl Future<Output = T>,
-    ) -> Result<T, String> {
-        let progress = async {
-            loop {
-                tokio::time::sleep(self.options.ack_wait / 2).await;
-                for message in messages {
-                    if let Err(error) = message.ack_with(AckKind::Progress).await {
-                        tracing::debug!(consumer = self.name(), %error, "progress ack failed");
-                    }
-                }
-            }
-        };
-        tokio::select! {
-            result = work => Ok(result),
-            () = progress => Err("the progress loop ended".to_string()),
         }
     }
 

@@ -106,7 +106,10 @@ async fn a_consumer_short_of_cpu_keeps_what_it_holds_and_handles_the_whole_log()
             .unwrap();
         let open = unfinished(&world).await;
         let caught_up = lag.iter().all(|l| {
-            l.exists && l.pending == 0 && l.ack_pending == 0 && l.last_handled_position == Some(head)
+            l.exists
+                && l.pending == 0
+                && l.ack_pending == 0
+                && l.last_handled_position == Some(head)
         });
         if open == 0 && caught_up {
             break;
