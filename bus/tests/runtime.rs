@@ -1,5 +1,10 @@
 //! The consumer runtime against the real NATS: graceful shutdown, lag numbers, the retry
 //! schedule, and consumer settings that NATS 2.9 accepts.
+//!
+//! No test here depends on the machine's speed: a handler that must stay in hand is held by a
+//! gate the test opens, what the runtime tells the server (naks, in-progress acks) is watched
+//! on the acknowledgement subjects, and a bound on time is set far from both a starved
+//! machine and the failure it guards against.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,6 +52,103 @@ impl Handler for Slow {
         tokio::time::sleep(self.delay).await;
         self.done.lock().unwrap().push(event.position.unwrap_or(0));
         Ok(Effects::one("slept"))
+    }
+}
+
+/// Holds every message in hand until the gate is opened, then records what it finished.
+struct Gated {
+    started: Notify,
+    open: tokio::sync::watch::Sender<bool>,
+    done: Mutex<Vec<i64>>,
+}
+
+impl Gated {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            started: Notify::new(),
+            open: tokio::sync::watch::Sender::new(false),
+            done: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn open(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+#[async_trait]
+impl Handler for Gated {
+    fn name(&self) -> &str {
+        "slow"
+    }
+
+    async fn handle(&self, event: &EventEnvelope, _: Delivery) -> Result<Effects, HandlerError> {
+        self.started.notify_one();
+        let mut open = self.open.subscribe();
+        let _ = open.wait_for(|open| *open).await;
+        self.done.lock().unwrap().push(event.position.unwrap_or(0));
+        Ok(Effects::one("held"))
+    }
+}
+
+/// What the consumers of `bus` tell the server about its messages (`-NAK ...`, `+WPI`, `+ACK`),
+/// as published on the acknowledgement subjects of `consumer`, in the order they came.
+struct Acks {
+    seen: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Acks {
+    async fn watch(bus: &orderflow_bus::Bus, consumer: &str) -> Self {
+        use futures::StreamExt;
+        // `$JS.ACK.<stream>.<consumer>....`, with a domain and an account between `ACK` and
+        // the stream on some servers: every ack subject, filtered by the stream's unique name.
+        let ours = format!(".{}.{consumer}.", bus.stream_name());
+        let mut acks = bus.client().subscribe("$JS.ACK.>").await.unwrap();
+        // The subscription is in place once the server has seen it.
+        bus.client().flush().await.unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            while let Some(ack) = acks.next().await {
+                if ack.subject.contains(ours.as_str()) {
+                    let text = String::from_utf8_lossy(&ack.payload).into_owned();
+                    kept.lock().unwrap().push(text);
+                }
+            }
+        });
+        Self { seen, task }
+    }
+
+    /// How many of what was seen so far start with `kind` (`-NAK`, `+WPI`, `+ACK`).
+    fn count(&self, kind: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|ack| ack.starts_with(kind))
+            .count()
+    }
+
+    /// Waits until `count` of `kind` were seen: `what` says what that means.
+    async fn wait_for(&self, kind: &str, count: usize, what: &str) {
+        let within = Duration::from_secs(60);
+        let started = Instant::now();
+        while self.count(kind) < count {
+            assert!(
+                started.elapsed() < within,
+                "{what}: {} of {count} {kind} seen within {within:?} ({:?})",
+                self.count(kind),
+                self.seen.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Acks {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -98,41 +200,55 @@ async fn past_the_shutdown_grace_the_unstarted_rest_is_given_back_at_once() {
     let test = TestBus::fresh().await;
     let events: Vec<_> = (1..=5).map(envelope).collect();
     publish_events(&test.bus, &events).await.unwrap();
-    let slow = Arc::new(Slow {
-        delay: Duration::from_millis(300),
-        started: Notify::new(),
-        done: Mutex::new(Vec::new()),
-    });
+    let acks = Acks::watch(&test.bus, "slow").await;
+    // The first message stays in hand until the rest was given back; the ack wait is long, so
+    // that a message given back with a short nak comes back long before it would.
+    let held = Gated::new();
     let short_grace = ConsumerOptions {
         shutdown_grace: Duration::from_millis(50),
+        ack_wait: Duration::from_secs(300),
+        drain_timeout: Duration::from_secs(60),
         ..options()
     };
     let shutdown = CancellationToken::new();
     let run = tokio::spawn(run_consumer(
-        slow.clone(),
+        held.clone(),
         test.bus.clone(),
-        short_grace,
+        short_grace.clone(),
         shutdown.clone(),
     ));
-    slow.started.notified().await;
+    held.started.notified().await;
     shutdown.cancel();
+    acks.wait_for(
+        "-NAK",
+        4,
+        "the four messages not started within the shutdown grace are given back",
+    )
+    .await;
+    held.open();
     run.await.unwrap().unwrap();
     assert_eq!(
-        *slow.done.lock().unwrap(),
+        *held.done.lock().unwrap(),
         [1],
         "the message in hand was finished"
     );
 
-    // The rest was naked with a short delay, not held until the 30 s ack wait: a new process
+    // The rest was naked with a short delay, not held until the 300 s ack wait: a new process
     // drains it now.
     let started = Instant::now();
-    let consumer = Consumer::bind(slow.clone(), test.bus.clone(), options())
+    let consumer = Consumer::bind(held.clone(), test.bus.clone(), short_grace.clone())
         .await
         .unwrap();
     let report = consumer.drain().await.unwrap();
     assert_eq!(report.handled, 4, "{report:?}");
-    assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(*slow.done.lock().unwrap(), [1, 2, 3, 4, 5]);
+    assert!(
+        started.elapsed() < short_grace.ack_wait / 5,
+        "what was given back comes back after a short nak delay, not after the {:?} ack wait: \
+         it took {:?}",
+        short_grace.ack_wait,
+        started.elapsed()
+    );
+    assert_eq!(*held.done.lock().unwrap(), [1, 2, 3, 4, 5]);
 
     let lag = consumer_info(&test.bus, &["slow"]).await.unwrap();
     assert_eq!((lag[0].pending, lag[0].ack_pending), (0, 0));
@@ -200,10 +316,14 @@ impl Handler for OneAtATime {
 #[tokio::test]
 async fn the_durable_consumer_takes_its_settings_from_the_handler_and_options() {
     let test = TestBus::fresh().await;
-    publish_events(&test.bus, &(1..=30).map(envelope).collect::<Vec<_>>())
+    publish_events(&test.bus, &(1..=MESSAGES).map(envelope).collect::<Vec<_>>())
         .await
         .unwrap();
-    let consumer = Consumer::bind(Arc::new(OneAtATime), test.bus.clone(), options())
+    let patient = ConsumerOptions {
+        drain_timeout: Duration::from_secs(600),
+        ..options()
+    };
+    let consumer = Consumer::bind(Arc::new(OneAtATime), test.bus.clone(), patient)
         .await
         .unwrap();
     let stream = test.bus.stream().await.unwrap();
@@ -222,48 +342,67 @@ async fn the_durable_consumer_takes_its_settings_from_the_handler_and_options() 
     // One in flight: a step gets one message, never the whole batch.
     assert_eq!(consumer.step().await.unwrap().fetched, 1);
     let started = Instant::now();
-    assert_eq!(consumer.drain().await.unwrap().handled, 29);
+    assert_eq!(
+        consumer.drain().await.unwrap().handled,
+        MESSAGES as usize - 1
+    );
+    // Waiting out a step's pull (it expires after 500 ms) for each message would take
+    // MESSAGES / 2 seconds; half of that is far more than the drain takes, starved or not.
+    let waited_out = Duration::from_secs(MESSAGES as u64) / 2;
     assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "one at a time must not wait out a pull per message: {:?}",
+        started.elapsed() < waited_out / 2,
+        "one at a time must not wait out a pull per message (that takes {waited_out:?}): \
+         the drain took {:?}",
         started.elapsed()
     );
     test.cleanup().await.unwrap();
 }
 
+/// How many messages [`the_durable_consumer_takes_its_settings_from_the_handler_and_options`]
+/// drains one at a time.
+const MESSAGES: i64 = 120;
+
 #[tokio::test]
 async fn a_handler_slower_than_the_ack_wait_is_not_redelivered_to_a_competitor() {
     let test = TestBus::fresh().await;
     publish_events(&test.bus, &[envelope(1)]).await.unwrap();
-    let slow = Arc::new(Slow {
-        delay: Duration::from_millis(2500),
-        started: Notify::new(),
-        done: Mutex::new(Vec::new()),
-    });
+    let acks = Acks::watch(&test.bus, "slow").await;
+    let held = Gated::new();
+    // Short enough that the test does not wait long, long enough that a starved machine
+    // sends its in-progress acks in time.
     let options = ConsumerOptions {
-        ack_wait: Duration::from_secs(1),
+        ack_wait: Duration::from_secs(5),
         ..options()
     };
-    let first = Consumer::bind(slow.clone(), test.bus.clone(), options.clone())
+    let first = Consumer::bind(held.clone(), test.bus.clone(), options.clone())
         .await
         .unwrap();
-    let second = Consumer::bind(slow.clone(), test.bus.clone(), options)
+    let second = Consumer::bind(held.clone(), test.bus.clone(), options)
         .await
         .unwrap();
     let working = tokio::spawn(async move { first.step().await.unwrap() });
-    slow.started.notified().await;
+    held.started.notified().await;
+    // The competitor keeps asking while the handler holds the message for longer than the ack
+    // wait: four in-progress acks (the runtime sends at least two per ack wait) span more
+    // than one.
     let mut stolen = 0;
-    let until = Instant::now() + Duration::from_millis(2300);
-    while Instant::now() < until {
+    let started = Instant::now();
+    while acks.count("+WPI") < 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the runtime sent {} in-progress acks in 120 s for a message in hand (ack wait 5 s)",
+            acks.count("+WPI")
+        );
         stolen += second.step().await.unwrap().fetched;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    held.open();
     assert_eq!(working.await.unwrap().handled, 1);
     assert_eq!(
         stolen, 0,
         "in-progress acks kept the message with its live handler"
     );
-    assert_eq!(*slow.done.lock().unwrap(), [1]);
+    assert_eq!(*held.done.lock().unwrap(), [1]);
     test.cleanup().await.unwrap();
 }
 
@@ -281,8 +420,10 @@ async fn messages_waiting_behind_a_busy_handler_are_handled_not_abandoned() {
         done: Mutex::new(Vec::new()),
     });
     // One slot, a short pull: the pull's expiry passes while most of the batch still waits.
+    // A long ack wait: a message abandoned would come back only after it.
     let short_pull = ConsumerOptions {
         fetch_wait: Duration::from_millis(100),
+        ack_wait: Duration::from_secs(300),
         ..options()
     };
     let shutdown = CancellationToken::new();
@@ -295,8 +436,9 @@ async fn messages_waiting_behind_a_busy_handler_are_handled_not_abandoned() {
     let started = Instant::now();
     while slow.done.lock().unwrap().len() < 6 {
         assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "only {:?} handled within 10 s (the ack wait is 30 s)",
+            started.elapsed() < Duration::from_secs(60),
+            "only {:?} handled within 60 s: messages waiting behind the busy handler were \
+             abandoned (they come back after the 300 s ack wait)",
             slow.done.lock().unwrap()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
