@@ -2,7 +2,6 @@
 //! request (as scripted, if asked to) and records the `Idempotency-Key` each one carried.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -11,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub enum Answer {
     /// This status, with a JSON body `{"tracking_number": "<prefix><key>"}`.
     Status(u16),
-    /// Nothing for 5 s (longer than a client's timeout in the tests), then 200.
+    /// No answer at all: the request is held until the client gives up (its timeout).
     Hang,
 }
 
@@ -65,8 +64,9 @@ impl Recorder {
                     let status = match answer {
                         Answer::Status(status) => status,
                         Answer::Hang => {
-                            tokio::time::sleep(Duration::from_secs(5)).await;
-                            200
+                            // Until the client hangs up: then reading finds the end.
+                            let _ = socket.read(&mut [0u8; 1]).await;
+                            return;
                         }
                     };
                     let body = format!("{{\"tracking_number\":\"{prefix}{key}\"}}");
