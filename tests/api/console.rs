@@ -127,7 +127,7 @@ async fn the_live_feed_needs_the_token_and_counts_what_is_published() {
     app.place_order().await;
     let head = app.number_events().await;
     let mut stream = open_stream(&app).await;
-    let first = ticks_until(&mut stream, Duration::from_secs(10), |_| true).await;
+    let first = ticks_until(&mut stream, Duration::from_secs(60), |_| true).await;
     let first = &first[0];
     assert_eq!(first["position"], head);
     assert_eq!(first["events"].as_array().unwrap().len(), 2, "{first}");
@@ -149,7 +149,7 @@ async fn the_live_feed_needs_the_token_and_counts_what_is_published() {
         placed.push(app.place_order().await.0.to_string());
     }
     let numbered = app.number_events().await;
-    let ticks = ticks_until(&mut stream, Duration::from_secs(15), |t| {
+    let ticks = ticks_until(&mut stream, Duration::from_secs(60), |t| {
         t["position"].as_i64() == Some(numbered)
     })
     .await;
@@ -173,14 +173,14 @@ async fn the_live_feed_needs_the_token_and_counts_what_is_published() {
 async fn the_live_feed_ends_when_the_gateway_stops() {
     let mut app = spawn_admin_app(|state| state).await;
     let mut stream = open_stream(&app).await;
-    ticks_until(&mut stream, Duration::from_secs(10), |_| true).await;
+    ticks_until(&mut stream, Duration::from_secs(60), |_| true).await;
     app.shutdown.cancel();
     let server = app.server.take().expect("the server task");
-    tokio::time::timeout(Duration::from_secs(10), server)
+    tokio::time::timeout(Duration::from_secs(60), server)
         .await
         .expect("a graceful stop does not wait for the console")
         .expect("the server task ends");
-    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+    let ended = tokio::time::timeout(Duration::from_secs(60), async {
         while let Ok(Some(_)) = stream.chunk().await {}
     })
     .await;

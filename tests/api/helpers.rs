@@ -249,13 +249,13 @@ pub(crate) async fn raw_http(app: &TestApp, request: &[u8]) -> String {
     stream.write_all(request).await.expect("send the request");
     let mut answer = Vec::new();
     let read = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
+        std::time::Duration::from_secs(60),
         stream.read_to_end(&mut answer),
     )
     .await;
     assert!(
         read.is_ok(),
-        "the gateway did not close the connection within 5 s"
+        "the gateway did not close the connection within 60 s"
     );
     String::from_utf8_lossy(&answer).into_owned()
 }

@@ -1,7 +1,7 @@
 //! Routing and operations: unknown paths, wrong methods, health, readiness, and graceful
 //! shutdown that drains requests in flight.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -146,11 +146,32 @@ async fn shutdown_drains_requests_in_flight() {
     let url = app.url(&format!("/v1/orders/{id}"));
     let client = app.client.clone();
     let in_flight = tokio::spawn(async move { client.get(url).send().await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The request is in flight once the gateway waits for the lock on the events table.
+    wait_until(
+        "the read waiting inside the gateway for the lock on the events table",
+        || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = $1 AND wait_event_type = 'Lock'",
+            )
+            .bind(&app.db.name)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap()
+                > 0
+        },
+    )
+    .await;
 
     app.shutdown.cancel();
     let server = app.server.take().unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The gateway has seen the shutdown once it stops accepting connections; from then on
+    // only the request in flight keeps it running.
+    let address = app.address.trim_start_matches("http://").to_string();
+    wait_until("the gateway refusing new connections", || async {
+        tokio::net::TcpStream::connect(&address).await.is_err()
+    })
+    .await;
     assert!(
         !server.is_finished(),
         "the server waits for the request in flight"
@@ -162,7 +183,7 @@ async fn shutdown_drains_requests_in_flight() {
         .unwrap()
         .expect("the request in flight is answered");
     assert_eq!(response.status(), StatusCode::OK);
-    tokio::time::timeout(Duration::from_secs(5), server)
+    tokio::time::timeout(Duration::from_secs(60), server)
         .await
         .expect("the server stops once drained")
         .unwrap();
@@ -181,5 +202,19 @@ async fn serving_on_a_taken_address_is_a_bind_error() {
         Err(orderflow_gateway::GatewayError::Bind { addr, .. }) => assert_eq!(addr, taken),
         Err(other) => panic!("unexpected error {other}"),
         Ok((bound, _)) => panic!("bound {bound}, which is taken"),
+    }
+}
+
+/// Checks `condition` every 20 ms until it holds; fails the test, saying what was awaited, when
+/// it does not within a minute.
+async fn wait_until<F, Fut>(what: &str, condition: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !condition().await {
+        assert!(Instant::now() < deadline, "waited a minute for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
