@@ -2,7 +2,7 @@
 //! rows the live fold holds, the live projection answers throughout, events written meanwhile
 //! appear after the swap, and a killed fold resumes without missing or doubled rows.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use orderflow_bus::{Delivery, Handler, HandlerError};
 use orderflow_projections::order_summary::{list_orders, OrderFilter};
 use orderflow_projections::projection::{checkpoint, Tables};
 use orderflow_projections::rebuild::{
-    ensure_current, list, rebuild, ProjectionState, RebuildOptions,
+    ensure_current, list, rebuild, Phase, ProjectionState, RebuildOptions,
 };
 use orderflow_projections::{
     AnalyticsProjection, OrderSummaryProjection, ProjectionError, ProjectionHandler,
@@ -170,35 +170,38 @@ async fn the_live_projection_answers_during_a_rebuild_and_later_orders_appear_af
     let summary = ProjectionHandler::new(pool.clone(), Arc::new(OrderSummaryProjection));
     drain(&pool, &summary).await;
 
-    let rebuilding = Arc::new(AtomicBool::new(true));
-    let rebuild_task = {
-        let pool = pool.clone();
-        let rebuilding = Arc::clone(&rebuilding);
-        tokio::spawn(async move {
-            let slow = |_: orderflow_projections::Progress| {
-                // Slow the fold down so the rest of the test runs while it is in progress.
-                std::thread::sleep(Duration::from_millis(15));
-            };
-            let report = rebuild(
-                &pool,
-                &OrderSummaryProjection,
-                RebuildOptions {
-                    verify_only: false,
-                    batch_size: 20,
-                },
-                &slow,
-            )
-            .await;
-            rebuilding.store(false, Ordering::SeqCst);
-            report
-        })
+    // The rebuild is driven here, not spawned: once it reports that it has folded the log up
+    // to its target (it goes on to index the shadow tables), it is simply not polled while
+    // the rest of the test works; then it is resumed. No timing decides what overlaps.
+    let (progress, mut reported) = tokio::sync::mpsc::unbounded_channel();
+    let report_progress = move |p: orderflow_projections::Progress| {
+        let _ = progress.send(p);
     };
+    let rebuilding = rebuild(
+        &pool,
+        &OrderSummaryProjection,
+        RebuildOptions {
+            verify_only: false,
+            batch_size: 20,
+        },
+        &report_progress,
+    );
+    tokio::pin!(rebuilding);
+    loop {
+        tokio::select! {
+            biased;
+            Some(p) = reported.recv() => if p.phase == Phase::Indexing {
+                break;
+            },
+            report = &mut rebuilding => panic!("the rebuild ended before it indexed: {report:?}"),
+        }
+    }
 
-    // While it runs: place more orders, let the live consumer fold them, and query.
+    // While it is in progress: place more orders, let the live consumer fold them, and query.
     let mut queries_during_rebuild = 0;
     let mut during = Vec::new();
     let mut i = 400;
-    while rebuilding.load(Ordering::SeqCst) {
+    for _ in 0..3 {
         during.extend(live_orders(&world.store, i..i + 5).await);
         i += 5;
         number_events(&pool).await;
@@ -212,12 +215,22 @@ async fn the_live_projection_answers_during_a_rebuild_and_later_orders_appear_af
         )
         .await
         .expect("the live projection answers during the rebuild");
-        if rebuilding.load(Ordering::SeqCst) {
-            queries_during_rebuild += 1;
-            assert!(page.orders.len() >= 400);
-        }
+        assert!(page.orders.len() >= 400);
+        let state = list(&pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|s| s.name == "order-summary")
+            .unwrap()
+            .state;
+        assert_eq!(
+            state,
+            ProjectionState::Rebuilding,
+            "the rebuild is in progress"
+        );
+        queries_during_rebuild += 1;
     }
-    let report = rebuild_task.await.unwrap().unwrap();
+    let report = rebuilding.await.unwrap();
     assert!(report.swapped);
     assert!(
         queries_during_rebuild >= 3,
@@ -266,20 +279,27 @@ async fn a_fold_killed_mid_batch_resumes_with_no_missing_and_no_doubled_rows() {
     assert_eq!(count(&pool, "order_summary").await, 0);
     assert_eq!(count(&pool, "analytics_orders").await, 0);
 
-    // A consumer task aborted at a random point of its work, several times over; each
-    // restart gets every event redelivered from the start, as after a crash with nothing acked.
-    for (round, kill_after) in [7u64, 23, 61, 140].into_iter().enumerate() {
+    // A consumer task aborted in the middle of its work, at a different point each time;
+    // each restart gets every event redelivered from the start, as after a crash with nothing
+    // acked. The task says how many events it has handled; it is aborted once that reaches
+    // `kill_after`, while it is at the next one.
+    for (round, kill_after) in [7usize, 23, 61, 140].into_iter().enumerate() {
         let pool = pool.clone();
         let events = events.clone();
+        let (handled, mut progress) = tokio::sync::watch::channel(0usize);
         let task = tokio::spawn(async move {
             let handlers = handlers(&pool);
-            for event in &events {
+            for (n, event) in events.iter().enumerate() {
                 for handler in &handlers {
                     handler.handle(event, Delivery::live(1)).await.unwrap();
                 }
+                handled.send_replace(n + 1);
             }
         });
-        tokio::time::sleep(Duration::from_millis(kill_after)).await;
+        progress
+            .wait_for(|handled| *handled >= kill_after)
+            .await
+            .expect("the task handles events until it is aborted");
         task.abort();
         let _ = task.await;
         let at = checkpoint(world.pool(), OrderSummaryProjection::NAME)
@@ -507,40 +527,41 @@ async fn an_interrupted_rebuild_leaves_the_live_projection_serving_and_the_next_
     let summary = ProjectionHandler::new(pool.clone(), Arc::new(OrderSummaryProjection));
     drain(&pool, &summary).await;
 
-    let started = Arc::new(AtomicBool::new(false));
-    let task = {
-        let pool = pool.clone();
-        let started = Arc::clone(&started);
-        tokio::spawn(async move {
-            let slow = move |_: orderflow_projections::Progress| {
-                started.store(true, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(20));
-            };
-            rebuild(
-                &pool,
-                &OrderSummaryProjection,
-                RebuildOptions {
-                    verify_only: false,
-                    batch_size: 10,
-                },
-                &slow,
-            )
-            .await
-        })
+    // Driven here until it has folded a few batches, then dropped where it stands (as an
+    // aborted task or a cancelled request drops it).
+    let (progress, mut reported) = tokio::sync::mpsc::unbounded_channel();
+    let report_progress = move |p: orderflow_projections::Progress| {
+        let _ = progress.send(p);
     };
-    while !started.load(Ordering::SeqCst) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    {
+        let rebuilding = rebuild(
+            &pool,
+            &OrderSummaryProjection,
+            RebuildOptions {
+                verify_only: false,
+                batch_size: 10,
+            },
+            &report_progress,
+        );
+        tokio::pin!(rebuilding);
+        loop {
+            tokio::select! {
+                biased;
+                Some(p) = reported.recv() => if p.phase == Phase::Folding && p.done >= 30 {
+                    break;
+                },
+                report = &mut rebuilding => panic!("the rebuild ended before it was interrupted: {report:?}"),
+            }
+        }
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    task.abort();
-    assert!(task.await.unwrap_err().is_cancelled());
 
     // The live table is whole and still answers; the lock died with the rebuild.
     assert_eq!(count(&pool, "order_summary").await, 200);
-    let mut state = ProjectionState::Rebuilding;
-    for _ in 0..100 {
+    // PostgreSQL releases the lock once it sees the rebuild's connection closed.
+    let started = std::time::Instant::now();
+    loop {
         let statuses = list(&pool).await.unwrap();
-        state = statuses
+        let state = statuses
             .iter()
             .find(|s| s.name == "order-summary")
             .unwrap()
@@ -548,9 +569,12 @@ async fn an_interrupted_rebuild_leaves_the_live_projection_serving_and_the_next_
         if state == ProjectionState::Interrupted {
             break;
         }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the interrupted rebuild still counts as {state:?} after 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(state, ProjectionState::Interrupted);
     let report = rebuild(
         &pool,
         &OrderSummaryProjection,
