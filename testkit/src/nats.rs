@@ -19,6 +19,8 @@ use crate::process::free_port;
 pub struct NatsServer {
     port: u16,
     store: PathBuf,
+    /// Arguments given to every start, besides the port and the store.
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -39,14 +41,25 @@ impl NatsServer {
     /// # Panics
     /// When `nats-server` cannot be started, with how to install it.
     pub async fn start() -> Self {
+        Self::start_on(free_port(), &[]).await
+    }
+
+    /// Starts a server on `port` (one a test picked before, say to start a client first) with
+    /// `extra` arguments (such as `--user` and `--pass`), and waits until it accepts
+    /// connections.
+    ///
+    /// # Panics
+    /// When `nats-server` cannot be started, with how to install it.
+    pub async fn start_on(port: u16, extra: &[&str]) -> Self {
         let store = std::env::temp_dir().join(format!(
             "orderflow-test-nats-{}",
             uuid::Uuid::new_v4().simple()
         ));
         std::fs::create_dir_all(&store).expect("creating the NATS store folder");
         let mut server = Self {
-            port: free_port(),
+            port,
             store,
+            extra: extra.iter().map(|arg| arg.to_string()).collect(),
             child: None,
         };
         server.restart().await;
@@ -89,10 +102,10 @@ impl NatsServer {
     /// waits until it accepts connections.
     ///
     /// # Panics
-    /// When it does not start within 10 s.
+    /// When it does not start within 60 s.
     pub async fn restart(&mut self) {
         self.kill();
-        self.child = Some(spawn_nats_server(self.port, &self.store, &[]));
+        self.child = Some(spawn_nats_server(self.port, &self.store, &self.extra));
         wait_until_listening(self.port).await;
     }
 }
@@ -122,13 +135,16 @@ fn spawn_nats_server(port: u16, store: &Path, extra: &[String]) -> Child {
 /// Waits until something accepts connections on 127.0.0.1:`port`.
 ///
 /// # Panics
-/// When nothing does within 10 s.
+/// When nothing does within 60 s.
 async fn wait_until_listening(port: u16) {
     let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
         assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "nats-server did not listen on port {port} within 10 s"
+            started.elapsed() < Duration::from_secs(60),
+            "nats-server did not listen on port {port} within 60 s"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -259,7 +259,7 @@ impl PostgresServer {
     ///
     /// # Panics
     /// When the server's processes do not end within 30 s.
-    pub fn kill(&mut self) {
+    pub async fn kill(&mut self) {
         let pid_file = self.data().join("postmaster.pid");
         let Some(pid) = std::fs::read_to_string(&pid_file)
             .ok()
@@ -279,7 +279,7 @@ impl PostgresServer {
                 started.elapsed() < Duration::from_secs(30),
                 "PostgreSQL (pid {pid}) still runs 30 s after SIGKILL"
             );
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.running = false;
     }
