@@ -33,7 +33,7 @@ struct Serve {
 
 impl Serve {
     /// Starts it with JSON logs (where the banner is a log line too) and `env`.
-    fn start(world: &World, env: &[(&str, &str)]) -> Self {
+    async fn start(world: &World, env: &[(&str, &str)]) -> Self {
         let mut command: Command = orderflow!(world)
             .env("ORDERFLOW_DATABASE_MAX_CONNECTIONS", "8")
             .env("ORDERFLOW_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -79,7 +79,7 @@ impl Serve {
                 Instant::now() < deadline,
                 "serve did not start within a minute"
             );
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -239,11 +239,11 @@ fn missing_from_logs(lines: &[Value], trace_id: &str) -> Vec<String> {
     missing
 }
 
-/// Waits (at most 10 s: a consumer's line follows its ack) until the logs hold lines of the
+/// Waits (at most 60 s: a consumer's line follows its ack) until the logs hold lines of the
 /// gateway and of every consumer under each of `trace_ids`, and checks that every line
 /// written inside a span has a trace id.
 async fn wait_for_lines(serve: &Serve, trace_ids: &[String]) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let lines = serve.json_lines();
         let missing: Vec<(&String, Vec<String>)> = trace_ids
@@ -274,7 +274,7 @@ async fn wait_for_lines(serve: &Serve, trace_ids: &[String]) {
 #[tokio::test]
 async fn json_logs_of_the_gateway_and_every_consumer_share_the_orders_trace_id() {
     let world = World::new().await;
-    let serve = Serve::start(&world, &[("RUST_LOG", "info,sqlx=warn")]);
+    let serve = Serve::start(&world, &[("RUST_LOG", "info,sqlx=warn")]).await;
     let http = reqwest::Client::new();
 
     // A client that sends its own trace context: the order's trace is the client's.
@@ -351,7 +351,8 @@ async fn spans_are_exported_over_otlp_and_share_the_orders_trace() {
             ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
             ("RUST_LOG", "info,sqlx=warn"),
         ],
-    );
+    )
+    .await;
     let http = reqwest::Client::new();
     let order = place(&http, &serve.base, "SKU-OTLP", None).await;
     wait_until_shipped_and_drained(&http, &serve.base, &order).await;
