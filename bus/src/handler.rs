@@ -104,6 +104,16 @@ pub trait Handler: Send + Sync + 'static {
         false
     }
 
+    /// How many batches of a [`Handler::batched`] handler one process runs at once (default
+    /// 1: one batch at a time, in delivery order, as projections need). More than one suits a
+    /// handler whose batches wait on a partner (a carrier, a mail service): the runtime keeps
+    /// pulling while batches run, forms each new batch from messages of orders that have
+    /// nothing in flight (each order's messages one after another, in delivery order), and
+    /// settles each batch when it is done, so a slow call holds up only its own batch.
+    fn batches_in_flight(&self) -> usize {
+        1
+    }
+
     /// The position up to which this consumer has handled every event, when it keeps such a
     /// record (a projection's checkpoint). A durable consumer that is gone (deleted, or lost
     /// with the stream) is created again to resume after it instead of at the start of the

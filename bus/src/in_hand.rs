@@ -84,6 +84,14 @@ impl InHand {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
     }
 
+    /// Every message in hand, taken out of it (to be given back on a stop).
+    pub(crate) fn take_all(&self) -> Vec<Message> {
+        self.messages()
+            .drain()
+            .map(|(_, message)| message)
+            .collect()
+    }
+
     /// How many messages are in hand.
     pub(crate) fn len(&self) -> usize {
         self.messages().len()

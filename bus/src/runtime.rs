@@ -74,7 +74,7 @@
 //! server gave up on anyway (a process killed on the last delivery, an outside nak). Parking
 //! twice stores one dead letter (`Nats-Msg-Id: <consumer>:<stream sequence>`).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -864,31 +864,38 @@ impl Consumer {
         }
     }
 
-    /// One pull: asks for as many messages as fit one ack wait ([`PullSize`]), takes
-    /// each into hand as soon as it is delivered (from then on it is kept in progress, see
-    /// [`crate::in_hand`]), and handles them: a batched handler one batch at a time, in
-    /// delivery order, others up to `concurrency` at once, each order's one after another.
-    /// Returns once the pull has ended and everything it delivered is settled.
+    /// Pulls and handles messages: takes each into hand as soon as it is delivered (from then
+    /// on it is kept in progress, see [`crate::in_hand`]) and handles them: a batched handler
+    /// a batch at a time, in delivery order, others up to `concurrency` at once, each order's
+    /// one after another.
+    ///
+    /// With one batch in flight (most handlers) this is one pull, of as many messages as fit
+    /// one ack wait ([`PullSize`]), and it returns once everything the pull delivered is
+    /// settled. A handler with several batches in flight ([`Handler::batches_in_flight`], the
+    /// ones that wait on a partner) keeps pulling while its batches run, as long as fewer
+    /// than its `max_ack_pending` messages are in hand, and forms each new batch from the
+    /// messages of orders that have nothing in flight; it returns on shutdown or when a pull
+    /// fails, once what it holds is settled or given back.
     async fn pull_and_process(&self, shutdown: &CancellationToken) -> Result<(), RuntimeError> {
-        let mut batch = self
-            .pull_consumer()
-            .batch()
-            .max_messages(self.pull_size.next())
-            .expires(self.options.fetch_wait)
-            .messages()
-            .await
-            .map_err(|e| BusError::js("pulling messages", e))?;
-        let mut in_flight: FuturesUnordered<BoxFuture<'_, usize>> = FuturesUnordered::new();
-        // Delivered, in hand, not started yet.
-        let mut waiting: VecDeque<Message> = VecDeque::new();
-        let mut pull_done = false;
-        let mut failure = None;
         let batched = self.handler.batched();
+        let batches = self.handler.batches_in_flight().max(1);
+        let continuous = batched && batches > 1;
         let limit = if batched {
-            1
+            batches
         } else {
             self.options.concurrency.max(1)
         };
+        let cap = usize::try_from(self.handler.max_ack_pending())
+            .unwrap_or(usize::MAX)
+            .max(1);
+        let mut pull: Option<pull::Batch> = None;
+        let mut pulled_once = false;
+        let mut in_flight: FuturesUnordered<BoxFuture<'_, Vec<String>>> = FuturesUnordered::new();
+        // Delivered, in hand, not started yet.
+        let mut waiting: VecDeque<Message> = VecDeque::new();
+        // The orders with a batch in flight (several batches in flight only).
+        let mut busy: HashSet<String> = HashSet::new();
+        let mut failure: Option<RuntimeError> = None;
         // A shutdown does not cut the pull short: what it still delivers was delivered to
         // this process and is handled (see the module doc). Past the grace, the rest goes back.
         let grace_over = async {
@@ -897,7 +904,7 @@ impl Consumer {
         };
         tokio::pin!(grace_over);
         let mut grace_spent = false;
-        // The server ends the pull at `fetch_wait`; an end that never arrives (seen on 2.9
+        // The server ends a pull at `fetch_wait`; an end that never arrives (seen on 2.9
         // under load) must not leave a consumer with a backlog idle, so the client gives the
         // pull up a little after its expiry, as `step` does. The branches are polled in order
         // (`biased`), so a message already delivered is always taken before the pull is
@@ -905,57 +912,122 @@ impl Consumer {
         let pull_given_up = tokio::time::sleep(self.options.fetch_wait + PULL_MARGIN);
         tokio::pin!(pull_given_up);
         loop {
+            let stopping = shutdown.is_cancelled();
+            let database_away = self
+                .options
+                .database
+                .as_ref()
+                .is_some_and(DatabaseHealth::is_down);
+            if pull.is_none()
+                && failure.is_none()
+                && !stopping
+                && !database_away
+                && (!pulled_once || continuous)
+                && self.in_hand.len() < cap
+            {
+                let max = if continuous {
+                    self.options.batch_size.min(cap - self.in_hand.len())
+                } else {
+                    self.pull_size.next()
+                };
+                pulled_once = true;
+                match self
+                    .pull_consumer()
+                    .batch()
+                    .max_messages(max.max(1))
+                    .expires(self.options.fetch_wait)
+                    .messages()
+                    .await
+                {
+                    Ok(opened) => {
+                        pull = Some(opened);
+                        pull_given_up.as_mut().reset(
+                            tokio::time::Instant::now() + self.options.fetch_wait + PULL_MARGIN,
+                        );
+                    }
+                    Err(error) => failure = Some(BusError::js("pulling messages", error).into()),
+                }
+            }
             while in_flight.len() < limit && !waiting.is_empty() {
-                if batched {
+                if continuous {
+                    let messages =
+                        take_free_orders(&mut waiting, &mut busy, self.options.batch_size);
+                    if messages.is_empty() {
+                        break;
+                    }
+                    let keys: Vec<String> = messages.iter().map(order_key).collect();
+                    in_flight.push(self.process_batch(messages).map(|_| keys).boxed());
+                } else if batched {
                     // The batch is what has been delivered by now: one message when the
                     // consumer keeps up, many when it has a backlog.
                     let take = waiting.len().min(self.options.batch_size.max(1));
                     let messages: Vec<Message> = waiting.drain(..take).collect();
-                    in_flight.push(self.process_batch(messages).map(|o| o.len()).boxed());
+                    in_flight.push(self.process_batch(messages).map(|_| Vec::new()).boxed());
                 } else if let Some(message) = waiting.pop_front() {
-                    in_flight.push(self.process(message).map(|_| 1).boxed());
+                    in_flight.push(self.process(message).map(|_| Vec::new()).boxed());
                 }
             }
-            if pull_done && waiting.is_empty() && in_flight.is_empty() {
+            let done_pulling = !continuous || stopping || failure.is_some();
+            if pull.is_none() && waiting.is_empty() && in_flight.is_empty() && done_pulling {
                 return failure.map_or(Ok(()), Err);
             }
             tokio::select! {
                 biased;
-                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                    tracing::trace!(consumer = self.name(), messages = done, "done");
+                Some(keys) = in_flight.next(), if !in_flight.is_empty() => {
+                    for key in keys {
+                        busy.remove(&key);
+                    }
                 }
-                next = batch.next(), if !pull_done => match next {
-                    None => pull_done = true,
+                next = next_message(&mut pull) => match next {
+                    None => pull = None,
                     Some(Ok(message)) => {
                         if self.take_in_hand(&message) {
                             waiting.push_back(message);
                         }
                     }
-                    Some(Err(error)) if is_end_of_pull(&error.to_string()) => pull_done = true,
+                    Some(Err(error)) if is_end_of_pull(&error.to_string()) => pull = None,
                     Some(Err(error)) => {
-                        pull_done = true;
+                        pull = None;
                         failure = Some(BusError::js("receiving a message", error).into());
                     }
                 },
-                () = &mut pull_given_up, if !pull_done && !shutdown.is_cancelled() => {
+                () = &mut pull_given_up, if pull.is_some() && !stopping => {
                     tracing::debug!(consumer = self.name(), "the pull did not end on time; pulling again");
-                    pull_done = true;
+                    pull = None;
                 }
-                () = &mut grace_over, if !grace_spent && (!pull_done || !waiting.is_empty()) => {
+                () = &mut grace_over, if !grace_spent => {
                     grace_spent = true;
-                    pull_done = true;
-                    while let Some(Some(Ok(message))) = batch.next().now_or_never() {
-                        if self.take_in_hand(&message) {
-                            waiting.push_back(message);
+                    if let Some(mut open) = pull.take() {
+                        while let Some(Some(Ok(message))) = open.next().now_or_never() {
+                            if self.take_in_hand(&message) {
+                                waiting.push_back(message);
+                            }
                         }
                     }
-                    let released = waiting.len();
+                    let mut released = waiting.len();
                     for message in waiting.drain(..) {
                         self.release(message).await;
                     }
-                    tracing::warn!(consumer = self.name(), released, grace = ?self.options.shutdown_grace,
-                        "stopping: gave back the messages not started within the grace");
+                    // A handler that waits on a partner has its batches still running
+                    // abandoned (a partner that does not answer must not hold the stop): its
+                    // effects are idempotent, and what it held goes back to be done again.
+                    // Other handlers finish what they started.
+                    if continuous && !in_flight.is_empty() {
+                        in_flight = FuturesUnordered::new();
+                        busy.clear();
+                        for message in self.in_hand.take_all() {
+                            self.release(message).await;
+                            released += 1;
+                        }
+                    }
+                    if released > 0 {
+                        tracing::warn!(consumer = self.name(), released, grace = ?self.options.shutdown_grace,
+                            "stopping: gave back the messages not done within the grace");
+                    }
                 }
+                // Nothing to wait for but the chance to pull again (the database away, or as
+                // many messages in hand as may be).
+                () = tokio::time::sleep(self.options.fetch_wait), if continuous && pull.is_none() => {}
             }
         }
     }
@@ -1633,6 +1705,47 @@ async fn first_start(
             DeliverPolicy::ByStartTime { start_time }
         }
     })
+}
+
+/// The next message of the open pull; pending forever when none is open.
+async fn next_message(
+    pull: &mut Option<pull::Batch>,
+) -> Option<Result<Message, async_nats::Error>> {
+    match pull {
+        Some(open) => open.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The order a message is about: its subject without the event type
+/// (`<prefix>.<order_id>`).
+fn order_key(message: &Message) -> String {
+    let subject = message.subject.as_str();
+    subject
+        .rsplit_once('.')
+        .map_or(subject, |(order, _)| order)
+        .to_string()
+}
+
+/// Takes from `waiting`, in delivery order, up to `largest` messages of orders that have
+/// nothing in flight (`busy`), one per order, and marks their orders busy; the others stay,
+/// in order, for a later batch.
+fn take_free_orders(
+    waiting: &mut VecDeque<Message>,
+    busy: &mut HashSet<String>,
+    largest: usize,
+) -> Vec<Message> {
+    let mut taken = Vec::new();
+    let mut kept = VecDeque::with_capacity(waiting.len());
+    for message in waiting.drain(..) {
+        if taken.len() < largest.max(1) && busy.insert(order_key(&message)) {
+            taken.push(message);
+        } else {
+            kept.push_back(message);
+        }
+    }
+    *waiting = kept;
+    taken
 }
 
 /// True for JetStream's "consumer not found" / "stream not found" answers.
