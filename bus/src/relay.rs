@@ -22,8 +22,16 @@
 //!
 //! The relay also keeps the stream whole: when it takes the lock, after every failed round and
 //! every `check_every`, it checks that the stream still holds its checkpoint and re-publishes
-//! from the store what the broker lost ([`crate::stream_check`]).
+//! from the store what the broker lost ([`crate::stream_check`]). It checks at once, not at the
+//! next `check_every`, when the broker changed under it: before it publishes anything after
+//! its client connected again, and when its look at the stream's state (every
+//! `fallback_tick`) shows a change its own publishes do not explain. A broker that came back
+//! with its streams created again but empty (another process created them first) fails no
+//! publish, so only these tell. A batch whose acks are still awaited when the client
+//! connects again fails at once instead of waiting out the request timeout for acks that a
+//! lost server will never send.
 
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
@@ -33,7 +41,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::{Bus, BusError};
-use crate::stream_check::{repair_tail, POSITION_HEADER};
+use crate::stream_check::{self, repair_tail, StreamWatch, POSITION_HEADER};
 
 /// The advisory lock key every relay of one database competes for ("orderflo" in ASCII).
 pub const RELAY_LOCK_KEY: i64 = 0x6f72_6465_7266_6c6f;
@@ -57,6 +65,9 @@ const TRACE_CLEANUP_EVERY: Duration = Duration::from_secs(600);
 
 /// Rows one statement of the trace cleanup removes.
 const TRACE_CLEANUP_BATCH: i64 = 5_000;
+
+/// How often a publish waiting for its acks looks whether the client connected again.
+const RECONNECT_POLL: Duration = Duration::from_millis(100);
 
 /// Why the relay stopped or a publish failed.
 #[derive(Debug, thiserror::Error)]
@@ -99,9 +110,10 @@ pub struct RelayOptions {
     /// before the next round: fewer, larger rounds under load, at most this much added
     /// latency.
     pub gather: Duration,
-    /// How often the lock holder checks that the stream still holds its checkpoint (it also
-    /// checks when it takes the lock and after every failed round) and repairs it from the
-    /// store when not.
+    /// How often the lock holder checks that the stream still holds its checkpoint and
+    /// repairs it from the store when not. It also checks when it takes the lock, after every
+    /// failed round, when its client connected again, and when a look at the stream's state
+    /// (every `fallback_tick`) shows a change its publishes do not explain.
     pub check_every: Duration,
     /// How long step records and publication rows (an order's trace) are kept; the lock
     /// holder removes older ones in the background.
@@ -192,14 +204,28 @@ async fn lead(
     let mut position = checkpoint(&mut lock, bus.stream_name()).await?;
     // At start and after a failed round (a missing stream fails the round): the stream must
     // hold what the checkpoint says was published.
-    repair_tail(pool, bus, position).await?;
+    let mut watch = StreamWatch::new(bus);
+    check_stream(pool, bus, position, &mut watch, None).await?;
     let mut check = tokio::time::interval(options.check_every);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     check.tick().await;
+    // A look at the stream's state every fallback tick: a change the relay's own publishes
+    // do not explain is checked at once, not at the next periodic check.
+    let mut look = tokio::time::interval(options.fallback_tick);
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    look.tick().await;
     // The trace cleanup runs beside the publishing, on the pool, while this relay leads.
     let publishing = async {
         loop {
+            // Connected again (to a server that came back, perhaps with an empty or older
+            // store, its streams perhaps created again by another process): the stream is
+            // checked before anything more is published to it.
+            if watch.reconnected(bus) {
+                let reason = "the connection to NATS was made again";
+                check_stream(pool, bus, position, &mut watch, Some(reason)).await?;
+            }
             let summary = publish_from(&mut lock, bus, options.batch_size, &mut position).await?;
+            watch.published(summary.published);
             if summary.published + summary.duplicates > 0 {
                 tracing::debug!(?summary, "relay round");
             }
@@ -219,7 +245,12 @@ async fn lead(
                 }
                 () = tokio::time::sleep(options.fallback_tick) => {}
                 _ = check.tick() => {
-                    repair_tail(pool, bus, position).await?;
+                    check_stream(pool, bus, position, &mut watch, None).await?;
+                }
+                _ = look.tick() => {
+                    if let Some(reason) = watch.moved(bus).await {
+                        check_stream(pool, bus, position, &mut watch, Some(reason)).await?;
+                    }
                 }
             }
         }
@@ -228,6 +259,29 @@ async fn lead(
         result = publishing => result,
         () = clean_traces(pool, options.trace_retention) => Ok(()),
     }
+}
+
+/// Checks that the stream holds every position up to `position` and repairs it from the
+/// store when not ([`repair_tail`]); `reason` says why it is checked out of turn. What the
+/// check leaves is what `watch` compares with afterwards.
+async fn check_stream(
+    pool: &PgPool,
+    bus: &Bus,
+    position: i64,
+    watch: &mut StreamWatch,
+    reason: Option<&'static str>,
+) -> Result<(), RelayError> {
+    if let Some(reason) = reason {
+        tracing::warn!(
+            stream = bus.stream_name(),
+            reason,
+            "checking the event stream against the log now"
+        );
+    }
+    watch.checking(bus);
+    repair_tail(pool, bus, position).await?;
+    watch.checked(bus).await;
+    Ok(())
 }
 
 /// Removes expired trace records now and every [`TRACE_CLEANUP_EVERY`]; never returns.
@@ -376,6 +430,7 @@ pub async fn publish_events_with(
     events: &[EventEnvelope],
     ids: MessageIds,
 ) -> Result<(PublishSummary, Vec<EventEnvelope>), RelayError> {
+    let connects = stream_check::connects(bus);
     let mut acks = Vec::with_capacity(events.len());
     for event in events {
         let message_id = match ids {
@@ -412,10 +467,25 @@ pub async fn publish_events_with(
     }
     let mut summary = PublishSummary::default();
     let mut duplicates = Vec::new();
+    // A message sent to a server the client has since lost gets no ack: its wait would last
+    // the whole request timeout. Once the client has connected again, the batch fails at once
+    // (published again, it is deduplicated by its message id).
+    let reconnected = connected_again(bus, connects);
+    tokio::pin!(reconnected);
     for (ack, event) in acks.into_iter().zip(events) {
-        let ack = ack
-            .await
-            .map_err(|e| BusError::js("awaiting a publish ack", e))?;
+        let ack = tokio::select! {
+            biased;
+            ack = ack.into_future() => ack.map_err(|e| BusError::js("awaiting a publish ack", e))?,
+            () = &mut reconnected => {
+                return Err(BusError::JetStream {
+                    operation: "awaiting a publish ack",
+                    reason: "the connection to NATS was made again; the ack of a message sent \
+                             before may never come"
+                        .into(),
+                }
+                .into());
+            }
+        };
         if ack.duplicate {
             summary.duplicates += 1;
             duplicates.push(event.clone());
@@ -425,6 +495,13 @@ pub async fn publish_events_with(
     }
     summary.last_position = events.last().and_then(|e| e.position).unwrap_or(0);
     Ok((summary, duplicates))
+}
+
+/// Returns once the client has connected to a server more than `connects` times.
+async fn connected_again(bus: &Bus, connects: u64) {
+    while stream_check::connects(bus) == connects {
+        tokio::time::sleep(RECONNECT_POLL).await;
+    }
 }
 
 /// Re-publishes the numbered events with `after < position <= until` from the store, for

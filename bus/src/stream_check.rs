@@ -7,13 +7,24 @@
 //! position in the [`POSITION_HEADER`], so the stream can be compared with the log position by
 //! position:
 //!
-//! - [`repair_tail`] is the relay's cheap check (at start, after a failed round, and every
-//!   `check_every`): the stream must exist and hold the relay's checkpoint. When it is gone,
-//!   empty or behind, both streams are created again with the configured settings and the
-//!   missing tail is re-published from the store.
+//! - [`repair_tail`] is the relay's cheap check (at start, after a failed round, every
+//!   `check_every`, and at once when the broker changed under it): the stream must exist and
+//!   hold the relay's checkpoint. When it is gone, empty or behind, both streams are created
+//!   again with the configured settings and the missing tail is re-published from the store;
+//!   a stream that keeps everything must also start at position 1 and hold as many messages
+//!   as the checkpoint says, else it is compared with the log in full and its holes filled.
+//! - `StreamWatch` is how the relay sees that the broker changed under it between checks,
+//!   which no failed publish need tell: its client connected again (a broker that came back,
+//!   perhaps with an empty or older store, its streams perhaps created again by another
+//!   process before the relay's next publish), or a look at the stream's state (one request
+//!   every fallback tick) shows what its own publishes do not explain (the stream gone or
+//!   created again, its last sequence back, its first message gone or fewer messages in a
+//!   stream that keeps everything).
 //! - [`verify`] is the full comparison of `orderflow verify stream`: every position of the log
 //!   up to the checkpoint once in the stream, no position twice, none the log does not have.
 //!   [`repair`] re-publishes the missing positions and deletes the extra copies.
+//! - [`resume_sequence`] is where a durable consumer created anew resumes: the first message
+//!   after the last position it handled.
 //!
 //! Re-published messages keep `Nats-Msg-Id: <order_id>:<sequence>`. When the server still
 //! remembers that id (the message was deleted inside its duplicate window) it would drop the
@@ -202,6 +213,134 @@ pub async fn repair_tail(pool: &PgPool, bus: &Bus, checkpoint: i64) -> Result<Re
         repair.count();
     }
     Ok(repair)
+}
+
+/// What the relay's lock holder knows of the main stream between two of its checks, to notice
+/// at once that the stream changed in a way its own publishes do not explain, instead of at
+/// the next periodic check: a broker that came back (the client connected again) with an
+/// empty, older or wiped store, the stream created again, messages deleted or purged by hand.
+/// When the client connected to a new server, another process (every orderflow role creates
+/// the streams at its start) may have created the stream before the relay's next publish, and
+/// then no publish fails: only such a look tells.
+#[derive(Debug)]
+pub(crate) struct StreamWatch {
+    /// The client's connection count when the last check began.
+    connects: u64,
+    /// The stream as the last check left it.
+    seen: Option<Seen>,
+}
+
+/// The main stream's state after a check, and what the relay stored in it since.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    created: time::OffsetDateTime,
+    first_sequence: u64,
+    last_sequence: u64,
+    messages: u64,
+    /// Messages the relay stored in the stream since.
+    published: u64,
+}
+
+impl StreamWatch {
+    /// A watch that has seen nothing yet: the first check sets it.
+    pub(crate) fn new(bus: &Bus) -> Self {
+        Self {
+            connects: connects(bus),
+            seen: None,
+        }
+    }
+
+    /// To be called right before a check: a reconnection during the check is then seen
+    /// after it.
+    pub(crate) fn checking(&mut self, bus: &Bus) {
+        self.connects = connects(bus);
+        self.seen = None;
+    }
+
+    /// To be called after a check that succeeded: the stream as it left it is what later
+    /// looks compare with. A stream that cannot be read now is compared with nothing until
+    /// the next check (the reconnection count still is).
+    pub(crate) async fn checked(&mut self, bus: &Bus) {
+        self.seen = match main_stream_info(bus).await {
+            Ok(Some(info)) => Some(Seen {
+                created: info.created,
+                first_sequence: info.state.first_sequence,
+                last_sequence: info.state.last_sequence,
+                messages: info.state.messages,
+                published: 0,
+            }),
+            Ok(None) | Err(_) => None,
+        };
+    }
+
+    /// Counts messages the relay stored in the stream (its publishes' acks, duplicates left
+    /// out).
+    pub(crate) fn published(&mut self, stored: u64) {
+        if let Some(seen) = &mut self.seen {
+            seen.published += stored;
+        }
+    }
+
+    /// True when the client connected again since the last check began (no request).
+    pub(crate) fn reconnected(&self, bus: &Bus) -> bool {
+        connects(bus) != self.connects
+    }
+
+    /// Why the stream must be checked now, from one look at its state (one request): it is
+    /// gone, it was created again, its last sequence went back, or, for a stream that keeps
+    /// everything (no `max_age`), its first sequence moved or it holds fewer messages than
+    /// the last check left plus what the relay stored since. `None` when nothing changed
+    /// that way, or when NATS does not answer (the relay's next publish tells then).
+    pub(crate) async fn moved(&self, bus: &Bus) -> Option<&'static str> {
+        let seen = self.seen?;
+        let info = match main_stream_info(bus).await {
+            Ok(Some(info)) => info,
+            Ok(None) => return Some("the event stream is gone"),
+            Err(error) => {
+                tracing::debug!(%error, "cannot look at the event stream's state");
+                return None;
+            }
+        };
+        let state = &info.state;
+        if info.created != seen.created {
+            return Some("the event stream was created again");
+        }
+        if state.last_sequence < seen.last_sequence {
+            return Some("the event stream's last sequence went back");
+        }
+        if bus.options().max_age.is_none() {
+            // An empty stream's first sequence moves with its first message.
+            if seen.messages > 0 && state.first_sequence != seen.first_sequence {
+                return Some("the event stream's first message is gone");
+            }
+            if state.messages < seen.messages + seen.published {
+                return Some("the event stream holds fewer messages than were stored in it");
+            }
+        }
+        None
+    }
+}
+
+/// How many times the client has connected to a server (the first time included).
+pub(crate) fn connects(bus: &Bus) -> u64 {
+    bus.client()
+        .statistics()
+        .connects
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The main stream's info (config, creation time, state), or `None` when it does not exist.
+async fn main_stream_info(bus: &Bus) -> Result<Option<stream::Info>, BusError> {
+    let Some(mut stream) = bus.find_stream(bus.stream_name()).await? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        stream
+            .info()
+            .await
+            .map_err(|e| BusError::js("reading the event stream's state", e))?
+            .clone(),
+    ))
 }
 
 /// True when the stream starts after position 1 or holds fewer messages than `checkpoint`.
