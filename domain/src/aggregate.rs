@@ -177,6 +177,10 @@ pub struct OrderState {
     pub unavailable_skus: Vec<Sku>,
     /// Why the order was cancelled, set only when cancelled (may be empty).
     pub cancellation_reason: Option<String>,
+    /// Who cancelled the order (`customer` unless the request said), set only when
+    /// cancelled.
+    #[serde(default)]
+    pub cancelled_by: Option<String>,
 }
 
 /// The Order aggregate. `Order::default()` is an order not yet placed.
@@ -338,6 +342,7 @@ impl Aggregate for Order {
                     rejection_reason: None,
                     unavailable_skus: Vec::new(),
                     cancellation_reason: None,
+                    cancelled_by: None,
                 });
             }
             other => {
@@ -358,10 +363,14 @@ impl Aggregate for Order {
                         state.rejection_reason = Some(reason);
                         state.unavailable_skus = unavailable_skus;
                     }
-                    OrderEvent::OrderCancelled { reason, .. } => {
+                    OrderEvent::OrderCancelled {
+                        reason,
+                        cancelled_by,
+                    } => {
                         state.status = OrderStatus::Cancelled;
                         // An empty reason is a cancel without one.
                         state.cancellation_reason = Some(reason).filter(|r| !r.is_empty());
+                        state.cancelled_by = Some(cancelled_by);
                     }
                     OrderEvent::ShipmentStarted {
                         shipment_id,

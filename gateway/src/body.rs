@@ -11,7 +11,8 @@
 //!   `Content-Type`: `curl -X POST -d ''` sends `application/x-www-form-urlencoded`.
 //! - **Shape.** [`parse_json`] names every field that is missing or of the wrong JSON type
 //!   by its JSON path (`lines[0].quantity`) in one 422, with the type it must be (see
-//!   [`fields`]); unknown fields, and bodies that are not JSON or not an object, are 400.
+//!   [`fields`]), and every unknown field; [`parse_json_checked`] adds the route's checks of
+//!   the values to the same 422. Bodies that are not JSON or not an object are 400.
 
 pub mod fields;
 
@@ -20,6 +21,8 @@ use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use warp::http::{header, HeaderMap};
 use warp::Filter;
+
+use orderflow_domain::FieldError;
 
 use crate::problem::ApiError;
 
@@ -119,20 +122,50 @@ where
 /// as JSON, not as bytes).
 ///
 /// # Errors
-/// [`ApiError::MalformedBody`] when the bytes are not JSON, not an object, or have a field
-/// `T` does not know; [`ApiError::Invalid`] naming every field that is missing or of the
-/// wrong JSON type.
+/// [`ApiError::MalformedBody`] when the bytes are not JSON or not an object;
+/// [`ApiError::Invalid`] naming every field that is unknown, missing or of the wrong JSON
+/// type.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, serde_json::Value), ApiError> {
+    parse_json_checked(bytes, |_: &T| Vec::new())
+}
+
+/// As [`parse_json`], with the route's checks of the values (`check`, one [`FieldError`] per
+/// bad value) in the same answer: a body with unknown, missing or mistyped fields is checked
+/// too, with stand-ins for those fields, and its 422 names every problem at once. A problem
+/// `check` finds at a field already named, or inside it, is left out.
+///
+/// # Errors
+/// As [`parse_json`], and [`ApiError::Invalid`] with what `check` finds.
+pub fn parse_json_checked<T: DeserializeOwned>(
+    bytes: &[u8],
+    check: impl Fn(&T) -> Vec<FieldError>,
+) -> Result<(T, serde_json::Value), ApiError> {
     let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::MalformedBody(format!("the body is not valid JSON: {e}")))?;
-    let parsed = fields::deserialize::<T>(&value).map_err(|e| match e {
+    let partial = fields::deserialize_partial::<T>(&value).map_err(|e| match e {
         fields::ShapeError::Fields(errors) => ApiError::Invalid(errors),
-        fields::ShapeError::UnknownField { field, message } => {
-            ApiError::MalformedBody(format!("{field}: {message}"))
-        }
         fields::ShapeError::Body(message) => ApiError::MalformedBody(message),
     })?;
-    Ok((parsed, value))
+    let mut errors = partial.errors;
+    let Some(parsed) = partial.value else {
+        return Err(ApiError::Invalid(errors));
+    };
+    let named = |field: &str, by: &FieldError| {
+        let Some(rest) = field.strip_prefix(by.field.as_str()) else {
+            return false;
+        };
+        rest.is_empty() || rest.starts_with('.') || rest.starts_with('[')
+    };
+    let found: Vec<FieldError> = check(&parsed)
+        .into_iter()
+        .filter(|problem| !errors.iter().any(|by| named(&problem.field, by)))
+        .collect();
+    errors.extend(found);
+    if errors.is_empty() {
+        Ok((parsed, value))
+    } else {
+        Err(ApiError::Invalid(errors))
+    }
 }
 
 /// As [`parse_json`], for a body that may be left out: an empty (or blank) body is `{}`.
@@ -142,9 +175,21 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, serde_json::V
 pub fn parse_optional_json<T: DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<(T, serde_json::Value), ApiError> {
+    parse_optional_json_checked(bytes, |_: &T| Vec::new())
+}
+
+/// As [`parse_json_checked`], for a body that may be left out: an empty (or blank) body is
+/// `{}`.
+///
+/// # Errors
+/// As [`parse_json_checked`].
+pub fn parse_optional_json_checked<T: DeserializeOwned>(
+    bytes: &[u8],
+    check: impl Fn(&T) -> Vec<FieldError>,
+) -> Result<(T, serde_json::Value), ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        parse_json(b"{}")
+        parse_json_checked(b"{}", check)
     } else {
-        parse_json(bytes)
+        parse_json_checked(bytes, check)
     }
 }

@@ -323,6 +323,10 @@ pub struct OrderResponse {
     /// Why the order was cancelled, when it was cancelled with a reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancellation_reason: Option<String>,
+    /// Who cancelled the order (`customer` when the cancellation did not say), when its
+    /// status is `cancelled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<String>,
 }
 
 impl From<LoadedOrder> for OrderResponse {
@@ -342,6 +346,7 @@ impl From<LoadedOrder> for OrderResponse {
             rejection_reason,
             unavailable_skus,
             cancellation_reason,
+            cancelled_by,
         } = loaded.state;
         let (shipment_id, carrier, tracking_number) = match shipment {
             Some(s) => (
@@ -369,6 +374,7 @@ impl From<LoadedOrder> for OrderResponse {
             rejection_reason,
             unavailable_skus: (!unavailable_skus.is_empty()).then_some(unavailable_skus),
             cancellation_reason,
+            cancelled_by,
         }
     }
 }

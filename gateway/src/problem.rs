@@ -23,6 +23,10 @@ use warp::Rejection;
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// The title of every 404 (an order, a SKU, a projection, a dead letter, a path): the `type`
+/// and `detail` say what was not found.
+const NOT_FOUND_TITLE: &str = "Not found";
+
 /// The `Retry-After` of a 503, in seconds.
 pub const RETRY_AFTER_SECS: u16 = 2;
 
@@ -217,19 +221,19 @@ impl ApiError {
             ),
             ApiError::OrderNotFound(id) => (
                 "order-not-found".into(),
-                "No such order",
+                NOT_FOUND_TITLE,
                 format!("there is no order with id {id}"),
                 None,
             ),
             ApiError::RouteNotFound => (
                 "not-found".into(),
-                "Not found",
+                NOT_FOUND_TITLE,
                 "there is no resource at this path".to_string(),
                 None,
             ),
             ApiError::NotFound { what, id } => (
                 format!("{what}-not-found").into(),
-                "No such resource",
+                NOT_FOUND_TITLE,
                 format!("there is no {} {id}", what.replace('-', " ")),
                 None,
             ),

@@ -44,7 +44,11 @@ const NONCE_LEN: usize = 12;
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
     /// No master key was installed in this process.
-    #[error("no master key is configured (ORDERFLOW_MASTER_KEY or ORDERFLOW_MASTER_KEY_FILE)")]
+    #[error(
+        "no master key: set ORDERFLOW_MASTER_KEY (64 hex digits) or ORDERFLOW_MASTER_KEY_FILE \
+         (a file holding them); run from the checkout, a command finds the development key \
+         scripts/run makes in .orderflow/master.key"
+    )]
     NoMasterKey,
     /// The master key given is not 32 bytes in hex.
     #[error("the master key must be 32 bytes, hex-encoded (64 hex digits)")]
@@ -165,8 +169,51 @@ pub struct Forgotten {
     pub customer_id: String,
     /// Data keys deleted (0 when the customer had none, or was forgotten before).
     pub keys_deleted: u64,
-    /// Orders of the customer whose personal data is now erased.
+    /// Orders of the customer whose personal data is now erased (whenever it was erased).
     pub orders: u64,
+    /// Of those, the orders whose personal data this forgetting erased: sealed under a key
+    /// it deleted, or stored in plain text before sealing existed. 0 when everything was
+    /// erased before.
+    pub erased_now: u64,
+    /// When the customer was first forgotten, if that was before this forgetting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forgotten_before: Option<chrono::DateTime<chrono::Utc>>,
+    /// What happened, in one sentence (the CLI prints it).
+    pub detail: String,
+}
+
+impl Forgotten {
+    /// The sentence of [`Forgotten::detail`].
+    fn describe(&self) -> String {
+        let orders = |n: u64| format!("{n} order{}", if n == 1 { "" } else { "s" });
+        let before = self
+            .forgotten_before
+            .map(|at| at.format("%Y-%m-%d %H:%M:%S UTC").to_string());
+        match (&before, self.orders, self.keys_deleted, self.erased_now) {
+            (None, 0, 0, _) => format!(
+                "customer {} is not known here (no order, no data key): nothing to erase; the \
+                 request is recorded",
+                self.customer_id
+            ),
+            (Some(at), _, 0, 0) => format!(
+                "customer {} was already forgotten on {at}: nothing left to erase (the personal \
+                 data of {} reads as erased)",
+                self.customer_id,
+                orders(self.orders)
+            ),
+            _ => format!(
+                "customer {} forgotten: {} data key{} deleted, personal data of {} erased{}",
+                self.customer_id,
+                self.keys_deleted,
+                if self.keys_deleted == 1 { "" } else { "s" },
+                orders(self.erased_now),
+                before.map_or_else(String::new, |at| format!(
+                    " (forgotten before on {at}; {} erased then)",
+                    orders(self.orders.saturating_sub(self.erased_now))
+                )),
+            ),
+        }
+    }
 }
 
 /// Seals and opens personal data, forgets customers. Cheap to clone.
@@ -354,17 +401,25 @@ impl Vault {
     /// of their personal data becomes unreadable), rewrites the personal fields of their
     /// plaintext events (stored before sealing) to [`ERASED`], erases the recipient of their
     /// notifications and the request bodies kept for their idempotency keys, and records the
-    /// `CustomerForgotten` fact. Forgetting again is harmless.
+    /// `CustomerForgotten` fact. Forgetting again is harmless, and says so
+    /// ([`Forgotten::forgotten_before`], [`Forgotten::erased_now`], [`Forgotten::detail`]).
     ///
     /// # Errors
     /// The database error; nothing is changed then.
     pub async fn forget(&self, customer_id: &str) -> Result<Forgotten, VaultError> {
         let mut tx = self.pool.begin().await?;
-        let keys_deleted = sqlx::query("DELETE FROM customer_keys WHERE customer_id = $1")
-            .bind(customer_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let forgotten_before: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+            "SELECT min(forgotten_at) FROM forgotten_customers WHERE customer_id = $1",
+        )
+        .bind(customer_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let deleted: Vec<Uuid> =
+            sqlx::query_scalar("DELETE FROM customer_keys WHERE customer_id = $1 RETURNING key_id")
+                .bind(customer_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        let keys_deleted = u64::try_from(deleted.len()).unwrap_or(u64::MAX);
         let placed: Vec<(String, i64, Value)> = sqlx::query_as(
             "SELECT aggregate_id, sequence, payload FROM events
               WHERE event_type = 'OrderPlaced'
@@ -374,6 +429,7 @@ impl Vault {
         .fetch_all(&mut *tx)
         .await?;
         let mut order_ids = Vec::with_capacity(placed.len());
+        let mut erased_now = 0u64;
         for (aggregate_id, sequence, mut payload) in placed {
             if let Ok(id) = Uuid::parse_str(&aggregate_id) {
                 order_ids.push(id);
@@ -384,7 +440,17 @@ impl Vault {
             else {
                 continue;
             };
-            if body.contains_key(SEALED_FIELD) {
+            if let Some(sealed) = body.get(SEALED_FIELD) {
+                let key_id = sealed
+                    .get("key_id")
+                    .and_then(Value::as_str)
+                    .and_then(|id| Uuid::parse_str(id).ok());
+                if key_id.is_some_and(|id| deleted.contains(&id)) {
+                    erased_now += 1;
+                }
+                continue;
+            }
+            if body.get("customer_email").and_then(Value::as_str) == Some(ERASED) {
                 continue;
             }
             let (email, address) = erased_fields();
@@ -399,6 +465,7 @@ impl Vault {
             .bind(&payload)
             .execute(&mut *tx)
             .await?;
+            erased_now += 1;
         }
         sqlx::query(
             "UPDATE notifications
@@ -434,12 +501,17 @@ impl Vault {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        tracing::info!(keys_deleted, orders, "customer forgotten");
-        Ok(Forgotten {
+        tracing::info!(keys_deleted, orders, erased_now, "customer forgotten");
+        let mut forgotten = Forgotten {
             customer_id: customer_id.to_string(),
             keys_deleted,
             orders,
-        })
+            erased_now,
+            forgotten_before,
+            detail: String::new(),
+        };
+        forgotten.detail = forgotten.describe();
+        Ok(forgotten)
     }
 
     /// Re-wraps every data key under `new` (the vault's key must be the current one), in one

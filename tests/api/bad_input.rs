@@ -206,7 +206,7 @@ async fn malformed_json_is_400() {
 }
 
 #[tokio::test]
-async fn unknown_fields_are_400_at_every_level() {
+async fn unknown_fields_are_422_at_every_level() {
     let app = spawn_app().await;
     let mut top = valid_order();
     top["coupon"] = "FREE".into();
@@ -216,17 +216,11 @@ async fn unknown_fields_are_400_at_every_level() {
     in_address["shipping_address"]["planet"] = "Mars".into();
     for (body, field) in [
         (top, "coupon"),
-        (in_line, "discount"),
-        (in_address, "planet"),
+        (in_line, "lines[0].discount"),
+        (in_address, "shipping_address.planet"),
     ] {
-        let response = app.post_order(&body).await;
-        let problem = problem(response, StatusCode::BAD_REQUEST).await;
-        assert!(
-            problem["detail"].as_str().unwrap().contains(field),
-            "the detail names {field}: {problem}"
-        );
+        expect_invalid(&app, &body, &[field]).await;
     }
-    assert_eq!(app.event_count().await, 0);
 }
 
 /// The `message` of the error about `field` in a problem's `errors[]`.
@@ -483,10 +477,15 @@ async fn bad_cancel_bodies_are_400_or_422() {
     let (id, _) = app.place_order().await;
     let id = id.to_string();
     let path = format!("/v1/orders/{id}/cancel");
-    for raw in ["{", "{\"reason\": \"x\", \"extra\": 1}", "[]", "\"x\""] {
+    for raw in ["{", "[]", "\"x\""] {
         let response = app.post_raw(&path, raw.to_string(), &[]).await;
         problem(response, StatusCode::BAD_REQUEST).await;
     }
+    let response = app
+        .post_raw(&path, "{\"reason\": \"x\", \"extra\": 1}".into(), &[])
+        .await;
+    let body = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(error_fields(&body), ["extra"]);
     let response = app.cancel_order(&id, &json!({"reason": 5})).await;
     let body = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(error_fields(&body), ["reason"]);

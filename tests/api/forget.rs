@@ -78,7 +78,8 @@ async fn a_forgotten_customer_reads_as_erased_and_is_not_notified() {
     let forgotten: Value = forgotten.json().await.unwrap();
     assert_eq!(
         forgotten,
-        json!({"customer_id": "c-gone", "keys_deleted": 1, "orders": 1})
+        json!({"customer_id": "c-gone", "keys_deleted": 1, "orders": 1, "erased_now": 1,
+               "detail": "customer c-gone forgotten: 1 data key deleted, personal data of 1 order erased"})
     );
 
     // The order: personal fields erased, the rest as placed.

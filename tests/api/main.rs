@@ -14,10 +14,12 @@
 //! - `lists`: `GET /v1/orders` and `GET /v1/customers/{id}/orders` (filters, cursor pages).
 //! - `read_models`: notifications of an order and the analytics summary.
 //! - `admin`: the admin token rules and every `/v1/admin/...` route.
+//! - `answers`: one 422 with every problem of a body, one 404 title, the cancel echo.
 //! - `metrics`: `GET /metrics`.
 //! - `console`: the operator console's files and its live feed.
 
 mod admin;
+mod answers;
 mod bad_input;
 mod cancellation;
 mod console;

@@ -11,9 +11,10 @@
 //! of the body's types, never one per occurrence. Fields with `#[serde(default)]` or of
 //! `Option` type are never reported as missing: serde's derive does not ask for them.
 //!
-//! What the view cannot carry on from ends the walk: an unknown field (with
-//! `deny_unknown_fields`) and errors of a value's own parsing (a malformed UUID, no variant
-//! of an untagged enum matching); they are reported with their path too.
+//! An unknown field (with `deny_unknown_fields`) is named and left out of the next walks, so
+//! the others are still looked at. What the view cannot carry on from ends the walk: errors
+//! of a value's own parsing (a malformed UUID, no variant of an untagged enum matching); they
+//! are reported with their path too.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -30,35 +31,60 @@ use serde_json::Value;
 /// Why a JSON value is not a `T`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ShapeError {
-    /// Fields missing or of the wrong type, each by its JSON path; never empty.
-    #[error("{} field(s) missing or of the wrong type", .0.len())]
+    /// Fields unknown, missing or of the wrong type, each by its JSON path; never empty.
+    #[error("{} field(s) unknown, missing or of the wrong type", .0.len())]
     Fields(Vec<FieldError>),
-    /// The value has a field the type does not know (`field` is its JSON path).
-    #[error("unknown field {field}: {message}")]
-    UnknownField {
-        /// The JSON path of the unknown field (`shipping_address.colour`).
-        field: String,
-        /// serde's message, naming the field and the fields that are expected.
-        message: String,
-    },
     /// The value as a whole is not of the type (not an object where one is wanted, ...).
     #[error("{0}")]
     Body(String),
 }
 
-/// Most walks over one value: one per required field of the body's types, and the last.
+/// What [`deserialize_partial`] made of a value: every field that is unknown, missing or of
+/// the wrong JSON type, and the value with stand-ins for those when the walk got to its end.
+#[derive(Debug)]
+pub struct Partial<T> {
+    /// The value, with stand-ins (0, `""`, `[]`, ...) where `errors` name a field; `None`
+    /// when a value's own parsing stopped the walk.
+    pub value: Option<T>,
+    /// The fields in error, by JSON path; empty when `value` is the body as it was sent.
+    pub errors: Vec<FieldError>,
+}
+
+/// Most walks over one value: one per required field of the body's types and per unknown
+/// field, and the last.
 const MAX_WALKS: usize = 256;
 
-/// Deserializes `value` into `T`, naming every missing or mistyped field.
+/// Deserializes `value` into `T`, naming every unknown, missing or mistyped field.
 ///
 /// # Errors
-/// A [`ShapeError`] with every field that is missing or of the wrong JSON type, or the first
-/// error the walk cannot go on from.
+/// A [`ShapeError`] with every field that is unknown, missing or of the wrong JSON type, or
+/// the first error the walk cannot go on from.
 pub fn deserialize<'a, T: Deserialize<'a>>(value: &'a Value) -> Result<T, ShapeError> {
+    match deserialize_partial(value)? {
+        Partial {
+            value: Some(parsed),
+            errors,
+        } if errors.is_empty() => Ok(parsed),
+        Partial { errors, .. } => Err(fields_error(errors)),
+    }
+}
+
+/// As [`deserialize`], keeping the value with stand-ins when only fields are in error, so that
+/// the caller can check the values that did arrive and name every problem at once.
+///
+/// # Errors
+/// [`ShapeError::Body`] when the value as a whole is not of the type, or has too many missing
+/// or unknown fields to list.
+pub fn deserialize_partial<'a, T: Deserialize<'a>>(
+    value: &'a Value,
+) -> Result<Partial<T>, ShapeError> {
     let mut required = HashSet::new();
+    let mut unknown = HashSet::new();
+    let mut unknown_errors = Vec::new();
     for _ in 0..MAX_WALKS {
         let walk = Walk {
             required: &required,
+            unknown: &unknown,
             errors: RefCell::new(Vec::new()),
         };
         let result = T::deserialize(Lenient {
@@ -66,10 +92,18 @@ pub fn deserialize<'a, T: Deserialize<'a>>(value: &'a Value) -> Result<T, ShapeE
             path: String::new(),
             walk: &walk,
         });
-        let mut errors = walk.errors.into_inner();
+        let mut errors = unknown_errors.clone();
+        errors.extend(walk.errors.into_inner());
         match result {
-            Ok(parsed) if errors.is_empty() => return Ok(parsed),
-            Ok(_) => return Err(fields_error(errors)),
+            Ok(parsed) => {
+                if let Some(whole) = errors.iter().find(|e| e.field.is_empty()) {
+                    return Err(ShapeError::Body(format!("the body {}", whole.message)));
+                }
+                return Ok(Partial {
+                    value: Some(parsed),
+                    errors,
+                });
+            }
             Err(Stop::Missing { within, field }) if !required.contains(&(within, field)) => {
                 required.insert((within, field));
             }
@@ -77,24 +111,29 @@ pub fn deserialize<'a, T: Deserialize<'a>>(value: &'a Value) -> Result<T, ShapeE
                 path,
                 message,
                 unknown_field: true,
-            }) => {
-                return Err(ShapeError::UnknownField {
-                    field: path,
-                    message,
-                })
+            }) if !unknown.contains(&path) => {
+                // Named, then left out of the next walks, which go on to the other fields.
+                unknown_errors.push(FieldError::new(path.clone(), message));
+                unknown.insert(path);
             }
             Err(Stop::At { path, message, .. }) => {
                 // Where a stand-in was refused, the field is named already.
                 if !errors.iter().any(|e| e.field == path) {
                     errors.push(FieldError::new(path, message));
                 }
-                return Err(fields_error(errors));
+                if let Some(whole) = errors.iter().find(|e| e.field.is_empty()) {
+                    return Err(ShapeError::Body(format!("the body {}", whole.message)));
+                }
+                return Ok(Partial {
+                    value: None,
+                    errors,
+                });
             }
             Err(other) => return Err(ShapeError::Body(other.to_string())),
         }
     }
     Err(ShapeError::Body(
-        "the body has too many missing fields to list".into(),
+        "the body has too many missing or unknown fields to list".into(),
     ))
 }
 
@@ -110,6 +149,8 @@ fn fields_error(errors: Vec<FieldError>) -> ShapeError {
 struct Walk<'w> {
     /// (struct name, field) pairs that serde's derive reported missing in an earlier walk.
     required: &'w HashSet<(&'static str, &'static str)>,
+    /// JSON paths of members an earlier walk found unknown to their type: skipped.
+    unknown: &'w HashSet<String>,
     errors: RefCell<Vec<FieldError>>,
 }
 
@@ -537,7 +578,12 @@ impl<'a> MapAccess<'a> for Members<'_, 'a, '_> {
     type Error = Stop;
 
     fn next_key_seed<K: DeserializeSeed<'a>>(&mut self, seed: K) -> Result<Option<K::Value>, Stop> {
-        if let Some((key, value)) = self.members.next() {
+        let unknown = self.parent.walk.unknown;
+        let parent = &self.parent.path;
+        if let Some((key, value)) = self
+            .members
+            .find(|(key, _)| !unknown.contains(&join(parent, key)))
+        {
             self.next = Some((key.as_str(), Some(value)));
             let key_de = BorrowedStrDeserializer::<Stop>::new(key);
             return seed.deserialize(key_de).map(Some).map_err(|e| match e {
@@ -978,16 +1024,13 @@ mod tests {
     }
 
     #[test]
-    fn unknown_fields_stop_with_their_path() {
-        let value = json!({"name": "a", "count": 2, "items": [],
+    fn unknown_fields_are_named_with_their_path_beside_the_other_errors() {
+        let value = json!({"name": "a", "count": "two", "items": [], "size": 1,
                            "inner": {"id": 2, "label": "y", "colour": "red"}});
-        match deserialize::<Outer>(&value).unwrap_err() {
-            ShapeError::UnknownField { field, message } => {
-                assert_eq!(field, "inner.colour");
-                assert!(message.contains("colour"), "{message}");
-            }
-            other => panic!("{other:?}"),
-        }
+        let named = fields(deserialize::<Outer>(&value).unwrap_err());
+        let paths: Vec<&str> = named.iter().map(|(path, _)| path.as_str()).collect();
+        assert_eq!(paths, ["count", "inner.colour", "size"], "{named:?}");
+        assert!(named[1].1.contains("colour"), "{named:?}");
     }
 
     #[test]

@@ -50,10 +50,10 @@ fn parse_sku(raw: &str) -> Option<Sku> {
     request_body(content = SetStockRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The SKU's stock after the change", body = StockLevel),
-        (status = 400, description = "Malformed JSON, not an object, or unknown fields"),
+        (status = 400, description = "Malformed JSON, or not an object"),
         (status = 413, description = "Body over 64 KiB"),
         (status = 415, description = "A body sent as another media type than JSON"),
-        (status = 422, description = "`available` missing, not an integer or negative, or a SKU that is not valid; one entry per field in `errors`"),
+        (status = 422, description = "`available` missing, not an integer or negative, an unknown field, or a SKU that is not valid; one entry per field in `errors`"),
         (status = 500, description = "The database failed; the cause is logged, not shown"),
     )
 )]

@@ -234,10 +234,10 @@ pub async fn list_page(
          body = OrderResponse,
          headers(("Location" = String, description = "/v1/orders/{id}"),
                  ("X-Request-Id" = String, description = "The request id"))),
-        (status = 400, description = "Malformed JSON, not an object, or unknown fields"),
+        (status = 400, description = "Malformed JSON, or not an object"),
         (status = 413, description = "Body over 64 KiB"),
         (status = 415, description = "A body sent as another media type than JSON"),
-        (status = 422, description = "Fields missing, of the wrong JSON type or with invalid values, one entry per field in `errors` (by JSON path, e.g. `lines[0].quantity`); or an Idempotency-Key reused with another body"),
+        (status = 422, description = "Fields unknown, missing, of the wrong JSON type or with invalid values, all in one answer, one entry per field in `errors` (by JSON path, e.g. `lines[0].quantity`); or an Idempotency-Key reused with another body"),
         (status = 500, description = "The event store failed; the cause is logged, not shown"),
         (status = 503, description = "The event store (PostgreSQL) does not answer or is too busy. Type `/problems/database-unavailable`: nothing was done. Type `/problems/outcome-unknown`: the connection broke after the order was sent to PostgreSQL, so it may have been stored; retry with the same Idempotency-Key to get it (placed at most once). Answered within about 1.5 s, with `Retry-After`",
          headers(("Retry-After" = u16, description = "Seconds to wait before retrying"))),
@@ -261,7 +261,14 @@ async fn place(
     body: Body,
 ) -> Result<Json<OrderResponse>, ApiError> {
     let key = idempotency_key(&headers)?;
-    let (request, json): (PlaceOrderRequest, _) = body::parse_json(&body?)?;
+    let (request, json): (PlaceOrderRequest, _) =
+        body::parse_json_checked(&body?, |request: &PlaceOrderRequest| {
+            request
+                .clone()
+                .into_command(Uuid::nil(), Utc::now())
+                .err()
+                .unwrap_or_default()
+        })?;
     let order_id = Uuid::now_v7();
     let command = request
         .clone()
@@ -402,12 +409,12 @@ pub async fn get_order(
                  description = "Optional; no body is the same as `{}`"),
     responses(
         (status = 200, description = "The cancelled order", body = OrderResponse),
-        (status = 400, description = "Malformed JSON, not an object, or unknown fields"),
+        (status = 400, description = "Malformed JSON, or not an object"),
         (status = 404, description = "No such order"),
         (status = 409, description = "The order can no longer be cancelled; `detail` says why, e.g. \"order … has shipped and can no longer be cancelled\""),
         (status = 413, description = "Body over 64 KiB"),
         (status = 415, description = "A body sent as another media type than JSON"),
-        (status = 422, description = "A field of the wrong JSON type, or a blank or over-long reason or canceller, one entry per field in `errors`"),
+        (status = 422, description = "An unknown field, one of the wrong JSON type, or a blank or over-long reason or canceller, one entry per field in `errors`"),
         (status = 500, description = "The event store failed; the cause is logged, not shown"),
         (status = 503, description = "The event store (PostgreSQL) does not answer or is too busy. Type `/problems/database-unavailable`: nothing was done. Type `/problems/outcome-unknown`: the connection broke after the cancellation was sent, so it may have been stored; read the order to see. Answered within about 1.5 s, with `Retry-After`",
          headers(("Retry-After" = u16, description = "Seconds to wait before retrying"))),
@@ -424,7 +431,10 @@ pub async fn cancel_order(
     detached(
         async move {
             let order_id = parse_order_id(&raw_id)?;
-            let (request, _): (CancelOrderRequest, _) = body::parse_optional_json(&body?)?;
+            let (request, _): (CancelOrderRequest, _) =
+                body::parse_optional_json_checked(&body?, |request: &CancelOrderRequest| {
+                    request.validate().err().unwrap_or_default()
+                })?;
             let (reason, cancelled_by) = request.validate().map_err(ApiError::Invalid)?;
             let command = OrderCommand::CancelOrder {
                 reason,

@@ -146,12 +146,12 @@ fn bound(raw: &LogBoundRequest, field: &str) -> Result<LogBound, ApiError> {
     request_body(content = ReplayConsumerRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "What each replayed event did or would do", body = ReplayReportResponse),
-        (status = 400, description = "Malformed JSON, not an object, or unknown fields"),
+        (status = 400, description = "Malformed JSON, or not an object"),
         (status = 401, description = "Missing or wrong admin token"),
         (status = 404, description = "No such consumer, or the admin routes are off"),
         (status = 413, description = "Body over 64 KiB"),
         (status = 415, description = "A body sent as another media type than JSON"),
-        (status = 422, description = "`from` missing, a field of the wrong JSON type, a bound that is neither a position nor a time, `to` before `from`, or a range over 10,000 events"),
+        (status = 422, description = "`from` missing, an unknown field or one of the wrong JSON type, a bound that is neither a position nor a time, `to` before `from`, or a range over 10,000 events"),
         (status = 500, description = "The event store failed; the cause is logged, not shown"),
         (status = 503, description = "A replay to a worker for real, on a gateway without the workers' configuration"),
     )

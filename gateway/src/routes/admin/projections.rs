@@ -87,13 +87,13 @@ pub async fn list_projections(
         (status = 200, description = "The verify report (with `verify: true`)", body = VerifyResponse),
         (status = 202, description = "The rebuild started", body = RebuildTask,
          headers(("Location" = String, description = "/v1/admin/projections"))),
-        (status = 400, description = "Malformed JSON, not an object, or unknown fields"),
+        (status = 400, description = "Malformed JSON, or not an object"),
         (status = 401, description = "Missing or wrong admin token"),
         (status = 404, description = "No such projection, or the admin routes are off"),
         (status = 409, description = "The projection is being rebuilt already"),
         (status = 413, description = "Body over 64 KiB"),
         (status = 415, description = "A body sent as another media type than JSON"),
-        (status = 422, description = "`verify` is not a boolean"),
+        (status = 422, description = "`verify` is not a boolean, or an unknown field"),
         (status = 500, description = "The database failed; the cause is logged, not shown"),
     )
 )]
