@@ -85,6 +85,34 @@ pub async fn connect_store(common: &CommonArgs, patience: Duration) -> Result<Pg
     }
 }
 
+/// Opens the event store for a command that only reads: never creates the database, never
+/// applies a migration, never waits.
+///
+/// # Errors
+/// When the database does not exist or holds no event store (one line naming it), or
+/// PostgreSQL cannot be reached.
+pub async fn open_store(common: &CommonArgs) -> Result<PgPool> {
+    match orderflow_store::open(&common.database()).await {
+        Ok(pool) => Ok(pool),
+        Err(error) if error.is_transient_connect() => Err(anyhow::Error::new(error)
+            .context("cannot open the event store (is PostgreSQL up? `scripts/services up`)")),
+        Err(error) => Err(anyhow::Error::new(error).context("cannot open the event store")),
+    }
+}
+
+/// Connects to NATS for a command that only reads the streams: creates no stream.
+///
+/// # Errors
+/// When NATS cannot be reached.
+pub async fn open_bus(common: &CommonArgs) -> Result<Bus> {
+    match Bus::connect(common.bus()).await {
+        Ok(bus) => Ok(bus),
+        Err(error) if error.is_transient_connect() => Err(anyhow::Error::new(error)
+            .context("cannot reach NATS JetStream (is it up? `scripts/services up`)")),
+        Err(error) => Err(anyhow::Error::new(error).context("cannot reach NATS JetStream")),
+    }
+}
+
 /// Connects to NATS and makes sure the event and dead-letter streams exist; waits for a
 /// server that refuses connections as [`connect_store`] does.
 ///

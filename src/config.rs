@@ -15,6 +15,10 @@ use sqlx::PgPool;
 
 use crate::telemetry::{LogFormat, OtlpExport};
 
+/// Where `scripts/run` makes a development master key, relative to the checkout; a command run
+/// there without a configured key uses it.
+pub const DEVELOPMENT_MASTER_KEY_FILE: &str = ".orderflow/master.key";
+
 /// Settings every command shares. `Debug` shows the URLs redacted.
 #[derive(Clone, clap::Args)]
 pub struct CommonArgs {
@@ -115,8 +119,12 @@ pub struct CommonArgs {
     pub metrics_addr: Option<SocketAddr>,
 
     /// Master key (32 bytes, 64 hex digits) that wraps every customer's data key; personal
-    /// data is sealed under those. Never printed. Required by the roles that place orders or
-    /// read personal data, and by `forget` and `keys`.
+    /// data is sealed under those. Never printed. Needed by serve, gateway and worker (they
+    /// seal and open personal data), by `replay order` and by `keys rotate-master`; `events`
+    /// shows personal data sealed without it, and says so. `forget` does not need it (deleting
+    /// a customer's data key opens nothing). Without this flag and --master-key-file, a
+    /// command uses `.orderflow/master.key` of the current directory when there is one: the
+    /// development key `scripts/run` makes in the checkout.
     #[arg(
         long,
         env = "ORDERFLOW_MASTER_KEY",
@@ -182,20 +190,24 @@ impl std::fmt::Debug for CommonArgs {
 }
 
 impl CommonArgs {
-    /// The configured master key, if any.
+    /// The configured master key, if any: `--master-key`, `--master-key-file`, or else the
+    /// development key in [`DEVELOPMENT_MASTER_KEY_FILE`] of the current directory.
     ///
     /// # Errors
     /// An unreadable key file, or a key that is not 32 bytes of hex.
     pub fn master_key(&self) -> anyhow::Result<Option<MasterKey>> {
         use anyhow::Context;
-        let text = match (&self.master_key, &self.master_key_file) {
-            (Some(text), _) => zeroize::Zeroizing::new(text.clone()),
-            (None, Some(path)) => zeroize::Zeroizing::new(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("reading the master key file {}", path.display()))?,
-            ),
+        let development = std::path::Path::new(DEVELOPMENT_MASTER_KEY_FILE);
+        let file = match (&self.master_key, &self.master_key_file) {
+            (Some(text), _) => return Ok(Some(MasterKey::from_hex(text)?)),
+            (None, Some(path)) => path.as_path(),
+            (None, None) if development.is_file() => development,
             (None, None) => return Ok(None),
         };
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("reading the master key file {}", file.display()))?,
+        );
         Ok(Some(MasterKey::from_hex(&text)?))
     }
 
@@ -207,10 +219,7 @@ impl CommonArgs {
     pub fn install_master_key(&self, required: bool) -> anyhow::Result<()> {
         match self.master_key()? {
             Some(key) => Ok(orderflow_store::vault::install_master_key(key)?),
-            None if required => anyhow::bail!(
-                "no master key: set ORDERFLOW_MASTER_KEY (64 hex digits) or \
-                 ORDERFLOW_MASTER_KEY_FILE (scripts/run makes a development key)"
-            ),
+            None if required => Err(orderflow_store::VaultError::NoMasterKey.into()),
             None => Ok(()),
         }
     }

@@ -40,7 +40,18 @@ pub enum DlqCommand {
 }
 
 pub(crate) async fn run(common: &CommonArgs, command: DlqCommand) -> Result<()> {
-    let bus = crate::app::connect_bus(common, std::time::Duration::ZERO).await?;
+    // Listing and showing only read: they create no stream.
+    let bus = if matches!(command, DlqCommand::Redrive { .. }) {
+        crate::app::connect_bus(common, std::time::Duration::ZERO).await?
+    } else {
+        let bus = crate::app::open_bus(common).await?;
+        let name = bus.dlq_stream_name();
+        anyhow::ensure!(
+            bus.find_stream(&name).await?.is_some(),
+            "stream {name} does not exist (nothing was created; check --stream or ORDERFLOW_STREAM)"
+        );
+        bus
+    };
     match command {
         DlqCommand::List {
             consumer,

@@ -1,26 +1,30 @@
 //! `orderflow events <order-id>`: an order's events as a table or JSON.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use orderflow_store::{log, EventEnvelope};
 use uuid::Uuid;
 
 use crate::config::CommonArgs;
 
 pub(crate) async fn run(common: &CommonArgs, order_id: Uuid, json: bool) -> Result<()> {
-    let pool = orderflow_store::connect(&common.database())
-        .await
-        .context("cannot open the event store")?;
+    let pool = crate::app::open_store(common).await?;
     let mut events = log::order_events(&pool, order_id).await?;
-    // Personal data opened when this process has the master key; sealed as stored otherwise.
+    if events.is_empty() {
+        anyhow::bail!("order {order_id} has no events (unknown order?)");
+    }
+    // Personal data opened when this process has the master key; sealed as stored otherwise,
+    // and then it says so.
     match orderflow_store::Vault::new(pool)
         .open_all(&mut events)
         .await
     {
-        Ok(()) | Err(orderflow_store::VaultError::NoMasterKey) => {}
+        Ok(()) => {}
+        Err(e @ orderflow_store::VaultError::NoMasterKey) => {
+            if events.iter().any(|e| sealed(&e.payload)) {
+                eprintln!("{}", sealed_note(&e));
+            }
+        }
         Err(e) => return Err(e.into()),
-    }
-    if events.is_empty() {
-        anyhow::bail!("order {order_id} has no events (unknown order?)");
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&events)?);
@@ -28,6 +32,20 @@ pub(crate) async fn run(common: &CommonArgs, order_id: Uuid, json: bool) -> Resu
         print!("{}", table(&events));
     }
     Ok(())
+}
+
+/// Whether an event payload holds personal data sealed (as stored).
+pub(crate) fn sealed(payload: &serde_json::Value) -> bool {
+    payload.get(orderflow_store::vault::SEALED_FIELD).is_some()
+}
+
+/// The line saying that personal data is shown sealed, and why.
+pub(crate) fn sealed_note(why: &orderflow_store::VaultError) -> String {
+    format!(
+        "note: the personal data (e-mail, shipping address) is shown sealed, as stored, under \
+         \"{}\": {why}",
+        orderflow_store::vault::SEALED_FIELD
+    )
 }
 
 /// The events as an aligned text table, one line per event.

@@ -47,16 +47,7 @@ pub(crate) async fn forget(common: &CommonArgs, command: ForgetCommand) -> Resul
         .forget(&customer_id)
         .await
         .context("forgetting the customer")?;
-    println!(
-        "customer {} forgotten: {}, personal data of {} erased",
-        forgotten.customer_id,
-        count(
-            forgotten.keys_deleted,
-            "data key deleted",
-            "data keys deleted"
-        ),
-        count(forgotten.orders, "order", "orders"),
-    );
+    println!("{}", forgotten.detail);
     Ok(())
 }
 

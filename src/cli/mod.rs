@@ -185,10 +185,17 @@ impl Command {
 /// Whatever stopped the command, with its causes.
 pub async fn run(cli: Cli) -> Result<()> {
     let common = cli.common;
-    // The roles that place orders or read personal data cannot work without the master key.
+    // The roles that place orders or read personal data cannot work without the master key,
+    // nor can an order's replay (it opens the placed order). `events` shows personal data
+    // sealed without it and says so; `forget` deletes a data key, which opens nothing.
     let required = matches!(
         cli.command,
-        Command::Serve { .. } | Command::Gateway { .. } | Command::Worker { .. }
+        Command::Serve { .. }
+            | Command::Gateway { .. }
+            | Command::Worker { .. }
+            | Command::Replay {
+                command: replay::ReplayCommand::Order { .. }
+            }
     );
     if !matches!(cli.command, Command::Keys { .. }) {
         common.install_master_key(required)?;

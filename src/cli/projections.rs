@@ -33,7 +33,11 @@ pub enum ProjectionsCommand {
 }
 
 pub(crate) async fn run(common: &CommonArgs, command: ProjectionsCommand) -> Result<()> {
-    let pool = crate::app::connect_store(common, std::time::Duration::ZERO).await?;
+    // Listing only reads: it creates and migrates nothing.
+    let pool = match &command {
+        ProjectionsCommand::List { .. } => crate::app::open_store(common).await?,
+        _ => crate::app::connect_store(common, std::time::Duration::ZERO).await?,
+    };
     match command {
         ProjectionsCommand::List { json } => {
             let statuses = orderflow_projections::list(&pool).await?;

@@ -12,6 +12,8 @@ use uuid::Uuid;
 
 use crate::config::{CommonArgs, ConsumerArgs};
 
+// Parsed once per process: the size of the consumer settings does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum ReplayCommand {
     /// An order's state after each of its events, with what each event changed.
@@ -53,7 +55,15 @@ pub enum ReplayCommand {
 }
 
 pub(crate) async fn run(common: &CommonArgs, command: ReplayCommand) -> Result<()> {
-    let pool = crate::app::connect_store(common, std::time::Duration::ZERO).await?;
+    // Replaying an order, or a dry run, only reads: it creates and migrates nothing.
+    let pool = match &command {
+        ReplayCommand::Order { .. } | ReplayCommand::Consumer { dry_run: true, .. } => {
+            crate::app::open_store(common).await?
+        }
+        ReplayCommand::Consumer { .. } => {
+            crate::app::connect_store(common, std::time::Duration::ZERO).await?
+        }
+    };
     match command {
         ReplayCommand::Order { order_id, at, json } => {
             let store = OrderStore::new(pool);

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use chrono::{DateTime, Utc};
 use orderflow_operations::trace::{self, OrderTrace, TraceStep};
 use orderflow_store::steps::StepOutcome;
@@ -13,9 +13,7 @@ use uuid::Uuid;
 use crate::config::CommonArgs;
 
 pub(crate) async fn run(common: &CommonArgs, order_id: Uuid, json: bool) -> Result<()> {
-    let pool = orderflow_store::connect(&common.database())
-        .await
-        .context("cannot open the event store")?;
+    let pool = crate::app::open_store(common).await?;
     let Some(found) = trace::order_trace(&pool, Some(&common.stream), order_id).await? else {
         anyhow::bail!("order {order_id} has no events (unknown order?)");
     };

@@ -26,10 +26,18 @@ pub enum VerifyCommand {
 
 pub(crate) async fn run(common: &CommonArgs, command: VerifyCommand) -> Result<()> {
     let VerifyCommand::Stream { repair, json } = command;
-    let pool = orderflow_store::connect(&common.database())
-        .await
-        .context("cannot open the event store")?;
-    let bus = crate::app::connect_bus(common, std::time::Duration::ZERO).await?;
+    // Without --repair it only reads: it creates no database, migration or stream.
+    let (pool, bus) = if repair {
+        (
+            crate::app::connect_store(common, std::time::Duration::ZERO).await?,
+            crate::app::connect_bus(common, std::time::Duration::ZERO).await?,
+        )
+    } else {
+        (
+            crate::app::open_store(common).await?,
+            crate::app::open_bus(common).await?,
+        )
+    };
     let (repaired, verification) = if repair {
         let (repaired, verification) = stream_check::repair(&pool, &bus)
             .await

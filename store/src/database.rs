@@ -21,6 +21,22 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// The database named in the URL does not exist (a command that only reads creates none).
+    #[error("database {name} does not exist at {url} (nothing was created; check --database-url or ORDERFLOW_DATABASE_URL)")]
+    NoDatabase {
+        /// The database's name.
+        name: String,
+        /// The URL tried, with its password redacted.
+        url: String,
+    },
+    /// The database exists but holds no event store (no role ever started on it).
+    #[error("database {name} at {url} holds no orderflow event store (nothing was changed; `orderflow serve` creates one)")]
+    NoEventStore {
+        /// The database's name.
+        name: String,
+        /// The URL tried, with its password redacted.
+        url: String,
+    },
     /// Applying the embedded migrations failed.
     #[error("applying migrations failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
@@ -182,6 +198,39 @@ pub async fn connect(options: &DatabaseOptions) -> Result<PgPool, StoreError> {
             source,
         })?;
     migrate(&pool).await?;
+    Ok(pool)
+}
+
+/// Connects a pool to an event store that exists, for the commands that only read: it never
+/// creates the database, and never applies a migration.
+///
+/// # Errors
+/// [`StoreError::NoDatabase`] when the database does not exist, [`StoreError::NoEventStore`]
+/// when it has no event store, [`StoreError::Unreachable`] when PostgreSQL cannot be reached.
+pub async fn open(options: &DatabaseOptions) -> Result<PgPool, StoreError> {
+    let connect = connect_options(options)?;
+    let name = connect.get_database().unwrap_or("postgres").to_string();
+    let url = redact_url(&options.url);
+    let pool = match PgPoolOptions::new()
+        .max_connections(options.max_connections)
+        .acquire_timeout(options.acquire_timeout)
+        .connect_with(connect)
+        .await
+    {
+        Ok(pool) => pool,
+        // 3D000 invalid_catalog_name: no database of that name.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {
+            return Err(StoreError::NoDatabase { name, url })
+        }
+        Err(source) => return Err(StoreError::Unreachable { url, source }),
+    };
+    let has_events: bool = sqlx::query_scalar("SELECT to_regclass('events') IS NOT NULL")
+        .fetch_one(&pool)
+        .await?;
+    if !has_events {
+        pool.close().await;
+        return Err(StoreError::NoEventStore { name, url });
+    }
     Ok(pool)
 }
 

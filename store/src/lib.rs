@@ -33,7 +33,7 @@ pub mod orders;
 pub mod steps;
 pub mod vault;
 
-pub use database::{connect, migrate, DatabaseOptions, StoreError};
+pub use database::{connect, migrate, open, DatabaseOptions, StoreError};
 pub use health::{DatabaseHealth, DatabaseStatus, Unavailable};
 pub use log::{EventEnvelope, EventMetadata};
 pub use orders::{CommandError, CommandMetadata, LoadedOrder, OrderStore};

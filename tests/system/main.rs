@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 mod forget;
 mod no_personal_data_in_logs;
+mod operator_commands;
 mod startup;
 mod trace;
 mod verify_stream;
