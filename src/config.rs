@@ -304,6 +304,13 @@ pub struct ConsumerArgs {
 
     /// Messages one process handles at once for a consumer whose handler takes one message
     /// at a time (each order's messages one after another). The built-in consumers take
+    /// Seconds a consumer may still work after a stop signal: messages delivered but not
+    /// started are started until then, and calls to a carrier or mail service still running
+    /// then are abandoned and their messages given back (to be done again, under the same
+    /// idempotency key).
+    #[arg(long, env = "ORDERFLOW_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+
     /// batches instead (see --consumer-batch-size).
     #[arg(long, env = "ORDERFLOW_WORKER_CONCURRENCY", default_value_t = 8)]
     pub worker_concurrency: usize,
@@ -368,6 +375,19 @@ pub enum NotifyChannel {
     Log,
     /// POST each notification as JSON to --notify-webhook-url.
     Webhook,
+
+    /// Most bookings in flight at once, per process. The limit adapts below it to the
+    /// carrier's pace: it grows while the carrier keeps its latency and shrinks when it
+    /// slows down, answers 429 or 503, or fails.
+    #[arg(long, env = "ORDERFLOW_CARRIER_MAX_IN_FLIGHT",
+          default_value_t = orderflow_workers::shipments::DEFAULT_CARRIER_MAX_IN_FLIGHT)]
+    pub carrier_max_in_flight: usize,
+
+    /// Most notifications being sent at once, per process; adapts below it as
+    /// --carrier-max-in-flight does.
+    #[arg(long, env = "ORDERFLOW_NOTIFY_MAX_IN_FLIGHT",
+          default_value_t = orderflow_workers::notifications::DEFAULT_NOTIFY_MAX_IN_FLIGHT)]
+    pub notify_max_in_flight: usize,
     /// Send e-mail through --notify-smtp-url.
     Smtp,
 }
@@ -417,6 +437,7 @@ impl ConsumerArgs {
     /// What the workers need, with the channel and carrier chosen here.
     ///
     /// # Errors
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
     /// A message naming a URL that the chosen channel or carrier needs but was not given.
     pub fn worker_deps(&self, pool: PgPool) -> Result<WorkerDeps, String> {
         let required = |value: &Option<String>, flag: &str| {
@@ -429,7 +450,8 @@ impl ConsumerArgs {
             NotifyChannel::Webhook => ChannelOptions::Webhook {
                 url: required(&self.notify_webhook_url, "--notify-webhook-url")?,
                 timeout: Duration::from_secs(5),
-                attempts: 3,
+                // One request a try: the carrier's gate tries again (`orderflow_workers::partner`).
+                attempts: 1,
             },
             NotifyChannel::Smtp => ChannelOptions::Smtp {
                 url: required(&self.notify_smtp_url, "--notify-smtp-url")?,
@@ -445,13 +467,20 @@ impl ConsumerArgs {
                 name: self.carrier_name.clone(),
                 url: required(&self.carrier_url, "--carrier-url")?,
                 timeout: Duration::from_secs(10),
-                attempts: 3,
+                // One request a try: the service's gate tries again (`orderflow_workers::partner`).
+                attempts: 1,
             },
         };
         Ok(WorkerDeps {
             pool,
-            notifications: NotificationOptions { channel },
-            shipments: ShipmentOptions { carrier },
+            notifications: NotificationOptions {
+                channel,
+                max_in_flight: self.notify_max_in_flight.max(1),
+            },
+            shipments: ShipmentOptions {
+                carrier,
+                max_in_flight: self.carrier_max_in_flight.max(1),
+            },
         })
     }
 }

@@ -178,8 +178,10 @@ pub async fn read_stream(bus: &Bus, stream: &str) -> Result<Vec<StoredMessage>, 
         })
         .await
         .map_err(|e| jetstream_error("creating a reader", e))?;
-    let mut idle_rounds = 0;
-    while (out.len() as u64) < total && idle_rounds < 3 {
+    // Until every message counted at the start has come, or none has come for a long while
+    // (one that went away since), however slowly a busy machine delivers them.
+    let mut last_progress = std::time::Instant::now();
+    while (out.len() as u64) < total && last_progress.elapsed() < READ_PATIENCE {
         let mut batch = consumer
             .batch()
             .max_messages(1000)
@@ -202,14 +204,16 @@ pub async fn read_stream(bus: &Bus, stream: &str) -> Result<Vec<StoredMessage>, 
                 payload: message.payload.clone(),
             });
         }
-        idle_rounds = if out.len() == before {
-            idle_rounds + 1
-        } else {
-            0
-        };
+        if out.len() > before {
+            last_progress = std::time::Instant::now();
+        }
     }
     Ok(out)
 }
+
+/// How long [`read_stream`] waits for the next message of a stream before it takes what it
+/// has.
+const READ_PATIENCE: Duration = Duration::from_secs(30);
 
 fn jetstream_error(operation: &'static str, error: impl std::fmt::Display) -> BusError {
     BusError::JetStream {

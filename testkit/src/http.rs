@@ -56,7 +56,7 @@ impl Recorder {
                 let (seen, script, prefix) =
                     (Arc::clone(&seen), Arc::clone(&script), prefix.clone());
                 tokio::spawn(async move {
-                    let Some(key) = read_request(&mut socket).await else {
+                    let Some((key, _)) = read_request(&mut socket).await else {
                         return;
                     };
                     seen.lock().unwrap().push(key.clone());
@@ -102,8 +102,8 @@ impl Recorder {
 }
 
 /// Reads one request (head and body) and returns its `Idempotency-Key` (empty when it has
-/// none); `None` when the client hangs up first.
-async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<String> {
+/// none) and its body; `None` when the client hangs up first.
+pub(crate) async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<(String, Vec<u8>)> {
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 4096];
     let (head_end, length) = loop {
@@ -130,13 +130,14 @@ async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<String> {
         buffer.extend_from_slice(&chunk[..n]);
     }
     let head = String::from_utf8_lossy(&buffer[..head_end]).to_string();
-    Some(
-        head.lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("idempotency-key")
-                    .then(|| value.trim().to_string())
-            })
-            .unwrap_or_default(),
-    )
+    let key = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("idempotency-key")
+                .then(|| value.trim().to_string())
+        })
+        .unwrap_or_default();
+    let end = buffer.len().min(head_end + length);
+    Some((key, buffer[head_end..end].to_vec()))
 }

@@ -11,6 +11,8 @@
 //! - [`process`]: the `orderflow` binary as a child process over a world ([`orderflow!`]).
 //! - [`http`]: a small HTTP server that records the idempotency keys of what it is sent.
 //! - [`load`]: a steady load of orders through the real gateway.
+//! - [`partner`]: a carrier or mail service that answers at its own pace, goes down and
+//!   comes back, and refuses more than so many requests a second.
 //! - [`nats`]: a `nats-server` of a test's own, to kill, wipe and restart, and a three-node
 //!   JetStream cluster of a test's own, to kill and restart the node that leads a stream.
 //! - [`proxy`]: a proxy in front of PostgreSQL that loses the answer to one write.
@@ -46,6 +48,7 @@ pub mod http;
 pub mod load;
 pub mod log;
 pub mod nats;
+pub mod partner;
 pub mod postgres;
 pub mod process;
 pub mod proxy;

@@ -72,9 +72,12 @@ pub async fn consumers_caught_up(
             .all(|c| c["exists"] == json!(true) && c["pending"] == 0 && c["ack_pending"] == 0)
 }
 
-/// Orders posted to a gateway every `every` until [`OrderLoad::stop`].
+/// Orders posted to a gateway every `every` until [`OrderLoad::stop`]. What it has seen so
+/// far can be awaited ([`OrderLoad::wait_until`], [`OrderLoad::accepted_more`]): a test that
+/// needs the system "under load for a while" waits for so many orders, not for so much time.
 pub struct OrderLoad {
     stop: Arc<AtomicBool>,
+    report: Arc<Mutex<LoadReport>>,
     task: tokio::task::JoinHandle<LoadReport>,
 }
 
@@ -164,12 +167,13 @@ impl OrderLoad {
     pub fn start(base: &str, sku: &str, every: Duration, timeout: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let (base, sku, stopped) = (base.to_string(), sku.to_string(), Arc::clone(&stop));
+        let shared = Arc::new(Mutex::new(LoadReport::default()));
+        let report = Arc::clone(&shared);
         let task = tokio::spawn(async move {
             let http = reqwest::Client::builder()
                 .timeout(timeout)
                 .build()
                 .expect("an HTTP client");
-            let report = Arc::new(Mutex::new(LoadReport::default()));
             let mut requests = Vec::new();
             let mut tick = tokio::time::interval(every);
             let mut i = 0;
@@ -207,7 +211,55 @@ impl OrderLoad {
             let report = report.lock().unwrap().clone();
             report
         });
-        Self { stop, task }
+        Self {
+            stop,
+            report: shared,
+            task,
+        }
+    }
+
+    /// What the load has seen so far (the requests still open are not in it yet).
+    pub fn so_far(&self) -> LoadReport {
+        self.report.lock().unwrap().clone()
+    }
+
+    /// Waits until `condition` holds of what the load has seen so far.
+    ///
+    /// # Panics
+    /// When it does not within `within`, saying that `what` was awaited and what the load saw.
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        within: Duration,
+        condition: impl Fn(&LoadReport) -> bool,
+    ) {
+        let started = Instant::now();
+        while !condition(&self.so_far()) {
+            assert!(
+                started.elapsed() < within,
+                "waited {within:?} for {what}; the load saw: {} accepted, refused {:?}, \
+                 {} unanswered",
+                self.so_far().accepted.len(),
+                self.so_far().refused,
+                self.so_far().unanswered
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `more` orders more than so far were accepted: the system has been under
+    /// load for a while, however fast the machine is.
+    ///
+    /// # Panics
+    /// When that does not happen within `within`.
+    pub async fn accepted_more(&self, more: usize, within: Duration) {
+        let wanted = self.so_far().accepted.len() + more;
+        self.wait_until(
+            &format!("{more} more orders accepted (the gateway takes orders)"),
+            within,
+            |report| report.accepted.len() >= wanted,
+        )
+        .await;
     }
 
     /// Stops posting, waits for the requests still open, and says what happened.

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use orderflow_bus::relay::{run_relay, RelayOptions};
+use orderflow_bus::relay::{self, run_relay, RelayOptions};
 use orderflow_bus::{Delivery, Handler};
 use orderflow_workers::inventory::{self, InventoryWorker};
 use orderflow_workers::loyalty::LoyaltyWorker;
@@ -33,7 +33,8 @@ async fn count(world: &World, sql: &str) -> i64 {
 
 /// Waits until the inventory worker has handled something, then SIGKILLs every worker.
 async fn kill_every_worker_once_under_way(world: &World, mut workers: Vec<Process>) {
-    // Kill every worker as soon as it is under way.
+    // Kill every worker as soon as it is under way (only 50 of the 150 orders are on the
+    // stream yet).
     let started = Instant::now();
     loop {
         let handled = count(
@@ -48,8 +49,8 @@ async fn kill_every_worker_once_under_way(world: &World, mut workers: Vec<Proces
             worker.assert_running();
         }
         assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the workers never started"
+            started.elapsed() < Duration::from_secs(120),
+            "the workers handled nothing within 120 s"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -208,13 +209,13 @@ async fn workers_killed_mid_batch_and_restarted_apply_no_effect_twice() {
     let webhook = Recorder::start().await;
     let carrier = Recorder::start().await;
     let ids = world.place_many("SKU-K", 150).await;
-    let shutdown = CancellationToken::new();
-    let relay = tokio::spawn(run_relay(
-        world.db.pool.clone(),
-        world.bus().bus.clone(),
-        RelayOptions::default(),
-        shutdown.clone(),
-    ));
+    // Only a third of the orders reach the stream before the kill, so the workers are killed
+    // with most of the work still ahead of them, however fast they are.
+    world.number_events().await;
+    let early = relay::publish_range(&world.db.pool, &world.bus().bus, 0, Some(50), 50)
+        .await
+        .unwrap();
+    assert_eq!(early.published, 50);
     let env = [
         ("ORDERFLOW_ACK_WAIT_SECS", "2"),
         ("ORDERFLOW_WORKER_CONCURRENCY", "8"),
@@ -231,15 +232,24 @@ async fn workers_killed_mid_batch_and_restarted_apply_no_effect_twice() {
     };
     kill_every_worker_once_under_way(&world, start_all()).await;
 
-    // Restarted as two processes per worker, competing for the same durable consumers.
-    let _workers = (start_all(), start_all());
+    // The relay publishes the whole log (the first 50 again: the stream drops them as
+    // duplicates), and the workers are restarted as two processes per worker, competing for
+    // the same durable consumers.
+    let shutdown = CancellationToken::new();
+    let relay = tokio::spawn(run_relay(
+        world.db.pool.clone(),
+        world.bus().bus.clone(),
+        RelayOptions::default(),
+        shutdown.clone(),
+    ));
+    let workers = (start_all(), start_all());
     wait_until_settled(
         &world,
         &ids,
         100,
         50,
         &WORKER_NAMES,
-        Duration::from_secs(50),
+        Duration::from_secs(180),
     )
     .await;
     shutdown.cancel();
@@ -250,6 +260,7 @@ async fn workers_killed_mid_batch_and_restarted_apply_no_effect_twice() {
     assert_each_notification_sent_once(&world, &webhook).await;
     assert_each_shipment_booked_once(&world, &ids, &carrier).await;
     assert_points_earned_once(&world, 100).await;
+    drop(workers);
     world.cleanup().await;
 }
 

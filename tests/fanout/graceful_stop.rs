@@ -26,6 +26,8 @@ const SKU: &str = "SKU-STOP";
 const STOCK: i64 = 1_000_000;
 /// How long a role may take to stop after SIGTERM before the test calls it hung.
 const STOP_WITHIN: Duration = Duration::from_secs(30);
+/// How long `serve` may take to answer after it was started, on a starved machine.
+const STARTED_WITHIN: Duration = Duration::from_secs(60);
 
 /// The environment of every role: the recorders as the webhook channel and the http carrier,
 /// so that a repeated external effect shows as a repeated idempotency key, and a short ack
@@ -145,11 +147,12 @@ async fn assert_every_order_done_once(
     );
 }
 
-/// Places an order through the store every `every` until `stop`.
+/// Places an order through the store every `every` until `stop`, counting them in `placed`.
 fn store_load(
     world: &World,
     every: Duration,
     stop: Arc<AtomicBool>,
+    placed: tokio::sync::watch::Sender<usize>,
 ) -> tokio::task::JoinHandle<Vec<Uuid>> {
     let store = world.store.clone();
     tokio::spawn(async move {
@@ -167,6 +170,7 @@ fn store_load(
                 .await
                 .expect("placing an order");
             ids.push(id);
+            placed.send_replace(ids.len());
         }
         ids
     })
@@ -187,20 +191,22 @@ async fn serve_stopped_with_sigterm_under_load_three_times_loses_nothing() {
     let args = ["serve", "--http-addr", &format!("127.0.0.1:{port}")];
 
     let mut served = orderflow!(&world).envs(&env).start(&args);
-    wait_until_healthy(&base, Duration::from_secs(15)).await;
+    wait_until_healthy(&base, STARTED_WITHIN).await;
     let load = OrderLoad::start(
         &base,
         SKU,
         Duration::from_millis(10),
         Duration::from_secs(30),
     );
+    // Each `serve` is stopped once it has taken orders for a while: its consumers are busy
+    // with them when SIGTERM comes.
     for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        load.accepted_more(40, Duration::from_secs(120)).await;
         served.terminate(STOP_WITHIN).await;
         served = orderflow!(&world).envs(&env).start(&args);
-        wait_until_healthy(&base, Duration::from_secs(15)).await;
+        wait_until_healthy(&base, STARTED_WITHIN).await;
     }
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    load.accepted_more(40, Duration::from_secs(120)).await;
     let mut report = load.stop().await;
     eprintln!(
         "graceful stop under load: accepted {}, refused {:?}, unanswered {}",
@@ -241,11 +247,20 @@ async fn every_single_role_restarted_with_sigterm_under_load_loses_nothing() {
         .collect();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let load = store_load(&world, Duration::from_millis(10), Arc::clone(&stop));
-    // A rolling restart, three times over: each role in turn, while the others work on.
+    let (placed, mut placing) = tokio::sync::watch::channel(0);
+    let load = store_load(&world, Duration::from_millis(10), Arc::clone(&stop), placed);
+    // A rolling restart, three times over: each role in turn, while the others work on. Each
+    // restart comes once a few more orders were placed since the last one.
     for _ in 0..3 {
         for (slot, args) in roles.iter().enumerate() {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            let wanted = *placing.borrow() + 10;
+            tokio::time::timeout(
+                Duration::from_secs(120),
+                placing.wait_for(|placed| *placed >= wanted),
+            )
+            .await
+            .expect("the load placed 10 orders within 120 s")
+            .expect("the load runs");
             let old = std::mem::replace(
                 &mut running[slot],
                 orderflow!(&world).envs(&env).start(args),

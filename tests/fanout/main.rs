@@ -13,4 +13,5 @@ mod no_livelock;
 mod no_lost_event;
 mod no_overselling;
 mod order_independent;
+mod partners_at_their_own_pace;
 mod poison_messages;

@@ -93,26 +93,40 @@ async fn events_jetstream_lost_are_published_again_from_the_store() {
 #[tokio::test]
 async fn the_relay_wakes_on_commit_instead_of_waiting_for_its_tick() {
     let world = World::builder().max_connections(12).build().await;
+    // Neither its tick nor its stream check would publish the event within the test.
+    let tick = Duration::from_secs(600);
     let shutdown = CancellationToken::new();
     let relay = tokio::spawn(run_relay(
         world.db.pool.clone(),
         world.bus().bus.clone(),
         RelayOptions {
-            fallback_tick: Duration::from_secs(600),
+            fallback_tick: tick,
+            check_every: tick,
             ..RelayOptions::default()
         },
         shutdown.clone(),
     ));
-    // Let it take the lock and drain the (empty) log first.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let started = std::time::Instant::now();
+    // An event committed before the relay took the lock goes out with its first round: once
+    // it is on the stream, the relay holds the lock, listens for commits, and waits.
     world.place(&[("SKU-1", 1)]).await;
-    world.wait_for_stream(1, Duration::from_secs(5)).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    world.wait_for_stream(1, Duration::from_secs(60)).await;
+    // The next one goes out because its commit wakes the relay.
+    world.place(&[("SKU-1", 1)]).await;
+    let woken_within = tick / 10;
+    let started = std::time::Instant::now();
+    loop {
+        let mut stream = world.bus().bus.stream().await.unwrap();
+        if stream.info().await.unwrap().state.messages >= 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < woken_within,
+            "the commit did not wake the relay: the event is not on the stream {woken_within:?} \
+             after it (the relay's tick is {tick:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("published {:?} after the commit", started.elapsed());
     shutdown.cancel();
     relay.await.unwrap().unwrap();
     world.cleanup().await;

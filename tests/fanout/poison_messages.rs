@@ -203,7 +203,7 @@ async fn a_carrier_that_refuses_parks_the_confirmation_and_records_the_refusal()
     inventory.drain().await.unwrap();
     world.relay().await;
     let carrier =
-        HttpCarrier::new("acme", &refusing.url, std::time::Duration::from_secs(2), 3).unwrap();
+        HttpCarrier::new("acme", &refusing.url, std::time::Duration::from_secs(30), 3).unwrap();
     let worker = ShipmentsWorker::new(world.db.pool.clone(), Arc::new(carrier));
     let consumer = world.bind(Arc::new(worker)).await;
     let report = consumer.drain().await.unwrap();
@@ -257,7 +257,7 @@ async fn a_message_naked_past_the_delivery_limit_from_outside_is_parked_not_drop
         let mut batch = durable
             .batch()
             .max_messages(1)
-            .expires(Duration::from_secs(3))
+            .expires(Duration::from_secs(30))
             .messages()
             .await
             .unwrap();
@@ -289,8 +289,8 @@ async fn a_message_naked_past_the_delivery_limit_from_outside_is_parked_not_drop
             break parked;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the message JetStream gave up on was not parked"
+            started.elapsed() < Duration::from_secs(60),
+            "the message JetStream gave up on was not parked within 60 s"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };

@@ -5,6 +5,8 @@
 //! - [`inventory`]: the inventory worker, stock and reservations.
 //! - [`notifications`]: the notifications worker and its channels (log, webhook, smtp).
 //! - [`shipments`]: the shipments worker and its carriers (simulated, http).
+//! - [`partner`]: the gate every call to a carrier or mail service goes through: an adaptive
+//!   limit of calls in flight, `Retry-After`, outages ridden out without spending attempts.
 //! - [`loyalty`]: the loyalty worker, points per shipped order, balances and entries.
 //! - [`registry`]: worker names to handlers ([`build_worker`]) for `orderflow worker`.
 //! - `command`: how a worker sends a command to an order (retrying conflicts).
@@ -21,6 +23,7 @@ mod command;
 pub mod inventory;
 pub mod loyalty;
 pub mod notifications;
+pub mod partner;
 mod progress;
 pub mod registry;
 pub mod shipments;

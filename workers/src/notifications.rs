@@ -24,6 +24,7 @@ mod batch;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::partner::{classify_status, CallFailure, Partner, BATCHES_IN_FLIGHT};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use orderflow_domain::aggregate::OrderState;
@@ -96,7 +97,35 @@ pub enum SendError {
     /// Will not work (4xx, a rejected address).
     #[error("{0}")]
     Permanent(String),
+    /// The mail service is overloaded (429, or an answer with `Retry-After`): fewer calls,
+    /// and none before `retry_after`.
+    #[error("{reason}")]
+    Busy {
+        /// What it answered.
+        reason: String,
+        /// Its `Retry-After`, when it gave one.
+        retry_after: Option<Duration>,
+    },
 }
+
+impl From<SendError> for CallFailure {
+    fn from(error: SendError) -> Self {
+        match error {
+            SendError::Transient(reason) => CallFailure::Failed(reason),
+            SendError::Permanent(reason) => CallFailure::Refused(reason),
+            SendError::Busy {
+                reason,
+                retry_after,
+            } => CallFailure::Busy {
+                reason,
+                retry_after,
+            },
+        }
+    }
+}
+
+/// Calls to the mail service one process may have in flight at most, unless configured.
+pub const DEFAULT_NOTIFY_MAX_IN_FLIGHT: usize = 1024;
 
 /// A way to reach the customer.
 #[async_trait]
@@ -169,13 +198,26 @@ impl Channel for WebhookChannel {
                 .await;
             match response {
                 Ok(r) if r.status().is_success() => return Ok(()),
-                Ok(r) if r.status().is_client_error() => {
-                    return Err(SendError::Permanent(format!(
-                        "webhook answered {}",
-                        r.status()
-                    )))
-                }
-                Ok(r) => last = format!("webhook answered {}", r.status()),
+                // Overloaded: asking again at once would make it worse; the mail service's
+                // gate (`crate::partner`) slows down and waits as told.
+                Ok(r) => match classify_status(r.status(), r.headers(), "webhook") {
+                    Some(CallFailure::Busy {
+                        reason,
+                        retry_after,
+                    }) if r.status().as_u16() == 429 || retry_after.is_some() => {
+                        return Err(SendError::Busy {
+                            reason,
+                            retry_after,
+                        })
+                    }
+                    Some(CallFailure::Refused(_)) => {
+                        return Err(SendError::Permanent(format!(
+                            "webhook answered {}",
+                            r.status()
+                        )))
+                    }
+                    _ => last = format!("webhook answered {}", r.status()),
+                },
                 Err(e) => last = format!("webhook unreachable: {e}"),
             }
             if attempt < self.attempts {
@@ -273,10 +315,21 @@ pub enum ChannelOptions {
 }
 
 /// How the notifications worker sends. `Default` logs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotificationOptions {
     /// The channel every notification is sent through.
     pub channel: ChannelOptions,
+    /// The most sends in flight at once (the adaptive limit's ceiling).
+    pub max_in_flight: usize,
+}
+
+impl Default for NotificationOptions {
+    fn default() -> Self {
+        Self {
+            channel: ChannelOptions::default(),
+            max_in_flight: DEFAULT_NOTIFY_MAX_IN_FLIGHT,
+        }
+    }
 }
 
 impl NotificationOptions {
@@ -438,18 +491,43 @@ pub struct NotificationsWorker {
     pool: PgPool,
     store: OrderStore,
     channel: Arc<dyn Channel>,
+    /// Every send goes through it: see [`crate::partner`].
+    partner: Arc<Partner>,
 }
 
 impl NotificationsWorker {
     /// The worker over `pool` (order store and `notifications` table), sending through
-    /// `channel`.
+    /// `channel`, at most [`DEFAULT_NOTIFY_MAX_IN_FLIGHT`] sends at once.
     pub fn new(pool: PgPool, channel: Arc<dyn Channel>) -> Self {
         let store = OrderStore::new(pool.clone());
         Self {
             pool,
             store,
             channel,
+            partner: Arc::new(Partner::new("notify", DEFAULT_NOTIFY_MAX_IN_FLIGHT)),
         }
+    }
+
+    /// The same worker with at most `max_in_flight` sends at once.
+    #[must_use]
+    pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
+        self.partner = Arc::new(Partner::new("notify", max_in_flight));
+        self
+    }
+
+    /// The mail service's gate: calls in flight, the limit, whether it is down.
+    pub fn partner(&self) -> &Partner {
+        &self.partner
+    }
+
+    /// Sends `n` through the channel's gate: waits for a slot, tries again while the
+    /// service fails or is busy (without spending the message's attempts), and returns the
+    /// service's refusal.
+    async fn send(&self, n: &Notification) -> Result<(), SendError> {
+        self.partner
+            .call(|| async { self.channel.send(n).await.map_err(CallFailure::from) })
+            .await
+            .map_err(SendError::Permanent)
     }
 }
 
@@ -469,6 +547,17 @@ impl Handler for NotificationsWorker {
 
     fn batched(&self) -> bool {
         true
+    }
+
+    /// Sends wait on the mail service: many batches at once, so a slow send holds up only
+    /// the batch that waits for it (an order's events still one after another).
+    fn batches_in_flight(&self) -> usize {
+        BATCHES_IN_FLIGHT
+    }
+
+    /// Enough in hand for the service's ceiling of sends in flight, and the batches behind.
+    fn max_ack_pending(&self) -> i64 {
+        i64::try_from(self.partner.ceiling() * 2).unwrap_or(i64::MAX)
     }
 
     /// A batch of live deliveries in a few statements (see `batch`); replays one by one.
@@ -558,7 +647,7 @@ impl Handler for NotificationsWorker {
         if !unsent && !forced {
             return Ok(Effects::none());
         }
-        let result = self.channel.send(&n).await;
+        let result = self.send(&n).await;
         let (status, error) = match &result {
             Ok(()) => ("sent", None),
             Err(e) => ("failed", Some(e.to_string())),
@@ -592,7 +681,9 @@ impl NotificationsWorker {
                 self.channel.name(),
                 n.subject
             ))),
-            Err(SendError::Transient(e)) => Err(HandlerError::Retry(e)),
+            Err(SendError::Transient(e) | SendError::Busy { reason: e, .. }) => {
+                Err(HandlerError::Retry(e))
+            }
             Err(SendError::Permanent(e)) => Err(HandlerError::GiveUp(e)),
         }
     }

@@ -74,14 +74,20 @@ pub fn build_worker(name: &str, deps: WorkerDeps) -> Result<Arc<dyn Handler>, Un
                 .notifications
                 .build_channel()
                 .map_err(|e| misconfigured(e.to_string()))?;
-            Arc::new(NotificationsWorker::new(deps.pool, channel))
+            Arc::new(
+                NotificationsWorker::new(deps.pool, channel)
+                    .with_max_in_flight(deps.notifications.max_in_flight),
+            )
         }
         shipments::NAME => {
             let carrier = deps
                 .shipments
                 .build_carrier()
                 .map_err(|e| misconfigured(e.to_string()))?;
-            Arc::new(ShipmentsWorker::new(deps.pool, carrier))
+            Arc::new(
+                ShipmentsWorker::new(deps.pool, carrier)
+                    .with_max_in_flight(deps.shipments.max_in_flight),
+            )
         }
         loyalty::NAME => Arc::new(LoyaltyWorker::new(deps.pool)),
         other => return Err(UnknownWorker::Unknown(other.to_string())),

@@ -27,6 +27,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::command;
+use crate::partner::{classify_status, CallFailure, Partner, BATCHES_IN_FLIGHT};
 use orderflow_bus::handler::{handle_each, Delivery, Effects, Handler, HandlerError};
 
 /// The durable consumer's name.
@@ -64,7 +65,36 @@ pub enum CarrierError {
     /// Will not work (4xx: the request is refused).
     #[error("{0}")]
     Refused(String),
+    /// The carrier is overloaded (429, or an answer with `Retry-After`): fewer calls, and
+    /// none before `retry_after`.
+    #[error("{reason}")]
+    Busy {
+        /// What it answered.
+        reason: String,
+        /// Its `Retry-After`, when it gave one.
+        retry_after: Option<Duration>,
+    },
 }
+
+impl From<CarrierError> for CallFailure {
+    fn from(error: CarrierError) -> Self {
+        match error {
+            CarrierError::Transient(reason) => CallFailure::Failed(reason),
+            CarrierError::Refused(reason) => CallFailure::Refused(reason),
+            CarrierError::Busy {
+                reason,
+                retry_after,
+            } => CallFailure::Busy {
+                reason,
+                retry_after,
+            },
+        }
+    }
+}
+
+/// Calls to the carrier one process may have in flight at most, unless configured: enough
+/// for 500 bookings a second from a carrier that takes 3 s.
+pub const DEFAULT_CARRIER_MAX_IN_FLIGHT: usize = 2048;
 
 /// A carrier that books shipments.
 #[async_trait]
@@ -175,13 +205,26 @@ impl Carrier for HttpCarrier {
                         CarrierError::Transient(format!("carrier answer unreadable: {e}"))
                     })
                 }
-                Ok(r) if r.status().is_client_error() => {
-                    return Err(CarrierError::Refused(format!(
-                        "carrier refused with {}",
-                        r.status()
-                    )))
-                }
-                Ok(r) => last = format!("carrier answered {}", r.status()),
+                // Overloaded: asking again at once would make it worse; the carrier's gate
+                // (`crate::partner`) slows down and waits as told.
+                Ok(r) => match classify_status(r.status(), r.headers(), "carrier") {
+                    Some(CallFailure::Busy {
+                        reason,
+                        retry_after,
+                    }) if r.status().as_u16() == 429 || retry_after.is_some() => {
+                        return Err(CarrierError::Busy {
+                            reason,
+                            retry_after,
+                        })
+                    }
+                    Some(CallFailure::Refused(_)) => {
+                        return Err(CarrierError::Refused(format!(
+                            "carrier refused with {}",
+                            r.status()
+                        )))
+                    }
+                    _ => last = format!("carrier answered {}", r.status()),
+                },
                 Err(e) => last = format!("carrier unreachable: {e}"),
             }
             if attempt < self.attempts {
@@ -222,10 +265,21 @@ impl Default for CarrierOptions {
 }
 
 /// How the shipments worker books. `Default` uses the simulated carrier.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShipmentOptions {
     /// The carrier every shipment is booked with.
     pub carrier: CarrierOptions,
+    /// The most calls to the carrier in flight at once (the adaptive limit's ceiling).
+    pub max_in_flight: usize,
+}
+
+impl Default for ShipmentOptions {
+    fn default() -> Self {
+        Self {
+            carrier: CarrierOptions::default(),
+            max_in_flight: DEFAULT_CARRIER_MAX_IN_FLIGHT,
+        }
+    }
 }
 
 impl ShipmentOptions {
@@ -292,17 +346,43 @@ pub struct ShipmentsWorker {
     pool: PgPool,
     store: OrderStore,
     carrier: Arc<dyn Carrier>,
+    /// Every booking goes through it: see [`crate::partner`].
+    partner: Arc<Partner>,
 }
 
 impl ShipmentsWorker {
-    /// The worker over `pool` (order store and `shipments` table), booking with `carrier`.
+    /// The worker over `pool` (order store and `shipments` table), booking with `carrier`,
+    /// at most [`DEFAULT_CARRIER_MAX_IN_FLIGHT`] bookings at once.
     pub fn new(pool: PgPool, carrier: Arc<dyn Carrier>) -> Self {
         let store = OrderStore::new(pool.clone());
         Self {
             pool,
             store,
             carrier,
+            partner: Arc::new(Partner::new("carrier", DEFAULT_CARRIER_MAX_IN_FLIGHT)),
         }
+    }
+
+    /// The same worker with at most `max_in_flight` bookings at once.
+    #[must_use]
+    pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
+        self.partner = Arc::new(Partner::new("carrier", max_in_flight));
+        self
+    }
+
+    /// The carrier's gate: calls in flight, the limit, whether it is down.
+    pub fn partner(&self) -> &Partner {
+        &self.partner
+    }
+
+    /// Books `request` through the carrier's gate: waits for a slot, tries again while the
+    /// carrier fails or is busy (without spending the message's attempts), and returns the
+    /// booking or the carrier's refusal.
+    async fn book(&self, request: &ShipmentRequest) -> Result<Booking, CarrierError> {
+        self.partner
+            .call(|| async { self.carrier.book(request).await.map_err(CallFailure::from) })
+            .await
+            .map_err(CarrierError::Refused)
     }
 
     async fn set_status(
@@ -394,7 +474,7 @@ impl ShipmentsWorker {
                 address: state.shipping_address,
                 lines: state.lines,
             };
-            match self.carrier.book(&request).await {
+            match self.book(&request).await {
                 Ok(booking) => {
                     sqlx::query(
                         "UPDATE shipments SET status = 'booked', carrier = $2,
@@ -416,7 +496,7 @@ impl ShipmentsWorker {
                     record.carrier = Some(self.carrier.name().to_string());
                     record.tracking_number = Some(booking.tracking_number);
                 }
-                Err(CarrierError::Transient(e)) => {
+                Err(CarrierError::Transient(e) | CarrierError::Busy { reason: e, .. }) => {
                     self.set_status(order_id, "requested", Some(&e)).await?;
                     return Err(HandlerError::Retry(e));
                 }
@@ -472,6 +552,17 @@ impl Handler for ShipmentsWorker {
 
     fn batched(&self) -> bool {
         true
+    }
+
+    /// Bookings wait on the carrier: many batches at once, so a slow carrier holds up only
+    /// the batch that waits for it (see [`crate::partner`] for the calls' own limit).
+    fn batches_in_flight(&self) -> usize {
+        BATCHES_IN_FLIGHT
+    }
+
+    /// Enough in hand for the carrier's ceiling of calls in flight, and the batches behind.
+    fn max_ack_pending(&self) -> i64 {
+        i64::try_from(self.partner.ceiling() * 2).unwrap_or(i64::MAX)
     }
 
     /// A batch of live confirmations in a few statements (see `batch`); replays, and a batch

@@ -1,7 +1,7 @@
 //! The notifications worker on a batch: what it does for one event, for a batch in three
 //! statements whatever its size. One read of the log for every order whose state a message
 //! needs (a placement needs none: it is the whole order), one statement for every inbox
-//! claim and `pending` record, the sends (16 at a time), one statement for every outcome.
+//! claim and `pending` record, the sends (all at once through the mail service's gate), one statement for every outcome.
 //! The guarantees are those of a single event: a record is written only by the delivery that
 //! made the claim; a redelivery sends again only what is not `sent`; the notification id is
 //! the receiver's idempotency key.
@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use orderflow_bus::handler::{Effects, HandlerError};
 use orderflow_store::{log, orders, EventEnvelope};
 use uuid::Uuid;
@@ -63,13 +63,11 @@ impl NotificationsWorker {
         for (index, event, n) in &batch {
             if to_send.contains(&event.event_id) {
                 let (index, event_id) = (*index, event.event_id);
-                sending.push(async move { (index, event_id, self.channel.send(n).await) }.boxed());
+                sending.push(async move { (index, event_id, self.send(n).await) }.boxed());
             }
         }
-        let sent: Vec<Sent> = futures::stream::iter(sending)
-            .buffer_unordered(16)
-            .collect()
-            .await;
+        // All at once: the mail service's gate keeps as many in flight as its pace allows.
+        let sent: Vec<Sent> = futures::future::join_all(sending).await;
         if let Err(error) = self.record_outcomes(&sent).await {
             for (index, _, _) in &sent {
                 results[*index] = Err(HandlerError::retry(format!("database: {error}")));

@@ -1,8 +1,8 @@
 //! The shipments worker on a batch: what it does for one confirmation, for a batch in about
 //! seven statements whatever its size. One read of the log for every order (is it still
 //! confirmed?), one statement for every inbox claim and `requested` (or `skipped`) record,
-//! one read of the records, the bookings (16 at a time, each with its shipment id as
-//! idempotency key), one statement for every `booked`, the `StartShipment` commands in one
+//! one read of the records, the bookings (all at once through the carrier's gate, each with
+//! its shipment id as idempotency key), one statement for every `booked`, the `StartShipment` commands in one
 //! read and one append ([`crate::command::send_all_allowing`]), and one statement for every
 //! final status. The steps and statuses are those of a single confirmation, so a batch cut
 //! short anywhere continues on redelivery from the recorded status.
@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use orderflow_bus::handler::{Effects, HandlerError};
 use orderflow_domain::aggregate::OrderState;
 use orderflow_domain::{OrderCommand, OrderStatus};
@@ -151,7 +151,7 @@ impl ShipmentsWorker {
                     ));
                     newly_booked.push((order_id, booking.tracking_number));
                 }
-                Err(CarrierError::Transient(e)) => {
+                Err(CarrierError::Transient(e) | CarrierError::Busy { reason: e, .. }) => {
                     changes.push((order_id, "requested", Some(e.clone())));
                     failed.insert(order_id, HandlerError::Retry(e));
                 }
@@ -304,26 +304,24 @@ impl ShipmentsWorker {
         Ok(records.into_iter().map(|r| (r.order_id, r)).collect())
     }
 
-    /// Books every request with the carrier, 16 at a time.
+    /// Books every request with the carrier, all at once through its gate, which keeps as
+    /// many in flight as the carrier's pace allows (see [`crate::partner`]).
     async fn book_all(
         &self,
         requests: Vec<ShipmentRequest>,
     ) -> Vec<(ShipmentRequest, Result<Booking, CarrierError>)> {
-        let mut booking: Vec<BoxFuture<'_, (ShipmentRequest, Result<Booking, CarrierError>)>> =
-            Vec::with_capacity(requests.len());
-        for request in requests {
-            booking.push(
-                async move {
-                    let outcome = self.carrier.book(&request).await;
-                    (request, outcome)
-                }
-                .boxed(),
-            );
-        }
-        futures::stream::iter(booking)
-            .buffer_unordered(16)
-            .collect()
-            .await
+        let booking: Vec<BoxFuture<'_, (ShipmentRequest, Result<Booking, CarrierError>)>> =
+            requests
+                .into_iter()
+                .map(|request| {
+                    async move {
+                        let outcome = self.book(&request).await;
+                        (request, outcome)
+                    }
+                    .boxed()
+                })
+                .collect();
+        futures::future::join_all(booking).await
     }
 
     /// Records the bookings (carrier and tracking number) in one statement.
