@@ -294,22 +294,34 @@ impl<Nats> System<Nats> {
         let names = orderflow_operations::consumer_names();
         loop {
             let shipped = self.shipped(ids).await;
+            // The consumers first, then the log: a handler commits the events it causes (a
+            // shipment started) before its message is acked, so once every consumer is seen
+            // at the head with nothing pending, a log with no event after that head and none
+            // still unnumbered (the relay numbers events after their commit) has nothing left
+            // to handle. The other way round, an event committed but not numbered yet would
+            // go unseen, and its effects (its notification) counted before they happen.
+            let lag = orderflow_bus::consumer_info(&self.bus, &names).await;
             let head = orderflow_store::log::head_position(&self.world.db.pool)
                 .await
                 .expect("reading the head of the log");
-            let lag = orderflow_bus::consumer_info(&self.bus, &names).await;
-            let caught_up = lag.as_ref().is_ok_and(|lag| {
-                lag.iter().all(|l| {
-                    l.pending == 0 && l.ack_pending == 0 && l.last_handled_position == Some(head)
-                })
-            });
+            let unnumbered = orderflow_store::log::unnumbered_count(&self.world.db.pool)
+                .await
+                .expect("counting the events not numbered yet");
+            let caught_up = unnumbered == 0
+                && lag.as_ref().is_ok_and(|lag| {
+                    lag.iter().all(|l| {
+                        l.pending == 0
+                            && l.ack_pending == 0
+                            && l.last_handled_position == Some(head)
+                    })
+                });
             if shipped == ids.len() && caught_up {
                 break;
             }
             assert!(
                 started.elapsed() < within,
-                "not settled after {within:?}: {shipped} of {} orders shipped; head {head}; \
-                 consumers {lag:?}",
+                "not settled after {within:?}: {shipped} of {} orders shipped; head {head}, \
+                 {unnumbered} event(s) not numbered yet; consumers {lag:?}",
                 ids.len()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
