@@ -266,13 +266,11 @@ async fn start_gateway(
     let (address, server) = orderflow_gateway::serve(state, http.http_addr, roles.shutdown.clone())
         .await
         .context("cannot start the gateway")?;
-    // The banner is the one line a script reads from stdout; with JSON logs it is a log
-    // event like every other line.
-    match log_format {
-        LogFormat::Pretty => println!("orderflow gateway listening on http://{address}"),
-        LogFormat::Json => {
-            tracing::info!(address = %format!("http://{address}"), "orderflow gateway listening")
-        }
+    // The banner is the one line a script reads from stdout, in either log format (the logs
+    // go to stderr); with JSON logs it is also a log event like every other line.
+    println!("orderflow gateway listening on http://{address}");
+    if log_format == LogFormat::Json {
+        tracing::info!(address = %format!("http://{address}"), "orderflow gateway listening");
     }
     roles.spawn(
         "gateway",

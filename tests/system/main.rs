@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 mod forget;
 mod no_personal_data_in_logs;
 mod operator_commands;
+mod readme;
 mod startup;
 mod trace;
 mod verify_stream;
