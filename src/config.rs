@@ -295,6 +295,13 @@ pub struct ConsumerArgs {
     #[arg(long, env = "ORDERFLOW_ACK_WAIT_SECS", default_value_t = 30)]
     pub ack_wait_secs: u64,
 
+    /// Seconds a consumer may still work after a stop signal: messages delivered but not
+    /// started are started until then, and calls to a carrier or mail service still running
+    /// then are abandoned and their messages given back (to be done again, under the same
+    /// idempotency key).
+    #[arg(long, env = "ORDERFLOW_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+
     /// Most messages a consumer takes in one batch. The built-in consumers handle what has
     /// been delivered as one batch, in a few statements: one message when they keep up, up
     /// to this many when they have a backlog.
@@ -304,13 +311,6 @@ pub struct ConsumerArgs {
 
     /// Messages one process handles at once for a consumer whose handler takes one message
     /// at a time (each order's messages one after another). The built-in consumers take
-    /// Seconds a consumer may still work after a stop signal: messages delivered but not
-    /// started are started until then, and calls to a carrier or mail service still running
-    /// then are abandoned and their messages given back (to be done again, under the same
-    /// idempotency key).
-    #[arg(long, env = "ORDERFLOW_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
-    pub shutdown_grace_secs: u64,
-
     /// batches instead (see --consumer-batch-size).
     #[arg(long, env = "ORDERFLOW_WORKER_CONCURRENCY", default_value_t = 8)]
     pub worker_concurrency: usize,
@@ -366,15 +366,6 @@ pub struct ConsumerArgs {
     /// Name the http carrier is recorded under.
     #[arg(long, env = "ORDERFLOW_CARRIER_NAME", default_value = "http")]
     pub carrier_name: String,
-}
-
-/// Notification channels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum NotifyChannel {
-    /// Write each notification to the log (the recipient masked: `a***@example.com`).
-    Log,
-    /// POST each notification as JSON to --notify-webhook-url.
-    Webhook,
 
     /// Most bookings in flight at once, per process. The limit adapts below it to the
     /// carrier's pace: it grows while the carrier keeps its latency and shrinks when it
@@ -388,6 +379,15 @@ pub enum NotifyChannel {
     #[arg(long, env = "ORDERFLOW_NOTIFY_MAX_IN_FLIGHT",
           default_value_t = orderflow_workers::notifications::DEFAULT_NOTIFY_MAX_IN_FLIGHT)]
     pub notify_max_in_flight: usize,
+}
+
+/// Notification channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NotifyChannel {
+    /// Write each notification to the log (the recipient masked: `a***@example.com`).
+    Log,
+    /// POST each notification as JSON to --notify-webhook-url.
+    Webhook,
     /// Send e-mail through --notify-smtp-url.
     Smtp,
 }
@@ -428,6 +428,7 @@ impl ConsumerArgs {
         ConsumerOptions {
             max_attempts: self.max_attempts.max(1),
             ack_wait: Duration::from_secs(self.ack_wait_secs.max(1)),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             concurrency: self.worker_concurrency.max(1),
             batch_size: usize::from(self.consumer_batch_size.max(1)),
             ..ConsumerOptions::default()
@@ -437,7 +438,6 @@ impl ConsumerArgs {
     /// What the workers need, with the channel and carrier chosen here.
     ///
     /// # Errors
-            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
     /// A message naming a URL that the chosen channel or carrier needs but was not given.
     pub fn worker_deps(&self, pool: PgPool) -> Result<WorkerDeps, String> {
         let required = |value: &Option<String>, flag: &str| {
@@ -450,7 +450,7 @@ impl ConsumerArgs {
             NotifyChannel::Webhook => ChannelOptions::Webhook {
                 url: required(&self.notify_webhook_url, "--notify-webhook-url")?,
                 timeout: Duration::from_secs(5),
-                // One request a try: the carrier's gate tries again (`orderflow_workers::partner`).
+                // One request a try: the service's gate tries again (`orderflow_workers::partner`).
                 attempts: 1,
             },
             NotifyChannel::Smtp => ChannelOptions::Smtp {
@@ -467,7 +467,7 @@ impl ConsumerArgs {
                 name: self.carrier_name.clone(),
                 url: required(&self.carrier_url, "--carrier-url")?,
                 timeout: Duration::from_secs(10),
-                // One request a try: the service's gate tries again (`orderflow_workers::partner`).
+                // One request a try: the carrier's gate tries again (`orderflow_workers::partner`).
                 attempts: 1,
             },
         };
