@@ -287,11 +287,17 @@ impl<Nats> System<Nats> {
     /// stream holds every stored event exactly once.
     ///
     /// # Panics
-    /// When that does not happen within `within`, or an effect happened twice.
+    /// When nothing moves towards that for `within` (no order ships, no consumer gets further
+    /// in the log), or an effect happened twice. How many orders a load left depends on how
+    /// fast the machine is; a system that gets nowhere is stuck, however fast.
     pub(crate) async fn assert_settled_once(&self, ids: &[Uuid], within: Duration) {
         assert!(!ids.is_empty(), "no order was accepted");
         let started = Instant::now();
         let names = orderflow_operations::consumer_names();
+        // The most shipped orders, and the furthest positions handled, seen so far; when they
+        // last grew.
+        let mut progress = (0, 0);
+        let mut progressed = Instant::now();
         loop {
             let shipped = self.shipped(ids).await;
             // The consumers first, then the log: a handler commits the events it causes (a
@@ -318,10 +324,19 @@ impl<Nats> System<Nats> {
             if shipped == ids.len() && caught_up {
                 break;
             }
+            let handled: i64 = lag.as_ref().map_or(0, |lag| {
+                lag.iter().filter_map(|l| l.last_handled_position).sum()
+            });
+            if shipped > progress.0 || handled > progress.1 {
+                progress = (shipped.max(progress.0), handled.max(progress.1));
+                progressed = Instant::now();
+            }
             assert!(
-                started.elapsed() < within,
-                "not settled after {within:?}: {shipped} of {} orders shipped; head {head}, \
-                 {unnumbered} event(s) not numbered yet; consumers {lag:?}",
+                progressed.elapsed() < within,
+                "not settled, and nothing moved for {within:?} ({:?} since the wait began): \
+                 {shipped} of {} orders shipped; head {head}, {unnumbered} event(s) not \
+                 numbered yet; consumers {lag:?}",
+                started.elapsed(),
                 ids.len()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -12,7 +12,7 @@ use crate::harness::System;
 async fn stream_deleted_under_load_is_recreated_and_refilled() {
     let system = System::start().await;
     let (served, load) = system.serve_under_load().await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    load.accepted_more(100, Duration::from_secs(120)).await;
     system
         .bus
         .jetstream()
@@ -27,32 +27,68 @@ async fn stream_deleted_under_load_is_recreated_and_refilled() {
 async fn a_deleted_consumer_comes_back_where_it_was() {
     let system = System::start().await;
     let (served, load) = system.serve_under_load().await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    load.accepted_more(50, Duration::from_secs(120)).await;
     let stream = system.bus.stream().await.expect("the event stream");
-    // Where it had got to a little before it is deleted (the runtime notes its ack floor
-    // every 2 s): the least it must resume after.
-    let handled = stream
-        .consumer_info("shipments")
+    // Where it had got to before it is deleted (its ack floor on the server), once the
+    // runtime has noted that far in its own record (it notes its ack floor every 2 s): the
+    // least it must resume after.
+    let started = Instant::now();
+    let handled = loop {
+        let floor = stream
+            .consumer_info("shipments")
+            .await
+            .expect("the shipments consumer")
+            .ack_floor
+            .stream_sequence;
+        if floor > 0 {
+            break floor;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "shipments handled nothing within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let message = stream
+        .get_raw_message(handled)
         .await
-        .expect("the shipments consumer")
-        .ack_floor
-        .stream_sequence;
-    assert!(handled > 0, "shipments handled nothing in 3 s");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+        .expect("the message at the ack floor");
+    let position = serde_json::from_slice::<orderflow_store::EventEnvelope>(&message.payload)
+        .expect("an event")
+        .position
+        .expect("a stored event has a position");
+    loop {
+        let noted: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM consumer_floors WHERE consumer = 'shipments'")
+                .fetch_optional(&system.world.db.pool)
+                .await
+                .expect("reading the consumer floors");
+        if noted.is_some_and(|noted| noted >= position) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the runtime did not note within 120 s that shipments handled position {position} \
+             (noted: {noted:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stream
         .delete_consumer("shipments")
         .await
         .expect("deleting the shipments consumer");
     let fault = Instant::now();
     // It comes back by itself, starting after what it had handled, not at the beginning.
-    let mut recreated = None;
-    for _ in 0..100 {
+    let recreated = loop {
         if let Ok(info) = stream.consumer_info("shipments").await {
-            recreated = Some(info.config.deliver_policy);
-            break;
+            break Some(info.config.deliver_policy);
         }
+        assert!(
+            fault.elapsed() < Duration::from_secs(120),
+            "the shipments consumer was not recreated within 120 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
     match recreated {
         Some(DeliverPolicy::ByStartSequence { start_sequence }) => assert!(
             start_sequence > handled,
