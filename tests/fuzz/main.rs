@@ -165,17 +165,19 @@ fn run(mut command: Command, timeout: Duration) -> (bool, String) {
         let _ = stderr.read_to_string(&mut text);
         text
     });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for schemathesis") {
-            break Some(status);
+    // Waited for on a thread of its own, so the end is seen when it comes (or the timeout).
+    let pid = child.id().to_string();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait());
+    });
+    let status = match finished.recv_timeout(timeout) {
+        Ok(status) => Some(status.expect("waiting for schemathesis")),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            let _ = finished.recv();
+            None
         }
-        if started.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
     };
     let report = format!(
         "{}{}",
