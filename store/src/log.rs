@@ -170,8 +170,42 @@ impl EventEnvelope {
 #[allow(non_upper_case_globals)]
 const Order_TYPE: &str = <Order as cqrs_es::Aggregate>::TYPE;
 
-const SELECT_ENVELOPE: &str = "SELECT event_id, aggregate_id, sequence, global_position, \
-     event_type, event_version, payload, metadata, recorded_at FROM events";
+/// The columns of an [`EventEnvelope`], as a literal (so that statements can be constants).
+macro_rules! select_envelope {
+    () => {
+        "SELECT event_id, aggregate_id, sequence, global_position, \
+         event_type, event_version, payload, metadata, recorded_at FROM events"
+    };
+}
+
+const SELECT_ENVELOPE: &str = select_envelope!();
+
+/// The statement of [`order_events`]: `$1` the aggregate type, `$2` the order id.
+pub const ORDER_EVENTS: &str = concat!(
+    select_envelope!(),
+    " WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
+);
+
+/// The statement of [`events_of_orders`]: `$1` the aggregate type, `$2` the order ids.
+pub const EVENTS_OF_ORDERS: &str = concat!(
+    select_envelope!(),
+    " WHERE aggregate_type = $1 AND aggregate_id = ANY($2) ORDER BY aggregate_id, sequence"
+);
+
+/// The statement of [`assign_positions`]: `$1` how many to number at most.
+pub const ASSIGN_POSITIONS: &str =
+    "WITH head AS (SELECT coalesce(max(global_position), 0) AS position FROM events),
+          next AS (
+              SELECT insert_position,
+                     row_number() OVER (ORDER BY tx_id, insert_position) AS n
+              FROM events
+              WHERE global_position IS NULL
+              ORDER BY tx_id, insert_position
+              LIMIT $1)
+     UPDATE events e
+        SET global_position = head.position + next.n
+       FROM next, head
+      WHERE e.insert_position = next.insert_position";
 
 fn envelopes(rows: &[PgRow]) -> Result<Vec<EventEnvelope>, StoreError> {
     rows.iter().map(EventEnvelope::from_row).collect()
@@ -185,13 +219,11 @@ pub async fn order_events<'e>(
     db: impl PgExecutor<'e>,
     order_id: Uuid,
 ) -> Result<Vec<EventEnvelope>, StoreError> {
-    let rows = sqlx::query(&format!(
-        "{SELECT_ENVELOPE} WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
-    ))
-    .bind(Order_TYPE)
-    .bind(order_id.to_string())
-    .fetch_all(db)
-    .await?;
+    let rows = sqlx::query(ORDER_EVENTS)
+        .bind(Order_TYPE)
+        .bind(order_id.to_string())
+        .fetch_all(db)
+        .await?;
     envelopes(&rows)
 }
 
@@ -204,20 +236,17 @@ pub async fn events_of_orders<'e>(
     order_ids: &[Uuid],
 ) -> Result<std::collections::HashMap<Uuid, Vec<EventEnvelope>>, StoreError> {
     let ids: Vec<String> = order_ids.iter().map(Uuid::to_string).collect();
-    let rows = sqlx::query(&format!(
-        "{SELECT_ENVELOPE} WHERE aggregate_type = $1 AND aggregate_id = ANY($2)
-         ORDER BY aggregate_id, sequence"
-    ))
-    // Planned for its arguments on every call (an unnamed statement). A prepared statement
-    // would settle on a generic plan while the log is small, one that reads every event of
-    // the aggregate type and filters by id, and keep it as the log grows: seen at 50 ms a
-    // call after a few minutes of load. The same holds for every batch statement that reads
-    // or joins a table by an array (`= ANY($n)`, `FROM UNNEST(...)`).
-    .persistent(false)
-    .bind(Order_TYPE)
-    .bind(&ids)
-    .fetch_all(db)
-    .await?;
+    let rows = sqlx::query(EVENTS_OF_ORDERS)
+        // Planned for its arguments on every call (an unnamed statement). A prepared statement
+        // would settle on a generic plan while the log is small, one that reads every event of
+        // the aggregate type and filters by id, and keep it as the log grows: seen at 50 ms a
+        // call after a few minutes of load. The same holds for every batch statement that reads
+        // or joins a table by an array (`= ANY($n)`, `FROM UNNEST(...)`).
+        .persistent(false)
+        .bind(Order_TYPE)
+        .bind(&ids)
+        .fetch_all(db)
+        .await?;
     let mut by_order: std::collections::HashMap<Uuid, Vec<EventEnvelope>> =
         std::collections::HashMap::new();
     for event in envelopes(&rows)? {
@@ -292,23 +321,10 @@ pub async fn unnumbered_count<'e>(db: impl PgExecutor<'e>) -> Result<i64, sqlx::
 /// # Errors
 /// The database error.
 pub async fn assign_positions<'e>(db: impl PgExecutor<'e>, limit: i64) -> Result<u64, sqlx::Error> {
-    let numbered = sqlx::query(
-        "WITH head AS (SELECT coalesce(max(global_position), 0) AS position FROM events),
-              next AS (
-                  SELECT insert_position,
-                         row_number() OVER (ORDER BY tx_id, insert_position) AS n
-                  FROM events
-                  WHERE global_position IS NULL
-                  ORDER BY tx_id, insert_position
-                  LIMIT $1)
-         UPDATE events e
-            SET global_position = head.position + next.n
-           FROM next, head
-          WHERE e.insert_position = next.insert_position",
-    )
-    .bind(limit)
-    .execute(db)
-    .await?
-    .rows_affected();
+    let numbered = sqlx::query(ASSIGN_POSITIONS)
+        .bind(limit)
+        .execute(db)
+        .await?
+        .rows_affected();
     Ok(numbered)
 }

@@ -143,6 +143,47 @@ pub fn mask_emails(text: &str) -> String {
     out
 }
 
+/// The statement of [`record`]: `$1` the consumer, `$2..=$8` the steps' columns as arrays.
+///
+/// Whether a consumer handled an event before is looked up by one probe of
+/// `consumer_steps_event` per step, in a `LATERAL` subquery with `LIMIT 1`: the planner can only
+/// run it as a nested loop over the batch. Written as an `EXISTS` in the select list, it was
+/// free to hash the consumer's whole history instead (a sequential scan of `consumer_steps` on
+/// every call, chosen while the statistics said the table was small), a cost that grew with
+/// every order. `store/tests/plans.rs` checks the plan.
+pub const RECORD_STEPS: &str = "INSERT INTO consumer_steps
+        (consumer, event_id, attempt, outcome, started_at, duration_ms, error, effect)
+ SELECT $1, u.event_id, u.attempt,
+        CASE WHEN u.outcome = 'handled' AND (
+                  count(*) FILTER (WHERE u.outcome = 'handled')
+                      OVER (PARTITION BY u.event_id ORDER BY u.i) > 1
+                  OR h.handled IS NOT NULL)
+             THEN 'already_handled' ELSE u.outcome END,
+        u.started_at, u.duration_ms, u.error, u.effect
+   FROM UNNEST($2::uuid[], $3::bigint[], $4::text[], $5::timestamptz[], $6::bigint[],
+               $7::text[], $8::text[])
+        WITH ORDINALITY
+        AS u(event_id, attempt, outcome, started_at, duration_ms, error, effect, i)
+   LEFT JOIN LATERAL (
+        SELECT true AS handled FROM consumer_steps s
+         WHERE s.event_id = u.event_id AND s.consumer = $1 AND s.outcome = 'handled'
+         LIMIT 1) h ON true
+  ORDER BY u.i";
+
+/// The statement of [`steps_of_events`]: `$1` the event ids.
+pub const STEPS_OF_EVENTS: &str =
+    "SELECT consumer, event_id, attempt, outcome, started_at, duration_ms, error, effect
+       FROM consumer_steps WHERE event_id = ANY($1) ORDER BY seq";
+
+/// The statement of [`published_at`]: `$1` the positions, `$2` the stream or NULL.
+pub const PUBLISHED_AT: &str = "SELECT u.i, r.published_at
+       FROM UNNEST($1::bigint[]) WITH ORDINALITY AS u(position, i)
+       LEFT JOIN LATERAL (
+            SELECT p.published_at, p.from_position FROM relay_publications p
+             WHERE ($2::text IS NULL OR p.stream = $2) AND p.to_position >= u.position
+             ORDER BY p.to_position LIMIT 1) r ON r.from_position <= u.position
+      ORDER BY u.i";
+
 /// Records `steps` of `consumer` with one statement (nothing when empty). E-mail addresses
 /// in effects and errors are masked ([`mask_emails`]).
 ///
@@ -170,37 +211,19 @@ pub async fn record<'e>(
         .iter()
         .map(|s| s.effect.as_deref().map(mask_emails))
         .collect();
-    sqlx::query(
-        "INSERT INTO consumer_steps
-                (consumer, event_id, attempt, outcome, started_at, duration_ms, error, effect)
-         SELECT $1, u.event_id, u.attempt,
-                CASE WHEN u.outcome = 'handled' AND (
-                          count(*) FILTER (WHERE u.outcome = 'handled')
-                              OVER (PARTITION BY u.event_id ORDER BY u.i) > 1
-                          OR EXISTS (
-                              SELECT 1 FROM consumer_steps s
-                               WHERE s.event_id = u.event_id AND s.consumer = $1
-                                 AND s.outcome = 'handled'))
-                     THEN 'already_handled' ELSE u.outcome END,
-                u.started_at, u.duration_ms, u.error, u.effect
-           FROM UNNEST($2::uuid[], $3::bigint[], $4::text[], $5::timestamptz[], $6::bigint[],
-                       $7::text[], $8::text[])
-                WITH ORDINALITY
-                AS u(event_id, attempt, outcome, started_at, duration_ms, error, effect, i)
-          ORDER BY u.i",
-    )
-    // A plan per call, for the arrays it gets (see `crate::log::events_of_orders`).
-    .persistent(false)
-    .bind(consumer)
-    .bind(&event_ids)
-    .bind(&attempts)
-    .bind(&outcomes)
-    .bind(&started)
-    .bind(&durations)
-    .bind(&errors)
-    .bind(&effects)
-    .execute(db)
-    .await?;
+    sqlx::query(RECORD_STEPS)
+        // A plan per call, for the arrays it gets (see `crate::log::events_of_orders`).
+        .persistent(false)
+        .bind(consumer)
+        .bind(&event_ids)
+        .bind(&attempts)
+        .bind(&outcomes)
+        .bind(&started)
+        .bind(&durations)
+        .bind(&errors)
+        .bind(&effects)
+        .execute(db)
+        .await?;
     Ok(())
 }
 
@@ -212,14 +235,11 @@ pub async fn steps_of_events<'e>(
     db: impl PgExecutor<'e>,
     event_ids: &[Uuid],
 ) -> Result<Vec<StepRecord>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT consumer, event_id, attempt, outcome, started_at, duration_ms, error, effect
-           FROM consumer_steps WHERE event_id = ANY($1) ORDER BY seq",
-    )
-    .persistent(false)
-    .bind(event_ids)
-    .fetch_all(db)
-    .await?;
+    let rows = sqlx::query(STEPS_OF_EVENTS)
+        .persistent(false)
+        .bind(event_ids)
+        .fetch_all(db)
+        .await?;
     rows.iter()
         .map(|row| {
             let outcome: String = row.try_get("outcome")?;
@@ -277,20 +297,12 @@ pub async fn published_at<'e>(
     stream: Option<&str>,
     positions: &[i64],
 ) -> Result<Vec<Option<DateTime<Utc>>>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT u.i, r.published_at
-           FROM UNNEST($1::bigint[]) WITH ORDINALITY AS u(position, i)
-           LEFT JOIN LATERAL (
-                SELECT p.published_at, p.from_position FROM relay_publications p
-                 WHERE ($2::text IS NULL OR p.stream = $2) AND p.to_position >= u.position
-                 ORDER BY p.to_position LIMIT 1) r ON r.from_position <= u.position
-          ORDER BY u.i",
-    )
-    .persistent(false)
-    .bind(positions)
-    .bind(stream)
-    .fetch_all(db)
-    .await?;
+    let rows = sqlx::query(PUBLISHED_AT)
+        .persistent(false)
+        .bind(positions)
+        .bind(stream)
+        .fetch_all(db)
+        .await?;
     rows.iter().map(|row| row.try_get("published_at")).collect()
 }
 
