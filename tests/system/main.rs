@@ -13,6 +13,7 @@ use futures::{stream, StreamExt};
 use orderflow_testkit::{orderflow, OrderFixture, Orderflow, World};
 use serde_json::{json, Value};
 
+mod cost_budget;
 mod forget;
 mod no_personal_data_in_logs;
 mod operator_commands;
