@@ -7,7 +7,7 @@
 //! checkpoint, and a consumer's unacked messages come back to whoever runs it next.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use orderflow_bus::relay::{publish_range, run_relay, RelayOptions};
@@ -15,7 +15,7 @@ use orderflow_bus::runtime::{run_consumer, ConsumerOptions, StartAt};
 use orderflow_bus::Bus;
 use orderflow_bus::Handler;
 use orderflow_gateway::GatewayState;
-use orderflow_projections::{ensure_current, Projection, ProjectionHandler};
+use orderflow_projections::{ensure_current, Projection, ProjectionError, ProjectionHandler};
 use orderflow_store::DatabaseHealth;
 use orderflow_workers::registry::{build_worker, WorkerDeps, WORKER_NAMES};
 use sqlx::PgPool;
@@ -27,6 +27,10 @@ use crate::telemetry::LogFormat;
 
 /// How long roles get to finish their work after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// How long `serve` keeps asking for a free connection to bring the projections up to date
+/// at start, while the roles already started use the pool.
+const PROJECTIONS_PATIENCE: Duration = Duration::from_secs(60);
 
 /// A token cancelled on SIGTERM or Ctrl-C.
 pub fn shutdown_on_signal() -> CancellationToken {
@@ -149,7 +153,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let mut pause = Duration::from_millis(500);
     loop {
         match connect().await {
@@ -400,9 +404,26 @@ async fn start_projections(
     consumers: &ConsumerArgs,
     projections: Vec<Arc<dyn Projection>>,
 ) -> Result<()> {
-    ensure_current(pool, &projections)
-        .await
-        .context("bringing the projections up to date")?;
+    // The roles started before take connections from the same pool: on a busy machine the
+    // pool may have none free within its acquire timeout. That is no reason to stop serving;
+    // a database that does not answer at all still fails the start after the connect wait.
+    let patience = Instant::now() + PROJECTIONS_PATIENCE;
+    loop {
+        match ensure_current(pool, &projections).await {
+            Ok(_) => break,
+            Err(ProjectionError::Database(sqlx::Error::PoolTimedOut))
+                if Instant::now() < patience =>
+            {
+                tracing::warn!(
+                    "no database connection free to check the projections; trying again"
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => {
+                return Err(error).context("bringing the projections up to date");
+            }
+        }
+    }
     let options = consumer_options(consumers, pool);
     for projection in projections {
         let handler = Arc::new(ProjectionHandler::new(pool.clone(), projection));
