@@ -222,13 +222,17 @@ impl Partner {
                     _ => {
                         state.paused_until = None;
                         if state.down {
-                            if !state.probing && now >= state.next_probe {
+                            if state.probing {
+                                // The probe's outcome wakes everyone.
+                                None
+                            } else if now >= state.next_probe {
                                 state.probing = true;
                                 state.in_flight += 1;
                                 self.publish(&state);
                                 return Admitted { probe: true };
+                            } else {
+                                Some(state.next_probe)
                             }
-                            Some(state.next_probe.max(now + Duration::from_millis(10)))
                         } else if state.in_flight < state.limiter.max_concurrency() {
                             state.in_flight += 1;
                             self.publish(&state);
