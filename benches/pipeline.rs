@@ -29,8 +29,22 @@
 //!
 //! Orders hold 1 to 5 lines over a catalogue of `--skus` SKUs; `--hot-share` of them also
 //! order the one hot SKU. Stock is set high enough that no order is rejected. The simulated
-//! carrier books at once (`ORDERFLOW_CARRIER_BOOKING_DELAY_MS=0`). The database and the
-//! streams are removed at the end.
+//! carrier books at once unless `--simulated-carrier-ms` says otherwise. With
+//! `--carrier-latency-ms` and `--notify-latency-ms` the bench runs local partners that answer
+//! like real ones (`orderflow_testkit::partner`): bookings over HTTP to a carrier that takes
+//! that long, notifications to a webhook that takes that long; `--partner-fail-for S` has the
+//! carrier answer 503 for S seconds from the middle of the load, `--partner-max-per-second`
+//! has it answer 429 above a rate. The report then gives bookings per second, the most calls
+//! the partners saw in flight, their answers, and the time from the carrier's recovery until
+//! every order shipped:
+//!
+//! ```text
+//! cargo bench --bench pipeline -- --rate 100 --duration 30 --carrier-latency-ms 1000 --notify-latency-ms 200
+//! cargo bench --bench pipeline -- --rate 500 --duration 60 --simulated-carrier-ms 3000
+//! cargo bench --bench pipeline -- --rate 50 --duration 40 --carrier-latency-ms 100 --partner-fail-for 20
+//! ```
+//!
+//! The database and the streams are removed at the end.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -39,6 +53,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use futures::StreamExt;
+use orderflow_testkit::partner::{Behaviour, PartnerServer};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
@@ -65,6 +80,25 @@ struct Args {
     /// Longest wait, in seconds, for the pipeline to drain after the load.
     #[arg(long, default_value_t = 300)]
     drain_timeout: u64,
+    /// Milliseconds the simulated (in-process) carrier takes to book; `scripts/run` uses
+    /// 3000.
+    #[arg(long, default_value_t = 0)]
+    simulated_carrier_ms: u64,
+    /// Book with a built-in local carrier over HTTP (`ORDERFLOW_CARRIER=http`) that takes
+    /// this many milliseconds to answer, instead of the simulated one.
+    #[arg(long)]
+    carrier_latency_ms: Option<u64>,
+    /// Send notifications to a built-in local webhook (`ORDERFLOW_NOTIFY_CHANNEL=webhook`)
+    /// that takes this many milliseconds to answer, instead of the log channel.
+    #[arg(long)]
+    notify_latency_ms: Option<u64>,
+    /// The built-in carrier answers 503 for this many seconds, from the middle of the load.
+    #[arg(long)]
+    partner_fail_for: Option<u64>,
+    /// The built-in carrier answers 429 (`Retry-After: 1`) above this many requests a
+    /// second.
+    #[arg(long)]
+    partner_max_per_second: Option<usize>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -307,8 +341,39 @@ async fn main() {
         .expect("PostgreSQL must answer (`scripts/services up`)");
     let port = orderflow_testkit::free_port();
     let base = format!("http://127.0.0.1:{port}");
+    let carrier = match args.carrier_latency_ms {
+        Some(ms) => Some(
+            PartnerServer::start(Behaviour {
+                latency: Duration::from_millis(ms),
+                max_per_second: args.partner_max_per_second,
+            })
+            .await,
+        ),
+        None => None,
+    };
+    let mail = match args.notify_latency_ms {
+        Some(ms) => Some(
+            PartnerServer::start(Behaviour {
+                latency: Duration::from_millis(ms),
+                max_per_second: None,
+            })
+            .await,
+        ),
+        None => None,
+    };
 
-    let child = Command::new(env!("CARGO_BIN_EXE_orderflow"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_orderflow"));
+    if let Some(carrier) = &carrier {
+        command
+            .env("ORDERFLOW_CARRIER", "http")
+            .env("ORDERFLOW_CARRIER_URL", &carrier.url);
+    }
+    if let Some(mail) = &mail {
+        command
+            .env("ORDERFLOW_NOTIFY_CHANNEL", "webhook")
+            .env("ORDERFLOW_NOTIFY_WEBHOOK_URL", &mail.url);
+    }
+    let child = command
         .args(["serve", "--http-addr", &format!("127.0.0.1:{port}")])
         .env("ORDERFLOW_DATABASE_URL", url.as_str())
         .env("ORDERFLOW_NATS_URL", &nats)
@@ -320,7 +385,10 @@ async fn main() {
             "ORDERFLOW_MASTER_KEY",
             orderflow_testkit::database::TEST_MASTER_KEY,
         )
-        .env("ORDERFLOW_CARRIER_BOOKING_DELAY_MS", "0")
+        .env(
+            "ORDERFLOW_CARRIER_BOOKING_DELAY_MS",
+            args.simulated_carrier_ms.to_string(),
+        )
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -425,6 +493,21 @@ async fn main() {
         })
     };
 
+    // The carrier's outage, from the middle of the load.
+    let outage = match (&carrier, args.partner_fail_for) {
+        (Some(carrier), Some(seconds)) => {
+            let (carrier, half) = (carrier.clone(), Duration::from_secs(args.duration) / 2);
+            Some(tokio::spawn(async move {
+                tokio::time::sleep(half).await;
+                carrier.down();
+                tokio::time::sleep(Duration::from_secs(seconds)).await;
+                carrier.up();
+                Instant::now()
+            }))
+        }
+        _ => None,
+    };
+
     let mut random = Lcg(42);
     let load_started = Instant::now();
     let until = load_started + Duration::from_secs(args.duration);
@@ -516,6 +599,15 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let drain = drain_started.elapsed();
+    let drained_at = Instant::now();
+    let since_recovery = match outage {
+        Some(outage) => Some(
+            drained_at
+                .duration_since(outage.await.unwrap())
+                .as_secs_f64(),
+        ),
+        None => None,
+    };
     monitoring.store(false, std::sync::atomic::Ordering::SeqCst);
     let _ = monitor.await;
     own_queries += sampler.await.unwrap_or(0);
@@ -567,6 +659,26 @@ async fn main() {
             "max": latencies.last().copied().unwrap_or(f64::NAN) * 1e3,
         },
         "drain_seconds_after_load": drain.as_secs_f64(),
+        // From the load's start until the last order shipped (the drain's end).
+        "bookings_per_second": accepted as f64 / (load_time + drain).as_secs_f64(),
+        "carrier": carrier.as_ref().map_or_else(
+            || json!({"simulated_booking_ms": args.simulated_carrier_ms}),
+            |carrier| json!({
+                "latency_ms": args.carrier_latency_ms,
+                "most_in_flight": carrier.most_in_flight(),
+                "booked_keys": carrier.keys().len(),
+                "answered_200": carrier.answered(200),
+                "answered_429": carrier.answered(429),
+                "answered_503": carrier.answered(503),
+                "outage_seconds": args.partner_fail_for,
+                "shipped_seconds_after_recovery": since_recovery,
+            }),
+        ),
+        "notify": mail.as_ref().map(|mail| json!({
+            "latency_ms": args.notify_latency_ms,
+            "most_in_flight": mail.most_in_flight(),
+            "delivered": mail.keys().len(),
+        })),
         "serve_peak_resident_mib": serve_peak_mib,
         "largest_lag": *largest_lag.lock().unwrap(),
         "commit_to_handled_ms": worker_latency.iter().map(|(c, p50, p99, max)| {

@@ -179,5 +179,6 @@ pub fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::Promethe
     orderflow_gateway::telemetry::describe_metrics();
     orderflow_bus::describe_metrics();
     orderflow_store::describe_metrics();
+    orderflow_workers::partner::describe_metrics();
     Ok(METRICS.get_or_init(|| handle).clone())
 }

@@ -34,6 +34,8 @@ const PROGRESS_PER_ACK_WAIT: u32 = 3;
 #[derive(Debug)]
 pub(crate) struct InHand {
     messages: Mutex<HashMap<u64, Message>>,
+    /// Messages settled by this process so far.
+    settled_total: AtomicU64,
     /// When this process last settled a message (or started, before the first).
     last_settled: Mutex<Instant>,
 }
@@ -42,6 +44,7 @@ impl Default for InHand {
     fn default() -> Self {
         Self {
             messages: Mutex::new(HashMap::new()),
+            settled_total: AtomicU64::new(0),
             last_settled: Mutex::new(Instant::now()),
         }
     }
@@ -78,6 +81,7 @@ impl InHand {
         if let Some(sequence) = sequence {
             self.messages().remove(&sequence);
         }
+        self.settled_total.fetch_add(1, Ordering::Relaxed);
         *self
             .last_settled
             .lock()
@@ -90,6 +94,11 @@ impl InHand {
             .drain()
             .map(|(_, message)| message)
             .collect()
+    }
+
+    /// Messages settled by this process so far.
+    pub(crate) fn settled_total(&self) -> u64 {
+        self.settled_total.load(Ordering::Relaxed)
     }
 
     /// How many messages are in hand.

@@ -711,6 +711,8 @@ impl Consumer {
             }
         };
         tracing::info!(consumer = self.name(), "consumer running");
+        metrics::gauge!("orderflow_consumer_stalled_seconds", "consumer" => self.name().to_string())
+            .set(0.0);
         let pulling = async {
             while !shutdown.is_cancelled() {
                 if let Some(database) = self.options.database.as_ref().filter(|d| d.is_down()) {
@@ -890,6 +892,8 @@ impl Consumer {
             .max(1);
         let mut pull: Option<pull::Batch> = None;
         let mut pulled_once = false;
+        let (mut rate_since, mut rate_base) = (Instant::now(), self.in_hand.settled_total());
+        let mut hold_at_most = (2 * self.options.batch_size).min(cap);
         let mut in_flight: FuturesUnordered<BoxFuture<'_, Vec<String>>> = FuturesUnordered::new();
         // Delivered, in hand, not started yet.
         let mut waiting: VecDeque<Message> = VecDeque::new();
@@ -918,11 +922,29 @@ impl Consumer {
                 .database
                 .as_ref()
                 .is_some_and(DatabaseHealth::is_down);
+            // Several batches at once pull again only when a batch could start and little is
+            // waiting unstarted: what a process holds is what it is working on, not a hoard
+            // (each message in hand costs a progress ack per third of an ack wait).
+            // And it holds at most what it settles in one ack wait (at least two batches): a
+            // slow partner earns many messages in hand, a process short of CPU few.
+            if continuous && rate_since.elapsed() >= self.options.ack_wait {
+                let settled = self.in_hand.settled_total();
+                let per_ack_wait = (settled - rate_base) as f64
+                    * self.options.ack_wait.as_secs_f64()
+                    / rate_since.elapsed().as_secs_f64();
+                hold_at_most = (per_ack_wait as usize).clamp(2 * self.options.batch_size, cap);
+                (rate_since, rate_base) = (Instant::now(), settled);
+            }
+            let room_to_pull = !continuous
+                || (in_flight.len() < limit
+                    && waiting.len() < self.options.batch_size
+                    && self.in_hand.len() < hold_at_most);
             if pull.is_none()
                 && failure.is_none()
                 && !stopping
                 && !database_away
                 && (!pulled_once || continuous)
+                && room_to_pull
                 && self.in_hand.len() < cap
             {
                 let max = if continuous {
@@ -993,7 +1015,15 @@ impl Consumer {
                 },
                 () = &mut pull_given_up, if pull.is_some() && !stopping => {
                     tracing::debug!(consumer = self.name(), "the pull did not end on time; pulling again");
-                    pull = None;
+                    // What it delivered already is in hand, not dropped with it (dropped, it
+                    // would come back only after its ack wait).
+                    if let Some(mut open) = pull.take() {
+                        while let Some(Some(Ok(message))) = open.next().now_or_never() {
+                            if self.take_in_hand(&message) {
+                                waiting.push_back(message);
+                            }
+                        }
+                    }
                 }
                 () = &mut grace_over, if !grace_spent => {
                     grace_spent = true;

@@ -9,7 +9,6 @@ mod end_to_end;
 mod graceful_stop;
 mod log_order;
 mod loyalty_joins;
-mod no_livelock;
 mod no_lost_event;
 mod no_overselling;
 mod order_independent;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use orderflow_bus::{Delivery, Handler, HandlerError};
+use orderflow_bus::{Delivery, Effects, Handler, HandlerError};
 use orderflow_domain::OrderStatus;
 use orderflow_store::EventEnvelope;
 use orderflow_workers::inventory::{self, InventoryWorker};
@@ -225,14 +225,10 @@ async fn a_batch_of_notifications_out_of_order_and_repeated_sends_each_once_and_
         .chain(log.iter())
         .map(|e| (e.clone(), Delivery::live(1)))
         .collect();
+    // The confirmation's first send fails for now: the channel's gate tries it again (no
+    // retry of the message), and only it.
     let results = worker.handle_batch(&batch).await;
-    let failed: Vec<_> = batch
-        .iter()
-        .zip(&results)
-        .filter(|(_, r)| r.is_err())
-        .map(|((e, _), _)| e.event_type.as_str())
-        .collect();
-    assert_eq!(failed, ["OrderConfirmed"], "{results:?}");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
     let statuses = |records: Vec<notifications::NotificationRecord>| {
         let mut s: Vec<_> = records
             .into_iter()
@@ -246,12 +242,12 @@ async fn a_batch_of_notifications_out_of_order_and_repeated_sends_each_once_and_
         statuses(notifications::list_for_order(&pool, id).await.unwrap()),
         [
             ("OrderCancelled".into(), "sent".into(), 1, ada()),
-            ("OrderConfirmed".into(), "failed".into(), 1, ada()),
+            ("OrderConfirmed".into(), "sent".into(), 1, ada()),
             ("OrderPlaced".into(), "sent".into(), 1, ada()),
         ]
     );
 
-    // The batch comes back: only the failed confirmation is sent again.
+    // The batch comes back: nothing is sent again.
     let again: Vec<_> = batch
         .iter()
         .map(|(e, _)| (e.clone(), Delivery::live(2)))
@@ -262,7 +258,7 @@ async fn a_batch_of_notifications_out_of_order_and_repeated_sends_each_once_and_
         statuses(notifications::list_for_order(&pool, id).await.unwrap()),
         [
             ("OrderCancelled".into(), "sent".into(), 1, ada()),
-            ("OrderConfirmed".into(), "sent".into(), 2, ada()),
+            ("OrderConfirmed".into(), "sent".into(), 1, ada()),
             ("OrderPlaced".into(), "sent".into(), 1, ada()),
         ]
     );
@@ -362,8 +358,15 @@ async fn a_batch_of_confirmations_books_and_starts_each_once_and_a_redelivery_co
         matches!(results[2], Err(HandlerError::GiveUp(_))),
         "{results:?}"
     );
+    // Its first booking failed for now: the carrier's gate booked it again in the same
+    // batch, without a retry of the message.
     assert!(
-        matches!(results[3], Err(HandlerError::Retry(_))),
+        results[3]
+            .as_ref()
+            .unwrap()
+            .0
+            .join("; ")
+            .contains("sent StartShipment"),
         "{results:?}"
     );
     // No longer confirmed when its confirmation is handled: recorded as skipped, no booking.
@@ -383,22 +386,17 @@ async fn a_batch_of_confirmations_books_and_starts_each_once_and_a_redelivery_co
         status(ids[2]).await,
         ("refused".into(), Some("no such street".into()))
     );
-    assert_eq!(
-        status(ids[3]).await,
-        ("requested".into(), Some("busy".into()))
-    );
+    assert_eq!(status(ids[3]).await, ("started".into(), None));
     assert_eq!(status(ids[4]).await.0, "skipped");
 
-    // Redelivered: the flaky one books now and starts; nothing else happens again.
+    // Redelivered: nothing happens again (the refused one stays refused).
     let results = worker.handle_batch(&batch(2)).await;
-    assert!(results.iter().all(Result::is_ok), "{results:?}");
-    assert!(results[3]
-        .as_ref()
-        .unwrap()
-        .0
-        .join("; ")
-        .contains("sent StartShipment"));
-    assert!(results[0].as_ref().unwrap().is_empty(), "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().is_ok_and(Effects::is_empty)),
+        "{results:?}"
+    );
     assert_eq!(status(ids[3]).await, ("started".into(), None));
     let mut booked = carrier.booked.lock().unwrap().clone();
     booked.sort();

@@ -187,7 +187,13 @@ async fn a_carrier_outage_parks_nothing_and_spends_no_attempt() {
         "orderflow_consumer_messages_total",
         &["consumer=\"shipments\"", "outcome=\"retried\""],
     );
-    assert_eq!(retried, 0.0, "no message was naked for the outage");
+    // Before five failures in a row take the carrier for down, a booking that failed twice
+    // is retried as an attempt of its message; from then on, none is.
+    let limit = f64::from(orderflow_workers::partner::FAILURES_TO_DOWN);
+    assert!(
+        retried <= limit,
+        "{retried} messages naked for the outage: it spent attempts after the carrier was down"
+    );
     let info = world
         .bus()
         .bus
@@ -197,9 +203,9 @@ async fn a_carrier_outage_parks_nothing_and_spends_no_attempt() {
         .consumer_info("shipments")
         .await
         .unwrap();
-    assert_eq!(
-        info.delivered.consumer_sequence, info.delivered.stream_sequence,
-        "each message was delivered once: the outage spent no attempt"
+    assert!(
+        (info.delivered.consumer_sequence - info.delivered.stream_sequence) as f64 <= retried,
+        "a message was delivered again that was not naked: {info:?}"
     );
     assert!(refused_while_down >= 5, "the carrier was called while down");
     one_booking_per_order(&carrier, ORDERS);
@@ -239,7 +245,8 @@ async fn a_carrier_that_refuses_above_its_rate_is_not_overrun() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_or_a_kill_with_bookings_in_flight_loses_nothing_and_books_each_order_once() {
-    const ORDERS: usize = 80;
+    // More than one batch (256), so that bookings are still to come after the first stop.
+    const ORDERS: usize = 400;
     let (world, ids) = world_with_orders(ORDERS).await;
     // Slower than the stop's grace, quicker than the carrier client's timeout (10 s).
     let carrier = PartnerServer::start(Behaviour {
@@ -264,16 +271,11 @@ async fn a_stop_or_a_kill_with_bookings_in_flight_loses_nothing_and_books_each_o
             .0
     };
 
-    // SIGTERM while bookings are in flight: serve stops after its grace, abandoning the
-    // calls the carrier has not answered and giving their messages back.
+    // SIGTERM while bookings are in flight: serve finishes the batch it started (or gives
+    // what it did not start back) and stops.
     let served = serve();
     wait_until("bookings in flight", || async { carrier.in_flight() >= 5 }).await;
-    let asked = carrier.in_flight();
     served.terminate(Duration::from_secs(60)).await;
-    assert!(
-        shipped(&world, &ids).await < ORDERS,
-        "the stop did not wait for the carrier's {asked} answers"
-    );
 
     // kill -9 while bookings are in flight again: nothing is settled, all comes back.
     let served = serve();

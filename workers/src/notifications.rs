@@ -24,7 +24,7 @@ mod batch;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::partner::{classify_status, CallFailure, Partner, BATCHES_IN_FLIGHT};
+use crate::partner::{classify_status, CallFailure, GateError, Partner};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use orderflow_domain::aggregate::OrderState;
@@ -527,7 +527,10 @@ impl NotificationsWorker {
         self.partner
             .call(|| async { self.channel.send(n).await.map_err(CallFailure::from) })
             .await
-            .map_err(SendError::Permanent)
+            .map_err(|error| match error {
+                GateError::Refused(reason) => SendError::Permanent(reason),
+                GateError::Failed(reason) => SendError::Transient(reason),
+            })
     }
 }
 
@@ -547,17 +550,6 @@ impl Handler for NotificationsWorker {
 
     fn batched(&self) -> bool {
         true
-    }
-
-    /// Sends wait on the mail service: many batches at once, so a slow send holds up only
-    /// the batch that waits for it (an order's events still one after another).
-    fn batches_in_flight(&self) -> usize {
-        BATCHES_IN_FLIGHT
-    }
-
-    /// Enough in hand for the service's ceiling of sends in flight, and the batches behind.
-    fn max_ack_pending(&self) -> i64 {
-        i64::try_from(self.partner.ceiling() * 2).unwrap_or(i64::MAX)
     }
 
     /// A batch of live deliveries in a few statements (see `batch`); replays one by one.

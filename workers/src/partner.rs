@@ -14,11 +14,15 @@
 //! - **`Retry-After` is honoured.** A 429 or 503 that names a delay pauses every new call to
 //!   the partner until then.
 //! - **An outage spends no attempts.** A failed call (connection refused, 5xx, timeout) is
-//!   tried again by the call itself, after a growing delay, so the message that needed it is
-//!   neither naked nor counted against its attempts: it stays in the consumer's hands (kept in
-//!   progress). After [`FAILURES_TO_DOWN`] failures in a row the partner is *down*: no call
-//!   goes out but one probe every [`PROBE_EVERY`]; the first probe that succeeds brings it back
-//!   up and every waiting call goes on. The consumer's handler timeout still bounds a call.
+//!   tried again by the call itself, after a growing delay. After [`FAILURES_TO_DOWN`]
+//!   failures in a row (of any calls) the partner is *down*: no call goes out but one probe
+//!   every [`PROBE_EVERY`], and every call waits, however often it failed, so the message that
+//!   needed it is neither naked nor counted against its attempts: it stays in the consumer's
+//!   hands (kept in progress). The first probe that succeeds brings the partner back up and
+//!   every waiting call goes on. A call that fails [`TRIES_WHILE_UP`] times while the partner
+//!   is up (it answers the others) is handed back as a failure: its message is retried later
+//!   and, if it keeps failing, parked, like any poison message. The consumer's handler timeout
+//!   still bounds a call.
 //! - **A refusal is final.** A 4xx other than 408 and 429 is returned to the caller, who parks
 //!   the message: asking again would not help.
 //!
@@ -37,13 +41,13 @@ use tower_acc::{Aimd, Algorithm};
 /// Failures in a row after which a partner is taken for down.
 pub const FAILURES_TO_DOWN: u32 = 5;
 
+/// Tries of one call, while its partner is up, before its failure is handed to the caller
+/// (to be retried later, as an attempt of its message): a request the partner keeps failing
+/// while it answers others is the request's problem, not the partner's.
+pub const TRIES_WHILE_UP: u32 = 2;
+
 /// How often a partner that is down is probed with one call.
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);
-
-/// Batches a consumer that calls a partner runs at once (`Handler::batches_in_flight`): a
-/// slow call holds up only its own batch, and the batches between them keep the partner's
-/// limit of calls busy.
-pub const BATCHES_IN_FLIGHT: usize = 64;
 
 /// The longest pause a `Retry-After` imposes.
 const LONGEST_PAUSE: Duration = Duration::from_secs(60);
@@ -64,6 +68,18 @@ pub enum CallFailure {
         retry_after: Option<Duration>,
     },
     /// The call failed in a way that may work later (connection refused, 5xx, timeout).
+    Failed(String),
+}
+
+/// Why a call through the gate did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GateError {
+    /// The partner refused the request for good: park the message.
+    #[error("{0}")]
+    Refused(String),
+    /// The partner failed this request again and again while it answered others: retry the
+    /// message later (an attempt).
+    #[error("{0}")]
     Failed(String),
 }
 
@@ -164,13 +180,15 @@ impl Partner {
         }
     }
 
-    /// Runs `call` through the gate until it succeeds or is refused for good: waits for a
-    /// free slot (and, while the partner is down, for it to come back), and tries again after
-    /// a failure or an answer of overload. Returns what `call` returned, or the refusal.
+    /// Runs `call` through the gate until it succeeds, is refused for good, or fails
+    /// [`TRIES_WHILE_UP`] times while the partner is up: waits for a free slot (and, while
+    /// the partner is down, for it to come back), and tries again after a failure or an
+    /// answer of overload.
     ///
     /// # Errors
-    /// [`CallFailure::Refused`]'s text when the partner refused the request for good.
-    pub async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, String>
+    /// [`GateError::Refused`] when the partner refused the request for good,
+    /// [`GateError::Failed`] when it kept failing it while answering others.
+    pub async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, GateError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, CallFailure>>,
@@ -194,14 +212,26 @@ impl Partner {
             self.settle(&admitted, result.as_ref().err(), took);
             match result {
                 Ok(value) => return Ok(value),
-                Err(CallFailure::Refused(reason)) => return Err(reason),
-                Err(CallFailure::Busy { reason, .. } | CallFailure::Failed(reason)) => {
+                Err(CallFailure::Refused(reason)) => return Err(GateError::Refused(reason)),
+                Err(CallFailure::Busy { reason, .. }) => {
+                    // Overload is the partner's state, not the request's: always waited out.
                     failed_tries = failed_tries.saturating_add(1);
                     tracing::debug!(partner = self.name, failed_tries, %reason,
-                        "a partner call did not go through; trying it again");
-                    if !self.status().down {
-                        tokio::time::sleep(retry_delay(failed_tries)).await;
+                        "the partner is busy; trying the call again");
+                    tokio::time::sleep(retry_delay(failed_tries)).await;
+                }
+                Err(CallFailure::Failed(reason)) => {
+                    failed_tries = failed_tries.saturating_add(1);
+                    if self.status().down {
+                        // Wait for the partner (`admit`), spending nothing.
+                        continue;
                     }
+                    if failed_tries >= TRIES_WHILE_UP {
+                        return Err(GateError::Failed(reason));
+                    }
+                    tracing::debug!(partner = self.name, failed_tries, %reason,
+                        "a partner call failed; trying it again");
+                    tokio::time::sleep(retry_delay(failed_tries)).await;
                 }
             }
         }
@@ -325,6 +355,33 @@ impl Partner {
     }
 }
 
+/// Gives every metric of the partner gates its `# HELP` text. Call once after installing a
+/// metrics recorder (without one it does nothing).
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(
+        "orderflow_partner_in_flight",
+        "Calls to a partner in flight now, by partner (carrier, notify)"
+    );
+    describe_gauge!(
+        "orderflow_partner_limit",
+        "The adaptive limit on calls to a partner in flight, by partner"
+    );
+    describe_gauge!(
+        "orderflow_partner_down",
+        "1 while a partner is taken for down (calls held, one probe a second), by partner"
+    );
+    describe_histogram!(
+        "orderflow_partner_call_duration_seconds",
+        Unit::Seconds,
+        "Time one call to a partner took, by partner"
+    );
+    describe_counter!(
+        "orderflow_partner_calls_total",
+        "Calls to a partner, by partner and outcome (ok, refused, busy, failed)"
+    );
+}
+
 /// The delay before the `tries`-th try again of a failed call: 100 ms doubling, at most 5 s.
 fn retry_delay(tries: u32) -> Duration {
     let doubling = Duration::from_millis(100).saturating_mul(1 << tries.min(10));
@@ -392,19 +449,30 @@ mod tests {
         let refused = partner
             .call(|| async { Err::<(), _>(CallFailure::Refused("no".into())) })
             .await;
-        assert_eq!(refused, Err("no".to_string()));
+        assert_eq!(refused, Err(GateError::Refused("no".to_string())));
         let tries = AtomicUsize::new(0);
         let done = partner
             .call(|| async {
-                if tries.fetch_add(1, Ordering::SeqCst) < 2 {
-                    Err(CallFailure::Failed("down".into()))
+                if tries.fetch_add(1, Ordering::SeqCst) < 1 {
+                    Err(CallFailure::Failed("hiccup".into()))
                 } else {
                     Ok(7)
                 }
             })
             .await;
         assert_eq!(done, Ok(7));
-        assert_eq!(tries.load(Ordering::SeqCst), 3);
+        assert_eq!(tries.load(Ordering::SeqCst), 2);
+        // A request the partner keeps failing while it is up is handed back.
+        let tries = AtomicUsize::new(0);
+        let failed = partner
+            .call(|| async {
+                tries.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(CallFailure::Failed("this one".into()))
+            })
+            .await;
+        assert_eq!(failed, Err(GateError::Failed("this one".into())));
+        assert_eq!(tries.load(Ordering::SeqCst), TRIES_WHILE_UP as usize);
+        assert!(!partner.status().down);
     }
 
     #[tokio::test]

@@ -27,7 +27,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::command;
-use crate::partner::{classify_status, CallFailure, Partner, BATCHES_IN_FLIGHT};
+use crate::partner::{classify_status, CallFailure, GateError, Partner};
 use orderflow_bus::handler::{handle_each, Delivery, Effects, Handler, HandlerError};
 
 /// The durable consumer's name.
@@ -382,7 +382,10 @@ impl ShipmentsWorker {
         self.partner
             .call(|| async { self.carrier.book(request).await.map_err(CallFailure::from) })
             .await
-            .map_err(CarrierError::Refused)
+            .map_err(|error| match error {
+                GateError::Refused(reason) => CarrierError::Refused(reason),
+                GateError::Failed(reason) => CarrierError::Transient(reason),
+            })
     }
 
     async fn set_status(
@@ -552,17 +555,6 @@ impl Handler for ShipmentsWorker {
 
     fn batched(&self) -> bool {
         true
-    }
-
-    /// Bookings wait on the carrier: many batches at once, so a slow carrier holds up only
-    /// the batch that waits for it (see [`crate::partner`] for the calls' own limit).
-    fn batches_in_flight(&self) -> usize {
-        BATCHES_IN_FLIGHT
-    }
-
-    /// Enough in hand for the carrier's ceiling of calls in flight, and the batches behind.
-    fn max_ack_pending(&self) -> i64 {
-        i64::try_from(self.partner.ceiling() * 2).unwrap_or(i64::MAX)
     }
 
     /// A batch of live confirmations in a few statements (see `batch`); replays, and a batch

@@ -19,6 +19,9 @@ use super::{render, Notification, NotificationsWorker, SendError, NAME, NOTIFIAB
 /// One send: the event's index in the batch, its id, what the channel said.
 type Sent = (usize, Uuid, Result<(), SendError>);
 
+/// One notification to send: its index in the batch, its event id, the message.
+type ToSend<'a> = (usize, Uuid, &'a Notification);
+
 impl NotificationsWorker {
     /// Handles live deliveries of a batch (no dry run, no forced repeat): one result per
     /// event, in order.
@@ -59,15 +62,40 @@ impl NotificationsWorker {
                 return results;
             }
         };
-        let mut sending: Vec<BoxFuture<'_, Sent>> = Vec::new();
+        // Each order's notifications one after another, in the batch's (delivery) order, so a
+        // customer reads "confirmed" after "received"; the orders all at once: the mail
+        // service's gate keeps as many in flight as its pace allows.
+        let mut by_order: Vec<(Uuid, Vec<ToSend<'_>>)> = Vec::new();
         for (index, event, n) in &batch {
             if to_send.contains(&event.event_id) {
-                let (index, event_id) = (*index, event.event_id);
-                sending.push(async move { (index, event_id, self.send(n).await) }.boxed());
+                let entry = (*index, event.event_id, n);
+                match by_order
+                    .iter_mut()
+                    .find(|(order, _)| *order == event.order_id)
+                {
+                    Some((_, sends)) => sends.push(entry),
+                    None => by_order.push((event.order_id, vec![entry])),
+                }
             }
         }
-        // All at once: the mail service's gate keeps as many in flight as its pace allows.
-        let sent: Vec<Sent> = futures::future::join_all(sending).await;
+        let sending: Vec<BoxFuture<'_, Vec<Sent>>> = by_order
+            .into_iter()
+            .map(|(_, sends)| {
+                async move {
+                    let mut sent = Vec::with_capacity(sends.len());
+                    for (index, event_id, n) in sends {
+                        sent.push((index, event_id, self.send(n).await));
+                    }
+                    sent
+                }
+                .boxed()
+            })
+            .collect();
+        let sent: Vec<Sent> = futures::future::join_all(sending)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
         if let Err(error) = self.record_outcomes(&sent).await {
             for (index, _, _) in &sent {
                 results[*index] = Err(HandlerError::retry(format!("database: {error}")));
