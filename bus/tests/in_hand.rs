@@ -11,8 +11,10 @@ use async_trait::async_trait;
 use chrono::Utc;
 use orderflow_bus::relay::publish_events;
 use orderflow_bus::runtime::{Consumer, ConsumerOptions};
+use orderflow_bus::{Bus, BusOptions};
 use orderflow_bus::{Delivery, Effects, Handler, HandlerError};
 use orderflow_store::{EventEnvelope, EventMetadata};
+use orderflow_testkit::delay::DelayingProxy;
 use orderflow_testkit::TestBus;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -171,5 +173,102 @@ async fn messages_waiting_behind_a_long_batch_stay_in_hand_and_a_stalled_consume
 
     shutdown.cancel();
     running.await.unwrap().unwrap();
+    test.cleanup().await.unwrap();
+}
+
+/// Records every position it handled, as many times as it handled it.
+struct Recording {
+    handled: Mutex<Vec<i64>>,
+}
+
+#[async_trait]
+impl Handler for Recording {
+    fn name(&self) -> &str {
+        "late-pulls"
+    }
+
+    async fn handle(&self, event: &EventEnvelope, _: Delivery) -> Result<Effects, HandlerError> {
+        self.handled
+            .lock()
+            .unwrap()
+            .push(event.position.unwrap_or(0));
+        Ok(Effects::none())
+    }
+}
+
+/// A process short of CPU sends its pull requests late, so the client gives a pull up (its
+/// end is overdue by the client's clock) while the server still serves it. What the server
+/// delivers to that pull from then on must reach the consumer, not an inbox nobody reads
+/// (from where it would come back only after its ack wait).
+#[tokio::test]
+async fn what_a_pull_given_up_by_the_client_still_delivers_is_taken_not_lost() {
+    const MESSAGES: i64 = 60;
+    let test = TestBus::fresh().await;
+    let server = test
+        .options
+        .nats_url
+        .trim_start_matches("nats://")
+        .rsplit('@')
+        .next()
+        .unwrap()
+        .to_string();
+    // Every request of the consumer reaches the server a second late: each pull lives there
+    // half a second past the moment the client gives it up (its expiry plus a margin).
+    let proxy = DelayingProxy::start(&server, Duration::from_secs(1)).await;
+    let late = Bus::connect(BusOptions {
+        nats_url: format!("nats://{}", proxy.address()),
+        ..test.options.clone()
+    })
+    .await
+    .unwrap();
+    let options = ConsumerOptions {
+        // Far longer than the delay: only a lost delivery comes back.
+        ack_wait: Duration::from_secs(10),
+        fetch_wait: Duration::from_secs(1),
+        batch_size: 64,
+        ..ConsumerOptions::default()
+    };
+    let handler = Arc::new(Recording {
+        handled: Mutex::new(Vec::new()),
+    });
+    let consumer = Arc::new(
+        Consumer::bind(handler.clone(), late, options)
+            .await
+            .unwrap(),
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn({
+        let (consumer, shutdown) = (Arc::clone(&consumer), shutdown.clone());
+        async move { consumer.run(shutdown).await }
+    });
+
+    // A trickle over several pulls, so that some messages come while a pull the client gave
+    // up is still open on the server (the pacing shapes the load; nothing waits on it).
+    for position in 1..=MESSAGES {
+        publish_events(&test.bus, &[envelope(position)])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_until("every message is handled", || async {
+        let mut handled = handler.handled.lock().unwrap().clone();
+        handled.sort_unstable();
+        handled.dedup();
+        handled.len() == MESSAGES as usize
+    })
+    .await;
+    let stream = test.bus.stream().await.unwrap();
+    let info = stream.consumer_info("late-pulls").await.unwrap();
+    assert_eq!(
+        (info.delivered.consumer_sequence, info.num_redelivered),
+        (MESSAGES as u64, 0),
+        "deliveries to a pull the client had given up were lost and came back after the ack \
+         wait: {info:?}"
+    );
+    assert_eq!(handler.handled.lock().unwrap().len(), MESSAGES as usize);
+
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    drop(consumer);
     test.cleanup().await.unwrap();
 }

@@ -43,6 +43,7 @@
 pub mod bus;
 pub mod cpu;
 pub mod database;
+pub mod delay;
 pub mod fixture;
 pub mod http;
 pub mod load;
