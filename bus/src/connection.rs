@@ -9,9 +9,12 @@
 //! `filter_subject`, explicit acks, `Nak(delay)`, backoff, `Nats-Msg-Id` dedup, message
 //! get/delete); nothing depends on a newer server.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
+
+use crate::keep_alive::KeepAlive;
 
 /// Why talking to NATS failed.
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +191,8 @@ pub struct Bus {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     options: BusOptions,
+    /// The keep-alive thread of this bus's consumers, started by the first that asks.
+    keep_alive: Arc<OnceLock<Arc<KeepAlive>>>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -204,6 +209,11 @@ impl Bus {
     /// # Errors
     /// [`BusError::Unreachable`] when the server cannot be reached.
     pub async fn connect(options: BusOptions) -> Result<Self, BusError> {
+        Self::connect_named(options, "orderflow").await
+    }
+
+    /// [`Bus::connect`], with the connection shown to the server as `name`.
+    pub(crate) async fn connect_named(options: BusOptions, name: &str) -> Result<Self, BusError> {
         let url = redact_nats_url(&options.nats_url);
         let invalid = |reason: String| BusError::Unreachable {
             url: url.clone(),
@@ -222,7 +232,7 @@ impl Bus {
             None => {}
         }
         let client = connect
-            .name("orderflow")
+            .name(name)
             .connection_timeout(Duration::from_secs(5))
             .connect(servers)
             .await
@@ -241,6 +251,7 @@ impl Bus {
             client,
             jetstream,
             options,
+            keep_alive: Arc::default(),
         })
     }
 
@@ -252,6 +263,15 @@ impl Bus {
         let bus = Self::connect(options).await?;
         bus.ensure_streams().await?;
         Ok(bus)
+    }
+
+    /// The keep-alive thread of this bus's consumers (`crate::keep_alive`), started now if
+    /// none has asked before.
+    pub(crate) fn keep_alive(&self) -> Arc<KeepAlive> {
+        Arc::clone(
+            self.keep_alive
+                .get_or_init(|| KeepAlive::start(self.options.clone())),
+        )
     }
 
     /// The plain NATS client, for core publish and subscribe.

@@ -7,8 +7,10 @@
 //! redeliveries would join its next batches, which would take longer still, until it stops
 //! advancing (a livelock). Three things prevent that:
 //!
-//! - [`InHand::keep_alive`] tells the server, several times per ack wait, that every message
-//!   in hand is in progress, from a task of its own so that a long batch cannot delay it;
+//! - the keep-alive thread (`crate::keep_alive`) tells the server, several times per ack
+//!   wait, that every message in hand is in progress, from an OS thread and a connection of
+//!   its own so that neither a long batch nor a busy runtime can delay it
+//!   ([`InHand::keep_alive`] does it from the runtime while that thread's connection is down);
 //! - [`InHand::take`] recognises a redelivery of a message already in hand (the server may
 //!   still redeliver one, say after a pause of the whole process), which is dropped instead
 //!   of worked twice: the copy in hand settles the message;
@@ -26,9 +28,11 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{AckKind, Message};
 
+use crate::keep_alive::KeepAlive;
+
 /// How many times per ack wait the messages in hand are said to be in progress: three, so a
 /// progress ack that is late by a whole interval still arrives in time.
-const PROGRESS_PER_ACK_WAIT: u32 = 3;
+pub(crate) const PROGRESS_PER_ACK_WAIT: u32 = 3;
 
 /// The messages one consumer process holds, by stream sequence.
 #[derive(Debug)]
@@ -101,6 +105,14 @@ impl InHand {
         self.settled_total.load(Ordering::Relaxed)
     }
 
+    /// The reply subjects of the messages in hand (where their acks go).
+    pub(crate) fn replies(&self) -> Vec<async_nats::Subject> {
+        self.messages()
+            .values()
+            .filter_map(|message| message.reply.clone())
+            .collect()
+    }
+
     /// How many messages are in hand.
     pub(crate) fn len(&self) -> usize {
         self.messages().len()
@@ -121,12 +133,16 @@ impl InHand {
         (idle >= after && (pending > 0 || self.len() > 0)).then_some(idle)
     }
 
-    /// Tells the server every `ack_wait / 3` that each message in hand is in progress;
-    /// never returns (drop or abort it).
-    pub(crate) async fn keep_alive(&self, ack_wait: Duration) -> Infallible {
+    /// Tells the server every `ack_wait / 3` that each message in hand is in progress while
+    /// the keep-alive thread cannot (its connection is down); never returns (drop or abort
+    /// it).
+    pub(crate) async fn keep_alive(&self, ack_wait: Duration, thread: &KeepAlive) -> Infallible {
         let every = (ack_wait / PROGRESS_PER_ACK_WAIT).max(Duration::from_millis(100));
         loop {
             tokio::time::sleep(every).await;
+            if thread.is_up() {
+                continue;
+            }
             let held: Vec<Message> = self.messages().values().cloned().collect();
             for message in held {
                 if let Err(error) = message.ack_with(AckKind::Progress).await {

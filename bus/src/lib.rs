@@ -13,6 +13,8 @@
 //! - [`runtime`]: durable pull consumers: retries, dead letters, graceful stop, step/drain, lag.
 //! - `in_hand`: what one consumer process holds: kept in progress, redeliveries of it
 //!   recognised, pulls sized to the ack wait, stalls detected.
+//! - `keep_alive`: the thread and connection that send the progress acks of what every
+//!   consumer of a process holds.
 //! - [`dlq`]: the dead-letter stream: park, list, show, redrive.
 //! - [`stream_check`]: the stream compared with the log and repaired from it (the relay's
 //!   check, `orderflow verify stream`).
@@ -29,6 +31,7 @@ pub mod connection;
 pub mod dlq;
 pub mod handler;
 mod in_hand;
+mod keep_alive;
 mod lanes;
 pub mod relay;
 pub mod runtime;
