@@ -143,12 +143,18 @@ pub struct Repair {
     pub republished: u64,
     /// Extra copies of a position deleted from the stream.
     pub duplicates_deleted: u64,
+    /// The stream sequences of messages without a position deleted (`orderflow verify
+    /// stream --repair` only; the relay leaves them to the consumers, which park them).
+    pub unreadable_deleted: Vec<u64>,
 }
 
 impl Repair {
     /// True when the repair changed nothing.
     pub fn is_empty(&self) -> bool {
-        !self.recreated && self.republished == 0 && self.duplicates_deleted == 0
+        !self.recreated
+            && self.republished == 0
+            && self.duplicates_deleted == 0
+            && self.unreadable_deleted.is_empty()
     }
 
     fn count(&self) {
@@ -420,6 +426,8 @@ pub struct Verification {
     pub unknown: Vec<i64>,
     /// Messages that carry no readable position.
     pub unreadable: u64,
+    /// The stream sequences of those messages (the first 100).
+    pub unreadable_sequences: Vec<u64>,
 }
 
 impl Verification {
@@ -443,7 +451,8 @@ impl Verification {
 struct StreamPositions {
     by_position: BTreeMap<i64, Vec<u64>>,
     redrives: u64,
-    unreadable: u64,
+    /// The stream sequences of messages without a readable position.
+    unreadable: Vec<u64>,
 }
 
 /// Reads the position of every message of the main stream (headers only; the body only for
@@ -455,7 +464,7 @@ async fn read_positions(bus: &Bus) -> Result<Option<StreamPositions>, BusError> 
     let mut positions = StreamPositions {
         by_position: BTreeMap::new(),
         redrives: 0,
-        unreadable: 0,
+        unreadable: Vec::new(),
     };
     if state.messages == 0 {
         return Ok(Some(positions));
@@ -507,7 +516,7 @@ async fn read_positions(bus: &Bus) -> Result<Option<StreamPositions>, BusError> 
                     .entry(position)
                     .or_default()
                     .push(sequence),
-                None => positions.unreadable += 1,
+                None => positions.unreadable.push(sequence),
             }
         }
         idle_rounds = if seen == before { idle_rounds + 1 } else { 0 };
@@ -549,7 +558,8 @@ async fn compare(
         return Ok((verification, positions));
     };
     verification.redrives = found.redrives;
-    verification.unreadable = found.unreadable;
+    verification.unreadable = found.unreadable.len() as u64;
+    verification.unreadable_sequences = found.unreadable.iter().take(100).copied().collect();
     verification.stream_events = found.by_position.values().map(|s| s.len() as u64).sum();
     verification.first_position = found.by_position.keys().next().copied();
     verification.last_position = found.by_position.keys().next_back().copied();
@@ -578,8 +588,9 @@ async fn compare(
 }
 
 /// Makes the stream agree with the log: creates missing streams, re-publishes every position
-/// up to the checkpoint the stream lacks (holes and tail alike), and deletes the later copies
-/// of a position held twice. Returns what it did and the verification after it.
+/// up to the checkpoint the stream lacks (holes and tail alike), deletes the later copies
+/// of a position held twice, and deletes messages that carry no position (no event: a
+/// message published by hand, say). Returns what it did and the verification after it.
 ///
 /// # Errors
 /// [`RelayError::Bus`] when NATS is away, a database error when the store cannot be read.
@@ -593,7 +604,27 @@ pub async fn repair(pool: &PgPool, bus: &Bus) -> Result<(Repair, Verification), 
     repair.republished += full.republished;
     repair.republished_ranges.extend(full.republished_ranges);
     repair.duplicates_deleted += full.duplicates_deleted;
-    Ok((repair, after))
+    if after.unreadable == 0 {
+        return Ok((repair, after));
+    }
+    let stream = bus.stream().await?;
+    let unreadable = read_positions(bus)
+        .await?
+        .map(|positions| positions.unreadable)
+        .unwrap_or_default();
+    for sequence in unreadable {
+        tracing::warn!(
+            stream = bus.stream_name(),
+            sequence,
+            "deleting a message that carries no position"
+        );
+        stream
+            .delete_message(sequence)
+            .await
+            .map_err(|e| BusError::js("deleting a message without a position", e))?;
+        repair.unreadable_deleted.push(sequence);
+    }
+    Ok((repair, verify(pool, bus).await?))
 }
 
 /// The full comparison and its repair, without the tail check first; counting it in the

@@ -15,7 +15,8 @@ pub enum VerifyCommand {
     /// yet), positions held twice. Exits 0 when they agree, 1 with a short report when not.
     Stream {
         /// Repair first, as the relay does: create missing streams, re-publish from the store
-        /// every position the stream lacks, delete extra copies; then verify.
+        /// every position the stream lacks, delete extra copies; and delete the messages that
+        /// carry no position (no event); then verify.
         #[arg(long)]
         repair: bool,
         /// Print the report as JSON.
@@ -101,6 +102,16 @@ fn repair_report(repair: &Repair) -> String {
             ranges(&repair.republished_ranges)
         ));
     }
+    if !repair.unreadable_deleted.is_empty() {
+        out.push_str(&format!(
+            "repair: deleted {} unreadable message(s) (stream sequence {})\n",
+            repair.unreadable_deleted.len(),
+            sequences(
+                &repair.unreadable_deleted,
+                repair.unreadable_deleted.len() as u64
+            )
+        ));
+    }
     if repair.duplicates_deleted > 0 {
         let copies = if repair.duplicates_deleted == 1 {
             "copy"
@@ -170,16 +181,42 @@ pub(crate) fn report(v: &Verification) -> String {
     }
     if v.unreadable > 0 {
         out.push_str(&format!(
-            "unreadable: {} message(s) carry no position\n",
-            v.unreadable
+            "unreadable: {} message(s) carry no position (stream sequence {})\n",
+            v.unreadable,
+            sequences(&v.unreadable_sequences, v.unreadable)
         ));
     }
-    out.push_str(if v.agrees() {
-        "the stream agrees with the log\n"
-    } else {
-        "the stream does NOT agree with the log (`orderflow verify stream --repair` repairs it)\n"
-    });
+    let repairable =
+        !v.stream_exists || !v.missing.is_empty() || !v.duplicates.is_empty() || v.unreadable > 0;
+    if v.agrees() {
+        out.push_str("the stream agrees with the log\n");
+    } else if repairable {
+        out.push_str(
+            "the stream does NOT agree with the log (`orderflow verify stream --repair` repairs it)\n",
+        );
+    }
+    if !v.unknown.is_empty() {
+        // Not repaired: a stream ahead of the store is more likely another database's.
+        out.push_str(
+            "the stream holds positions the store does not have: check that --database-url \
+             (ORDERFLOW_DATABASE_URL) names the database this stream was published from; \
+             --repair does not delete them\n",
+        );
+    }
     out
+}
+
+/// Stream sequences as `4, 9, 12`, with how many more when only some are known.
+fn sequences(known: &[u64], total: u64) -> String {
+    let mut text = known
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if total > known.len() as u64 {
+        text.push_str(&format!(" and {} more", total - known.len() as u64));
+    }
+    text
 }
 
 /// One line saying how the stream and the log disagree.

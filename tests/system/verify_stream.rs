@@ -69,3 +69,60 @@ async fn verify_stream_finds_a_hole_and_a_repeat_and_repair_mends_both() {
     assert_eq!(json["verification"]["stream_events"], 6, "{json}");
     world.cleanup().await;
 }
+
+/// A message on the stream that is no event (published by hand to an event subject, say)
+/// makes the stream disagree with the log; the report says where it is, and `--repair`,
+/// which the advice names, deletes it.
+#[tokio::test]
+async fn an_unreadable_stray_message_is_named_by_its_sequence_and_repair_deletes_it() {
+    let world = World::new().await;
+    for _ in 0..3 {
+        world.place(&[("SKU-STRAY", 1)]).await;
+    }
+    assert_eq!(world.relay().await, 3);
+    let bus = &world.bus().bus;
+    let stray = format!("{}.by-hand.Junk", bus.prefix());
+    let sequence = bus
+        .jetstream()
+        .publish(stray, "not an event".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+    let orderflow = orderflow!(&world);
+
+    let apart = orderflow.output(&["verify", "stream"]);
+    let report = String::from_utf8_lossy(&apart.stdout).into_owned();
+    let error = String::from_utf8_lossy(&apart.stderr).into_owned();
+    assert_eq!(apart.status.code(), Some(1), "{report}{error}");
+    assert!(
+        report.contains(&format!(
+            "unreadable: 1 message(s) carry no position (stream sequence {sequence})"
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains("`orderflow verify stream --repair` repairs it"),
+        "{report}"
+    );
+
+    let repaired = orderflow.output(&["verify", "stream", "--repair"]);
+    let report = String::from_utf8_lossy(&repaired.stdout).into_owned();
+    assert!(
+        repaired.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&repaired.stderr)
+    );
+    assert!(
+        report.contains(&format!(
+            "repair: deleted 1 unreadable message(s) (stream sequence {sequence})"
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains("the stream agrees with the log"),
+        "{report}"
+    );
+    world.cleanup().await;
+}
