@@ -1,4 +1,5 @@
-// Analytics: revenue per day (one line per currency) and the top SKUs by units sold, from the
+// Analytics: revenue per day (one line per currency) and the top SKUs by units sold (one bar
+// per SKU, whatever currencies it sold in; its revenue per currency in the table), from the
 // analytics read model (GET /v1/analytics/summary), with the numbers as tables too.
 
 import { api } from './api.js';
@@ -19,6 +20,24 @@ function dayRange(days) {
   const all = [];
   for (let t = first; t <= last; t += DAY) all.push(new Date(t).toISOString().slice(0, 10));
   return all;
+}
+
+/**
+ * The summary's sales (one entry per SKU and currency) as one entry per SKU: its units summed
+ * over currencies and its revenue per currency (by currency code), most units first, then by
+ * SKU.
+ */
+function salesPerSku(sales) {
+  const perSku = new Map();
+  for (const { sku, currency, units, revenue } of sales) {
+    const entry = perSku.get(sku) || { sku, units: 0, revenues: [] };
+    entry.units += units;
+    entry.revenues.push({ currency, revenue });
+    perSku.set(sku, entry);
+  }
+  const all = [...perSku.values()];
+  all.forEach((s) => s.revenues.sort((a, b) => a.currency.localeCompare(b.currency)));
+  return all.sort((a, b) => b.units - a.units || a.sku.localeCompare(b.sku));
 }
 
 export function mount(root) {
@@ -58,16 +77,16 @@ export function mount(root) {
         summary.revenue_per_day.map((r) => h('tr', {},
           h('td', {}, r.day), h('td', {}, r.currency),
           h('td', { class: 'num' }, r.orders), h('td', { class: 'num' }, money(r.revenue, r.currency))))));
-      const skus = [...summary.skus].sort((a, b) => b.units - a.units).slice(0, TOP);
+      const skus = salesPerSku(summary.skus).slice(0, TOP);
       if (skus.length > 0) {
-        charts.push(barChart(skuBox, skus.map((s) => s.sku), skus.map((s) => s.units), { label: 'units', height: 240 }));
+        charts.push(barChart(skuBox, skus.map((s) => s.sku), skus.map((s) => s.units), { label: 'units', whole: true, height: 240 }));
       } else {
         fill(skuBox, h('p', { class: 'muted' }, 'No sales yet.'));
       }
       fill(skuTable, table(['sku', 'units', 'revenue'],
         skus.map((s) => h('tr', { dataset: { sku: s.sku } },
           h('td', {}, s.sku), h('td', { class: 'num units' }, s.units),
-          h('td', { class: 'num' }, money(s.revenue, s.currency))))));
+          h('td', { class: 'num revenue' }, s.revenues.map((r) => money(r.revenue, r.currency)).join(', '))))));
     } catch (error) {
       notice(message, `Could not read the analytics: ${error.message}`, 'error');
     }

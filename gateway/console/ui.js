@@ -1,5 +1,6 @@
 // Small helpers the pages share: building elements without innerHTML (every value from the
-// server is set as text), formatting times and money, and line and bar charts with uPlot.
+// server is set as text), formatting times and money, and line and (horizontal) bar charts
+// with uPlot.
 
 /** An element: `h('td', { class: 'num' }, '3')`. Attributes starting with `on` are listeners. */
 export function h(tag, attrs = {}, ...children) {
@@ -101,19 +102,54 @@ export function lineChart(el, series, data, opts = {}) {
   return chart;
 }
 
-/** A bar chart in `el`: one bar per label, heights `values`. */
+/** The font of the charts' axis labels (uPlot's own), to measure them in. */
+const AXIS_FONT = '12px system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, "Noto Sans", sans-serif';
+/** The height of one bar's row in a bar chart, in CSS pixels: room for a line of label. */
+const BAR_ROW = 26;
+/** Tick steps for counts (`opts.whole`): no half units. */
+const WHOLE_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6];
+/** A label column takes at most this share of a bar chart's width; longer labels are cut. */
+const LABEL_SHARE = 1 / 3;
+
+/**
+ * A horizontal bar chart in `el`: one bar per label, the first at the top, lengths `values`.
+ * Each label is level on its own row, left of its bar, in a column as wide as the longest
+ * (up to LABEL_SHARE of the chart, longer ones end in "…"), so labels never overlap however
+ * many or long they are; the chart grows taller with the number of bars. `opts.whole`: the
+ * values are counts, ticked in whole numbers.
+ */
 export function barChart(el, labels, values, opts = {}) {
+  const measure = document.createElement('canvas').getContext('2d');
+  measure.font = AXIS_FONT;
+  const textWidth = (text) => Math.ceil(measure.measureText(text).width);
+  const fit = (text, room) => {
+    if (textWidth(text) <= room) return text;
+    let cut = text;
+    while (cut.length > 1 && textWidth(`${cut}…`) > room) cut = cut.slice(0, -1);
+    return `${cut}…`;
+  };
+  const ticks = 10;
+  const gap = 5;
   const bars = window.uPlot.paths.bars({ size: [0.6, 60] });
   const chart = new window.uPlot({
     width: width(el),
-    height: opts.height || 260,
+    height: Math.max(opts.height || 260, labels.length * BAR_ROW + 60),
     scales: {
-      x: { time: false, range: (u, min, max) => [min - 0.5, max + 0.5] },
-      y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] },
+      x: { time: false, ori: 1, dir: -1, range: (u, min, max) => [min - 0.5, max + 0.5] },
+      y: { ori: 0, range: (u, min, max) => [0, Math.max(1, max * 1.1)] },
     },
     axes: [
-      { values: (u, ticks) => ticks.map((t) => labels[t] ?? ''), splits: () => labels.map((_, i) => i) },
-      { size: 60, values: opts.yValues },
+      {
+        side: 3,
+        font: AXIS_FONT,
+        gap,
+        ticks: { size: ticks },
+        grid: { show: false },
+        splits: () => labels.map((_, i) => i),
+        values: (u, splits) => splits.map((i) => fit(labels[i] ?? '', Math.floor(u.width * LABEL_SHARE) - ticks - gap)),
+        size: (u, shown) => ticks + gap + Math.max(0, ...(shown || []).map(textWidth)) + 4,
+      },
+      { side: 2, values: opts.yValues, ...(opts.whole && { incrs: WHOLE_STEPS }) },
     ],
     legend: { show: false },
     series: [

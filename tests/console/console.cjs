@@ -43,12 +43,12 @@ async function api(method, route, body, token) {
   return { status: response.status, data };
 }
 
-async function placeOrder(sku, quantity, key) {
+async function placeOrder(sku, quantity, { currency = 'EUR', unitPrice = 1299 } = {}) {
   const response = await api('POST', '/v1/orders', {
     customer_id: CUSTOMER,
     customer_email: 'ops@example.com',
-    currency: 'EUR',
-    lines: [{ sku, quantity, unit_price: 1299 }],
+    currency,
+    lines: [{ sku, quantity, unit_price: unitPrice }],
     shipping_address: { name: 'Ada L', line1: '1 Main St', city: 'Berlin', postal_code: '10115', country: 'DE' },
   });
   check(response.status === 201, `placing an order answered ${response.status}: ${JSON.stringify(response.data)}`);
@@ -67,6 +67,43 @@ async function until(page, what, fn, arg, timeout = WAIT) {
   } catch (error) {
     throw new Error(`${what}: not within ${timeout} ms`);
   }
+}
+
+/**
+ * Where the uPlot chart in `selector` drew its category labels (the x scale's axis): each
+ * label's text and box in CSS pixels, from the chart's own layout (uPlot draws on a canvas,
+ * so there is no element per label), measured in the axis's font. Only level labels are
+ * measured: a rotated one counts as a failure.
+ */
+async function chartLabels(page, selector) {
+  return page.evaluate((selector) => {
+    const box = document.querySelector(selector);
+    const chart = window.consoleCharts.filter((c) => c.root.isConnected && box.contains(c.root)).pop();
+    if (!chart) return null;
+    const axis = chart.axes.find((a) => a.scale === 'x');
+    const context = document.createElement('canvas').getContext('2d');
+    context.font = axis.font[0];
+    const ratio = window.devicePixelRatio || 1;
+    const labels = axis._values.map((text, i) => {
+      const metrics = context.measureText(text);
+      const width = metrics.width / ratio;
+      const height = (metrics.fontBoundingBoxAscent + metrics.fontBoundingBoxDescent) / ratio;
+      const at = chart.valToPos(axis._splits[i], 'x');
+      // Bottom (2) or top (0): centred under the tick; left (3) or right (1): beside it.
+      const [left, top] = axis.side % 2 === 0 ? [at - width / 2, 0] : [axis.side === 3 ? -width : 0, at - height / 2];
+      return { text, left, top, right: left + width, bottom: top + height };
+    });
+    return { labels, side: axis.side, rotate: axis._rotate, size: axis._size };
+  }, selector);
+}
+
+/** Pairs of `labels` whose boxes overlap, as "a / b". */
+function overlapping(labels) {
+  const pairs = [];
+  labels.forEach((a, i) => labels.slice(i + 1).forEach((b) => {
+    if (a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom) pairs.push(`${a.text} / ${b.text}`);
+  }));
+  return pairs;
 }
 
 async function shot(page, name) {
@@ -256,22 +293,60 @@ const SCENARIOS = {
     await shot(page, '06-rebuild');
   },
 
-  // Revenue per day and the top SKUs as charts and numbers.
+  // Revenue per day and the top SKUs as charts and numbers. One SKU is sold in two
+  // currencies: it is one bar and one row, its units summed and its revenue given per
+  // currency. Six more SKUs with long names fill the chart: its labels must not overlap.
   async analytics(page) {
+    const both = 'SKU-TWO-CURRENCIES';
+    const long = Array.from({ length: 6 }, (_, i) => `CONSOLE-LONG-SKU-NAME-${i + 1}`);
+    for (const sku of [both, ...long]) {
+      const stock = await api('PUT', `/v1/inventory/${sku}`, { available: 1000 });
+      check(stock.status === 200, `setting stock answered ${stock.status}`);
+    }
+    await placeOrder(both, 2, { currency: 'EUR', unitPrice: 1299 });
+    await placeOrder(both, 1, { currency: 'USD', unitPrice: 350 });
+    for (const sku of long) await placeOrder(sku, 1);
     await page.goto(`${base}/console#/analytics`);
+    const shown = (expected) => {
+      const rows = [...document.querySelectorAll('#sku-table tr[data-sku]')];
+      const units = (sku) => rows.filter((r) => r.dataset.sku === sku)
+        .reduce((sum, r) => sum + Number(r.querySelector('td.units').textContent), 0);
+      return units(expected.both) === 3 && [...expected.long, 'SKU-1', 'SKU-2'].every((sku) => units(sku) > 0);
+    };
     const deadline = Date.now() + WAIT;
-    for (;;) {
-      const units = await page.locator('#sku-table tr[data-sku="SKU-1"] td.units').textContent({ timeout: 2000 }).catch(() => null);
-      if (units !== null && Number(units) > 0) break;
-      check(Date.now() < deadline, 'the analytics show SKU-1');
+    while (!(await page.evaluate(shown, { both, long }))) {
+      check(Date.now() < deadline, 'the analytics show every SKU sold, and both orders of the one sold in two currencies');
       await page.waitForTimeout(500);
       await page.click('#page-analytics h1 button');
     }
     check(await page.locator('#revenue-chart canvas').count() > 0, 'the revenue chart is drawn');
     check(await page.locator('#sku-chart canvas').count() > 0, 'the SKU chart is drawn');
-    const skus = await page.locator('#sku-table tr[data-sku]').evaluateAll((rows) => rows.map((r) => r.dataset.sku));
-    check(skus.includes('SKU-2'), `top SKUs: ${skus}`);
     await shot(page, '07-analytics');
+
+    const wrong = [];
+    const rows = await page.locator('#sku-table tr[data-sku]').evaluateAll((trs) => trs.map((r) => ({
+      sku: r.dataset.sku, units: r.querySelector('td.units').textContent, text: r.textContent,
+    })));
+    const skus = rows.map((r) => r.sku);
+    const bothRows = rows.filter((r) => r.sku === both);
+    if (bothRows.length !== 1) wrong.push(`the table lists ${both} ${bothRows.length} times: ${JSON.stringify(rows)}`);
+    else {
+      if (Number(bothRows[0].units) !== 3) wrong.push(`its units are summed over currencies: ${bothRows[0].units}`);
+      for (const revenue of ['25.98 EUR', '3.50 USD']) {
+        if (!bothRows[0].text.includes(revenue)) wrong.push(`its row shows the revenue ${revenue}: ${bothRows[0].text}`);
+      }
+    }
+    const chart = await chartLabels(page, '#sku-chart');
+    check(chart, 'the SKU chart is a uPlot chart');
+    const labels = chart.labels.map((l) => l.text);
+    if (labels.filter((l) => l === both).length !== 1) wrong.push(`the chart labels ${both} once: ${JSON.stringify(labels)}`);
+    if (JSON.stringify(labels) !== JSON.stringify(skus)) wrong.push(`the chart has a bar per row of the table, in its order: ${JSON.stringify(labels)} vs ${JSON.stringify(skus)}`);
+    if (chart.rotate !== 0) wrong.push(`the chart's labels are level (rotated ${chart.rotate})`);
+    const overlaps = overlapping(chart.labels);
+    if (overlaps.length > 0) wrong.push(`the chart's labels overlap: ${overlaps.join(', ')}`);
+    const wider = chart.labels.filter((l) => l.right - l.left > chart.size);
+    if (chart.side % 2 === 1 && wider.length > 0) wrong.push(`labels wider than their axis: ${wider.map((l) => l.text)}`);
+    check(wrong.length === 0, wrong.join('\n'));
   },
 
   // A gateway without a token: the console says how to turn the admin routes on.
@@ -293,6 +368,23 @@ async function main() {
     args: ['--no-sandbox', '--disable-dev-shm-usage'],
   });
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  // Every uPlot chart the console makes, so that a scenario can read how a chart laid out
+  // its axes (uPlot draws on a canvas).
+  await context.addInitScript(() => {
+    window.consoleCharts = [];
+    let recording;
+    Object.defineProperty(window, 'uPlot', {
+      configurable: true,
+      get: () => recording,
+      set: (uPlot) => {
+        recording = Object.assign(function (...args) {
+          const chart = new uPlot(...args);
+          window.consoleCharts.push(chart);
+          return chart;
+        }, uPlot);
+      },
+    });
+  });
   const page = await context.newPage();
   const problems = [];
   page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
