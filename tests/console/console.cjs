@@ -55,6 +55,25 @@ async function placeOrder(sku, quantity, { currency = 'EUR', unitPrice = 1299 } 
   return response.data.id;
 }
 
+/**
+ * The partners' gauges and call counters as GET /metrics gives them now: partner -> { limit,
+ * down, ok, ... } (the metric names without `orderflow_partner_`, outcomes by name).
+ */
+async function partnerMetrics() {
+  const response = await fetch(`${base}/metrics`);
+  check(response.ok, `/metrics answered ${response.status}`);
+  const partners = {};
+  const pattern = /^orderflow_partner_(in_flight|limit|down|calls_total)\{([^}]*)\} (\S+)$/;
+  for (const line of (await response.text()).split('\n')) {
+    const match = pattern.exec(line);
+    if (!match) continue;
+    const labels = Object.fromEntries([...match[2].matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
+    partners[labels.partner] ??= {};
+    partners[labels.partner][match[1] === 'calls_total' ? labels.outcome : match[1]] = Number(match[3]);
+  }
+  return partners;
+}
+
 /** The number a selector's element shows. */
 async function number(page, selector) {
   return Number((await page.locator(selector).textContent()).trim());
@@ -275,6 +294,88 @@ const SCENARIOS = {
       (seq) => document.querySelector(`tr.dead-letter[data-sequence="${seq}"]`) === null, sequence);
     await until(page, 'no dead letters are left', () => document.querySelector('#dlq-empty') !== null);
     await shot(page, '05-redriven');
+  },
+
+  // Every partner the workers call, as /metrics counts it: the carrier (shipments booked for
+  // the orders that shipped) and the mail service (notify: the notifications sent, one of
+  // them refused), each up, with its adaptive limit and its calls by outcome. Then, with
+  // /metrics stubbed in the browser, a partner that is down and one with no calls yet.
+  async partners(page) {
+    await page.goto(`${base}/console#/consumers`);
+    const cells = (partner) => page.evaluate((p) => {
+      const row = document.querySelector(`#partners-table tr[data-partner="${p}"]`);
+      if (!row) return null;
+      const text = (c) => row.querySelector(`td.${c}`)?.textContent.trim();
+      return {
+        state: text('state'), inFlight: text('in-flight'), limit: text('limit'), p50: text('p50'),
+        p99: text('p99'), ok: text('ok'), refused: text('refused'), busy: text('busy'), failed: text('failed'),
+      };
+    }, partner);
+    for (const partner of ['carrier', 'notify']) {
+      // The counters move while messages are handled: wait until the page shows what /metrics
+      // says, both read within one poll.
+      const deadline = Date.now() + WAIT;
+      let shown;
+      let metrics;
+      for (;;) {
+        metrics = (await partnerMetrics())[partner];
+        shown = await cells(partner);
+        const same = shown && metrics && Number(shown.ok) === metrics.ok && Number(shown.limit) === metrics.limit
+          && Number(shown.refused || 0) === (metrics.refused || 0);
+        if (same || Date.now() > deadline) break;
+        await page.waitForTimeout(500);
+      }
+      check(metrics, `/metrics has the partner ${partner}`);
+      check(metrics.ok > 0, `/metrics counts calls to ${partner} that went well: ${JSON.stringify(metrics)}`);
+      check(shown, `the Partners table has a row for ${partner}`);
+      check(Number(shown.ok) === metrics.ok, `${partner}: the page counts ${shown.ok} ok calls, /metrics ${metrics.ok}`);
+      check(Number(shown.limit) === metrics.limit && metrics.limit > 0, `${partner}: limit ${shown.limit}, /metrics ${metrics.limit}`);
+      check(shown.state === 'up' && metrics.down === 0, `${partner} is up: ${shown.state} (down ${metrics.down})`);
+      check(/^\d+$/.test(shown.inFlight), `${partner}: calls in flight are a number: ${shown.inFlight}`);
+      // '–' once no call fell in the exporter's window of the last minute.
+      for (const percentile of ['p50', 'p99']) {
+        check(/^(\d+(\.\d+)? (µs|ms|s)|–)$/.test(shown[percentile]), `${partner}: ${percentile} is a time: ${shown[percentile]}`);
+      }
+    }
+    const notify = await cells('notify');
+    check(Number(notify.refused) >= 1, `notify: the refused notification is counted: ${notify.refused}`);
+    await shot(page, '05-partners');
+
+    // A partner taken for down, and one that has not been called yet (only its gauges exist).
+    await page.route('**/metrics', (route) => route.fulfill({
+      status: 200,
+      contentType: 'text/plain',
+      body: [
+        'orderflow_partner_in_flight{partner="carrier"} 0',
+        'orderflow_partner_limit{partner="carrier"} 7',
+        'orderflow_partner_down{partner="carrier"} 1',
+        'orderflow_partner_calls_total{partner="carrier",outcome="ok"} 12',
+        'orderflow_partner_calls_total{partner="carrier",outcome="failed"} 5',
+        'orderflow_partner_call_duration_seconds{partner="carrier",quantile="0.5"} 0.0042',
+        'orderflow_partner_call_duration_seconds{partner="carrier",quantile="0.99"} 2.5',
+        'orderflow_partner_call_duration_seconds{partner="carrier",quantile="1"} 2.6',
+        'orderflow_partner_call_duration_seconds_sum{partner="carrier"} 14',
+        'orderflow_partner_call_duration_seconds_count{partner="carrier"} 17',
+        'orderflow_partner_limit{partner="notify"} 32',
+        'orderflow_partner_down{partner="notify"} 0',
+        '',
+      ].join('\n'),
+    }));
+    try {
+      await until(page, 'the stubbed carrier shows as down',
+        () => document.querySelector('#partners-table tr[data-partner="carrier"] td.state')?.textContent.trim() === 'down', undefined, 10_000);
+      const carrier = await cells('carrier');
+      check(carrier.limit === '7' && carrier.failed === '5' && carrier.ok === '12', `the stubbed carrier's numbers: ${JSON.stringify(carrier)}`);
+      check(carrier.p50 === '4.2 ms' && carrier.p99 === '2.50 s', `the stubbed carrier's percentiles: ${carrier.p50}, ${carrier.p99}`);
+      const idle = await cells('notify');
+      check(idle.state === 'up' && idle.limit === '32', `a partner not called yet has its gauges: ${JSON.stringify(idle)}`);
+      const idleText = await page.textContent('#partners-table tr[data-partner="notify"]');
+      check(idleText.includes('no calls yet'), `a partner not called yet says so: ${idleText}`);
+      check(!/NaN|undefined/.test(await page.textContent('#partners-table')), 'no NaN or undefined in the table');
+      await shot(page, '05-partners-stubbed');
+    } finally {
+      await page.unroute('**/metrics');
+    }
   },
 
   // Start a rebuild of order-summary and watch it to its end.

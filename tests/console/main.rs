@@ -3,8 +3,10 @@
 //! headless Chromium through it with playwright-core. Scenarios: log in; orders placed
 //! through the API change the live chart and event list without a reload; an order's
 //! timeline and trace (and a trace of the shared contract, stubbed in the browser, with its
-//! dead-lettered and pending steps marked); a dead letter redriven from the consumers page; a projection rebuilt
-//! and watched to its end; the analytics charts; and, on a gateway without a token, the page
+//! dead-lettered and pending steps marked); a dead letter redriven from the consumers page; the
+//! partners (carrier, mail service) on the same page as `/metrics` counts them, and, with
+//! `/metrics` stubbed, one down and one not called yet; a projection rebuilt and watched to its
+//! end; the analytics charts; and, on a gateway without a token, the page
 //! that says how to turn the admin routes on. Each scenario asserts on what the page shows and
 //! saves a screenshot under `<target>/console-screenshots/`.
 //!
@@ -127,6 +129,7 @@ async fn an_operator_watches_and_repairs_the_system_in_the_console() {
             "order",
             "trace",
             "redrive",
+            "partners",
             "rebuild",
             "analytics",
         ],
