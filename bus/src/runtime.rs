@@ -720,7 +720,8 @@ impl Consumer {
             }
         };
         // One inbox for every pull of this run (see `Deliveries`).
-        let mut deliveries = Deliveries::subscribe(&self.bus).await?;
+        let mut deliveries =
+            Deliveries::subscribe(&self.bus, self.name(), &self.in_hand, &self.keep_alive).await?;
         tracing::info!(consumer = self.name(), "consumer running");
         metrics::gauge!("orderflow_consumer_stalled_seconds", "consumer" => self.name().to_string())
             .set(0.0);
@@ -952,10 +953,14 @@ impl Consumer {
                 hold_at_most = (per_ack_wait as usize).clamp(2 * self.options.batch_size, cap);
                 (rate_since, rate_base) = (Instant::now(), settled);
             }
+            // Nor more than the keep-alive thread keeps in progress in time (a process short
+            // of CPU), beyond one batch.
             let room_to_pull = !continuous
                 || (in_flight.len() < limit
                     && waiting.len() < self.options.batch_size
-                    && self.in_hand.len() < hold_at_most);
+                    && self.in_hand.len() < hold_at_most
+                    && (self.in_hand.len() < self.options.batch_size
+                        || !self.keep_alive.is_saturated()));
             if pull.is_none()
                 && failure.is_none()
                 && !stopping
@@ -1009,25 +1014,39 @@ impl Consumer {
             }
             tokio::select! {
                 biased;
+                // First, and everything delivered by now at once: a message counts against its
+                // ack wait from its delivery, so it is taken in hand (kept in progress) before
+                // any batch is polled. Taken whether a pull is open or not: a pull given up
+                // may still deliver.
+                delivery = deliveries.next(self.bus.jetstream()) => {
+                    let mut next = Some(delivery);
+                    while let Some(delivery) = next.take() {
+                        match delivery {
+                            InboxDelivery::Message(message) => {
+                                pull = pull.and_then(|left| left.checked_sub(1)).filter(|left| *left > 0);
+                                if self.take_in_hand(&message) {
+                                    waiting.push_back(*message);
+                                }
+                            }
+                            InboxDelivery::InHand(message) => {
+                                pull = pull.and_then(|left| left.checked_sub(1)).filter(|left| *left > 0);
+                                waiting.push_back(*message);
+                            }
+                            InboxDelivery::PullEnded => pull = None,
+                            InboxDelivery::Failed(error) => {
+                                pull = None;
+                                failure = Some(error.into());
+                                break;
+                            }
+                        }
+                        next = deliveries.next(self.bus.jetstream()).now_or_never();
+                    }
+                }
                 Some(keys) = in_flight.next(), if !in_flight.is_empty() => {
                     for key in keys {
                         busy.remove(&key);
                     }
                 }
-                // Taken whether a pull is open or not: a pull given up may still deliver.
-                delivery = deliveries.next(self.bus.jetstream()) => match delivery {
-                    InboxDelivery::Message(message) => {
-                        pull = pull.and_then(|left| left.checked_sub(1)).filter(|left| *left > 0);
-                        if self.take_in_hand(&message) {
-                            waiting.push_back(*message);
-                        }
-                    }
-                    InboxDelivery::PullEnded => pull = None,
-                    InboxDelivery::Failed(error) => {
-                        pull = None;
-                        failure = Some(error.into());
-                    }
-                },
                 () = &mut pull_given_up, if pull.is_some() && !stopping => {
                     // Nothing is lost with it: whatever it still delivers reaches the same
                     // inbox and is taken in hand.
@@ -1037,9 +1056,15 @@ impl Consumer {
                 () = &mut grace_over, if !grace_spent => {
                     grace_spent = true;
                     pull = None;
-                    while let Some(message) = deliveries.buffered(self.bus.jetstream()) {
-                        if self.take_in_hand(&message) {
-                            waiting.push_back(message);
+                    while let Some(delivery) = deliveries.next(self.bus.jetstream()).now_or_never() {
+                        match delivery {
+                            InboxDelivery::Message(message) => {
+                                if self.take_in_hand(&message) {
+                                    waiting.push_back(*message);
+                                }
+                            }
+                            InboxDelivery::InHand(message) => waiting.push_back(*message),
+                            InboxDelivery::PullEnded | InboxDelivery::Failed(_) => break,
                         }
                     }
                     let mut released = waiting.len();
@@ -1076,14 +1101,7 @@ impl Consumer {
         if self.in_hand.take(message) {
             return true;
         }
-        metrics::counter!("orderflow_consumer_redelivered_in_hand_total",
-            "consumer" => self.name().to_string())
-        .increment(1);
-        tracing::debug!(
-            consumer = self.name(),
-            stream_sequence = stream_sequence(message),
-            "a redelivery of a message in hand: left to the copy in hand"
-        );
+        count_redelivered_in_hand(self.name(), message);
         false
     }
 
@@ -1745,6 +1763,18 @@ async fn first_start(
     })
 }
 
+/// A redelivery of a message in hand, dropped: counted and noted.
+pub(crate) fn count_redelivered_in_hand(consumer: &str, message: &Message) {
+    metrics::counter!("orderflow_consumer_redelivered_in_hand_total",
+        "consumer" => consumer.to_string())
+    .increment(1);
+    tracing::debug!(
+        consumer,
+        stream_sequence = stream_sequence(message),
+        "a redelivery of a message in hand: left to the copy in hand"
+    );
+}
+
 /// JetStream's API subjects (the default domain, which is what [`Bus`] uses).
 const JS_API: &str = "$JS.API";
 
@@ -1757,15 +1787,29 @@ const JS_API: &str = "$JS.API";
 /// cap: five consumers gave up their first pull at once and 269 deliveries were lost that
 /// way. With one inbox for the whole run, everything delivered reaches the consumer,
 /// whichever pull it answers.
+///
+/// The inbox is subscribed on the keep-alive thread's connection, which takes each delivery
+/// in hand as it arrives (`crate::keep_alive`); while that thread cannot, on the bus's own.
 struct Deliveries {
     inbox: String,
-    subscriber: async_nats::Subscriber,
+    intake: Intake,
+}
+
+/// Where a consumer's deliveries come from.
+enum Intake {
+    /// The keep-alive thread, which has taken them in hand.
+    Thread(tokio::sync::mpsc::UnboundedReceiver<InboxDelivery>),
+    /// A subscription of the bus's own connection.
+    Direct(async_nats::Subscriber),
 }
 
 /// What came to the inbox.
-enum InboxDelivery {
-    /// A message of the stream.
+#[derive(Debug)]
+pub(crate) enum InboxDelivery {
+    /// A message of the stream, not yet in hand.
     Message(Box<Message>),
+    /// A message of the stream the keep-alive thread has taken in hand.
+    InHand(Box<Message>),
     /// A pull ended (its expiry, no messages, or a limit the server names).
     PullEnded,
     /// The subscription ended, or the server answered with an error.
@@ -1773,14 +1817,35 @@ enum InboxDelivery {
 }
 
 impl Deliveries {
-    async fn subscribe(bus: &Bus) -> Result<Self, BusError> {
+    async fn subscribe(
+        bus: &Bus,
+        consumer: &str,
+        in_hand: &Arc<InHand>,
+        keep_alive: &KeepAlive,
+    ) -> Result<Self, BusError> {
+        if let Some(intake) = keep_alive
+            .intake(consumer, Arc::clone(in_hand), bus.jetstream().clone())
+            .await
+        {
+            return Ok(Self {
+                inbox: intake.inbox,
+                intake: Intake::Thread(intake.deliveries),
+            });
+        }
+        tracing::warn!(
+            consumer,
+            "the keep-alive thread cannot receive for this consumer; receiving on the bus's connection"
+        );
         let inbox = bus.client().new_inbox();
         let subscriber = bus
             .client()
             .subscribe(inbox.clone())
             .await
             .map_err(|e| BusError::js("subscribing to the pull inbox", e))?;
-        Ok(Self { inbox, subscriber })
+        Ok(Self {
+            inbox,
+            intake: Intake::Direct(subscriber),
+        })
     }
 
     /// Asks the server for up to `max` messages of `consumer`, waiting up to `expires`.
@@ -1807,31 +1872,29 @@ impl Deliveries {
 
     /// The next delivery; pending until one comes.
     async fn next(&mut self, context: &async_nats::jetstream::Context) -> InboxDelivery {
-        loop {
-            let Some(message) = self.subscriber.next().await else {
-                return InboxDelivery::Failed(BusError::js(
-                    "receiving a message",
-                    "the pull inbox's subscription ended",
-                ));
-            };
-            if let Some(delivery) = Self::read(message, context) {
-                return delivery;
-            }
+        let ended = || {
+            InboxDelivery::Failed(BusError::js(
+                "receiving a message",
+                "the pull inbox's subscription ended",
+            ))
+        };
+        match &mut self.intake {
+            Intake::Thread(deliveries) => deliveries.recv().await.unwrap_or_else(ended),
+            Intake::Direct(subscriber) => loop {
+                let Some(message) = subscriber.next().await else {
+                    return ended();
+                };
+                if let Some(delivery) = InboxDelivery::read(message, context) {
+                    return delivery;
+                }
+            },
         }
     }
+}
 
-    /// A message already received, if any (not waiting for one).
-    fn buffered(&mut self, context: &async_nats::jetstream::Context) -> Option<Message> {
-        while let Some(Some(message)) = self.subscriber.next().now_or_never() {
-            if let Some(InboxDelivery::Message(message)) = Self::read(message, context) {
-                return Some(*message);
-            }
-        }
-        None
-    }
-
+impl InboxDelivery {
     /// What one inbox message is; `None` for an idle heartbeat.
-    fn read(
+    pub(crate) fn read(
         message: async_nats::Message,
         context: &async_nats::jetstream::Context,
     ) -> Option<InboxDelivery> {
