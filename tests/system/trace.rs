@@ -240,9 +240,22 @@ async fn a_trace_shows_the_failed_attempts_the_dead_letter_the_redrive_and_the_s
                 .contains("carrier answered 503"),
             "{failed:#}"
         );
+        // The carrier's gate tried each attempt's call twice, and says so.
+        assert!(
+            failed["error"]
+                .as_str()
+                .unwrap()
+                .ends_with("(tried 2 times)"),
+            "{failed:#}"
+        );
     }
+    // The booking that went through says how long the carrier took and which try it was.
     let effect = shipments[3]["effect"].as_str().unwrap();
     assert!(effect.contains("carrier booking TRK-"), "{effect}");
+    assert!(
+        effect.contains("(answered in ") && effect.contains(" ms, try 1)"),
+        "{effect}"
+    );
     let confirmed = &from_route["events"][1];
     assert_eq!(
         confirmed["caused"],
@@ -304,7 +317,7 @@ async fn a_trace_shows_the_failed_attempts_the_dead_letter_the_redrive_and_the_s
     let shipped_at = line_with(
         &lines,
         redrive_at,
-        &["shipments", "handled", "carrier booking TRK-"],
+        &["shipments", "handled", "carrier booking TRK-", "answered in"],
     );
     let caused_at = line_with(
         &lines,

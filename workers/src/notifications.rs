@@ -24,7 +24,7 @@ mod batch;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::partner::{classify_status, CallFailure, GateError, Partner};
+use crate::partner::{classify_status, Answered, CallFailure, GateError, Partner};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use orderflow_domain::aggregate::OrderState;
@@ -522,8 +522,8 @@ impl NotificationsWorker {
 
     /// Sends `n` through the channel's gate: waits for a slot, tries again while the
     /// service fails or is busy (without spending the message's attempts), and returns the
-    /// service's refusal.
-    async fn send(&self, n: &Notification) -> Result<(), SendError> {
+    /// service's refusal, or how it answered.
+    async fn send(&self, n: &Notification) -> Result<Answered<()>, SendError> {
         self.partner
             .call(|| async { self.channel.send(n).await.map_err(CallFailure::from) })
             .await
@@ -641,7 +641,7 @@ impl Handler for NotificationsWorker {
         }
         let result = self.send(&n).await;
         let (status, error) = match &result {
-            Ok(()) => ("sent", None),
+            Ok(_) => ("sent", None),
             Err(e) => ("failed", Some(e.to_string())),
         };
         sqlx::query(
@@ -664,14 +664,15 @@ impl NotificationsWorker {
     fn sent(
         &self,
         n: &Notification,
-        result: Result<(), SendError>,
+        result: Result<Answered<()>, SendError>,
     ) -> Result<Effects, HandlerError> {
         match result {
-            Ok(()) => Ok(Effects::one(format!(
-                "notified {} via {}: {}",
+            Ok(answered) => Ok(Effects::one(format!(
+                "notified {} via {}: {} ({})",
                 masked(&n.to),
                 self.channel.name(),
-                n.subject
+                n.subject,
+                answered.describe()
             ))),
             Err(SendError::Transient(e) | SendError::Busy { reason: e, .. }) => {
                 Err(HandlerError::Retry(e))

@@ -83,6 +83,29 @@ pub enum GateError {
     Failed(String),
 }
 
+/// A partner's answer, with how it came: the latency of the call that succeeded and which try
+/// it was. Shown in an order's trace with the effect it had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answered<T> {
+    /// What the partner answered.
+    pub value: T,
+    /// How long the successful call took (waiting for a slot not included).
+    pub took: Duration,
+    /// Which try succeeded (1: the first).
+    pub tries: u32,
+}
+
+impl<T> Answered<T> {
+    /// `answered in 120 ms, try 1`.
+    pub fn describe(&self) -> String {
+        format!(
+            "answered in {} ms, try {}",
+            self.took.as_millis(),
+            self.tries
+        )
+    }
+}
+
 /// A snapshot of a partner's pace, for tests and the console.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartnerStatus {
@@ -185,10 +208,13 @@ impl Partner {
     /// the partner is down, for it to come back), and tries again after a failure or an
     /// answer of overload.
     ///
+    /// The answer says how long the successful call took and which try it was; a failure's
+    /// reason says how many tries were made.
+    ///
     /// # Errors
     /// [`GateError::Refused`] when the partner refused the request for good,
     /// [`GateError::Failed`] when it kept failing it while answering others.
-    pub async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, GateError>
+    pub async fn call<T, F, Fut>(&self, mut call: F) -> Result<Answered<T>, GateError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, CallFailure>>,
@@ -211,7 +237,13 @@ impl Partner {
                 .increment(1);
             self.settle(&admitted, result.as_ref().err(), took);
             match result {
-                Ok(value) => return Ok(value),
+                Ok(value) => {
+                    return Ok(Answered {
+                        value,
+                        took,
+                        tries: failed_tries.saturating_add(1),
+                    })
+                }
                 Err(CallFailure::Refused(reason)) => return Err(GateError::Refused(reason)),
                 Err(CallFailure::Busy { reason, .. }) => {
                     // Overload is the partner's state, not the request's: always waited out.
@@ -227,7 +259,9 @@ impl Partner {
                         continue;
                     }
                     if failed_tries >= TRIES_WHILE_UP {
-                        return Err(GateError::Failed(reason));
+                        return Err(GateError::Failed(format!(
+                            "{reason} (tried {failed_tries} times)"
+                        )));
                     }
                     tracing::debug!(partner = self.name, failed_tries, %reason,
                         "a partner call failed; trying it again");
@@ -460,7 +494,9 @@ mod tests {
                 }
             })
             .await;
-        assert_eq!(done, Ok(7));
+        let done = done.unwrap();
+        assert_eq!((done.value, done.tries), (7, 2));
+        assert!(done.describe().ends_with("try 2"), "{}", done.describe());
         assert_eq!(tries.load(Ordering::SeqCst), 2);
         // A request the partner keeps failing while it is up is handed back.
         let tries = AtomicUsize::new(0);
@@ -470,7 +506,12 @@ mod tests {
                 Err::<(), _>(CallFailure::Failed("this one".into()))
             })
             .await;
-        assert_eq!(failed, Err(GateError::Failed("this one".into())));
+        assert_eq!(
+            failed,
+            Err(GateError::Failed(format!(
+                "this one (tried {TRIES_WHILE_UP} times)"
+            )))
+        );
         assert_eq!(tries.load(Ordering::SeqCst), TRIES_WHILE_UP as usize);
         assert!(!partner.status().down);
     }

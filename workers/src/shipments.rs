@@ -27,7 +27,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::command;
-use crate::partner::{classify_status, CallFailure, GateError, Partner};
+use crate::partner::{classify_status, Answered, CallFailure, GateError, Partner};
 use orderflow_bus::handler::{handle_each, Delivery, Effects, Handler, HandlerError};
 
 /// The durable consumer's name.
@@ -377,8 +377,8 @@ impl ShipmentsWorker {
 
     /// Books `request` through the carrier's gate: waits for a slot, tries again while the
     /// carrier fails or is busy (without spending the message's attempts), and returns the
-    /// booking or the carrier's refusal.
-    async fn book(&self, request: &ShipmentRequest) -> Result<Booking, CarrierError> {
+    /// booking (with how the carrier answered) or the carrier's refusal.
+    async fn book(&self, request: &ShipmentRequest) -> Result<Answered<Booking>, CarrierError> {
         self.partner
             .call(|| async { self.carrier.book(request).await.map_err(CallFailure::from) })
             .await
@@ -478,7 +478,9 @@ impl ShipmentsWorker {
                 lines: state.lines,
             };
             match self.book(&request).await {
-                Ok(booking) => {
+                Ok(answered) => {
+                    let answer = answered.describe();
+                    let booking = answered.value;
                     sqlx::query(
                         "UPDATE shipments SET status = 'booked', carrier = $2,
                                 tracking_number = $3, last_error = NULL, updated_at = now()
@@ -490,7 +492,7 @@ impl ShipmentsWorker {
                     .execute(&self.pool)
                     .await?;
                     effects.push(format!(
-                        "carrier booking {}: booked shipment {} with {}",
+                        "carrier booking {}: booked shipment {} with {} ({answer})",
                         booking.tracking_number,
                         record.shipment_id,
                         self.carrier.name()

@@ -15,9 +15,10 @@ use orderflow_store::{log, orders, EventEnvelope};
 use uuid::Uuid;
 
 use super::{render, Notification, NotificationsWorker, SendError, NAME, NOTIFIABLE};
+use crate::partner::Answered;
 
 /// One send: the event's index in the batch, its id, what the channel said.
-type Sent = (usize, Uuid, Result<(), SendError>);
+type Sent = (usize, Uuid, Result<Answered<()>, SendError>);
 
 /// One notification to send: its index in the batch, its event id, the message.
 type ToSend<'a> = (usize, Uuid, &'a Notification);

@@ -22,6 +22,7 @@ use super::{
     SHIPMENT_NAMESPACE,
 };
 use crate::command;
+use crate::partner::Answered;
 
 /// A status to record for an order's shipment, with the error that led to it.
 type StatusChange = (Uuid, &'static str, Option<String>);
@@ -136,9 +137,11 @@ impl ShipmentsWorker {
         for (request, outcome) in booked {
             let order_id = request.order_id;
             match outcome {
-                Ok(booking) => {
+                Ok(answered) => {
+                    let answer = answered.describe();
+                    let booking = answered.value;
                     effects.entry(order_id).or_default().push(format!(
-                        "carrier booking {}: booked shipment {} with {}",
+                        "carrier booking {}: booked shipment {} with {} ({answer})",
                         booking.tracking_number,
                         request.shipment_id,
                         self.carrier.name()
@@ -309,18 +312,19 @@ impl ShipmentsWorker {
     async fn book_all(
         &self,
         requests: Vec<ShipmentRequest>,
-    ) -> Vec<(ShipmentRequest, Result<Booking, CarrierError>)> {
-        let booking: Vec<BoxFuture<'_, (ShipmentRequest, Result<Booking, CarrierError>)>> =
-            requests
-                .into_iter()
-                .map(|request| {
-                    async move {
-                        let outcome = self.book(&request).await;
-                        (request, outcome)
-                    }
-                    .boxed()
-                })
-                .collect();
+    ) -> Vec<(ShipmentRequest, Result<Answered<Booking>, CarrierError>)> {
+        let booking: Vec<
+            BoxFuture<'_, (ShipmentRequest, Result<Answered<Booking>, CarrierError>)>,
+        > = requests
+            .into_iter()
+            .map(|request| {
+                async move {
+                    let outcome = self.book(&request).await;
+                    (request, outcome)
+                }
+                .boxed()
+            })
+            .collect();
         futures::future::join_all(booking).await
     }
 
