@@ -24,6 +24,9 @@ use super::{
 use crate::command;
 use crate::partner::Answered;
 
+/// A booking request and what came of it.
+type BookingOutcome = (ShipmentRequest, Result<Answered<Booking>, CarrierError>);
+
 /// A status to record for an order's shipment, with the error that led to it.
 type StatusChange = (Uuid, &'static str, Option<String>);
 
@@ -309,13 +312,8 @@ impl ShipmentsWorker {
 
     /// Books every request with the carrier, all at once through its gate, which keeps as
     /// many in flight as the carrier's pace allows (see [`crate::partner`]).
-    async fn book_all(
-        &self,
-        requests: Vec<ShipmentRequest>,
-    ) -> Vec<(ShipmentRequest, Result<Answered<Booking>, CarrierError>)> {
-        let booking: Vec<
-            BoxFuture<'_, (ShipmentRequest, Result<Answered<Booking>, CarrierError>)>,
-        > = requests
+    async fn book_all(&self, requests: Vec<ShipmentRequest>) -> Vec<BookingOutcome> {
+        let booking: Vec<BoxFuture<'_, BookingOutcome>> = requests
             .into_iter()
             .map(|request| {
                 async move {
