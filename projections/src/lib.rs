@@ -13,6 +13,8 @@
 //! - [`analytics`]: revenue per day and currency, orders per status, sales per SKU, and
 //!   [`analytics::summary`].
 //! - [`mod@rebuild`]: rebuild into shadow tables and swap, verify, list, rebuild at start.
+//! - [`single_pass`]: a full rebuild's fold, each event read once and each row written once,
+//!   with a bounded number of rows in memory ([`SinglePass`]).
 #![forbid(unsafe_code)]
 
 pub mod analytics;
@@ -22,6 +24,7 @@ pub mod handler;
 pub mod order_summary;
 pub mod projection;
 pub mod rebuild;
+pub mod single_pass;
 
 use std::sync::Arc;
 
@@ -30,9 +33,10 @@ pub use handler::ProjectionHandler;
 pub use order_summary::OrderSummaryProjection;
 pub use projection::{Fold, Projection, ProjectionError, TableSpec, Tables};
 pub use rebuild::{
-    ensure_current, list, rebuild, Phase, Progress, ProjectionState, ProjectionStatus,
-    RebuildOptions, RebuildReport,
+    ensure_current, list, rebuild, rebuild_with, Phase, Progress, ProjectionState,
+    ProjectionStatus, RebuildOptions, RebuildReport,
 };
+pub use single_pass::SinglePass;
 
 /// Every projection orderflow runs, in a stable order.
 pub fn all() -> Vec<Arc<dyn Projection>> {

@@ -1,10 +1,12 @@
 //! The projection framework. A projection supplies only what is its own ([`Fold`]): its
 //! tables, its row type (one row per order, decoded with `sqlx::FromRow`), a pure fold
 //! (event + current row -> new row, no I/O) and the statements that write a batch's changed
-//! rows. The framework owns the rest: the batch loop ([`fold_batch`]: read the current rows of
-//! the orders a batch touches, fold the batch in memory, write back), the live path
-//! ([`apply_live`]) and, through [`Projection::apply_batch`], the rebuild
-//! ([`mod@crate::rebuild`]); both run the same loop, so they produce the same rows.
+//! rows. The framework owns the rest and chooses how to run the fold: the batch loop
+//! ([`fold_batch`]: read the current rows of the orders a batch touches, fold the batch in
+//! memory, write back) for the live path ([`apply_live`]) and a rebuild's catching up, and
+//! the single pass ([`Projection::fold_log`], [`crate::single_pass`]: each event read once,
+//! each row written once) for a full rebuild into empty shadow tables
+//! ([`mod@crate::rebuild`]). Both call the same [`Fold`], so they produce the same rows.
 //!
 //! Where its tables live ([`Tables`]: the live ones, or the shadow ones a rebuild fills) is
 //! the caller's choice. The checkpoint (`projection_checkpoints`: name, version, position,
@@ -30,6 +32,8 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 use uuid::Uuid;
+
+use crate::single_pass::SinglePass;
 
 /// The suffix of the shadow tables a rebuild fills before the swap.
 pub const SHADOW_SUFFIX: &str = "_rebuild";
@@ -145,6 +149,24 @@ pub trait Projection: Send + Sync + 'static {
         events: &[EventEnvelope],
     ) -> Result<(), ProjectionError>;
 
+    /// Folds the log `after < position <= until` into `tables`, which hold no row yet (a
+    /// full rebuild's fresh shadow tables), in one pass that reads each event once and
+    /// writes each row once, with at most `settings.max_open_rows` rows in memory
+    /// ([`crate::single_pass`]); `progress` is told how many events each page of `page`
+    /// events folded. Returns the last position folded.
+    ///
+    /// # Errors
+    /// As [`Projection::apply_batch`], or the error of reading the log.
+    async fn fold_log(
+        &self,
+        pool: &PgPool,
+        tables: &Tables,
+        range: (i64, i64),
+        page: i64,
+        settings: SinglePass,
+        progress: &mut (dyn FnMut(usize) + Send),
+    ) -> Result<i64, ProjectionError>;
+
     /// Folds one event into `tables`, inside the caller's transaction.
     ///
     /// # Errors
@@ -221,6 +243,18 @@ impl<F: Fold> Projection for F {
         events: &[EventEnvelope],
     ) -> Result<(), ProjectionError> {
         fold_batch(self, tx, tables, events).await
+    }
+
+    async fn fold_log(
+        &self,
+        pool: &PgPool,
+        tables: &Tables,
+        range: (i64, i64),
+        page: i64,
+        settings: SinglePass,
+        progress: &mut (dyn FnMut(usize) + Send),
+    ) -> Result<i64, ProjectionError> {
+        crate::single_pass::fold_log(self, pool, tables, range, page, settings, progress).await
     }
 }
 

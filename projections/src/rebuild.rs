@@ -5,10 +5,14 @@
 //! A rebuild ([`rebuild`]):
 //! 1. takes a per-projection advisory lock (one rebuild at a time), creates the shadow tables
 //!    (`<table>_rebuild`) without their secondary indexes;
-//! 2. folds the log from position 1 in global order, in batches: one read of `batch_size`
-//!    events (the next batch is read while this one is written), one transaction with a few
-//!    multi-row statements per batch; the live tables and their consumer are untouched;
-//! 3. creates the secondary indexes, then catches up with what was written meanwhile;
+//! 2. folds the log from position 1 to the head in one pass ([`crate::single_pass`]): pages
+//!    of `batch_size` events read once, folded in memory (at most [`SinglePass`]'s
+//!    `max_open_rows` rows held; a row is read back only after it was evicted), every row
+//!    written once, in bulk; the live tables and their consumer are untouched. With
+//!    [`SinglePass::off`] the batch loop folds it instead (each batch reads back the rows it
+//!    continues);
+//! 3. creates the secondary indexes, then catches up with what was written meanwhile (the
+//!    batch loop: the shadow tables hold rows now);
 //! 4. in one transaction: locks the checkpoint row (the live consumer waits), folds the last
 //!    events up to the head (past the live checkpoint when the live consumer is behind),
 //!    drops the live tables, renames the shadow tables (and their indexes) into their place
@@ -32,6 +36,7 @@ use utoipa::ToSchema;
 use crate::projection::{
     checkpoints, ensure_checkpoint, lock_checkpoint, Projection, ProjectionError, Tables,
 };
+use crate::single_pass::SinglePass;
 
 /// The first key of the advisory locks that guard rebuilds (the second is the projection
 /// name's `hashtext`).
@@ -247,6 +252,21 @@ pub async fn rebuild(
     options: RebuildOptions,
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<RebuildReport, ProjectionError> {
+    rebuild_with(pool, projection, options, SinglePass::from_env(), progress).await
+}
+
+/// [`rebuild`] with the single pass's setting given (how many rows it may hold in memory;
+/// [`SinglePass::off`] folds the whole log with the batch loop instead).
+///
+/// # Errors
+/// As [`rebuild`].
+pub async fn rebuild_with(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    options: RebuildOptions,
+    single_pass: SinglePass,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<RebuildReport, ProjectionError> {
     let name = projection.name();
     // The lock lives on a connection taken out of the pool: if this future is dropped
     // (a cancelled request, an aborted task), the connection closes and the lock goes with
@@ -260,7 +280,7 @@ pub async fn rebuild(
     if !locked {
         return Err(ProjectionError::AlreadyRebuilding(name.to_string()));
     }
-    let result = rebuild_locked(pool, projection, options, progress).await;
+    let result = rebuild_locked(pool, projection, options, single_pass, progress).await;
     if result.is_err() && !options.verify_only {
         let reset = sqlx::query(
             "UPDATE projection_checkpoints SET state = 'live', updated_at = now() WHERE name = $1",
@@ -295,6 +315,7 @@ async fn rebuild_locked(
     pool: &PgPool,
     projection: &dyn Projection,
     options: RebuildOptions,
+    single_pass: SinglePass,
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<RebuildReport, ProjectionError> {
     let name = projection.name();
@@ -334,7 +355,22 @@ async fn rebuild_locked(
         verify = options.verify_only,
         "rebuild: folding the log"
     );
-    let mut position = fold_range(pool, projection, 0, target, batch, &mut meter).await?;
+    // The shadow tables are empty: one pass that reads each event once and writes each row
+    // once, unless it is switched off.
+    let mut position = if single_pass.max_open_rows > 0 {
+        projection
+            .fold_log(
+                pool,
+                &Tables::shadow(),
+                (0, target),
+                batch,
+                single_pass,
+                &mut |events| meter.folded(events),
+            )
+            .await?
+    } else {
+        fold_range(pool, projection, 0, target, batch, &mut meter).await?
+    };
 
     meter.phase(Phase::Indexing);
     {
@@ -497,7 +533,8 @@ async fn fold_range(
     Ok(position)
 }
 
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+/// A spawned task, aborted when its owner is dropped (a rebuild dropped midway).
+pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
