@@ -11,7 +11,7 @@
 //!    written once, in bulk; the live tables and their consumer are untouched. With
 //!    [`SinglePass::off`] the batch loop folds it instead (each batch reads back the rows it
 //!    continues);
-//! 3. creates the secondary indexes, then catches up with what was written meanwhile (the
+//! 3. creates the secondary indexes (all at once, a connection each), then catches up with what was written meanwhile (the
 //!    batch loop: the shadow tables hold rows now);
 //! 4. in one transaction: locks the checkpoint row (the live consumer waits), folds the last
 //!    events up to the head (past the live checkpoint when the live consumer is behind),
@@ -373,17 +373,7 @@ async fn rebuild_locked(
     };
 
     meter.phase(Phase::Indexing);
-    {
-        let mut conn = pool.acquire().await?;
-        for table in projection.tables() {
-            let shadow = Tables::shadow().name(table.name);
-            for index in table.indexes {
-                sqlx::query(&index.replace("{table}", &shadow))
-                    .execute(&mut *conn)
-                    .await?;
-            }
-        }
-    }
+    create_indexes(pool, projection).await?;
 
     meter.phase(Phase::CatchingUp);
     if !options.verify_only {
@@ -456,6 +446,25 @@ async fn rebuild_locked(
         "rebuild finished"
     );
     Ok(report)
+}
+
+/// Creates the shadow tables' secondary indexes, each on a connection of its own, at once
+/// (PostgreSQL builds one index with one process). Dropping the future stops them.
+async fn create_indexes(pool: &PgPool, projection: &dyn Projection) -> Result<(), sqlx::Error> {
+    let mut building = tokio::task::JoinSet::new();
+    for table in projection.tables() {
+        let shadow = Tables::shadow().name(table.name);
+        for index in table.indexes {
+            let statement = index.replace("{table}", &shadow);
+            let pool = pool.clone();
+            building.spawn(async move { sqlx::query(&statement).execute(&pool).await });
+        }
+    }
+    while let Some(built) = building.join_next().await {
+        built
+            .map_err(|join| sqlx::Error::Protocol(format!("creating an index failed: {join}")))??;
+    }
+    Ok(())
 }
 
 async fn create_shadow_tables(
