@@ -317,7 +317,12 @@ async fn a_trace_shows_the_failed_attempts_the_dead_letter_the_redrive_and_the_s
     let shipped_at = line_with(
         &lines,
         redrive_at,
-        &["shipments", "handled", "carrier booking TRK-", "answered in"],
+        &[
+            "shipments",
+            "handled",
+            "carrier booking TRK-",
+            "answered in",
+        ],
     );
     let caused_at = line_with(
         &lines,
