@@ -60,8 +60,18 @@ impl BusError {
     }
 }
 
-/// How long creating a replicated stream waits for a forming cluster to have its peers.
-const CLUSTER_FORMING_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long creating a stream waits for a cluster that cannot create it yet.
+const CLUSTER_FORMING_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether a failed stream creation is a cluster not ready yet (see [`Bus::create_stream`]).
+fn cluster_not_ready(error: &jetstream::context::CreateStreamError) -> bool {
+    use jetstream::context::CreateStreamErrorKind as Kind;
+    match error.kind() {
+        Kind::TimedOut => true,
+        Kind::JetStream(inner) => [10005, 10008].contains(&inner.error_code().0),
+        _ => false,
+    }
+}
 
 /// `url` (one NATS URL, or several separated by commas) with every credential replaced by
 /// `***`: the password of `user:password@`, and a token or nkey given alone before the `@`.
@@ -346,9 +356,11 @@ impl Bus {
             .await
     }
 
-    /// Creates or updates one stream. A cluster whose servers have not all joined yet answers
-    /// "no suitable peers for placement" (10005) to a replicated stream: that is waited out,
-    /// for up to [`CLUSTER_FORMING_PATIENCE`], instead of failing the start.
+    /// Creates or updates one stream. A cluster that is forming, or has lost the quorum of its
+    /// meta group, cannot create a stream yet: it answers "no suitable peers for placement"
+    /// (10005) to a replicated stream whose servers have not all joined, "JetStream system
+    /// temporarily unavailable" (10008), or not at all (the request times out). That is
+    /// waited out, for up to [`CLUSTER_FORMING_PATIENCE`], instead of failing the start.
     async fn create_stream(
         &self,
         config: stream::Config,
@@ -359,10 +371,10 @@ impl Bus {
             match self.jetstream.create_or_update_stream(config.clone()).await {
                 Ok(_) => return Ok(()),
                 Err(error)
-                    if error.to_string().contains("10005")
+                    if cluster_not_ready(&error)
                         && started.elapsed() < CLUSTER_FORMING_PATIENCE =>
                 {
-                    tracing::info!(%error, "JetStream has no peers for the stream yet; waiting for the cluster to form");
+                    tracing::info!(%error, "JetStream cannot create the stream yet; waiting for the cluster to form");
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 }
                 Err(error) => return Err(BusError::js(operation, error)),
