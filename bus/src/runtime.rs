@@ -28,8 +28,9 @@
 //! A message is in hand from its delivery to this process until it is settled, whether it is
 //! being handled or waits behind a batch (`crate::in_hand`). Everything in hand is said to be
 //! in progress three times per `ack_wait`, from an OS thread and a connection of their own
-//! (`crate::keep_alive`), so only a dead or stuck process has its messages redelivered, however long a batch takes on a busy machine (a
-//! handler call is bounded by `handler_timeout`). A redelivery of a message still in hand is
+//! (`crate::keep_alive`), so only a dead or stuck process has its messages redelivered,
+//! however long a batch takes on a busy machine (a handler call is bounded by
+//! `handler_timeout`). A redelivery of a message still in hand is
 //! dropped, not worked twice. Each pull asks for as many messages as recent ones say fit one
 //! ack wait (at least 32, at most `batch_size`). A consumer with a backlog that settles nothing for
 //! `stall_after` says so: a warning every 30 s and `orderflow_consumer_stalled_seconds`.
@@ -1021,19 +1022,12 @@ impl Consumer {
                 delivery = deliveries.next(self.bus.jetstream()) => {
                     let mut next = Some(delivery);
                     while let Some(delivery) = next.take() {
-                        match delivery {
-                            InboxDelivery::Message(message) => {
+                        match self.receive(delivery, &mut waiting) {
+                            Received::Message => {
                                 pull = pull.and_then(|left| left.checked_sub(1)).filter(|left| *left > 0);
-                                if self.take_in_hand(&message) {
-                                    waiting.push_back(*message);
-                                }
                             }
-                            InboxDelivery::InHand(message) => {
-                                pull = pull.and_then(|left| left.checked_sub(1)).filter(|left| *left > 0);
-                                waiting.push_back(*message);
-                            }
-                            InboxDelivery::PullEnded => pull = None,
-                            InboxDelivery::Failed(error) => {
+                            Received::PullEnded => pull = None,
+                            Received::Failed(error) => {
                                 pull = None;
                                 failure = Some(error.into());
                                 break;
@@ -1057,14 +1051,8 @@ impl Consumer {
                     grace_spent = true;
                     pull = None;
                     while let Some(delivery) = deliveries.next(self.bus.jetstream()).now_or_never() {
-                        match delivery {
-                            InboxDelivery::Message(message) => {
-                                if self.take_in_hand(&message) {
-                                    waiting.push_back(*message);
-                                }
-                            }
-                            InboxDelivery::InHand(message) => waiting.push_back(*message),
-                            InboxDelivery::PullEnded | InboxDelivery::Failed(_) => break,
+                        if !matches!(self.receive(delivery, &mut waiting), Received::Message) {
+                            break;
                         }
                     }
                     let mut released = waiting.len();
@@ -1092,6 +1080,25 @@ impl Consumer {
                 // many messages in hand as may be).
                 () = tokio::time::sleep(self.options.fetch_wait), if continuous && pull.is_none() => {}
             }
+        }
+    }
+
+    /// Puts a delivered message in `waiting`, in hand (a redelivery of one in hand is
+    /// dropped, see [`Consumer::take_in_hand`]), and says what the delivery was.
+    fn receive(&self, delivery: InboxDelivery, waiting: &mut VecDeque<Message>) -> Received {
+        match delivery {
+            InboxDelivery::Message(message) => {
+                if self.take_in_hand(&message) {
+                    waiting.push_back(*message);
+                }
+                Received::Message
+            }
+            InboxDelivery::InHand(message) => {
+                waiting.push_back(*message);
+                Received::Message
+            }
+            InboxDelivery::PullEnded => Received::PullEnded,
+            InboxDelivery::Failed(error) => Received::Failed(error),
         }
     }
 
@@ -1801,6 +1808,16 @@ enum Intake {
     Thread(tokio::sync::mpsc::UnboundedReceiver<InboxDelivery>),
     /// A subscription of the bus's own connection.
     Direct(async_nats::Subscriber),
+}
+
+/// What a delivery was, once received ([`Consumer::receive`]).
+enum Received {
+    /// A message of the stream (in `waiting` now, unless it was a redelivery in hand).
+    Message,
+    /// A pull ended.
+    PullEnded,
+    /// The subscription ended, or the server answered with an error.
+    Failed(BusError),
 }
 
 /// What came to the inbox.
